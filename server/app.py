@@ -1,0 +1,228 @@
+"""The ASGI application: ``create_app(settings)`` composes every domain, collab and realtime."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server import logs, openapi
+from server.auth import Authenticator
+from server.db import make_engine, make_sessionmaker
+from server.errors import ProblemError
+from server.metrics import Metrics
+from server.migrate import head_revision
+from server.ratelimit import RateLimiter
+from server.routing import Api, Operation
+from server.settings import Settings
+from server.state import Services, services
+
+log = logging.getLogger("scriptorium.app")
+
+WEB_DIST = Path(__file__).resolve().parent.parent / "web" / "dist"
+
+# A component starts with the app and stops with it: realtime broker and hub, collab rooms…
+Component = Callable[[Services], AbstractAsyncContextManager[None]]
+
+
+def domain_apis() -> list[Api]:
+    """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.users.api import api as users_api
+
+    return [users_api]
+
+
+def components() -> list[Component]:
+    return []
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def problem_response(exc: ProblemError) -> Response:
+    return JSONResponse(exc.to_problem(), status_code=exc.status, headers=exc.headers,
+                        media_type="application/problem+json")
+
+
+async def on_problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc)
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    titles = {404: "Not Found", 405: "Method Not Allowed"}
+    err = ProblemError(exc.detail if exc.detail else None, headers=dict(exc.headers or {}))
+    err.status, err.title = exc.status_code, titles.get(exc.status_code, "Error")
+    err.type_slug = err.title.lower().replace(" ", "-")
+    err.detail = {404: "No such resource.", 405: "Method not allowed here."}.get(exc.status_code, err.detail)
+    return problem_response(err)
+
+
+async def on_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error", extra={"path": request.url.path})
+    return problem_response(ProblemError("Something went wrong on our side."))
+
+
+# --- middleware --------------------------------------------------------------------------
+
+
+class RequestContext:
+    """Request id, access log and metrics for every HTTP request (never logs the query string)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        rid = incoming if 0 < len(incoming) <= 64 and incoming.replace("-", "").isalnum() else uuid.uuid4().hex
+        token = logs.request_id.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        if scope["type"] == "websocket":
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                logs.request_id.reset(token)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", rid.encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], template).observe(elapsed)
+            if log.isEnabledFor(logging.DEBUG) or status >= 500:
+                log.log(logging.ERROR if status >= 500 else logging.DEBUG, "request",
+                        extra={"method": scope["method"], "path": scope["path"], "status": status,
+                               "ms": round(elapsed * 1000, 2)})
+            logs.request_id.reset(token)
+
+
+# --- infrastructure routes ----------------------------------------------------------------
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    svc = services(request)
+    checks: dict[str, Any] = {}
+    try:
+        async with svc.engine.connect() as conn:
+            current = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        checks["database"] = "ok"
+        checks["migrations"] = "ok" if current == head_revision() else f"at {current}, head is {head_revision()}"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+    if svc.broker is not None:
+        try:
+            await svc.broker.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "unavailable", "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+def infra_routes(metrics: Metrics, operations: list[Operation]) -> list[BaseRoute]:
+    spec = openapi.build(operations)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(spec)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(openapi.DOCS_HTML)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+
+
+def web_routes() -> list[BaseRoute]:
+    async def landing(request: Request) -> Response:
+        return HTMLResponse(
+            "<!doctype html><meta charset=utf-8><title>Scriptorium</title>"
+            "<h1>Scriptorium</h1><p>The API is running. See <a href='/docs'>/docs</a>.</p>"
+        )
+
+    return [Route("/", landing, methods=["GET"])]
+
+
+# --- the app ------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    if not settings.database_url:
+        raise RuntimeError("DATABASE_URL is not set (the CLI starts an embedded PostgreSQL for you)")
+    metrics = Metrics()
+    apis = domain_apis()
+    operations = [op for api in apis for op in api.operations]
+    routes: list[BaseRoute] = [*infra_routes(metrics, operations)]
+    for api in apis:
+        routes.extend(api.routes)
+    routes.extend(web_routes())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        assert settings.database_url
+        engine = make_engine(settings.database_url)
+        sessions = make_sessionmaker(engine)
+        svc = Services(settings=settings, engine=engine, sessions=sessions,
+                       auth=Authenticator(settings, sessions), metrics=metrics,
+                       rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
+        async with AsyncExitStack() as stack:
+            for component in components():
+                await stack.enter_async_context(component(svc))
+            log.info("started", extra={"node_id": settings.node_id, "auth_mode": settings.auth_mode})
+            try:
+                yield {"services": svc}
+            finally:
+                log.info("stopping", extra={"node_id": settings.node_id})
+        await engine.dispose()
+
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ProblemError: on_problem,
+        HTTPException: on_http_exception,
+        Exception: on_error,
+    }
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app

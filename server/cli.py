@@ -1,0 +1,142 @@
+"""``python -m server serve|migrate|demo|admin grant <clerk_id>``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from server.settings import Settings, SettingsError
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    from server.embedded import start_postgres
+
+    url = start_postgres(settings.data_dir / "pg")
+    # Workers (and reloads) are separate processes: hand them the same database.
+    os.environ["DATABASE_URL"] = url
+    return url
+
+
+async def _is_empty(url: str) -> bool:
+    from sqlalchemy import pool, text
+
+    from server.db import make_engine
+
+    engine = make_engine(url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text("SELECT count(*) FROM courses"))).scalar() == 0
+    finally:
+        await engine.dispose()
+
+
+def cmd_migrate(settings: Settings) -> int:
+    from server.migrate import run_upgrade
+
+    run_upgrade(_database_url(settings))
+    print("database is at the latest schema")
+    return 0
+
+
+def cmd_demo(settings: Settings) -> int:
+    from server.demo import load_demo
+    from server.migrate import run_upgrade
+
+    url = _database_url(settings)
+    run_upgrade(url)
+    print(asyncio.run(load_demo(url)))
+    return 0
+
+
+def cmd_admin_grant(settings: Settings, clerk_id: str) -> int:
+    from server.db import make_engine, make_sessionmaker
+    from server.users.service import grant_admin
+
+    async def run() -> bool:
+        engine = make_engine(_database_url(settings))
+        try:
+            async with make_sessionmaker(engine).begin() as session:
+                return await grant_admin(session, clerk_id=clerk_id)
+        finally:
+            await engine.dispose()
+
+    changed = asyncio.run(run())
+    print(f"{clerk_id} is an admin" + ("" if changed else " (already)"))
+    return 0
+
+
+def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool) -> int:
+    import uvicorn
+
+    from server import logs
+    from server.migrate import run_upgrade
+
+    logs.configure(settings.log_level)
+    url = _database_url(settings)
+    run_upgrade(url)
+    if demo or settings.demo_on_empty:
+        from server.demo import load_demo
+
+        if asyncio.run(_is_empty(url)):
+            print(asyncio.run(load_demo(url)))
+    print(f"Scriptorium on http://{host}:{port}  (auth: {settings.auth_mode}, "
+          f"broker: {'redis' if settings.redis_url else 'in-process'})", flush=True)
+    uvicorn.run(
+        "server.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers if workers > 1 else None,
+        ws="websockets-sansio",
+        loop="uvloop",
+        http="httptools",
+        ws_max_size=2 * 1024 * 1024,
+        ws_ping_interval=25.0,
+        ws_ping_timeout=20.0,
+        ws_per_message_deflate=False,
+        proxy_headers=True,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Scriptorium server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate, then serve HTTP and WebSockets")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--demo", action="store_true", help="load the demo data into an empty database")
+    sub.add_parser("migrate", help="create or upgrade the schema and seed the achievement catalogue")
+    sub.add_parser("demo", help="load the demo course, users and thread")
+    admin = sub.add_parser("admin", help="administration")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    grant = admin_sub.add_parser("grant", help="make a user an admin")
+    grant.add_argument("clerk_id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "serve":
+        return cmd_serve(settings, args.host, args.port, args.workers, args.demo)
+    if args.command == "migrate":
+        return cmd_migrate(settings)
+    if args.command == "demo":
+        return cmd_demo(settings)
+    if args.command == "admin":
+        return cmd_admin_grant(settings, args.clerk_id)
+    return 2

@@ -1,0 +1,33 @@
+"""An embedded PostgreSQL (PyPI ``pgserver``) for running without a configured database."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+log = logging.getLogger("scriptorium.embedded")
+
+_servers: dict[Path, Any] = {}
+
+
+def start_postgres(pgdata: Path, database: str = "scriptorium") -> str:
+    """Start (or join) the server under ``pgdata`` and return an asyncpg URL to ``database``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    pgdata = pgdata.resolve()
+    pgdata.mkdir(parents=True, exist_ok=True)
+    server = _servers.get(pgdata)
+    if server is None:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+        _servers[pgdata] = server
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
+    if "(1 row)" not in exists:
+        server.psql(f'CREATE DATABASE "{database}";')
+    socket_dir = parse_qs(urlparse(server.get_uri()).query)["host"][0]
+    log.info("embedded postgres", extra={"pgdata": str(pgdata)})
+    return f"postgresql+asyncpg://postgres@/{database}?host={socket_dir}"

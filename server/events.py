@@ -1,0 +1,55 @@
+"""Events for the live channels (§7), recorded in the same transaction as the write.
+
+Domain code calls :func:`emit` inside its transaction; the row is the proof that the event
+was recorded (a 2xx means it is in PostgreSQL). After commit the outbox is drained, in order,
+to the broker, which assigns the per-channel event id.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Text, func, insert, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base
+
+
+class OutboxEvent(Base):
+    __tablename__ = "event_outbox"
+    __table_args__ = (
+        Index("ix_event_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    channel: Mapped[str] = mapped_column(Text, nullable=False)
+    event: Mapped[str] = mapped_column(Text, nullable=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONB, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), nullable=False, server_default=func.now()
+    )
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+def _pending(session: AsyncSession) -> list[int]:
+    pending: list[int] = session.info.setdefault("outbox_pending", [])
+    return pending
+
+
+async def emit(session: AsyncSession, *, channel: str, event: str, data: dict[str, Any]) -> None:
+    """Record ``event`` on ``channel`` in the caller's transaction.
+
+    ``channel`` is the internal name: ``course:<uuid>``, ``thread:<post uuid>`` or
+    ``user:<clerk_id>`` (the hub maps a client's ``user:me`` to it).
+    """
+    result = await session.execute(
+        insert(OutboxEvent).values(channel=channel, event=event, data=data).returning(OutboxEvent.id)
+    )
+    _pending(session).append(int(result.scalar_one()))
+
+
+def has_pending(session: AsyncSession) -> bool:
+    return bool(session.info.get("outbox_pending"))

@@ -1,0 +1,30 @@
+"""Prometheus metrics, one registry per app (workers each expose their own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "scriptorium_http_requests_total", "HTTP requests", ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "scriptorium_http_request_seconds", "HTTP request latency", ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.websockets = Gauge(
+            "scriptorium_websocket_connections", "Open WebSocket connections", ["endpoint"],
+            registry=self.registry,
+        )
+        self.collab_rooms = Gauge("scriptorium_collab_rooms", "Rooms in memory", registry=self.registry)
+        self.collab_updates = Counter(
+            "scriptorium_collab_updates_total", "Document updates applied", registry=self.registry
+        )
+        self.events_published = Counter(
+            "scriptorium_events_published_total", "Live events published", registry=self.registry
+        )

@@ -1,0 +1,88 @@
+"""Apply migrations and idempotent seed data (``python -m server migrate``)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import pool, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.engine import Connection
+
+from server.db import make_engine
+from server.gamification.catalogue import DEFAULT_ACHIEVEMENTS
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = database_url
+    return config
+
+
+def head_revision() -> str | None:
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused"))
+    return script.get_current_head()
+
+
+def _upgrade(connection: Connection, database_url: str, revision: str) -> None:
+    config = alembic_config(database_url)
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def _downgrade(connection: Connection, database_url: str, revision: str) -> None:
+    config = alembic_config(database_url)
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def upgrade(database_url: str, revision: str = "head") -> None:
+    engine = make_engine(database_url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            # One migrator at a time when several nodes start together.
+            await conn.execute(text("SELECT pg_advisory_xact_lock(7261001)"))
+            await conn.run_sync(_upgrade, database_url, revision)
+        if revision == "head":
+            async with engine.begin() as conn:
+                await seed_achievements(conn)
+    finally:
+        await engine.dispose()
+
+
+async def downgrade(database_url: str, revision: str) -> None:
+    engine = make_engine(database_url, poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_downgrade, database_url, revision)
+    finally:
+        await engine.dispose()
+
+
+async def seed_achievements(conn: object) -> None:
+    from server.gamification.models import Achievement
+
+    stmt = insert(Achievement).values(list(DEFAULT_ACHIEVEMENTS)).on_conflict_do_nothing(
+        index_elements=["name"]
+    )
+    await conn.execute(stmt)  # type: ignore[attr-defined]
+
+
+async def current_revision(database_url: str) -> str | None:
+    engine = make_engine(database_url, poolclass=pool.NullPool)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+    finally:
+        await engine.dispose()
+
+
+def run_upgrade(database_url: str) -> None:
+    asyncio.run(upgrade(database_url))

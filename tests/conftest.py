@@ -1,0 +1,81 @@
+"""Fixtures: one PostgreSQL and Redis per run, a fresh database per server, real uvicorn servers."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db import make_engine
+from server.migrate import upgrade
+from tests.support import Postgres, RedisServer, ServerProcess, DevUser, dev_user
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Postgres:
+    return Postgres()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server owned by the test run (restartable)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    import os
+
+    return os.environ.get("TEST_REDIS_URL") or redis_server.url
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="scr-data-"))
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres: Postgres) -> AsyncIterator[str]:
+    """A migrated database shared by the session's default server."""
+    url = await postgres.create_database()
+    await upgrade(url)
+    yield url
+    await postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
+    """The default server: embedded-style single node, in-process broker, dev auth."""
+    proc = ServerProcess(database_url=database_url, data_dir=data_dir,
+                         env={"RATE_LIMIT_PER_MINUTE": "0"}).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def alice(client: httpx.AsyncClient) -> DevUser:
+    return await dev_user(client, "Alice")
+
+
+@pytest.fixture
+async def bob(client: httpx.AsyncClient) -> DevUser:
+    return await dev_user(client, "Bob")
