@@ -223,6 +223,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         HTTPException: on_http_exception,
         Exception: on_error,
     }
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

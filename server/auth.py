@@ -101,7 +101,7 @@ class JwksCache:
 
 
 def _http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (configured URL)
+    with urllib.request.urlopen(url, timeout=5) as response:
         data: bytes = response.read()
         return data
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import make_engine
 from server.migrate import upgrade
-from tests.support import Postgres, RedisServer, ServerProcess, DevUser, dev_user
+from tests.support import DevUser, Postgres, RedisServer, ServerProcess, dev_user
 
 
 @pytest.fixture(scope="session")

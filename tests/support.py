@@ -21,6 +21,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / ".artifacts"
+# Every Redis key and channel of this test run is under its own prefix, so runs can share a Redis.
+REDIS_PREFIX = f"scr-test-{uuid.uuid4().hex[:8]}"
 
 
 def free_port() -> int:
@@ -186,6 +188,7 @@ class ServerProcess:
         env.pop("AUTH_MODE", None)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
+            env["REDIS_PREFIX"] = REDIS_PREFIX
         env.update(self.env)
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         self.log_path = ARTIFACTS / f"server-{self.port}.log"
@@ -253,13 +256,13 @@ async def dev_user(client: httpx.AsyncClient, name: str = "User", *, clerk_id: s
     return user
 
 
-async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.02) -> Any:
+async def eventually(check: Any, within: float = 10.0, interval: float = 0.02) -> Any:
     """Poll an async predicate until it returns a truthy value (a bounded wait on an outcome)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+    raise AssertionError(f"condition not met within {within}s (last value: {last!r})")
