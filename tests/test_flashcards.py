@@ -187,3 +187,21 @@ async def test_card_shark_counts_reviews(client: httpx.AsyncClient, db: AsyncEng
         assert r.status_code == 200
     by_name = {a["name"]: a for a in (await client.get("/api/achievements", headers=carol.headers)).json()["items"]}
     assert by_name["Card shark"]["progress"] == 5 and by_name["Card shark"]["earned"] is False
+
+
+async def test_sets_of_a_course(client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser, bob: DevUser) -> None:
+    from tests.motivation_support import make_lessons
+
+    course_id, _ = await make_lessons(db, author_id=alice.clerk_id, count=1)
+    unknown = await client.post("/api/flashcard-sets", headers=alice.headers,
+                                json={"title": "x", "course_id": "00000000-0000-4000-8000-000000000000"})
+    assert unknown.status_code == 422
+    about = await _set(client, alice, course_id=str(course_id), is_public=True)
+    own_private = await _set(client, bob, course_id=str(course_id))
+    other = await _set(client, alice, is_public=True)
+    listed = (await client.get("/api/flashcard-sets", params={"course_id": str(course_id)},
+                               headers=bob.headers)).json()["items"]
+    assert {s["id"] for s in listed} == {about["id"], own_private["id"]}
+    mine = (await client.get("/api/flashcard-sets", params={"mine": "true"}, headers=bob.headers)).json()["items"]
+    assert own_private["id"] in [s["id"] for s in mine] and other["id"] not in [s["id"] for s in mine]
+    assert (await client.get("/api/flashcard-sets", params={"course_id": "nope"})).status_code == 422

@@ -358,7 +358,7 @@ async def refresh_goals(session: AsyncSession, *, user_id: str, now: datetime,
     query = select(LearningGoal).where(LearningGoal.user_id == user_id)
     if target_types is not None:
         query = query.where(LearningGoal.target_type.in_(sorted(set(target_types))))
-    goals = list((await session.execute(query)).scalars())
+    goals = list((await session.execute(query.order_by(LearningGoal.id))).scalars())  # stable lock order
     if not goals:
         return []
     return await evaluate_goals(session, user_id=user_id, goals=goals, now=now,
