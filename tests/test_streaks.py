@@ -4,6 +4,7 @@ concurrency with a settable clock, and the real server's hook and routes."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -238,3 +239,59 @@ async def test_activity_range_and_errors(client: httpx.AsyncClient, db: AsyncEng
     assert bad.status_code == 422
     assert (await client.get("/api/me/activity", params={"from": "yesterday"}, headers=bob.headers)).status_code == 422
     assert (await client.get("/api/me/streak")).status_code == 401
+
+
+async def test_tracker_writes_once_per_local_day(db: AsyncEngine) -> None:
+    """The hot path: after the first action of a local day, the hook sends no SQL at all."""
+    from typing import Any, cast
+
+    from sqlalchemy import event
+
+    from server.auth import Principal
+    from server.gamification.activity import ActivityTracker
+    from server.state import Services
+
+    user = await make_user(db, timezone=NY)
+    clock = FixedClock(at(NY, 2026, 3, 7, 9))
+    svc = Services(settings=cast(Any, None), engine=db, sessions=make_sessionmaker(db), auth=cast(Any, None),
+                   clock=clock)
+    tracker = ActivityTracker(svc)
+    in_ny = Principal(clerk_id=user, id="x", email=None, name=None, image_url=None, role="member", timezone=NY)
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.sync_engine, "before_cursor_execute", count)
+    try:
+        await tracker(in_ny)
+        assert statements
+        statements.clear()
+        for minutes in range(0, 14 * 60, 37):  # the rest of the day
+            clock.set(at(NY, 2026, 3, 7, 9) + timedelta(minutes=minutes))
+            await tracker(in_ny)
+        assert statements == []
+        clock.set(at(NY, 2026, 3, 8, 0, 5))  # local midnight passed (a 23-hour day begins)
+        await tracker(in_ny)
+        assert statements
+        statements.clear()
+        # 05:05 UTC is still the 8th in Berlin too, but a zone change re-checks the date once.
+        await tracker(Principal(**{**in_ny.__dict__, "timezone": BERLIN}))
+        await tracker(Principal(**{**in_ny.__dict__, "timezone": BERLIN}))
+    finally:
+        event.remove(db.sync_engine, "before_cursor_execute", count)
+    assert await _days(db, user) == [date(2026, 3, 7), date(2026, 3, 8)]
+    assert await _streak_row(db, user) == (2, 2, date(2026, 3, 8))
+
+
+async def test_concurrent_first_requests_record_one_day(client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    sub = f"user_burst_{uuid.uuid4().hex[:10]}"
+    token = (await client.post("/api/dev/token", json={"sub": sub, "name": "Burst"})).json()["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    responses = await asyncio.gather(*(client.get("/api/me/streak", headers=headers) for _ in range(12)))
+    assert all(r.status_code == 200 for r in responses)
+    days = await _days(db, sub)
+    assert len(days) == 1
+    assert all(r.json() == {"current_streak": 1, "longest_streak": 1, "last_active_date": days[0].isoformat()}
+               for r in responses)
+    assert len(await outbox_events(db, f"user:{sub}", "streak.updated")) == 1
