@@ -205,3 +205,18 @@ async def test_sets_of_a_course(client: httpx.AsyncClient, db: AsyncEngine, alic
     mine = (await client.get("/api/flashcard-sets", params={"mine": "true"}, headers=bob.headers)).json()["items"]
     assert own_private["id"] in [s["id"] for s in mine] and other["id"] not in [s["id"] for s in mine]
     assert (await client.get("/api/flashcard-sets", params={"course_id": "nope"})).status_code == 422
+
+
+async def test_retention_stats(client: httpx.AsyncClient) -> None:
+    dana = await dev_user(client, "Dana")
+    deck = await _set(client, dana)
+    cards = [await _card(client, dana, deck["id"], f"q{i}", "a") for i in range(2)]
+    empty = (await client.get("/api/me/flashcard-stats", headers=dana.headers)).json()
+    assert empty["reviews"] == 0 and empty["retention"] is None
+    for card, rating in zip(cards * 2, ["again", "good", "good", "easy"], strict=True):
+        r = await client.post(f"/api/flashcards/{card['id']}/review", json={"rating": rating}, headers=dana.headers)
+        assert r.status_code == 200
+    stats = (await client.get("/api/me/flashcard-stats", headers=dana.headers)).json()
+    assert stats["reviews"] == 4 and stats["by_rating"] == {"again": 1, "hard": 0, "good": 2, "easy": 1}
+    assert stats["retention"] == 0.75 and stats["cards_studied"] == 2
+    assert (await client.get("/api/me/flashcard-stats", params={"days": "0"}, headers=dana.headers)).status_code == 422

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -319,3 +319,17 @@ async def review_card(request: Request) -> Response:
         result = await service.review_card(session, card_id=path_id(request, "id"), user=me, rating=body.rating,
                                            now=svc.clock.now())
     return json_response(result)
+
+
+@api.get("/me/flashcard-stats", query={"days": "look-back window in days (default 30, at most 365)"})
+async def flashcard_stats(request: Request) -> Response:
+    """Your review history summed up: reviews per rating, retention (share not rated "again"), due now."""
+    me = await require_user(request)
+    svc = services(request)
+    raw = request.query_params.get("days") or "30"
+    if not raw.isdigit() or not 1 <= int(raw) <= 365:
+        raise validation("query.days", "must be an integer from 1 to 365")
+    now = svc.clock.now()
+    async with svc.sessions() as session:
+        stats = await service.review_stats(session, user_id=me.clerk_id, since=now - timedelta(days=int(raw)), now=now)
+    return json_response({"days": int(raw), **stats})
