@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -171,7 +171,7 @@ async def evaluate_achievements(session: AsyncSession, *, user_id: str, keys: It
         .outerjoin(UserAchievement, (UserAchievement.achievement_id == Achievement.id)
                    & (UserAchievement.user_id == user_id))
         .where(UserAchievement.earned_at.is_(None),
-               func.cast(Achievement.requirement, Text).op("~")(f'"({pattern})"'))
+               cast(Achievement.requirement, Text).op("~")(f'"({pattern})"'))
     )).all()
     rules: list[tuple[uuid.UUID, str, str | None, Requirement]] = []
     for achievement_id, name, description, raw in candidates:
