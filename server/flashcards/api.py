@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, literal, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -88,7 +89,7 @@ def _card_count(set_id: Any) -> Any:
     return select(func.count()).select_from(Flashcard).where(Flashcard.set_id == set_id).scalar_subquery()
 
 
-async def _check_course(session: Any, course_id: uuid.UUID | None, request: Request) -> None:
+async def _check_course(session: AsyncSession, course_id: uuid.UUID | None, request: Request) -> None:
     if course_id is None:
         return
     try:
