@@ -40,13 +40,17 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.flashcards.api import api as flashcards_api
+    from server.gamification.api import api as gamification_api
     from server.users.api import api as users_api
 
-    return [users_api]
+    return [users_api, gamification_api, flashcards_api]
 
 
 def components() -> list[Component]:
-    return []
+    from server.gamification.activity import activity_component
+
+    return [activity_component]
 
 
 # --- errors ------------------------------------------------------------------------------
