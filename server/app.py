@@ -40,9 +40,11 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.forum.api import api as forum_api
+    from server.notifications.api import api as notifications_api
     from server.users.api import api as users_api
 
-    return [users_api]
+    return [users_api, forum_api, notifications_api]
 
 
 def components() -> list[Component]:
