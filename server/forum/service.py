@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, false, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, exists, false, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -447,7 +447,13 @@ async def set_reply_like(session: AsyncSession, *, ctx: ReplyContext, user: Prin
 
 async def _toggle(session: AsyncSession, model: Any, column: Any, target_id: uuid.UUID, user_id: str,
                   liked: bool) -> bool:
-    """Set or unset one like; True when something changed (idempotent either way)."""
+    """Set or unset one like; True when something changed (idempotent either way).
+
+    Likes of one target are serialised (a transaction lock), so the count each write reports
+    and pushes in its ``*.liked`` event follows commit order: the last event has the true count.
+    """
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                          {"key": f"like:{model.__tablename__}:{target_id}"})
     if liked:
         result = await session.execute(
             insert(model).values({column.key: target_id, "user_id": user_id})
