@@ -170,3 +170,14 @@ async def test_simultaneous_likes_fold_into_one_notification(client: httpx.Async
     liked = [data["like_count"] for name, data in await outbox(db, f"thread:{post['id']}") if name == "post.liked"]
     assert liked == list(range(1, 11))
     assert await unread(client, alice) == 1
+
+
+async def test_simultaneous_replies_push_exact_unread_counts(client: httpx.AsyncClient, db: AsyncEngine,
+                                                             alice: DevUser) -> None:
+    course = await make_course(db, alice)
+    post = await create_post(client, course, alice)
+    people = [await dev_user(client, f"Replier {i}") for i in range(8)]
+    await asyncio.gather(*(create_reply(client, post["id"], person, "at once") for person in people))
+    pushed = [data["unread_count"] for name, data in await outbox(db, f"user:{alice.clerk_id}")]
+    assert pushed == list(range(1, 9))
+    assert await unread(client, alice) == 8
