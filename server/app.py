@@ -48,7 +48,16 @@ def domain_apis() -> list[Api]:
 
 
 def components() -> list[Component]:
-    return []
+    from server import live
+
+    return [live.component]
+
+
+def socket_routes() -> list[BaseRoute]:
+    """WebSocket endpoints: ``/ws`` live events (and the collab rooms)."""
+    from server import live
+
+    return live.routes()
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -224,6 +233,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[BaseRoute] = [*infra_routes(metrics, operations)]
     for api in apis:
         routes.extend(api.routes)
+    routes.extend(socket_routes())
     routes.extend(web_routes())
 
     @asynccontextmanager
