@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs, openapi
 from server.auth import Authenticator
-from server.db import make_engine, make_sessionmaker
+from server.db import install_statement_counter, make_engine, make_sessionmaker, statement_counter
 from server.errors import ProblemError
 from server.metrics import Metrics
 from server.migrate import head_revision
@@ -41,16 +41,26 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
     from server.flashcards.api import api as flashcards_api
+    from server.forum.api import api as forum_api
     from server.gamification.api import api as gamification_api
+    from server.notifications.api import api as notifications_api
     from server.users.api import api as users_api
 
-    return [users_api, gamification_api, flashcards_api]
+    return [users_api, forum_api, notifications_api, gamification_api, flashcards_api]
 
 
 def components() -> list[Component]:
+    from server import live
     from server.gamification.activity import activity_component
 
-    return [activity_component]
+    return [live.component, activity_component]
+
+
+def socket_routes() -> list[BaseRoute]:
+    """WebSocket endpoints: ``/ws`` live events (and the collab rooms)."""
+    from server import live
+
+    return live.routes()
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -130,6 +140,30 @@ class RequestContext:
             logs.request_id.reset(token)
 
 
+class StatementCounter:
+    """Adds ``X-SQL-Statements`` (SQL statements run for this request) when the setting is on."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counter = [0]
+        token = statement_counter.set(counter)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-sql-statements", str(counter[0]).encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            statement_counter.reset(token)
+
+
 # --- infrastructure routes ----------------------------------------------------------------
 
 
@@ -202,12 +236,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[BaseRoute] = [*infra_routes(metrics, operations)]
     for api in apis:
         routes.extend(api.routes)
+    routes.extend(socket_routes())
     routes.extend(web_routes())
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         assert settings.database_url
         engine = make_engine(settings.database_url)
+        if settings.sql_statement_header:
+            install_statement_counter(engine)
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
@@ -228,5 +265,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Exception: on_error,
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    if settings.sql_statement_header:
+        app.add_middleware(StatementCounter)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

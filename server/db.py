@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -87,3 +88,20 @@ def all_models() -> type[Base]:
     import server.models  # noqa: F401
 
     return Base
+
+
+# --- SQL statement counting (opt-in: ``SQL_STATEMENT_HEADER=1``) ------------------------------
+
+# One mutable counter per request; SQLAlchemy's greenlets share the request task's context.
+statement_counter: ContextVar[list[int] | None] = ContextVar("statement_counter", default=None)
+
+
+def _count_statement(*_args: Any, **_kwargs: Any) -> None:
+    counter = statement_counter.get()
+    if counter is not None:
+        counter[0] += 1
+
+
+def install_statement_counter(engine: AsyncEngine) -> None:
+    """Count every statement executed while :data:`statement_counter` holds a counter."""
+    event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)
