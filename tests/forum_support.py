@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,3 +70,25 @@ async def outbox(db: AsyncEngine, channel: str) -> list[tuple[str, dict[str, Any
             text("SELECT event, data FROM event_outbox WHERE channel = :c ORDER BY id"), {"c": channel}
         )).all()
     return [(row.event, row.data) for row in rows]
+
+
+@contextlib.asynccontextmanager
+async def forum_achievements_out_of_reach(db: AsyncEngine) -> AsyncIterator[None]:
+    """Tests that count notifications exactly: a first post earns "First post" (which notifies
+    too), so put the forum achievements out of reach for their duration, then restore them."""
+    async with db.begin() as conn:
+        saved = (await conn.execute(text(
+            "SELECT id, requirement FROM achievements WHERE requirement ?| array['forum_posts', 'likes_received']"
+        ))).all()
+        await conn.execute(text(
+            "UPDATE achievements SET requirement = jsonb_build_object(k, 1000000) "
+            "FROM (SELECT id AS aid, (SELECT min(key) FROM jsonb_object_keys(requirement) key) AS k "
+            "      FROM achievements) keys WHERE achievements.id = keys.aid AND achievements.id = ANY(:ids)"
+        ), {"ids": [row.id for row in saved]})
+    try:
+        yield
+    finally:
+        async with db.begin() as conn:
+            for row in saved:
+                await conn.execute(text("UPDATE achievements SET requirement = CAST(:r AS jsonb) WHERE id = :i"),
+                                   {"r": json.dumps(row.requirement), "i": row.id})

@@ -18,9 +18,21 @@ from websockets.asyncio.client import ClientConnection
 from server.db import make_engine
 from server.migrate import upgrade
 from tests.forum_events import Thread, apply_event
-from tests.forum_support import add_collaborator, create_post, create_reply, make_course
+from tests.forum_support import (
+    add_collaborator,
+    create_post,
+    create_reply,
+    forum_achievements_out_of_reach,
+    make_course,
+)
 from tests.support import DevUser, Postgres, ServerProcess, dev_user
 from tests.test_forum_events import scenario
+
+
+@pytest.fixture(autouse=True)
+async def _only_forum_notifications(db: AsyncEngine) -> AsyncIterator[None]:
+    async with forum_achievements_out_of_reach(db):
+        yield
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

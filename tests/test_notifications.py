@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.forum_support import create_post, create_reply, make_course, outbox
+from tests.forum_support import (
+    create_post,
+    create_reply,
+    forum_achievements_out_of_reach,
+    make_course,
+    outbox,
+)
 from tests.support import DevUser, dev_user
+
+
+@pytest.fixture(autouse=True)
+async def _only_forum_notifications(db: AsyncEngine) -> AsyncIterator[None]:
+    async with forum_achievements_out_of_reach(db):
+        yield
 
 
 async def notifications(client: httpx.AsyncClient, user: DevUser, **params: str) -> list[dict[str, Any]]:
@@ -52,7 +66,7 @@ async def test_replies_notify_the_author_of_what_was_replied_to(client: httpx.As
     assert await unread(client, alice) == 1
 
     # Pushed live on user:<clerk_id> with the unread count, in the same transaction as the reply.
-    events = await outbox(db, f"user:{alice.clerk_id}")
+    events = [e for e in await outbox(db, f"user:{alice.clerk_id}") if e[0].startswith("notification.")]
     assert [name for name, _ in events] == ["notification.created"]
     assert events[0][1]["id"] == note["id"] and events[0][1]["unread_count"] == 1
     assert events[0][1]["type"] == "reply"
@@ -178,6 +192,7 @@ async def test_simultaneous_replies_push_exact_unread_counts(client: httpx.Async
     post = await create_post(client, course, alice)
     people = [await dev_user(client, f"Replier {i}") for i in range(8)]
     await asyncio.gather(*(create_reply(client, post["id"], person, "at once") for person in people))
-    pushed = [data["unread_count"] for name, data in await outbox(db, f"user:{alice.clerk_id}")]
+    pushed = [data["unread_count"] for name, data in await outbox(db, f"user:{alice.clerk_id}")
+              if name.startswith("notification.")]
     assert pushed == list(range(1, 9))
     assert await unread(client, alice) == 8
