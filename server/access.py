@@ -114,3 +114,13 @@ def require(allowed: bool, detail: str = "You may not do this.") -> None:
     """403 for a signed-in caller who can see the resource but not change it."""
     if not allowed:
         raise Forbidden(detail)
+
+
+async def is_enrolled(session: AsyncSession, course_id: uuid.UUID, user: Principal | None) -> bool:
+    """Whether ``user`` is enrolled in the course (collaborators and admins are not, unless they enrolled)."""
+    if user is None:
+        return False
+    found = (await session.execute(
+        select(UserCourse.id).where(UserCourse.course_id == course_id, UserCourse.user_id == user.clerk_id)
+    )).first()
+    return found is not None

@@ -40,9 +40,12 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.feedback.api import api as feedback_api
+    from server.learning.api import api as learning_api
+    from server.media.api import api as media_api
     from server.users.api import api as users_api
 
-    return [users_api]
+    return [users_api, learning_api, feedback_api, media_api]
 
 
 def components() -> list[Component]:
@@ -198,6 +201,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[BaseRoute] = [*infra_routes(metrics, operations)]
     for api in apis:
         routes.extend(api.routes)
+    from server.media.api import media_routes
+
+    routes.extend(media_routes())
     routes.extend(web_routes())
 
     @asynccontextmanager
