@@ -40,12 +40,13 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.catalog.api import api as catalog_api
     from server.feedback.api import api as feedback_api
     from server.learning.api import api as learning_api
     from server.media.api import api as media_api
     from server.users.api import api as users_api
 
-    return [users_api, learning_api, feedback_api, media_api]
+    return [users_api, catalog_api, learning_api, feedback_api, media_api]
 
 
 def components() -> list[Component]:

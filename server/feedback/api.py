@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import course_access, is_enrolled, require
+from server.access import course_access, require
 from server.auth import current_user, require_user
 from server.errors import NotFound, validation
 from server.feedback import service
@@ -51,7 +51,7 @@ async def submit_feedback(request: Request) -> Response:
     user = await require_user(request)
     async with services(request).sessions.begin() as session:
         access = await course_access(session, course_id, user)
-        require(await is_enrolled(session, course_id, user), "Only enrolled learners can review a course.")
+        require(access.enrolled, "Only enrolled learners can review a course.")
         body = await read_json(request, FeedbackBody)
         item, created = await service.submit(
             session, course_id=course_id, author_id=access.author_id, user_id=user.clerk_id,

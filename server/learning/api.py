@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import course_access, is_enrolled, lesson_access, require
+from server.access import course_access, lesson_access, require
 from server.auth import current_user, require_user
 from server.catalog.models import Quiz
 from server.errors import Conflict, NotFound
@@ -183,7 +183,7 @@ async def attempt_quiz(request: Request) -> Response:
         attempt, results = await quizzes.record_attempt(session, quiz=quiz, user_id=user.clerk_id,
                                                         answers=body.answers)
         lesson: dict[str, Any] | None = None
-        if attempt.passed and await is_enrolled(session, access.course_id, user):
+        if attempt.passed and access.enrolled:
             lesson = await service.set_lesson_status(
                 session, course_id=access.course_id, lesson_id=quiz.lesson_id, user_id=user.clerk_id,
                 status="completed", only_upgrade=True)

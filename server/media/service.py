@@ -12,10 +12,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from python_multipart.multipart import MultipartParser, parse_options_header
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Lesson, Media, Unit
+from server.catalog.models import Media
 from server.errors import PayloadTooLarge, UnsupportedMediaType, validation
 
 
@@ -241,19 +239,6 @@ def remove_files(media_dir: Path, names: Iterable[str]) -> None:
         if NAME.match(name):
             with contextlib.suppress(OSError):
                 (media_dir / name).unlink(missing_ok=True)
-
-
-async def lesson_media_files(
-    session: AsyncSession, *, lesson_ids: Iterable[uuid.UUID] | None = None, course_id: uuid.UUID | None = None
-) -> list[str]:
-    """Stored file names of some lessons or of a whole course (collect before deleting them)."""
-    query = select(Media.storage_path).where(Media.storage_path.is_not(None))
-    if lesson_ids is not None:
-        query = query.where(Media.lesson_id.in_(list(lesson_ids)))
-    if course_id is not None:
-        query = query.join(Lesson, Lesson.id == Media.lesson_id).join(Unit, Unit.id == Lesson.unit_id) \
-            .where(Unit.course_id == course_id)
-    return [name for name in (await session.execute(query)).scalars() if name]
 
 
 def external_kind(url: str) -> tuple[str, str | None]:
