@@ -158,4 +158,3 @@ def require(allowed: bool, detail: str = "You may not do this.") -> None:
     """403 for a signed-in caller who can see the resource but not change it."""
     if not allowed:
         raise Forbidden(detail)
-
