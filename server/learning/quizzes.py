@@ -128,7 +128,7 @@ def grade(questions: list[dict[str, Any]], answers: dict[str, Any]) -> dict[str,
     errors = []
     for qid, given in answers.items():
         question = by_id.get(qid)
-        loc = f"body.answers.{qid}"
+        loc = f"answers.{qid}"
         if question is None:
             errors.append(field_error(loc, "no such question in this quiz"))
             continue
