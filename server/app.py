@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs, openapi
 from server.auth import Authenticator
-from server.db import make_engine, make_sessionmaker
+from server.db import count_statements, make_engine, make_sessionmaker, statement_counter
 from server.errors import ProblemError
 from server.metrics import Metrics
 from server.migrate import head_revision
@@ -130,6 +130,30 @@ class RequestContext:
             logs.request_id.reset(token)
 
 
+class StatementHeader:
+    """``X-SQL-Statements: n`` on every HTTP response (opt-in, SQL_STATEMENT_HEADER=1; tests only)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counter = [0]
+        token = statement_counter.set(counter)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-sql-statements", str(counter[0]).encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            statement_counter.reset(token)
+
+
 # --- infrastructure routes ----------------------------------------------------------------
 
 
@@ -211,6 +235,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         assert settings.database_url
         engine = make_engine(settings.database_url)
+        if settings.sql_statement_header:
+            count_statements(engine)
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
@@ -232,4 +258,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.add_middleware(RequestContext, metrics=metrics)
+    if settings.sql_statement_header:
+        app.add_middleware(StatementHeader)
     return app

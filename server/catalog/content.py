@@ -10,8 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictFloat,
-    StrictInt,
     StrictStr,
     ValidationError,
 )
@@ -24,7 +22,7 @@ ContentType = Literal["video", "text", "audio", "exercise"]
 CONTENT_TYPES: tuple[str, ...] = ("video", "text", "audio", "exercise")
 
 Body = Annotated[StrictStr, Field(max_length=200_000)]
-Duration = Annotated[StrictInt | StrictFloat, Field(ge=0)]
+Duration = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
 
 
 class _Content(BaseModel):
