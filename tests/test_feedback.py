@@ -104,3 +104,33 @@ async def test_upvotes_idempotent_not_own_and_sorting(client: httpx.AsyncClient,
     removed_again = await client.delete(f"/api/feedback/{reviews[2]}/upvote", headers=alice.headers)
     assert removed.json() == removed_again.json() == {"feedback_id": reviews[2], "upvotes": 0,
                                                       "upvoted_by_me": False}
+
+
+async def test_list_runs_the_same_statements_for_1_or_50(client: httpx.AsyncClient, alice: DevUser,
+                                                         db: AsyncEngine) -> None:
+    """No N+1: a page of 50 reviews (authors, upvote counts, my upvotes) costs what a page of 1 costs."""
+    course = await build_course(client, alice)
+    tag = uuid.uuid4().hex[:8]
+    async with db.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO users (clerk_id, name) SELECT 'user_fb_' || :tag || '_' || n, 'Reviewer ' || n "
+            "FROM generate_series(1, 60) n"), {"tag": tag})
+        await conn.execute(text(
+            "INSERT INTO user_courses (user_id, course_id) SELECT 'user_fb_' || :tag || '_' || n, :c "
+            "FROM generate_series(1, 60) n"), {"tag": tag, "c": course.id})
+        await conn.execute(text(
+            "INSERT INTO course_feedback (course_id, user_id, rating, comment) "
+            "SELECT :c, 'user_fb_' || :tag || '_' || n, 1 + n % 5, 'c' || n FROM generate_series(1, 60) n"),
+            {"tag": tag, "c": course.id})
+        await conn.execute(text(
+            "INSERT INTO feedback_upvotes (feedback_id, user_id) SELECT f.id, :me FROM course_feedback f "
+            "WHERE f.course_id = :c AND f.rating = 5"), {"me": alice.clerk_id, "c": course.id})
+    url = f"/api/courses/{course.id}/feedback"
+    for sort in ("upvotes", "recent"):
+        one = await client.get(url, params={"limit": "1", "sort": sort}, headers=alice.headers)
+        fifty = await client.get(url, params={"limit": "50", "sort": sort}, headers=alice.headers)
+        assert len(one.json()["items"]) == 1 and len(fifty.json()["items"]) == 50
+        assert int(one.headers["x-sql-statements"]) == int(fifty.headers["x-sql-statements"])
+    top = (await client.get(url, params={"limit": "50"}, headers=alice.headers)).json()["items"]
+    assert all(f["upvoted_by_me"] and f["upvotes"] == 1 and f["rating"] == 5 for f in top[:12])
+    assert not any(f["upvoted_by_me"] for f in top[12:])

@@ -179,3 +179,18 @@ async def test_concurrent_progress_writes_lose_nothing(client: httpx.AsyncClient
         stored = (await conn.execute(text(
             "SELECT user_id, progress FROM user_courses WHERE course_id = :c"), {"c": course.id})).all()
     assert sorted(p for _, p in stored) == [75, 100, 100, 100]
+
+
+async def test_me_courses_runs_the_same_statements_for_1_or_50(client: httpx.AsyncClient, alice: DevUser,
+                                                               db: AsyncEngine) -> None:
+    learner = await dev_user(client, "Collector")
+    async with db.begin() as conn:
+        await conn.execute(text(
+            "WITH c AS (INSERT INTO courses (author_id, title, is_published) "
+            "SELECT :a, 'Bulk ' || n, true FROM generate_series(1, 55) n RETURNING id) "
+            "INSERT INTO user_courses (user_id, course_id) SELECT :u, id FROM c"),
+            {"a": alice.clerk_id, "u": learner.clerk_id})
+    one = await client.get("/api/me/courses", params={"limit": "1"}, headers=learner.headers)
+    fifty = await client.get("/api/me/courses", params={"limit": "50"}, headers=learner.headers)
+    assert len(one.json()["items"]) == 1 and len(fifty.json()["items"]) == 50
+    assert int(one.headers["x-sql-statements"]) == int(fifty.headers["x-sql-statements"])
