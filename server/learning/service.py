@@ -58,15 +58,17 @@ RETURNING uc.user_id, uc.progress, uc.completed_at
 
 
 async def recompute_course_progress(
-    session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None
+    session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None, *, locked: bool = False
 ) -> dict[str, tuple[float, datetime | None]]:
     """Recompute ``user_courses.progress`` of a course (one user, or every enrollment) in-transaction.
 
     Call it whenever a lesson is completed or un-completed, and when lessons are added or removed.
+    ``locked``: the caller already holds the enrollment row lock(s) (taken before its own writes).
     Returns ``{user_id: (progress, completed_at)}`` of the enrollments it updated.
     """
     params = {"course_id": course_id, "user_id": user_id}
-    await session.execute(_LOCK, params)
+    if not locked:
+        await session.execute(_LOCK, params)
     rows = (await session.execute(_RECOMPUTE, params)).all()
     return {row.user_id: (float(row.progress), row.completed_at) for row in rows}
 
@@ -103,13 +105,6 @@ async def unenroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str)
     return Enrollment(False, 0.0, None)
 
 
-async def lock_enrollment(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> UserCourse | None:
-    return (await session.execute(
-        select(UserCourse).where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
-        .with_for_update()
-    )).scalar_one_or_none()
-
-
 async def set_lesson_status(
     session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
     only_upgrade: bool = False,
@@ -118,13 +113,22 @@ async def set_lesson_status(
 
     409 when the user is not enrolled. ``only_upgrade`` (a passed quiz) never lowers a status.
     """
-    enrollment = await lock_enrollment(session, course_id=course_id, user_id=user_id)
+    # One statement: lock the enrollment (serialising this learner's writes to the course) and
+    # read the lesson's previous status.
+    previous_status = (
+        select(UserProgress.status)
+        .where(UserProgress.user_id == user_id, UserProgress.lesson_id == lesson_id)
+        .scalar_subquery()
+    )
+    enrollment = (await session.execute(
+        select(UserCourse.completed_at, previous_status)
+        .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+        .with_for_update(of=UserCourse)
+    )).one_or_none()
     if enrollment is None:
         raise Conflict("Enroll in the course first.")
-    was_course_completed = enrollment.completed_at is not None
-    previous = (await session.execute(
-        select(UserProgress.status).where(UserProgress.user_id == user_id, UserProgress.lesson_id == lesson_id)
-    )).scalar_one_or_none()
+    was_course_completed = enrollment[0] is not None
+    previous = enrollment[1]
     if only_upgrade and previous == "completed":
         status = "completed"
     stmt = insert(UserProgress).values(
@@ -142,7 +146,7 @@ async def set_lesson_status(
         },
     )
     await session.execute(stmt)
-    progress, completed_at = (await recompute_course_progress(session, course_id, user_id))[user_id]
+    progress, completed_at = (await recompute_course_progress(session, course_id, user_id, locked=True))[user_id]
     if status == "completed" and previous != "completed":
         await record_action(session, user_id=user_id, keys={"lessons_completed"})
     if completed_at is not None and not was_course_completed:
