@@ -186,7 +186,7 @@ async def attempt_quiz(request: Request) -> Response:
         if attempt.passed and access.enrolled:
             lesson = await service.set_lesson_status(
                 session, course_id=access.course_id, lesson_id=quiz.lesson_id, user_id=user.clerk_id,
-                status="completed", only_upgrade=True)
+                status="completed")
     return json_response({
         "id": attempt.id, "quiz_id": quiz.id, "score": attempt.score, "passed": attempt.passed,
         "results": results, "lesson_status": lesson["status"] if lesson else None,

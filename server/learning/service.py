@@ -15,7 +15,7 @@ from server.catalog.models import Course, Lesson, Unit
 from server.errors import Conflict
 from server.gamification.service import record_action
 from server.http import parse_datetime
-from server.learning.models import UserCourse, UserProgress
+from server.learning.models import UserCourse
 from server.users.models import User
 
 STATUSES = ("not_started", "in_progress", "completed")
@@ -105,51 +105,68 @@ async def unenroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str)
     return Enrollment(False, 0.0, None)
 
 
+# With the learner's enrollment row locked (so this statement's snapshot sees every earlier write
+# of theirs), one statement upserts the lesson status and recomputes the course progress: the
+# other completed lessons come from the snapshot, this lesson from the new status.
+_SET_STATUS = text("""
+WITH previous AS (
+    SELECT status FROM user_progress WHERE user_id = :user_id AND lesson_id = :lesson_id
+), upserted AS (
+    INSERT INTO user_progress (user_id, lesson_id, status, completed_at)
+    VALUES (:user_id, :lesson_id, CAST(:status AS text),
+            CASE WHEN CAST(:status AS text) = 'completed' THEN now() END)
+    ON CONFLICT (user_id, lesson_id) DO UPDATE
+    SET status = excluded.status,
+        -- the first completion time is kept when a completed lesson is completed again
+        completed_at = CASE WHEN excluded.status = 'completed'
+                            THEN coalesce(user_progress.completed_at, excluded.completed_at) END,
+        updated_at = now()
+    RETURNING status
+), totals AS (
+    SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
+), others AS (
+    SELECT count(*) AS n
+    FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
+    WHERE u.course_id = :course_id AND p.user_id = :user_id AND p.status = 'completed'
+      AND p.lesson_id <> :lesson_id
+), done AS (
+    SELECT o.n + CASE WHEN CAST(:status AS text) = 'completed' THEN 1 ELSE 0 END AS n FROM others o
+)
+UPDATE user_courses uc
+SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
+    completed_at = CASE
+        WHEN t.n > 0 AND d.n >= t.n THEN coalesce(uc.completed_at, now())
+        ELSE uc.completed_at END
+FROM totals t, done d
+WHERE uc.id = :enrollment_id
+RETURNING uc.progress, uc.completed_at, (SELECT status FROM previous) AS previous,
+          (SELECT count(*) FROM upserted) AS written
+""")
+
+
 async def set_lesson_status(
     session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
-    only_upgrade: bool = False,
 ) -> dict[str, Any]:
     """Set the caller's status of a lesson and recompute the course progress in this transaction.
 
-    409 when the user is not enrolled. ``only_upgrade`` (a passed quiz) never lowers a status.
+    409 when the user is not enrolled. Two statements: lock the enrollment (serialising this
+    learner's writes to the course), then upsert + recompute.
     """
-    # One statement: lock the enrollment (serialising this learner's writes to the course) and
-    # read the lesson's previous status.
-    previous_status = (
-        select(UserProgress.status)
-        .where(UserProgress.user_id == user_id, UserProgress.lesson_id == lesson_id)
-        .scalar_subquery()
-    )
     enrollment = (await session.execute(
-        select(UserCourse.completed_at, previous_status)
+        select(UserCourse.id, UserCourse.completed_at)
         .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
-        .with_for_update(of=UserCourse)
+        .with_for_update()
     )).one_or_none()
     if enrollment is None:
         raise Conflict("Enroll in the course first.")
-    was_course_completed = enrollment[0] is not None
-    previous = enrollment[1]
-    if only_upgrade and previous == "completed":
-        status = "completed"
-    stmt = insert(UserProgress).values(
-        user_id=user_id, lesson_id=lesson_id, status=status,
-        completed_at=func.now() if status == "completed" else None,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "lesson_id"],
-        set_={
-            "status": stmt.excluded.status,
-            # The first completion time is kept when a completed lesson is completed again.
-            "completed_at": func.coalesce(UserProgress.completed_at, stmt.excluded.completed_at)
-            if status == "completed" else None,
-            "updated_at": func.now(),
-        },
-    )
-    await session.execute(stmt)
-    progress, completed_at = (await recompute_course_progress(session, course_id, user_id, locked=True))[user_id]
-    if status == "completed" and previous != "completed":
+    row = (await session.execute(_SET_STATUS, {
+        "user_id": user_id, "lesson_id": lesson_id, "course_id": course_id, "status": status,
+        "enrollment_id": enrollment.id,
+    })).one()
+    progress, completed_at = float(row.progress), row.completed_at
+    if status == "completed" and row.previous != "completed":
         await record_action(session, user_id=user_id, keys={"lessons_completed"})
-    if completed_at is not None and not was_course_completed:
+    if completed_at is not None and enrollment.completed_at is None:
         await record_action(session, user_id=user_id, keys={"courses_completed"})
     return {"lesson_id": lesson_id, "course_id": course_id, "status": status, "progress": progress,
             "course_completed_at": completed_at}
