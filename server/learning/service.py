@@ -3,22 +3,42 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Course, Lesson, Unit
-from server.errors import Conflict
+from server.errors import Conflict, NotFound
 from server.gamification.service import record_action
 from server.http import parse_datetime
 from server.learning.models import UserCourse
 from server.users.models import User
 
 STATUSES = ("not_started", "in_progress", "completed")
+RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+
+T = TypeVar("T")
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+    """Run a whole transaction again when PostgreSQL aborted it for a deadlock.
+
+    A progress write locks the learner's enrollment then a lesson status row; deleting a lesson
+    removes status rows then locks every enrollment of the course: rarely, the two deadlock.
+    """
+    for n in range(tries):
+        try:
+            return await attempt()
+        except DBAPIError as exc:
+            if n == tries - 1 or getattr(exc.orig, "sqlstate", None) not in RETRYABLE:
+                raise
+    raise AssertionError("unreachable")
 
 # Lock the enrollments first (in id order, so two recomputes never deadlock), then count in a
 # *new* statement: under READ COMMITTED that statement's snapshot sees every progress write that
@@ -149,9 +169,17 @@ async def set_lesson_status(
 ) -> dict[str, Any]:
     """Set the caller's status of a lesson and recompute the course progress in this transaction.
 
-    409 when the user is not enrolled. Two statements: lock the enrollment (serialising this
-    learner's writes to the course), then upsert + recompute.
+    409 when the user is not enrolled. Locks the lesson (shared) and the enrollment (serialising
+    this learner's writes to the course), then one statement upserts and recomputes.
     """
+    # The lesson first (KEY SHARE: it cannot be deleted under us, other writers don't wait), then
+    # the enrollment. A lesson deletion takes the lesson and then the enrollments, so the two
+    # always lock in the same order and never deadlock.
+    lesson = (await session.execute(
+        select(Lesson.id).where(Lesson.id == lesson_id).with_for_update(key_share=True)
+    )).first()
+    if lesson is None:
+        raise NotFound("No such lesson.")
     enrollment = (await session.execute(
         select(UserCourse.id, UserCourse.completed_at)
         .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
