@@ -56,7 +56,7 @@ _RECOMPUTE = text("""
 WITH totals AS (
     SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
 ), done AS (
-    SELECT uc.user_id, count(p.id) AS n
+    SELECT uc.user_id, uc.completed_at AS was_completed_at, count(p.id) AS n
     FROM user_courses uc
     LEFT JOIN (user_progress p
                JOIN lessons l ON l.id = p.lesson_id
@@ -64,7 +64,7 @@ WITH totals AS (
            ON p.user_id = uc.user_id AND p.status = 'completed'
     WHERE uc.course_id = :course_id
       AND (CAST(:user_id AS text) IS NULL OR uc.user_id = CAST(:user_id AS text))
-    GROUP BY uc.user_id
+    GROUP BY uc.user_id, uc.completed_at
 )
 UPDATE user_courses uc
 SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
@@ -73,7 +73,7 @@ SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
         ELSE uc.completed_at END
 FROM totals t, done d
 WHERE uc.course_id = :course_id AND d.user_id = uc.user_id
-RETURNING uc.user_id, uc.progress, uc.completed_at
+RETURNING uc.user_id, uc.progress, uc.completed_at, d.was_completed_at
 """)
 
 
@@ -84,12 +84,17 @@ async def recompute_course_progress(
 
     Call it whenever a lesson is completed or un-completed, and when lessons are added or removed.
     ``locked``: the caller already holds the enrollment row lock(s) (taken before its own writes).
+    Learners whose course becomes complete here get ``record_action(courses_completed)``.
     Returns ``{user_id: (progress, completed_at)}`` of the enrollments it updated.
     """
     params = {"course_id": course_id, "user_id": user_id}
     if not locked:
         await session.execute(_LOCK, params)
     rows = (await session.execute(_RECOMPUTE, params)).all()
+    for row in rows:
+        # e.g. the last lesson a learner had not done was deleted, or a finished learner re-enrolled
+        if row.completed_at is not None and row.was_completed_at is None:
+            await record_action(session, user_id=row.user_id, keys={"courses_completed"})
     return {row.user_id: (float(row.progress), row.completed_at) for row in rows}
 
 
