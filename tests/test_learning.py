@@ -222,3 +222,19 @@ async def test_progress_stays_exact_while_lessons_are_deleted(client: httpx.Asyn
         progress = (await client.get(f"/api/courses/{course.id}/progress", headers=learner.headers)).json()
         assert progress["total_lessons"] == len(course.lesson_ids) - len(doomed)
         assert progress["progress"] == 100 and progress["completed_lessons"] == progress["total_lessons"]
+
+
+async def test_routes_are_documented(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    expected = {
+        "/api/courses/{id}/enrollment": {"put", "delete"}, "/api/me/courses": {"get"},
+        "/api/lessons/{id}/progress": {"put"}, "/api/courses/{id}/progress": {"get"},
+        "/api/courses/{id}/feedback": {"get", "post"}, "/api/feedback/{id}/upvote": {"put", "delete"},
+        "/api/lessons/{id}/media": {"get", "post"}, "/api/media/{id}": {"delete"},
+        "/api/lessons/{id}/quizzes": {"get", "post"}, "/api/quizzes/{id}": {"get", "patch", "delete"},
+        "/api/quizzes/{id}/attempts": {"post"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+    upload = paths["/api/lessons/{id}/media"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in upload and "application/json" in upload
