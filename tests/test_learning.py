@@ -238,3 +238,15 @@ async def test_routes_are_documented(client: httpx.AsyncClient) -> None:
         assert methods <= set(paths[path]), path
     upload = paths["/api/lessons/{id}/media"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload and "application/json" in upload
+
+
+async def test_a_course_back_in_draft_leaves_my_list(client: httpx.AsyncClient, alice: DevUser) -> None:
+    learner = await dev_user(client, "Draft watcher")
+    course = await build_course(client, alice, lessons_per_unit=1)
+    await enroll(client, learner, course.id)
+    assert [c["id"] for c in (await client.get("/api/me/courses", headers=learner.headers)).json()["items"]] == [
+        course.id]
+    assert (await client.post(f"/api/courses/{course.id}/unpublish", headers=alice.headers)).status_code == 200
+    assert (await client.get("/api/me/courses", headers=learner.headers)).json()["items"] == []
+    assert (await client.put(f"/api/lessons/{course.lesson_ids[0]}/progress", json={"status": "completed"},
+                             headers=learner.headers)).status_code == 404

@@ -59,7 +59,7 @@ async def my_courses(request: Request) -> Response:
     user = await require_user(request)
     limit, after = page_limit(request), decode_cursor(request)
     async with services(request).sessions() as session:
-        items = await service.my_courses(session, user_id=user.clerk_id, limit=limit, after=after)
+        items = await service.my_courses(session, user=user, limit=limit, after=after)
     result = page(items, limit, lambda item: item["_cursor"])
     for item in result["items"]:
         item.pop("_cursor")

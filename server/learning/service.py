@@ -13,6 +13,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import visible_courses
+from server.auth import Principal
 from server.catalog.models import Course, Lesson, Unit
 from server.errors import Conflict, NotFound
 from server.gamification.service import record_action
@@ -228,9 +230,13 @@ async def course_progress(session: AsyncSession, *, course_id: uuid.UUID, user_i
 
 
 async def my_courses(
-    session: AsyncSession, *, user_id: str, limit: int, after: list[Any] | None
+    session: AsyncSession, *, user: Principal, limit: int, after: list[Any] | None
 ) -> list[dict[str, Any]]:
-    """The user's enrollments, newest first, as course summaries with progress (one query)."""
+    """The user's enrollments, newest first, as course summaries with progress (one query).
+
+    A course taken back to draft drops out of the list unless the user may see drafts of it.
+    """
+    user_id = user.clerk_id
     lesson_count = (
         select(func.count(Lesson.id)).join(Unit, Unit.id == Lesson.unit_id)
         .where(Unit.course_id == Course.id).correlate(Course).scalar_subquery()
@@ -239,7 +245,7 @@ async def my_courses(
         select(UserCourse, Course, User, lesson_count.label("lesson_count"))
         .join(Course, Course.id == UserCourse.course_id)
         .join(User, User.clerk_id == Course.author_id)
-        .where(UserCourse.user_id == user_id)
+        .where(UserCourse.user_id == user_id, visible_courses(user))
         .order_by(UserCourse.created_at.desc(), UserCourse.id.desc())
         .limit(limit + 1)
     )
