@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -126,20 +127,27 @@ async def main() -> None:
                 if seeded["progress"] == "yes":
                     lua = Path(data_dir / "progress.lua")
                     quoted = ",".join(f'"{lesson}"' for lesson in seeded["lessons"].split(","))
-                    lua.write_text(PROGRESS_LUA % (quoted, seeded["learner_token"]))
+                    lua.write_text(PROGRESS_LUA % (quoted, seeded["learner_token"]))  # noqa: ASYNC240
                     targets.append(("PUT /api/lessons/{id}/progress", server.base_url, str(lua)))
+                assert server.proc is not None
+                root = psutil.Process(server.proc.pid)
+                tree = [root, *root.children(recursive=True)]
                 for label, url, script in targets:
+                    cpu_before = sum(sum(p.cpu_times()[:2]) for p in tree)
                     result = run_wrk(url, duration=args.duration, connections=args.connections,
                                      threads=args.threads, script=script)
+                    cpu = sum(sum(p.cpu_times()[:2]) for p in tree) - cpu_before
+                    per_request = cpu / max(1.0, result["rps"] * args.duration) * 1000
                     rows.append(f"| {label} | {workers} | {args.connections} | {result['rps']:,.0f} | "
-                                f"{result['p50']:.1f} | {result['p99']:.1f} | {int(result['non2xx'])} |")
+                                f"{result['p50']:.1f} | {result['p99']:.1f} | {int(result['non2xx'])} | "
+                                f"{per_request:.2f} |")
                     print(rows[-1], flush=True)
             finally:
                 server.stop()
     finally:
         await postgres.drop_database(database_url)
-    header = ("| route | workers | connections | req/s | p50 ms | p99 ms | non-2xx |\n"
-              "|---|---|---|---|---|---|---|")
+    header = ("| route | workers | connections | req/s | p50 ms | p99 ms | non-2xx | server CPU ms/req |\n"
+              "|---|---|---|---|---|---|---|---|")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()
     table = (f"\n## {stamp} — wrk {args.duration}s, {args.threads} threads, load average before "
