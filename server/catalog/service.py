@@ -326,19 +326,14 @@ def remove_media_files(media_dir: Path, paths: Sequence[str]) -> None:
 
 
 # --- positions ---------------------------------------------------------------------------
-# Children of a course (units) and of a unit (lessons) carry dense positions 0..n-1. Every change
-# locks the parent row first (SELECT ... FOR UPDATE), so concurrent creates/reorders serialise.
+# Children of a course (units) and of a unit (lessons) carry dense positions 0..n-1. Every change to
+# a course's structure locks the course row first (SELECT ... FOR UPDATE): concurrent creates,
+# moves, deletes and reorders serialise, and the progress recompute that follows them never
+# deadlocks against another one on the same course.
 
 
 async def lock_course(session: AsyncSession, course_id: uuid.UUID) -> None:
     await session.execute(select(Course.id).where(Course.id == course_id).with_for_update())
-
-
-async def lock_units(session: AsyncSession, *unit_ids: uuid.UUID) -> None:
-    # In id order, so two moves between the same units cannot deadlock.
-    await session.execute(
-        select(Unit.id).where(Unit.id.in_(sorted(set(unit_ids)))).order_by(Unit.id).with_for_update()
-    )
 
 
 def _clamp(position: int | None, count: int) -> int:
@@ -466,8 +461,8 @@ async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesso
 async def create_lesson(session: AsyncSession, unit_id: uuid.UUID, *, title: str, content_type: str,
                         content: dict[str, Any] | None, position: int | None) -> Lesson:
     stored = validate_content(content_type, content)
-    course_id = await unit_course_id(session, unit_id)
-    await lock_units(session, unit_id)
+    await lock_course(session, await unit_course_id(session, unit_id))
+    course_id = await unit_course_id(session, unit_id)  # still there once we hold the lock
     count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
     at = _clamp(position, count)
     if at < count:
@@ -512,10 +507,13 @@ async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: di
     if values:
         await session.execute(update(Lesson).where(Lesson.id == lesson_id).values(**values))
     target_unit = changes.get("unit_id")
-    if target_unit is not None and target_unit != lesson.unit_id:
+    moving = target_unit is not None and target_unit != lesson.unit_id
+    if moving or changes.get("position") is not None:
+        await lock_course(session, course_id)
+        lesson, course_id = await get_lesson(session, lesson_id)  # as it is under the lock
+    if moving and target_unit is not None:
         await move_lesson(session, lesson, course_id, target_unit, changes.get("position"))
     elif changes.get("position") is not None:
-        await lock_units(session, lesson.unit_id)
         order = list((await session.execute(
             select(Lesson.id).where(Lesson.unit_id == lesson.unit_id).order_by(Lesson.position, Lesson.id)
         )).scalars())
@@ -529,7 +527,6 @@ async def move_lesson(session: AsyncSession, lesson: Lesson, course_id: uuid.UUI
     target_course = (await session.execute(select(Unit.course_id).where(Unit.id == unit_id))).scalar_one_or_none()
     if target_course != course_id:
         raise validation("unit_id", "must be a unit of the same course")
-    await lock_units(session, lesson.unit_id, unit_id)
     old_position = (await session.execute(select(Lesson.position).where(Lesson.id == lesson.id))).scalar_one()
     await _close_gap(session, Lesson, Lesson.unit_id == lesson.unit_id, old_position)
     count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
@@ -540,8 +537,8 @@ async def move_lesson(session: AsyncSession, lesson: Lesson, course_id: uuid.UUI
 
 async def delete_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> list[str]:
     lesson, course_id = await get_lesson(session, lesson_id)
-    await lock_units(session, lesson.unit_id)
-    lesson, course_id = await get_lesson(session, lesson_id)
+    await lock_course(session, course_id)
+    lesson, course_id = await get_lesson(session, lesson_id)  # as it is under the lock
     paths = [p for p in (await session.execute(
         select(Media.storage_path).where(Media.lesson_id == lesson_id, Media.storage_path.is_not(None))
     )).scalars() if p]
@@ -552,7 +549,8 @@ async def delete_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> list[str
 
 
 async def reorder_lessons(session: AsyncSession, unit_id: uuid.UUID, lesson_ids: list[uuid.UUID]) -> list[Lesson]:
-    await lock_units(session, unit_id)
+    await lock_course(session, await unit_course_id(session, unit_id))
+    await unit_course_id(session, unit_id)  # still there once we hold the lock
     current = list((await session.execute(select(Lesson.id).where(Lesson.unit_id == unit_id))).scalars())
     await _apply_order(session, Lesson, Lesson.unit_id == unit_id, current, lesson_ids, "lesson_ids")
     return list((await session.execute(
