@@ -356,10 +356,8 @@ async def get_lesson(request: Request) -> Response:
     """A lesson with its content (Markdown ``body`` and sanitised ``html``) and ``version``."""
     lesson_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        await lesson_access(session, lesson_id, user)
-        lesson, course_id = await service.get_lesson(session, lesson_id)
-        payload = service.lesson_payload(lesson, course_id)
+    async with reading(request) as conn:
+        payload = await service.read_lesson(conn, lesson_id, user)
     return json_response(payload)
 
 

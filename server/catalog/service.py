@@ -448,6 +448,40 @@ def lesson_payload(lesson: Lesson, course_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+@cache
+def _lesson_read_statement(signed_in: bool) -> Any:
+    lesson_id = bindparam("lesson_id", type_=PgUUID(as_uuid=True))
+    collaborator, enrolled = role_columns(Unit.course_id,
+                                          bindparam("clerk_id", type_=Text) if signed_in else None)
+    return (select(Lesson.id, Lesson.unit_id, Unit.course_id, Lesson.title, Lesson.content_type, Lesson.content,
+                   Lesson.position, Lesson.revision, Lesson.created_at, Lesson.updated_at,
+                   Course.is_published, Course.author_id, collaborator.label("collaborator"),
+                   enrolled.label("enrolled"))
+            .select_from(Lesson).join(Unit, Unit.id == Lesson.unit_id).join(Course, Course.id == Unit.course_id)
+            .where(Lesson.id == lesson_id))
+
+
+async def read_lesson(conn: AsyncSession | AsyncConnection, lesson_id: uuid.UUID,
+                      user: Principal | None) -> dict[str, Any]:
+    """``GET /lessons/{id}``: the payload, access-checked (404 when unknown or hidden), in one statement."""
+    params: dict[str, Any] = {"lesson_id": lesson_id}
+    if user is not None:
+        params["clerk_id"] = user.clerk_id
+    row = (await conn.execute(_lesson_read_statement(user is not None), params)).one_or_none()
+    if row is None:
+        raise NotFound("No such lesson.")
+    try:
+        access_from(row.course_id, row.author_id, row.is_published, row.collaborator, bool(row.enrolled), user)
+    except NotFound:
+        raise NotFound("No such lesson.") from None
+    return {
+        "id": row.id, "unit_id": row.unit_id, "course_id": row.course_id, "title": row.title,
+        "content_type": row.content_type, "content": render_content(row.content or {}),
+        "position": row.position, "version": str(row.revision),
+        "created_at": row.created_at, "updated_at": row.updated_at,
+    }
+
+
 async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesson, uuid.UUID]:
     row = (await session.execute(
         select(Lesson, Unit.course_id).join(Unit, Unit.id == Lesson.unit_id).where(Lesson.id == lesson_id)
