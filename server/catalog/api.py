@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -92,6 +95,19 @@ class CollaboratorPatch(_Body):
     role: CollaboratorRole
 
 
+@asynccontextmanager
+async def reading(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit for single-statement reads (no BEGIN/ROLLBACK round trips)."""
+    async with services(request).engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
+def raw_json(payload: str, status: int = 200) -> Response:
+    """A response from JSON text PostgreSQL already built."""
+    return Response(payload.encode(), status_code=status, media_type="application/json")
+
+
 def changes_of(body: BaseModel, *, not_null: tuple[str, ...]) -> dict[str, Any]:
     """The fields a PATCH set; ``null`` is refused (422) for those that cannot be empty."""
     changes = body.model_dump(exclude_unset=True)
@@ -141,13 +157,13 @@ async def list_courses(request: Request) -> Response:
         raise validation("query.difficulty", f"must be one of {', '.join(service.DIFFICULTIES)}")
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    async with services(request).sessions() as session:
+    async with reading(request) as conn:
         result = await service.list_courses(
-            session, user=user, limit=limit, cursor=cursor, q=(params.get("q") or "").strip() or None,
+            conn, user=user, limit=limit, cursor=cursor, q=(params.get("q") or "").strip() or None,
             tag=params.get("tag") or None, language=params.get("language") or None,
             difficulty=difficulty, author=params.get("author") or None,
         )
-    return json_response(result)
+    return raw_json(result)
 
 
 @api.post("/courses", status=201, body=CourseCreate)
@@ -160,8 +176,8 @@ async def create_course(request: Request) -> Response:
             session, author=me, title=body.title, description=body.description, difficulty=body.difficulty,
             language=body.language, tags=body.tags,
         )
-        payload = await service.get_course(session, course_id)
-    return json_response(payload, 201)
+        payload = await service.course_text(session, course_id)
+    return raw_json(payload, 201)
 
 
 @api.get("/courses/{id}", auth="optional")
@@ -169,10 +185,9 @@ async def get_course(request: Request) -> Response:
     """One course."""
     course_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        await course_access(session, course_id, user)
-        payload = await service.get_course(session, course_id)
-    return json_response(payload)
+    async with reading(request) as conn:
+        payload = await service.course_text(conn, course_id, user=user)
+    return raw_json(payload)
 
 
 @api.patch("/courses/{id}", body=CoursePatch)
@@ -185,8 +200,8 @@ async def patch_course(request: Request) -> Response:
     async with services(request).sessions.begin() as session:
         require((await course_access(session, course_id, me)).can_edit, "Only editors may change this course.")
         await service.update_course(session, course_id, changes)
-        payload = await service.get_course(session, course_id)
-    return json_response(payload)
+        payload = await service.course_text(session, course_id)
+    return raw_json(payload)
 
 
 @api.delete("/courses/{id}", status=204)
@@ -209,8 +224,8 @@ async def _publish(request: Request, published: bool) -> Response:
         access = await course_access(session, course_id, me, for_update=True)
         require(access.can_manage, "Only the author may publish or unpublish a course.")
         await service.set_published(session, course_id, published)
-        payload = await service.get_course(session, course_id)
-    return json_response(payload)
+        payload = await service.course_text(session, course_id)
+    return raw_json(payload)
 
 
 @api.post("/courses/{id}/publish")
@@ -230,11 +245,9 @@ async def course_outline(request: Request) -> Response:
     """The course with its units and lessons in order, and your status per lesson when enrolled."""
     course_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        access = await course_access(session, course_id, user)
-        course = await service.get_course(session, course_id)
-        units = await service.outline(session, course_id, user=user, enrolled=access.enrolled)
-    return json_response({"course": course, "units": units})
+    async with reading(request) as conn:
+        payload = await service.outline_text(conn, course_id, user)
+    return raw_json(payload)
 
 
 # --- units -------------------------------------------------------------------------------
@@ -343,10 +356,8 @@ async def get_lesson(request: Request) -> Response:
     """A lesson with its content (Markdown ``body`` and sanitised ``html``) and ``version``."""
     lesson_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        await lesson_access(session, lesson_id, user)
-        lesson, course_id = await service.get_lesson(session, lesson_id)
-        payload = service.lesson_payload(lesson, course_id)
+    async with reading(request) as conn:
+        payload = await service.read_lesson(conn, lesson_id, user)
     return json_response(payload)
 
 
