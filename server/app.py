@@ -40,13 +40,18 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.catalog.api import api as catalog_api
+    from server.feedback.api import api as feedback_api
     from server.flashcards.api import api as flashcards_api
     from server.forum.api import api as forum_api
     from server.gamification.api import api as gamification_api
+    from server.learning.api import api as learning_api
+    from server.media.api import api as media_api
     from server.notifications.api import api as notifications_api
     from server.users.api import api as users_api
 
-    return [users_api, forum_api, notifications_api, gamification_api, flashcards_api]
+    return [users_api, catalog_api, learning_api, feedback_api, media_api, forum_api, notifications_api,
+            gamification_api, flashcards_api]
 
 
 def components() -> list[Component]:
@@ -237,6 +242,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     for api in apis:
         routes.extend(api.routes)
     routes.extend(socket_routes())
+    from server.media.api import media_routes
+
+    routes.extend(media_routes())
     routes.extend(web_routes())
 
     @asynccontextmanager

@@ -3,37 +3,266 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
-from sqlalchemy import text
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.access import visible_courses
+from server.auth import Principal
+from server.catalog.models import Course, Lesson, Unit
+from server.errors import Conflict, NotFound
+from server.gamification.service import record_action
+from server.http import parse_datetime
+from server.learning.models import UserCourse
+from server.users.models import User
+
+STATUSES = ("not_started", "in_progress", "completed")
+RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+
+T = TypeVar("T")
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+    """Run a whole transaction again when PostgreSQL aborted it for a deadlock.
+
+    A progress write locks the learner's enrollment then a lesson status row; deleting a lesson
+    removes status rows then locks every enrollment of the course: rarely, the two deadlock.
+    """
+    for n in range(tries):
+        try:
+            return await attempt()
+        except DBAPIError as exc:
+            if n == tries - 1 or getattr(exc.orig, "sqlstate", None) not in RETRYABLE:
+                raise
+    raise AssertionError("unreachable")
+
+# Lock the enrollments first (in id order, so two recomputes never deadlock), then count in a
+# *new* statement: under READ COMMITTED that statement's snapshot sees every progress write that
+# committed before we got the locks, so the last writer always stores the exact value.
+_LOCK = text("""
+SELECT id FROM user_courses
+WHERE course_id = :course_id AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
+ORDER BY id FOR UPDATE
+""")
 
 # progress = completed lessons of the course ÷ lessons of the course × 100, for every enrollment;
 # completed_at is set when it reaches 100 and kept (never unset by a later lesson being added).
+# n * 100.0 / n is exactly 100 in numeric arithmetic, so "all done" is 100, never 99.99 or 101.
 _RECOMPUTE = text("""
 WITH totals AS (
     SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
 ), done AS (
-    SELECT p.user_id, count(*) AS n
-    FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
-    WHERE u.course_id = :course_id AND p.status = 'completed'
-    GROUP BY p.user_id
+    SELECT uc.user_id, uc.completed_at AS was_completed_at, count(p.id) AS n
+    FROM user_courses uc
+    LEFT JOIN (user_progress p
+               JOIN lessons l ON l.id = p.lesson_id
+               JOIN units u ON u.id = l.unit_id AND u.course_id = :course_id)
+           ON p.user_id = uc.user_id AND p.status = 'completed'
+    WHERE uc.course_id = :course_id
+      AND (CAST(:user_id AS text) IS NULL OR uc.user_id = CAST(:user_id AS text))
+    GROUP BY uc.user_id, uc.completed_at
 )
 UPDATE user_courses uc
-SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, coalesce(d.n, 0) * 100.0 / t.n) END,
+SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
     completed_at = CASE
-        WHEN t.n > 0 AND coalesce(d.n, 0) >= t.n THEN coalesce(uc.completed_at, now())
+        WHEN t.n > 0 AND d.n >= t.n THEN coalesce(uc.completed_at, now())
         ELSE uc.completed_at END
-FROM totals t LEFT JOIN done d ON true
-WHERE uc.course_id = :course_id AND (d.user_id = uc.user_id OR d.user_id IS NULL)
-  AND (:user_id IS NULL OR uc.user_id = :user_id)
+FROM totals t, done d
+WHERE uc.course_id = :course_id AND d.user_id = uc.user_id
+RETURNING uc.user_id, uc.progress, uc.completed_at, d.was_completed_at
 """)
 
 
 async def recompute_course_progress(
-    session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None
-) -> None:
+    session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None, *, locked: bool = False
+) -> dict[str, tuple[float, datetime | None]]:
     """Recompute ``user_courses.progress`` of a course (one user, or every enrollment) in-transaction.
 
     Call it whenever a lesson is completed or un-completed, and when lessons are added or removed.
+    ``locked``: the caller already holds the enrollment row lock(s) (taken before its own writes).
+    Learners whose course becomes complete here get ``record_action(courses_completed)``.
+    Returns ``{user_id: (progress, completed_at)}`` of the enrollments it updated.
     """
-    await session.execute(_RECOMPUTE, {"course_id": course_id, "user_id": user_id})
+    params = {"course_id": course_id, "user_id": user_id}
+    if not locked:
+        await session.execute(_LOCK, params)
+    rows = (await session.execute(_RECOMPUTE, params)).all()
+    for row in rows:
+        # e.g. the last lesson a learner had not done was deleted, or a finished learner re-enrolled
+        if row.completed_at is not None and row.was_completed_at is None:
+            await record_action(session, user_id=row.user_id, keys={"courses_completed"})
+    return {row.user_id: (float(row.progress), row.completed_at) for row in rows}
+
+
+# --- enrollment ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    enrolled: bool
+    progress: float
+    completed_at: datetime | None
+
+    def payload(self, course_id: uuid.UUID) -> dict[str, Any]:
+        return {"course_id": course_id, "enrolled": self.enrolled, "progress": self.progress,
+                "completed_at": self.completed_at}
+
+
+async def enroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> Enrollment:
+    """Enroll (idempotent). Earlier progress of the user in the course counts again."""
+    await session.execute(
+        insert(UserCourse).values(user_id=user_id, course_id=course_id)
+        .on_conflict_do_nothing(index_elements=["user_id", "course_id"])
+    )
+    progress, completed_at = (await recompute_course_progress(session, course_id, user_id))[user_id]
+    return Enrollment(True, progress, completed_at)
+
+
+async def unenroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> Enrollment:
+    """Leave a course (idempotent). Lesson statuses are kept for a later re-enrollment."""
+    await session.execute(
+        delete(UserCourse).where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+    )
+    return Enrollment(False, 0.0, None)
+
+
+# With the learner's enrollment row locked (so this statement's snapshot sees every earlier write
+# of theirs), one statement upserts the lesson status and recomputes the course progress: the
+# other completed lessons come from the snapshot, this lesson from the new status.
+_SET_STATUS = text("""
+WITH previous AS (
+    SELECT status FROM user_progress WHERE user_id = :user_id AND lesson_id = :lesson_id
+), upserted AS (
+    INSERT INTO user_progress (user_id, lesson_id, status, completed_at)
+    VALUES (:user_id, :lesson_id, CAST(:status AS text),
+            CASE WHEN CAST(:status AS text) = 'completed' THEN now() END)
+    ON CONFLICT (user_id, lesson_id) DO UPDATE
+    SET status = excluded.status,
+        -- the first completion time is kept when a completed lesson is completed again
+        completed_at = CASE WHEN excluded.status = 'completed'
+                            THEN coalesce(user_progress.completed_at, excluded.completed_at) END,
+        updated_at = now()
+    RETURNING status
+), totals AS (
+    SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
+), others AS (
+    SELECT count(*) AS n
+    FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
+    WHERE u.course_id = :course_id AND p.user_id = :user_id AND p.status = 'completed'
+      AND p.lesson_id <> :lesson_id
+), done AS (
+    SELECT o.n + CASE WHEN CAST(:status AS text) = 'completed' THEN 1 ELSE 0 END AS n FROM others o
+)
+UPDATE user_courses uc
+SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
+    completed_at = CASE
+        WHEN t.n > 0 AND d.n >= t.n THEN coalesce(uc.completed_at, now())
+        ELSE uc.completed_at END
+FROM totals t, done d
+WHERE uc.id = :enrollment_id
+RETURNING uc.progress, uc.completed_at, (SELECT status FROM previous) AS previous,
+          (SELECT count(*) FROM upserted) AS written
+""")
+
+
+async def set_lesson_status(
+    session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
+) -> dict[str, Any]:
+    """Set the caller's status of a lesson and recompute the course progress in this transaction.
+
+    409 when the user is not enrolled. Locks the lesson (shared) and the enrollment (serialising
+    this learner's writes to the course), then one statement upserts and recomputes.
+    """
+    # The lesson first (KEY SHARE: it cannot be deleted under us, other writers don't wait), then
+    # the enrollment. A lesson deletion takes the lesson and then the enrollments, so the two
+    # always lock in the same order and never deadlock.
+    lesson = (await session.execute(
+        select(Lesson.id).where(Lesson.id == lesson_id).with_for_update(key_share=True)
+    )).first()
+    if lesson is None:
+        raise NotFound("No such lesson.")
+    enrollment = (await session.execute(
+        select(UserCourse.id, UserCourse.completed_at)
+        .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+        .with_for_update()
+    )).one_or_none()
+    if enrollment is None:
+        raise Conflict("Enroll in the course first.")
+    row = (await session.execute(_SET_STATUS, {
+        "user_id": user_id, "lesson_id": lesson_id, "course_id": course_id, "status": status,
+        "enrollment_id": enrollment.id,
+    })).one()
+    progress, completed_at = float(row.progress), row.completed_at
+    if status == "completed" and row.previous != "completed":
+        await record_action(session, user_id=user_id, keys={"lessons_completed"})
+    if completed_at is not None and enrollment.completed_at is None:
+        await record_action(session, user_id=user_id, keys={"courses_completed"})
+    return {"lesson_id": lesson_id, "course_id": course_id, "status": status, "progress": progress,
+            "course_completed_at": completed_at}
+
+
+async def course_progress(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> dict[str, Any]:
+    enrollment = (await session.execute(
+        select(UserCourse.progress, UserCourse.completed_at)
+        .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+    )).one_or_none()
+    counts = (await session.execute(text("""
+        SELECT count(*) AS total,
+               count(*) FILTER (WHERE p.status = 'completed') AS completed
+        FROM lessons l JOIN units u ON u.id = l.unit_id
+        LEFT JOIN user_progress p ON p.lesson_id = l.id AND p.user_id = :user_id
+        WHERE u.course_id = :course_id
+    """), {"course_id": course_id, "user_id": user_id})).one()
+    return {
+        "course_id": course_id,
+        "enrolled": enrollment is not None,
+        "progress": float(enrollment.progress) if enrollment else 0.0,
+        "completed_lessons": int(counts.completed),
+        "total_lessons": int(counts.total),
+        "completed_at": enrollment.completed_at if enrollment else None,
+    }
+
+
+async def my_courses(
+    session: AsyncSession, *, user: Principal, limit: int, after: list[Any] | None
+) -> list[dict[str, Any]]:
+    """The user's enrollments, newest first, as course summaries with progress (one query).
+
+    A course taken back to draft drops out of the list unless the user may see drafts of it.
+    """
+    user_id = user.clerk_id
+    lesson_count = (
+        select(func.count(Lesson.id)).join(Unit, Unit.id == Lesson.unit_id)
+        .where(Unit.course_id == Course.id).correlate(Course).scalar_subquery()
+    )
+    query = (
+        select(UserCourse, Course, User, lesson_count.label("lesson_count"))
+        .join(Course, Course.id == UserCourse.course_id)
+        .join(User, User.clerk_id == Course.author_id)
+        .where(UserCourse.user_id == user_id, visible_courses(user))
+        .order_by(UserCourse.created_at.desc(), UserCourse.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        created, last_id = parse_datetime(after[0]), uuid.UUID(str(after[1]))
+        query = query.where(
+            (UserCourse.created_at < created)
+            | ((UserCourse.created_at == created) & (UserCourse.id < last_id))
+        )
+    items = []
+    for enrollment, course, author, lessons in (await session.execute(query)).all():
+        items.append({
+            "id": course.id, "title": course.title, "description": course.description,
+            "difficulty": course.difficulty, "is_published": course.is_published,
+            "author": {"clerk_id": author.clerk_id, "name": author.name, "image_url": author.image_url},
+            "lesson_count": int(lessons),
+            "progress": float(enrollment.progress), "completed_at": enrollment.completed_at,
+            "enrolled_at": enrollment.created_at, "_cursor": [enrollment.created_at, enrollment.id],
+        })
+    return items
