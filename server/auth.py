@@ -247,6 +247,16 @@ class Authenticator:
         """The user of ``sub``, created just in time from its claims; later claims fill empty fields."""
         sub = str(claims["sub"])
         fields = {k: claims[k] for k in ("email", "name", "image_url") if isinstance(claims.get(k), str)}
+        # Hot path: one autocommit SELECT (no BEGIN/COMMIT round trips) for a known user whose
+        # row needs nothing from these claims; not cached, so role changes apply at once.
+        engine = self.sessions.kw.get("bind")
+        if engine is not None:
+            async with engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                row = (await conn.execute(select(*_PRINCIPAL_COLUMNS).where(User.clerk_id == sub))).first()
+            if row is not None and all(getattr(row, key) is not None for key in fields):
+                return Principal(clerk_id=row.clerk_id, id=str(row.id), email=row.email, name=row.name,
+                                 image_url=row.image_url, role=row.role, timezone=row.timezone)
         async with self.sessions() as session, session.begin():
             user = (await session.execute(select(User).where(User.clerk_id == sub))).scalar_one_or_none()
             if user is None:
@@ -261,6 +271,9 @@ class Authenticator:
                         continue
                     setattr(user, key, value)
             return Principal.from_user(user)
+
+
+_PRINCIPAL_COLUMNS = (User.clerk_id, User.id, User.email, User.name, User.image_url, User.role, User.timezone)
 
 
 async def _email_taken(session: AsyncSession, email: str, sub: str) -> bool:

@@ -65,7 +65,9 @@ def asyncpg_url(url: str) -> str:
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    # No pre-ping (a round trip per checkout on the hot path): a connection that died is
+    # invalidated on its first error, and recycled before servers' idle timeouts anyway.
+    options: dict[str, Any] = {"pool_recycle": 300}
     if "poolclass" not in kwargs:
         options.update(pool_size=10, max_overflow=20)
     options.update(kwargs)
