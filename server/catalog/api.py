@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import CourseAccess, course_access, lesson_access, require
+from server.access import CourseAccess, course_access, lesson_access, require, unit_access
 from server.auth import Principal, current_user, require_user
 from server.catalog import service
 from server.catalog.content import ContentType
@@ -281,7 +281,7 @@ async def patch_unit(request: Request) -> Response:
     body = await read_json(request, UnitPatch)
     changes = changes_of(body, not_null=("title",))
     async with services(request).sessions.begin() as session:
-        await _edit_course(session, await _unit_course(session, unit_id), me)
+        require((await unit_access(session, unit_id, me)).can_edit, "Only editors may change this course.")
         unit = await service.update_unit(session, unit_id, changes)
         payload = service.unit_payload(unit)
     return json_response(payload)
@@ -294,7 +294,7 @@ async def delete_unit(request: Request) -> Response:
     me = await _writer(request)
     svc = services(request)
     async with svc.sessions.begin() as session:
-        await _edit_course(session, await _unit_course(session, unit_id), me)
+        require((await unit_access(session, unit_id, me)).can_edit, "Only editors may change this course.")
         paths = await service.delete_unit(session, unit_id)
     service.remove_media_files(svc.settings.media_dir, paths)
     return no_content()
@@ -313,27 +313,7 @@ async def reorder_units(request: Request) -> Response:
     return json_response({"items": payload})
 
 
-async def _unit_course(session: Any, unit_id: uuid.UUID) -> uuid.UUID:
-    from server.errors import NotFound
-
-    try:
-        return await service.unit_course_id(session, unit_id)
-    except NotFound:
-        raise NotFound("No such unit.") from None
-
-
 # --- lessons -----------------------------------------------------------------------------
-
-
-async def _unit_access(session: Any, unit_id: uuid.UUID, me: Principal | None) -> CourseAccess:
-    """Access to a unit's course; the unit is 404 when unknown or in a draft the caller can't see."""
-    from server.errors import NotFound
-
-    course_id = await _unit_course(session, unit_id)
-    try:
-        return await course_access(session, course_id, me)
-    except NotFound:
-        raise NotFound("No such unit.") from None
 
 
 @api.post("/units/{id}/lessons", status=201, body=LessonCreate)
@@ -343,7 +323,7 @@ async def create_lesson(request: Request) -> Response:
     me = await _writer(request)
     body = await read_json(request, LessonCreate)
     async with services(request).sessions.begin() as session:
-        access = await _unit_access(session, unit_id, me)
+        access = await unit_access(session, unit_id, me)
         require(access.can_edit, "Only editors may add lessons.")
         lesson = await service.create_lesson(session, unit_id, title=body.title, content_type=body.content_type,
                                              content=body.content, position=body.position)
@@ -418,7 +398,7 @@ async def reorder_lessons(request: Request) -> Response:
     me = await _writer(request)
     body = await read_json(request, LessonOrder)
     async with services(request).sessions.begin() as session:
-        access = await _unit_access(session, unit_id, me)
+        access = await unit_access(session, unit_id, me)
         require(access.can_edit, "Only editors may reorder lessons.")
         lessons = await service.reorder_lessons(session, unit_id, body.lesson_ids)
         items = [{"id": lesson.id, "title": lesson.title, "content_type": lesson.content_type,
