@@ -32,7 +32,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -531,9 +531,17 @@ async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: di
         text_changed = True
     if "content" in changes or "content_type" in changes:
         new_content = merged_content(lesson, changes.get("content_type"), changes.get("content"))
-        if new_content.get("body", "") != (lesson.content or {}).get("body", ""):
+        old_content = lesson.content or {}
+        if new_content.get("body", "") != old_content.get("body", ""):
             text_changed = True
-        values["content"] = new_content
+            values["content"] = new_content
+        else:
+            # Leave ``body`` to whoever owns it now (a live room may be writing it): change only the
+            # other keys, in SQL, so a concurrent body write is never overwritten with a stale copy.
+            removed = [k for k in old_content if k not in new_content and k != "body"]
+            delta = {k: v for k, v in new_content.items() if k != "body"}
+            values["content"] = (Lesson.content.op("-")(literal(removed, ARRAY(Text)))
+                                 .op("||")(cast(literal(json.dumps(delta)), JSONB)))
         if changes.get("content_type"):
             values["content_type"] = changes["content_type"]
     if text_changed:
