@@ -61,6 +61,8 @@ class Settings:
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     demo_on_empty: bool = False
     sql_statement_header: bool = False
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +104,8 @@ class Settings:
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 30),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
+            db_pool_size=_int(env, "DB_POOL_SIZE", 10),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
         )
         if env.get("NODE_ID"):
