@@ -103,6 +103,10 @@ async def test_course_bad_input(client: httpx.AsyncClient, alice: DevUser) -> No
         assert response.headers["content-type"] == "application/problem+json"
     assert (await client.patch(f"/api/units/{uuid.uuid4()}", json={"title": "x"},
                                headers=alice.headers)).status_code == 404
+    for method, path in [("PATCH", "/api/courses/nope"), ("DELETE", "/api/lessons/nope"),
+                         ("POST", "/api/courses/nope/units"), ("DELETE", "/api/units/nope")]:
+        assert (await client.request(method, path, json={"title": "x"})).status_code == 401
+        assert (await client.request(method, path, json={"title": "x"}, headers=alice.headers)).status_code == 404
     assert (await client.post("/api/units/nope/lessons", json={"title": "x", "content_type": "text"},
                               headers=alice.headers)).status_code == 404
     bad_query = await client.get("/api/courses", params={"difficulty": "expert"})
