@@ -41,6 +41,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # Connections per worker process (keep workers × (size + overflow) under max_connections).
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
     redis_url: str | None = None
     redis_prefix: str = "scriptorium"
     auth_mode: AuthMode = "dev"
@@ -61,8 +64,6 @@ class Settings:
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     demo_on_empty: bool = False
     sql_statement_header: bool = False
-    db_pool_size: int = 10
-    db_max_overflow: int = 20
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +88,8 @@ class Settings:
             jwt_key = jwt_key.replace("\\n", "\n")
         kwargs: dict[str, Any] = dict(
             database_url=env.get("DATABASE_URL") or None,
+            db_pool_size=_int(env, "DB_POOL_SIZE", 10),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("REDIS_PREFIX") or "scriptorium",
             auth_mode=mode_raw,
@@ -104,8 +107,6 @@ class Settings:
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 30),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
-            db_pool_size=_int(env, "DB_POOL_SIZE", 10),
-            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
         )
         if env.get("NODE_ID"):
