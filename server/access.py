@@ -180,6 +180,17 @@ async def lesson_access(session: AsyncSession, lesson_id: uuid.UUID, user: Princ
         raise NotFound("No such lesson.") from None
 
 
+async def unit_access(session: AsyncSession, unit_id: uuid.UUID, user: Principal | None) -> CourseAccess:
+    """Access to the course of a unit; 404 when the unit is unknown or hidden."""
+    course_id = (await session.execute(select(Unit.course_id).where(Unit.id == unit_id))).scalar_one_or_none()
+    if course_id is None:
+        raise NotFound("No such unit.")
+    try:
+        return await course_access(session, course_id, user)
+    except NotFound:
+        raise NotFound("No such unit.") from None
+
+
 def require(allowed: bool, detail: str = "You may not do this.") -> None:
     """403 for a signed-in caller who can see the resource but not change it."""
     if not allowed:
