@@ -21,7 +21,7 @@ from pycrdt import get_state as update_state_vector
 
 from collab import protocol as p
 from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Relay
-from collab.sender import Sender
+from collab.sender import Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
 
@@ -125,9 +125,10 @@ class Room:
         if not self.peers:
             return
         message = {"type": "websocket.send", "bytes": frame}
+        wire = wire_frame(frame)
         for peer in self.peers:
             if peer is not exclude:
-                peer.sender.push(frame, message)
+                peer.sender.push(frame, message, wire)
 
     def awareness_frame(self) -> bytes | None:
         entries = [rec.entry for rec in self.awareness.values() if not rec.entry.removed]

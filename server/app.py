@@ -234,5 +234,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         Exception: on_error,
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
+    from server.editing.live import CollabFastPath
+
+    app.add_middleware(CollabFastPath)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
