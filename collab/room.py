@@ -492,8 +492,7 @@ class RoomManager:
             room.broadcast(p.awareness_frame(p.encode_awareness(gone)))
         if room.dirty and now - room.materialised_at >= self.materialise_delay:
             await self._materialise(room)
-        if (room.changed_since_version and room.peers
-                and now - room.last_version_at >= self.version_interval):
+        if room.changed_since_version and now - room.last_version_at >= self.version_interval:
             await self.flush()
             await self._record_version(room, "periodic")
         if room.log_rows >= self.compact_threshold and not room.compacting:

@@ -166,3 +166,40 @@ async def test_two_managers_seed_once(database_url: str, client: httpx.AsyncClie
     finally:
         for e in engines:
             await e.dispose()
+
+
+async def test_periodic_versions_and_unloading(database_url: str, client: httpx.AsyncClient,
+                                               db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="T", body="")
+    engine = make_engine(database_url)
+    rooms = RoomManager(PgStore(make_sessionmaker(engine)), _grant, _recheck,
+                        version_interval=0.5, unload_after=1.0)
+    await rooms.start()
+    try:
+        for i in range(8):
+            await rooms.edit_text(lesson.id, {"body": f"edit {i}"}, actor=author.clerk_id)
+            await asyncio.sleep(0.2)
+
+        async def versions() -> list[tuple[str, str]]:
+            async with db.connect() as conn:
+                rows = (await conn.execute(select(LessonVersion.reason, LessonVersion.body).where(
+                    LessonVersion.lesson_id == lesson.lesson_id).order_by(LessonVersion.created_at))).all()
+            return [(r.reason, r.body) for r in rows]
+
+        periodic = [v for v in await versions() if v[0] == "periodic"]
+        assert 2 <= len(periodic) <= 4  # at most one per interval of activity
+
+        async def unloaded() -> bool:
+            return lesson.id not in rooms.rooms
+
+        await eventually(unloaded, within=5)
+        # The last change is in a version (periodic or on close), recorded once.
+        assert (await versions())[-1][1] == "edit 7"
+        assert [v[1] for v in await versions()].count("edit 7") == 1
+        assert (await lesson_row(db, lesson.id))["content"]["body"] == "edit 7"
+        # Opening it again loads what was stored.
+        assert (await rooms.texts(lesson.id))["body"] == "edit 7"
+    finally:
+        await rooms.stop()
+        await engine.dispose()
