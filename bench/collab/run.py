@@ -175,6 +175,7 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--idle-rooms", type=int, default=100)
     ap.add_argument("--only", default="node,pycrdt,scriptorium")
+    ap.add_argument("--profile", default="", help="py-spy raw profile of the Scriptorium server to this file")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "collab.md"))
     args = ap.parse_args()
     install()
@@ -230,7 +231,15 @@ def main() -> None:
             token, lessons = asyncio.run(scriptorium_setup(database_url, 1 + args.idle_rooms, node.base_url))
             pids = tree(node.proc.pid)
             url = f"{node.ws_url}/collab/lessons"
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen([str(WORK / "pyvenv" / "bin" / "py-spy"), "record", "--pid", str(node.proc.pid),
+                                        "--format", "raw", "-o", args.profile, "--nonblocking", "--rate", "200"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             results["Scriptorium (auth + PostgreSQL + Redis relay)"] = run_load(url, lessons[0], args, pids, token)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
             if args.idle:
                 idle["Scriptorium"] = asyncio.run(idle_connections(url, lessons[1:], args.idle, token, pids))
         finally:
