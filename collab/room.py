@@ -238,6 +238,7 @@ class RoomManager:
         return room
 
     async def _load(self, lesson_id: str) -> Room:
+        await self.flush()  # what an unloaded room of this lesson still had pending
         loaded = await self.store.load(lesson_id, seed_update)
         doc: Doc[Any] = Doc()
         for update in loaded.updates:
@@ -297,6 +298,8 @@ class RoomManager:
             await send({"type": "websocket.close", "code": CLOSE_INTERNAL})
             return
         await send({"type": "websocket.accept"})
+        while self.rooms.get(lesson_id) is not room:  # unloaded meanwhile: open it again
+            room = await self.open(lesson_id)
         peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer))
         self._join(room, peer)
         try:
