@@ -120,3 +120,25 @@ async def _has(client: YClient, state: object) -> bool:
 
 async def _lacks(client: YClient, state: object) -> bool:
     return state not in client.awareness.values()
+
+
+async def test_revoking_closes_sockets_on_every_node(
+        two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
+    from sqlalchemy import delete
+
+    from server.catalog.models import Collaborator
+
+    a_node, b_node = two_nodes
+    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
+        author = await dev_user(http, "Author")
+        editor = await dev_user(http, "Editor")
+    lesson = await make_lesson(db, author.clerk_id, editors=(editor.clerk_id,))
+    on_a = await YClient.connect(a_node.ws_url, lesson.id, editor.token)
+    on_b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    author_b = await YClient.connect(b_node.ws_url, lesson.id, author.token)
+    async with db.begin() as conn:
+        await conn.execute(delete(Collaborator).where(Collaborator.course_id == lesson.course_id))
+    assert await on_a.wait_closed(within=5) == 4404
+    assert await on_b.wait_closed(within=5) == 4404
+    assert author_b.close_code is None
+    await author_b.close()
