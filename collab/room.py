@@ -145,8 +145,10 @@ class RoomManager:
                  *, flush_interval: float = 0.05, materialise_delay: float = 1.0,
                  version_interval: float = 60.0, unload_after: float = 60.0,
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
-                 max_queued: int = 16 * 1024 * 1024) -> None:
+                 max_queued: int = 16 * 1024 * 1024,
+                 on_update: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.on_update = on_update  # called once per document update applied (metrics)
         self.authorize = authorize
         self.recheck = recheck
         self.relay = relay
@@ -404,6 +406,8 @@ class RoomManager:
         room.broadcast(frame, exclude)
         if self.relay is not None:
             self.relay.publish(room.lesson_id, KIND_UPDATE, frame)
+        if self.on_update is not None:
+            self.on_update()
         self._pending.append(PendingUpdate(room.lesson_id, update, actor))
         self._pending_ready.set()
         room.log_rows += 1
@@ -621,6 +625,10 @@ class RoomManager:
         room = self.rooms.get(lesson_id)
         if room is not None:
             await self._materialise(room)
+
+    def peer_count(self) -> int:
+        """Clients connected to this node's rooms."""
+        return sum(len(room.peers) for room in self.rooms.values())
 
     def connected(self, lesson_id: str) -> int:
         """How many clients of this node are in the lesson's room."""

@@ -255,3 +255,19 @@ async def test_admins_write_and_a_demoted_editor_becomes_read_only(
 
 async def _body_startswith(client: YClient, prefix: str) -> bool:
     return client.text()["body"].startswith(prefix)
+
+
+async def test_metrics_count_rooms_sockets_and_updates(server: ServerProcess, client: httpx.AsyncClient,
+                                                       db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id)
+    a = await YClient.connect(server.ws_url, lesson.id, author.token)
+    a.body.insert(0, "counted ")
+    await a.roundtrip()
+    text = (await client.get("/metrics")).text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("scriptorium_collab") or line.startswith("scriptorium_websocket")}
+    assert values["scriptorium_collab_rooms"] >= 1
+    assert values['scriptorium_websocket_connections{endpoint="collab"}'] >= 1
+    assert values["scriptorium_collab_updates_total"] >= 1
+    await a.close()
