@@ -56,16 +56,18 @@ def domain_apis() -> list[Api]:
 
 def components() -> list[Component]:
     from server import live
+    from server.editing.live import component as collab_component
     from server.gamification.activity import activity_component
 
-    return [live.component, activity_component]
+    return [live.component, collab_component, activity_component]
 
 
 def socket_routes() -> list[BaseRoute]:
-    """WebSocket endpoints: ``/ws`` live events (and the collab rooms)."""
+    """WebSocket endpoints: ``/ws`` live events and ``/collab/lessons/{id}`` co-editing."""
     from server import live
+    from server.editing.live import websocket_routes as collab_routes
 
-    return live.routes()
+    return [*live.routes(), *collab_routes()]
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -276,5 +278,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     if settings.sql_statement_header:
         app.add_middleware(StatementCounter)
+    from server.editing.live import CollabFastPath
+
+    app.add_middleware(CollabFastPath)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -1,0 +1,201 @@
+"""Writing frames to one connection without a task or an await per frame.
+
+Fast path: when ``send`` is uvicorn's own WebSocket protocol (sans-I/O implementation, no
+compression negotiated), a server frame is unmasked, so one encoded frame (:func:`wire_frame`)
+is written straight to every writable transport: encoded once per broadcast, no coroutine.
+
+An ASGI ``send`` coroutine normally completes without suspending (the transport takes the
+bytes); only when the transport is paused does it wait. A :class:`Sender` steps the coroutine
+itself: the common case costs one ``coro.send(None)``, and a paused transport parks the
+coroutine on its future while later frames queue up (bounded: over ``max_queued`` bytes the
+connection is closed as too slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("scriptorium.collab")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_TOO_SLOW = 4008
+_STATE_OPEN = 1  # websockets.protocol.State.OPEN
+
+
+def wire_frame(payload: bytes) -> bytes:
+    """An unmasked, final binary WebSocket frame carrying ``payload``."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x82, size)) + payload
+    if size < 65536:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x82, 127)) + size.to_bytes(8, "big") + payload
+
+
+def raw_protocol(send: ASGISend) -> Any:
+    """uvicorn's sans-I/O WebSocket protocol behind ``send``, when frames can be written directly."""
+    proto = getattr(send, "__self__", None)
+    conn = getattr(proto, "conn", None)
+    if conn is None or getattr(proto, "transport", None) is None or getattr(proto, "writable", None) is None:
+        return None
+    if getattr(conn, "extensions", None):  # e.g. permessage-deflate: frames differ per connection
+        return None
+    if not hasattr(proto, "close_sent"):
+        return None
+    return proto
+
+
+class Coalescer:
+    """Flushes, once per event loop iteration, every sender that gathered frames in it."""
+
+    def __init__(self) -> None:
+        self._pending: list[Sender] = []
+        self._scheduled = False
+
+    def add(self, sender: Sender) -> None:
+        self._pending.append(sender)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for sender in pending:
+            try:
+                sender.flush_out()
+            except Exception:
+                log.exception("collab write failed")
+
+
+class Sender:
+    def __init__(self, send: ASGISend, *, max_queued: int = 16 * 1024 * 1024,
+                 coalescer: Coalescer | None = None) -> None:
+        self._send = send
+        self._out: list[tuple[bytes, bytes]] = []
+        self._coalescer = coalescer or Coalescer()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._queued = 0
+        self._busy = False
+        self._max = max_queued
+        self._proto = raw_protocol(send)
+        self.closed = False
+        self.failed = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    @property
+    def direct(self) -> bool:
+        return self._proto is not None
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
+        """Send ``frame`` now, or queue it behind frames waiting on a paused transport.
+
+        ``message`` is the ASGI message and ``wire`` the encoded frame for ``frame`` when the
+        caller shares them between peers. On the direct path, frames pushed during one event
+        loop iteration leave in one write at its end (:class:`Coalescer`).
+        """
+        if self.closed:
+            return
+        if self._proto is not None and not self._busy:
+            if not self._out:
+                self._coalescer.add(self)
+            self._out.append((frame, wire if wire is not None else wire_frame(frame)))
+            return
+        self._push_slow(frame, message)
+
+    def _push_slow(self, frame: bytes, message: dict[str, Any] | None) -> None:
+        if message is None:
+            message = {"type": "websocket.send", "bytes": frame}
+        if not self._busy:
+            self._run(message)
+            return
+        self._queue.append(message)
+        self._queued += len(frame)
+        if self._queued > self._max:
+            log.warning("collab connection too slow, closing", extra={"queued": self._queued})
+            self.close(CLOSE_TOO_SLOW)
+
+    def flush_out(self) -> None:
+        """Write the frames gathered this iteration: one write when the transport takes them."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if self.closed:
+            return
+        proto = self._proto
+        if (not self._busy and proto.writable.is_set() and not proto.close_sent
+                and proto.conn.state == _STATE_OPEN):
+            proto.transport.write(out[0][1] if len(out) == 1 else b"".join(wire for _, wire in out))
+            return
+        for frame, _ in out:  # paused or closing: the ASGI path queues (and bounds) them
+            self._push_slow(frame, None)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Drop what waits and close the socket with ``code`` (once)."""
+        if self.closed:
+            return
+        self.flush_out()
+        self.closed = True
+        self._queue.clear()
+        self._queued = 0
+        message = {"type": "websocket.close", "code": code, "reason": reason}
+        if self._busy:
+            self._queue.append(message)
+        else:
+            self._run(message)
+
+    # --- stepping the ASGI send coroutine ------------------------------------------------
+
+    def _run(self, message: dict[str, Any]) -> None:
+        self._busy = True
+        self.idle.clear()
+        coro: Coroutine[Any, Any, None] = self._send(message)  # type: ignore[assignment]
+        self._step(coro)
+
+    def _step(self, coro: Coroutine[Any, Any, None], _fut: Any = None) -> None:
+        while True:
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                pass
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            else:
+                # Suspended: resume when what it waits on is done, like a Task would.
+                if yielded is None:
+                    asyncio.get_running_loop().call_soon(self._step, coro)
+                else:
+                    yielded._asyncio_future_blocking = False
+                    yielded.add_done_callback(functools.partial(self._step, coro))
+                return
+            if not self._queue:
+                self._busy = False
+                self.idle.set()
+                return
+            message = self._queue.popleft()
+            if message["type"] == "websocket.send":
+                self._queued -= len(message["bytes"])
+            coro = self._send(message)  # type: ignore[assignment]
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failed = True
+        self.closed = True
+        self._busy = False
+        self._queue.clear()
+        self._queued = 0
+        self.idle.set()
+        if not isinstance(exc, (OSError, RuntimeError)) and type(exc).__name__ != "ClientDisconnected":
+            log.debug("collab send failed", exc_info=exc)
