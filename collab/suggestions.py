@@ -263,3 +263,41 @@ def apply(doc: Doc[Any], payload: dict[str, Any]) -> str:
             if span.insert:
                 text.insert(b_start, span.insert)
         return str(text)
+
+
+# --- rebasing from the text the client saw onto the live text -----------------------------------
+
+
+def ops_between(old: str, new: str) -> list[Op]:
+    """A code-point delta turning ``old`` into ``new`` (minimal diff)."""
+    from collab.versions import diff
+
+    ops: list[Op] = []
+    pos = 0
+    for edit in diff(old, new):
+        if edit.start > pos:
+            ops.append(("retain", edit.start - pos, ""))
+        if edit.end > edit.start:
+            ops.append(("delete", edit.end - edit.start, ""))
+        if edit.insert:
+            ops.append(("insert", len(edit.insert), edit.insert))
+        pos = edit.end
+    return ops
+
+
+def rebase(seen: str, live: str, changes: list[Change]) -> list[dict[str, Any]] | None:
+    """Carry ``changes`` made against ``seen`` onto ``live`` (the live document moved on before
+    the lesson row caught up). None if a change touches text that differs between the two."""
+    if seen == live:
+        return [{"index": c.index, "delete": c.delete, "insert": c.insert} for c in changes]
+    ops = ops_between(seen, live)
+    out: list[dict[str, Any]] = []
+    for c in changes:
+        start = map_position(ops, c.index, stick="after")
+        end = start if c.delete == 0 else max(start, map_position(ops, c.index + c.delete, stick="before"))
+        if live[start:end] != seen[c.index:c.index + c.delete]:
+            return None
+        if c.delete == 0 and (map_position(ops, c.index, stick="before") != start):
+            return None  # something was typed exactly where the insertion goes: ambiguous
+        out.append({"index": start, "delete": end - start, "insert": c.insert})
+    return out

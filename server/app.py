@@ -40,9 +40,10 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.editing.api import api as editing_api
     from server.users.api import api as users_api
 
-    return [users_api]
+    return [users_api, editing_api]
 
 
 def components() -> list[Component]:
