@@ -226,10 +226,12 @@ def resolve(doc: Doc[Any], payload: dict[str, Any]) -> list[Resolved]:
         ops = _delta_in_code_points(base, delta)
         if ops is not None and _apply_ops(base, ops) != current:
             ops = None  # the anchored state is not an ancestor of this document (e.g. it was reset)
+    # Positions in the anchored state (``anchor.positions``) when they differ from the ones shown.
+    positions = anchor_data.get("positions") or changes
     resolved: list[Resolved] = []
     for n, change in enumerate(changes):
         original: str = change["original"]
-        start_old, end_old = change["index"], change["index"] + change["delete"]
+        start_old, end_old = positions[n]["index"], positions[n]["index"] + positions[n]["delete"]
         if ops is None:
             # Not anchorable: accept only if the text at the original place is unchanged.
             start, end = start_old, end_old

@@ -162,7 +162,8 @@ async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, use
     if isinstance(anchored, str):
         raise Conflict("The text you suggest changes was edited meanwhile; rebase onto the current text.",
                        current_version=current_version, current_text=anchored)
-    # Keep the indexes as the client sent them (against `seen`); the anchor knows where they are now.
+    # Show the indexes as the client sent them (against `seen`); the anchor keeps its own positions.
+    anchored["anchor"]["positions"] = [{"index": c["index"], "delete": c["delete"]} for c in anchored["changes"]]
     for stored, client in zip(anchored["changes"], parsed, strict=True):
         stored["index"], stored["delete"] = client.index, client.delete
 
