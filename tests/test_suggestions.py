@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
+from pycrdt import Doc, Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from collab import protocol as p
 from collab.suggestions import utf8_offset
 from server.notifications.models import Notification
 from tests.collab_support import YClient, converge, lesson_row, make_lesson
@@ -74,12 +77,22 @@ async def test_learner_suggests_and_author_accepts_while_editor_types(
     # The editor types elsewhere: before the span (shifting it) and after it.
     type_at(e, 0, "Intro 中: ")
     await eventually(lambda: _has(a, "Intro 中: The cat"))
+    # The editor also types between the two spans on the text as it was before the accept: that
+    # update crosses the accept on the wire (a truly concurrent CRDT edit).
+    typing: Doc[Any] = Doc()
+    typing.apply_update(e.doc.get_update())
+    before = typing.get_state()
+    body_then = str(typing.get("body", type=Text))
+    typing.get("body", type=Text).insert(utf8_offset(body_then, body_then.index("on the")), "quietly ")
+    crossing = typing.get_update(before)
     accept = asyncio.create_task(client.post(f"/api/suggested-edits/{s['id']}/accept", headers=author.headers))
-    type_at(e, len(str(e.body)), " More.")  # concurrently with the accept
+    type_at(e, len(str(e.body)), " More.")  # typed live while the accept runs
     response = await accept
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "accepted" and response.json()["decided_by"] == author.clerk_id
-    expected = "Intro 中: The dog 🐕 😀 sat on the rug. End. More."
+    await e.ws.send(p.update_frame(crossing))
+    e.doc.apply_update(crossing)
+    expected = "Intro 中: The dog 🐕 😀 sat quietly on the rug. End. More."
     text = await converge([a, e])
     assert text["body"] == expected
     # Someone who connects now gets the same, and the lesson row follows.
@@ -223,3 +236,25 @@ async def test_suggestion_against_the_row_while_the_live_document_is_ahead(
     assert (await converge([a, watcher]))["body"] == "Zero alpha BETA gamma"
     await a.close()
     await watcher.close()
+
+
+async def test_suggestions_are_rate_limited_per_user(database_url: str, data_dir: Path, client: httpx.AsyncClient,
+                                                     db: AsyncEngine) -> None:
+    limited = ServerProcess(database_url=database_url, data_dir=data_dir,
+                            env={"RATE_LIMIT_PER_MINUTE": "1", "RATE_LIMIT_BURST": "2"}).start()
+    try:
+        async with httpx.AsyncClient(base_url=limited.base_url, timeout=30) as c:
+            author = await dev_user(c, "Author")
+            member = await dev_user(c, "Member")
+            other = await dev_user(c, "Other")
+            lesson = await make_lesson(db, author.clerk_id, body="abc", published=True)
+            body = {"base_version": await version_of(db, lesson.id),
+                    "changes": [{"index": 0, "delete": 1, "insert": "A"}]}
+            url = f"/api/lessons/{lesson.id}/suggested-edits"
+            codes = [(await c.post(url, headers=member.headers, json=body)).status_code for _ in range(3)]
+            assert codes == [201, 201, 429]
+            refused = await c.post(url, headers=member.headers, json=body)
+            assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+            assert (await c.post(url, headers=other.headers, json=body)).status_code == 201
+    finally:
+        limited.stop()
