@@ -258,3 +258,25 @@ async def test_suggestions_are_rate_limited_per_user(database_url: str, data_dir
             assert (await c.post(url, headers=other.headers, json=body)).status_code == 201
     finally:
         limited.stop()
+
+
+async def test_two_concurrent_accepts_apply_once(server: ServerProcess, client: httpx.AsyncClient,
+                                                 db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    editor = await dev_user(client, "Editor")
+    member = await dev_user(client, "Member")
+    lesson = await make_lesson(db, author.clerk_id, title="T", body="one two", published=True,
+                               editors=(editor.clerk_id,))
+    created = await client.post(f"/api/lessons/{lesson.id}/suggested-edits", headers=member.headers, json={
+        "base_version": await version_of(db, lesson.id), "changes": [{"index": 3, "delete": 0, "insert": " and"}]})
+    assert created.status_code == 201
+    sid = created.json()["id"]
+    first, second = await asyncio.gather(
+        client.post(f"/api/suggested-edits/{sid}/accept", headers=author.headers),
+        client.post(f"/api/suggested-edits/{sid}/accept", headers=editor.headers))
+    assert sorted([first.status_code, second.status_code]) == [200, 409]
+    watcher = await YClient.connect(server.ws_url, lesson.id, author.token)
+    assert watcher.text()["body"] == "one and two"
+    await watcher.close()
+    decided = await notifications(db, member.clerk_id, "suggestion_decided")
+    assert len(decided) == 1
