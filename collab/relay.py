@@ -157,6 +157,8 @@ class RedisRelay:
             self._active.clear()
             try:
                 await pubsub.subscribe(control)
+                self._changed.set()  # (re)subscribe every room's channel
+                await self._sync_subscriptions(pubsub)
                 self.connected = True
                 if not first:
                     log.info("collab relay reconnected")

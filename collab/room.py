@@ -320,11 +320,11 @@ class RoomManager:
             room.peers.remove(peer)
         if peer.awareness_ids:
             gone = []
-            for client_id, clock in peer.awareness_ids.items():
+            for client_id in peer.awareness_ids:
                 record = room.awareness.get(client_id)
                 if record is not None and record.peer is peer:
                     del room.awareness[client_id]
-                    gone.append(p.AwarenessEntry(client_id, clock + 1, "null"))
+                    gone.append(p.AwarenessEntry(client_id, record.entry.clock + 1, "null"))
             if gone:
                 frame = p.awareness_frame(p.encode_awareness(gone))
                 room.broadcast(frame)
@@ -364,16 +364,29 @@ class RoomManager:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
 
     def _on_awareness(self, room: Room, update: bytes, peer: Peer | None) -> None:
+        """Track who controls which awareness client. Clients (y-websocket) echo the states of
+        others they learn about, so only a client id seen for the first time is owned by the
+        peer that sent it (as the Node reference server does)."""
         now = time.monotonic()
         for entry in p.parse_awareness(update):
+            record = room.awareness.get(entry.client_id)
+            if record is not None and entry.clock < record.entry.clock:
+                continue  # stale
             if entry.removed:
-                room.awareness.pop(entry.client_id, None)
-                if peer is not None:
-                    peer.awareness_ids.pop(entry.client_id, None)
+                if record is not None:
+                    del room.awareness[entry.client_id]
+                    if record.peer is not None:
+                        record.peer.awareness_ids.pop(entry.client_id, None)
                 continue
-            room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
-            if peer is not None:
-                peer.awareness_ids[entry.client_id] = entry.clock
+            if record is None:
+                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
+                if peer is not None:
+                    peer.awareness_ids[entry.client_id] = entry.clock
+            else:
+                record.entry = entry
+                record.seen = now
+                if record.peer is not None:
+                    record.peer.awareness_ids[entry.client_id] = entry.clock
 
     def _changed(self, room: Room, frame: bytes, update: bytes, actor: str | None,
                  exclude: Peer | None = None) -> None:
