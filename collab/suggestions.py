@@ -190,7 +190,7 @@ class Resolved:
     insert: str
 
 
-def _delta_since(doc: Doc[Any], field: str, state: bytes) -> tuple[str, list[dict[str, Any]]]:
+def _delta_since(doc: Doc[Any], field: str, state: bytes) -> tuple[str, list[dict[str, Any]] | None]:
     """The field's text in the anchored state, and the delta from it to ``doc``'s text now."""
     scratch: Doc[Any] = Doc()
     scratch.apply_update(state)
@@ -206,12 +206,9 @@ def _delta_since(doc: Doc[Any], field: str, state: bytes) -> tuple[str, list[dic
         scratch.apply_update(doc.get_update(scratch.get_state()))
     finally:
         text.unobserve(subscription)
-    flat: list[dict[str, Any]] = []
-    if len(deltas) > 1:  # never seen: one update is one transaction; compose conservatively
-        return base, [{"unsupported": True}]
-    for d in deltas:
-        flat.extend(d)
-    return base, flat
+    if len(deltas) > 1:  # one update is one transaction, so one event; never compose guesses
+        return base, None
+    return base, deltas[0] if deltas else []
 
 
 def resolve(doc: Doc[Any], payload: dict[str, Any]) -> list[Resolved]:
@@ -223,7 +220,7 @@ def resolve(doc: Doc[Any], payload: dict[str, Any]) -> list[Resolved]:
     anchor_data = payload.get("anchor") or {}
     if anchor_data.get("kind") == ANCHOR_KIND:
         base, delta = _delta_since(doc, field, base64.b64decode(anchor_data["state"]))
-        ops = _delta_in_code_points(base, delta)
+        ops = None if delta is None else _delta_in_code_points(base, delta)
         if ops is not None and _apply_ops(base, ops) != current:
             ops = None  # the anchored state is not an ancestor of this document (e.g. it was reset)
     # Positions in the anchored state (``anchor.positions``) when they differ from the ones shown.

@@ -156,7 +156,10 @@ async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, use
         rebased = suggestions.rebase(seen, live, parsed)
         if rebased is None:
             return live
-        return suggestions.anchor(doc, field, rebased, base_version=base_version, comment=comment)
+        try:
+            return suggestions.anchor(doc, field, rebased, base_version=base_version, comment=comment)
+        except suggestions.SuggestionError:
+            return live  # the rebased changes no longer fit together: let the client rebase
 
     anchored = await rooms.read(str(lesson_id), anchor)
     if isinstance(anchored, str):
