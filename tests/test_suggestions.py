@@ -195,8 +195,10 @@ async def test_version_mismatch_range_and_access(server: ServerProcess, client: 
     assert (await client.get(f"/api/suggested-edits/{uuid.uuid4()}", headers=member.headers)).status_code == 404
     assert (await client.get("/api/suggested-edits/not-a-uuid", headers=member.headers)).status_code == 404
 
-    # Only the suggester withdraws; others on the lesson only see their own suggestions.
-    assert (await client.get(f"/api/suggested-edits/{sid}", headers=stranger.headers)).status_code == 403
+    # Others on the lesson only see their own suggestions (someone else's is 404 to them);
+    # only the suggester withdraws (the author sees it but may not: 403).
+    assert (await client.get(f"/api/suggested-edits/{sid}", headers=stranger.headers)).status_code == 404
+    assert (await client.post(f"/api/suggested-edits/{sid}/accept", headers=stranger.headers)).status_code == 404
     assert (await client.post(f"/api/suggested-edits/{sid}/withdraw", headers=author.headers)).status_code == 403
     mine = await client.get(url, headers=stranger.headers)
     assert mine.status_code == 200 and mine.json()["items"] == []

@@ -54,10 +54,9 @@ def version_detail(v: LessonVersion) -> dict[str, Any]:
 
 
 async def history_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal) -> CourseAccess:
-    """Version history is for the course's team: author, collaborators (viewers too), admins."""
-    access = await lesson_access(session, lesson_id, user)
-    require(access.role >= Role.VIEWER, "Only the course's author, collaborators and admins see its history.")
-    return access
+    """Whoever can read the lesson can read its history: every version's text was the lesson's
+    readable text once (the live text is materialised into the lesson within seconds)."""
+    return await lesson_access(session, lesson_id, user)
 
 
 async def list_versions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, *, limit: int,
@@ -210,7 +209,8 @@ async def get_suggestion(session: AsyncSession, suggestion_id: uuid.UUID, user: 
         access = await lesson_access(session, row.lesson_id, user)
     except NotFound:
         raise NotFound("No such suggested edit.") from None
-    require(_can_see(access, row, user), "Only the suggester and the course's team see this suggestion.")
+    if not _can_see(access, row, user):  # someone else's suggestion: not theirs to see (§2: 404)
+        raise NotFound("No such suggested edit.")
     return suggestion_payload(row)
 
 
@@ -263,11 +263,12 @@ async def decide_suggestion(sessions: Any, rooms: Any, suggestion_id: uuid.UUID,
             access = await lesson_access(session, row.lesson_id, user)
         except NotFound:
             raise NotFound("No such suggested edit.") from None
+        if not _can_see(access, row, user):
+            raise NotFound("No such suggested edit.")
         if decision == "withdraw":
             require(row.user_id == user.clerk_id, "Only the suggester can withdraw a suggestion.")
         else:
-            require(_can_see(access, row, user) and access.can_edit,
-                    "Only the course's author, editors and admins decide suggestions.")
+            require(access.can_edit, "Only the course's author, editors and admins decide suggestions.")
         _still_open(row)
         lesson = await session.get(Lesson, row.lesson_id)
         lesson_title = lesson.title if lesson is not None else "a lesson"
