@@ -9,11 +9,12 @@ from typing import Any
 
 import httpx
 from pycrdt import Doc, Text
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from server.editing.models import LessonVersion
+from server.users.models import User
 from tests.collab_support import YClient, converge, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
 
@@ -147,3 +148,26 @@ async def test_versions_are_paged_newest_first(server: ServerProcess, client: ht
     assert created == sorted(created, reverse=True)
     bad = await client.get(f"/api/lessons/{lesson.id}/versions?limit=0", headers=author.headers)
     assert bad.status_code == 422
+
+
+async def test_an_admin_restores_a_draft_they_do_not_author(server: ServerProcess, client: httpx.AsyncClient,
+                                                            db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    admin = await dev_user(client, "Admin")
+    async with db.begin() as conn:
+        await conn.execute(update(User).where(User.clerk_id == admin.clerk_id).values(role="admin"))
+    lesson = await make_lesson(db, author.clerk_id, title="Secret", body="now")
+    async with db.begin() as conn:
+        vid = (await conn.execute(insert(LessonVersion).values(
+            lesson_id=lesson.lesson_id, title="Secret", body="then").returning(LessonVersion.id))).scalar_one()
+    assert [i["id"] for i in (await versions(client, lesson.id, admin.headers))["items"]] == [str(vid)]
+    restored = await client.post(f"/api/lessons/{lesson.id}/versions/{vid}/restore", headers=admin.headers)
+    assert restored.status_code == 200, restored.text
+
+    async def materialised() -> bool:
+        return (await lesson_row(db, lesson.id))["content"]["body"] == "then"
+
+    await eventually(materialised, within=5)
+    watcher = await YClient.connect(server.ws_url, lesson.id, author.token)
+    assert watcher.text() == {"title": "Secret", "body": "then"}
+    await watcher.close()
