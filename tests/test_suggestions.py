@@ -222,7 +222,7 @@ async def test_suggestion_against_the_row_while_the_live_document_is_ahead(
     row = await lesson_row(db, lesson.id)
     a.body.insert(0, "Zero ")
     watcher = await YClient.connect(server.ws_url, lesson.id, author.token)
-    assert watcher.text()["body"] == "Zero alpha beta gamma"  # the server has the edit
+    await eventually(lambda: _has(watcher, "Zero alpha beta gamma"))  # the server has the edit
     change = {"index": body.index("beta"), "delete": 4, "insert": "BETA"}
     response = await client.post(f"/api/lessons/{lesson.id}/suggested-edits", headers=member.headers, json={
         "field": "body", "base_version": str(row["revision"]), "changes": [change]})
