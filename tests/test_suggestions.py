@@ -282,3 +282,34 @@ async def test_two_concurrent_accepts_apply_once(server: ServerProcess, client: 
     await watcher.close()
     decided = await notifications(db, member.clerk_id, "suggestion_decided")
     assert len(decided) == 1
+
+
+async def test_a_409_gives_a_version_and_text_that_belong_together(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """The live text changed the span the client targets before the row caught up: the 409's
+    `current_version` and `current_text` match, so a rebased retry is judged against that text."""
+    author = await dev_user(client, "Author")
+    member = await dev_user(client, "Member")
+    lesson = await make_lesson(db, author.clerk_id, body="alpha beta gamma", published=True)
+    a = await YClient.connect(server.ws_url, lesson.id, author.token)
+    row = await lesson_row(db, lesson.id)
+    del a.body[6:10]
+    a.body.insert(6, "BETA 😀")
+    watcher = await YClient.connect(server.ws_url, lesson.id, author.token)
+    await eventually(lambda: _has(watcher, "alpha BETA 😀 gamma"))
+    url = f"/api/lessons/{lesson.id}/suggested-edits"
+    refused = await client.post(url, headers=member.headers, json={
+        "base_version": str(row["revision"]), "changes": [{"index": 6, "delete": 4, "insert": "delta"}]})
+    assert refused.status_code == 409
+    problem = refused.json()
+    assert problem["current_text"] == "alpha BETA 😀 gamma"
+    assert problem["current_version"] == str((await lesson_row(db, lesson.id))["revision"]) != str(row["revision"])
+    retry = await client.post(url, headers=member.headers, json={
+        "base_version": problem["current_version"], "changes": [{"index": 11, "delete": 1, "insert": "🙂"}]})
+    assert retry.status_code == 201, retry.text
+    assert retry.json()["changes"][0]["original"] == "😀"
+    accepted = await client.post(f"/api/suggested-edits/{retry.json()['id']}/accept", headers=author.headers)
+    assert accepted.status_code == 200
+    assert (await converge([a, watcher]))["body"] == "alpha BETA 🙂 gamma"
+    await a.close()
+    await watcher.close()

@@ -162,8 +162,15 @@ async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, use
 
     anchored = await rooms.read(str(lesson_id), anchor)
     if isinstance(anchored, str):
-        raise Conflict("The text you suggest changes was edited meanwhile; rebase onto the current text.",
-                       current_version=current_version, current_text=anchored)
+        # Bring the lesson row up to the live text now, so the version and text we answer with
+        # belong together: a client that rebases onto them is then judged against that text.
+        await rooms.materialise(str(lesson_id))
+        async with sessions() as session:
+            lesson = await session.get(Lesson, lesson_id)
+            if lesson is None:
+                raise NotFound("No such lesson.")
+            raise Conflict("The text you suggest changes was edited meanwhile; rebase onto the current text.",
+                           current_version=str(lesson.revision), current_text=lesson_text(lesson, field))
     # Show the indexes as the client sent them (against `seen`); the anchor keeps its own positions.
     anchored["anchor"]["positions"] = [{"index": c["index"], "delete": c["delete"]} for c in anchored["changes"]]
     for stored, client in zip(anchored["changes"], parsed, strict=True):
