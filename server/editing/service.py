@@ -13,7 +13,7 @@ from typing import Any
 
 from pycrdt import Doc
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collab import suggestions, versions
 from server.access import CourseAccess, Role, lesson_access, require
@@ -87,8 +87,8 @@ async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: u
     return version
 
 
-async def restore_version(sessions: Any, rooms: Any, lesson_id: uuid.UUID, version_id: uuid.UUID,
-                          user: Principal) -> dict[str, Any]:
+async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
+                          version_id: uuid.UUID, user: Principal) -> dict[str, Any]:
     """Record the current text as a version, then apply the difference to the live document."""
     async with sessions() as session:
         access = await lesson_access(session, lesson_id, user)
@@ -129,8 +129,8 @@ def _unprocessable(err: suggestions.SuggestionError) -> ValidationFailed:
                             errors=[field_error([str(p) for p in err.loc], err.msg)])
 
 
-async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, user: Principal, *, field: str,
-                            changes: list[dict[str, Any]], base_version: str,
+async def create_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
+                            user: Principal, *, field: str, changes: list[dict[str, Any]], base_version: str,
                             comment: str | None) -> dict[str, Any]:
     async with sessions() as session:
         await lesson_access(session, lesson_id, user)  # 404 when hidden; anyone who reads may suggest
@@ -261,8 +261,8 @@ def _still_open(row: SuggestedEdit) -> None:
         raise Conflict(f"This suggestion is already {row.status}.", status_value=row.status)
 
 
-async def decide_suggestion(sessions: Any, rooms: Any, suggestion_id: uuid.UUID, user: Principal,
-                            decision: str) -> dict[str, Any]:
+async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, suggestion_id: uuid.UUID,
+                            user: Principal, decision: str) -> dict[str, Any]:
     """``accept`` (applies it to the live document), ``reject`` or ``withdraw``."""
     async with sessions.begin() as session:
         row = await _suggestion(session, suggestion_id, lock=True)  # serialises concurrent decisions
