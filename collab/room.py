@@ -289,6 +289,11 @@ class RoomManager:
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND})
             return
+        except Exception:
+            log.exception("opening a collab room failed", extra={"lesson_id": lesson_id})
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_INTERNAL})
+            return
         await send({"type": "websocket.accept"})
         peer = Peer(grant, Sender(send, max_queued=self.max_queued))
         self._join(room, peer)

@@ -51,10 +51,12 @@ def install() -> None:
         (WORK / "package.json").write_text('{"private":true,"type":"module"}')
         subprocess.run(["npm", "install", "--no-audit", "--no-fund", "@y/websocket-server@0.1.1",
                         "yjs", "y-protocols", "lib0", "ws"], cwd=WORK, check=True)
-    if not (WORK / "pyvenv" / "bin" / "python").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(WORK / "pyvenv")], check=True)
+    if not (WORK / "pyvenv" / "websockets-installed").exists():
+        if not (WORK / "pyvenv" / "bin" / "python").exists():
+            subprocess.run([sys.executable, "-m", "venv", str(WORK / "pyvenv")], check=True)
         subprocess.run([str(WORK / "pyvenv" / "bin" / "pip"), "install", "-q", "pycrdt-websocket",
-                        "uvicorn", "uvloop", "httptools"], check=True)
+                        "uvicorn", "uvloop", "httptools", "websockets"], check=True)
+        (WORK / "pyvenv" / "websockets-installed").touch()
     shutil.copy(LOAD, WORK / "collab_load.mjs")
     (WORK / "pycrdt_server.py").write_text(PYCRDT_SERVER)
 
@@ -119,16 +121,21 @@ async def idle_connections(url: str, rooms: list[str], total: int, token: str | 
 
     base = rss_mb(pids)
     sockets = []
+    failed = 0
     for i in range(total):
         room = rooms[i % len(rooms)]
         q = f"?token={token}" if token else ""
-        sockets.append(await connect(f"{url}/{room}{q}", max_size=None))
+        try:
+            sockets.append(await connect(f"{url}/{room}{q}", max_size=None))
+        except Exception:
+            failed += 1
     await asyncio.sleep(3)
     loaded = rss_mb(pids)
     for ws in sockets:
         await ws.close()
-    per_conn_kb = (loaded - base) * 1024 / total
-    return {"rss_before_mb": round(base, 1), "rss_after_mb": round(loaded, 1),
+    per_conn_kb = (loaded - base) * 1024 / max(1, len(sockets))
+    return {"connected": len(sockets), "failed": failed,
+            "rss_before_mb": round(base, 1), "rss_after_mb": round(loaded, 1),
             "kb_per_connection": round(per_conn_kb, 1),
             "kb_per_room_incl_its_connections": round((loaded - base) * 1024 / len(rooms), 1)}
 
@@ -256,10 +263,10 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, dict[
                      f"{r.get('converged')} | {r.get('cpu_s')} | {r.get('cpu_us_per_delivery')} | {r.get('rss_mb')} |")
     if idle:
         lines += ["", f"## {args.idle} idle connections over {args.idle_rooms} rooms", "",
-                  "| server | RSS before MB | RSS after MB | KB per connection | KB per room (with its connections) |",
-                  "|---|---|---|---|---|"]
+                  "| server | connected | RSS before MB | RSS after MB | KB per connection | KB per room (with its connections) |",
+                  "|---|---|---|---|---|---|"]
         for name, r in idle.items():
-            lines.append(f"| {name} | {r['rss_before_mb']} | {r['rss_after_mb']} | {r['kb_per_connection']} | "
+            lines.append(f"| {name} | {r['connected']} | {r['rss_before_mb']} | {r['rss_after_mb']} | {r['kb_per_connection']} | "
                          f"{r['kb_per_room_incl_its_connections']} |")
     lines += ["", "Raw:", "", "```json", json.dumps({"results": results, "idle": idle}, indent=1), "```", ""]
     path.write_text("\n".join(lines))
