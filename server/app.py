@@ -41,6 +41,7 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
     from server.catalog.api import api as catalog_api
+    from server.editing.api import api as editing_api
     from server.feedback.api import api as feedback_api
     from server.flashcards.api import api as flashcards_api
     from server.forum.api import api as forum_api
@@ -50,8 +51,8 @@ def domain_apis() -> list[Api]:
     from server.notifications.api import api as notifications_api
     from server.users.api import api as users_api
 
-    return [users_api, catalog_api, learning_api, feedback_api, media_api, forum_api, notifications_api,
-            gamification_api, flashcards_api]
+    return [users_api, catalog_api, editing_api, learning_api, feedback_api, media_api, forum_api,
+            notifications_api, gamification_api, flashcards_api]
 
 
 def components() -> list[Component]:
