@@ -363,7 +363,7 @@ async def patch_lesson(request: Request) -> Response:
         if "body" in content and content["body"] is not None:
             text_edit["body"] = content["body"]
         if text_edit:
-            handled = await svc.rooms.edit_text(lesson_id, text_edit, actor=me.clerk_id)
+            handled = await svc.rooms.edit_text(str(lesson_id), text_edit, actor=me.clerk_id)
             if handled is not False:
                 # The room applies (and persists) the text; the rest goes to the row directly.
                 changes.pop("title", None)
