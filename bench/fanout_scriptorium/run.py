@@ -117,9 +117,11 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
             phase = msg.pop("phase", None)
             if phase == "subscribed":
                 marks["rss_subscribed"], marks["cpu_subscribed"] = rss_kib(pid), cpu_s(pid)
+                marks["gen_cpu0"] = cpu_s(proc.pid)
                 result["connect_ms"] = msg["connectMs"]
             elif phase == "run_done":
                 marks["cpu_run"] = cpu_s(pid)
+                marks["gen_cpu1"] = cpu_s(proc.pid)
                 result["run"] = msg
             elif phase == "storm_start":
                 marks["xact_storm"] = await xact_commits(postgres.admin_url, database_name(url))
@@ -133,6 +135,7 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
         run_cpu = marks["cpu_run"] - marks["cpu_subscribed"]
         result.update(
             server_cpu_s=round(run_cpu, 2),
+            generator_cpu_s=round(marks["gen_cpu1"] - marks["gen_cpu0"], 2),
             cpu_s_per_1000_deliveries=round(1000 * run_cpu / max(1, run["received"]), 4),
             deliveries_per_cpu_s=round(run["received"] / run_cpu) if run_cpu else None,
             connect_cpu_s=round(marks["cpu_subscribed"] - cpu0, 2),
