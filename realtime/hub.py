@@ -165,6 +165,12 @@ class Connection:
         self.wake = asyncio.Event()
         self.close_code: int | None = None
         self.direct = DirectWriter.for_socket(ws)
+        if self.direct is not None:
+            self._protocol = self.direct.protocol
+            self._write = self.direct.transport.write
+            self._backlog = self.direct.transport.get_write_buffer_size
+            self._closing = self.direct.transport.is_closing
+        self._max_backlog = hub.limits.max_queued_bytes
         self.busy = False  # the writer task is sending: direct writes would overtake it
 
     # queueing (called synchronously from listeners and the reader) ---------------------
@@ -196,13 +202,14 @@ class Connection:
             return
         if item.id is not None:
             sub.cursor = item.id
-        direct = self.direct
-        if direct is not None and not self.busy and not self.queue and self.close_code is None:
-            if not direct.usable():
+        if self.direct is not None and not self.busy and not self.queue and self.close_code is None:
+            # The fast path: no task switch, no per-peer encoding, two C calls; the transport's
+            # buffer is this reader's backlog.
+            if (self._protocol.close_sent or self._protocol.conn.state is not State.OPEN
+                    or self._closing()):
                 return
-            # The fast path: no task switch, no per-peer encoding; the transport's buffer is
-            # this reader's backlog.
-            if direct.write(encoded) > self.hub.limits.max_queued_bytes:
+            self._write(encoded)
+            if self._backlog() > self._max_backlog:
                 self.kill(CLOSE_SLOW_READER)
             return
         self.send_live(frame)
