@@ -324,26 +324,34 @@ class Hub:
         return on_item
 
     async def _attach(self, sub: Subscription) -> None:
+        """Add ``sub`` to its channel; the first local subscriber subscribes at the broker and
+        the others wait for that (and retry if it failed or the channel emptied meanwhile)."""
         channel = sub.internal
-        ready = self._ready.get(channel)
-        if ready is None:
-            ready = self._ready[channel] = asyncio.get_running_loop().create_future()
-            self._subs[channel] = {sub}
-            self._listeners_by_channel[channel] = listener = self._listener(channel)
-            try:
-                await self.broker.subscribe(channel, listener)
-            except BaseException as exc:
-                self._subs.pop(channel, None)
-                self._ready.pop(channel, None)
-                self._listeners_by_channel.pop(channel, None)
-                ready.set_exception(exc)
-                ready.exception()  # retrieved: waiters get their own error below
-                raise
-            ready.set_result(None)
-            return
-        if not ready.done():
-            await asyncio.shield(ready)
-        self._subs.setdefault(channel, set()).add(sub)
+        while True:
+            ready = self._ready.get(channel)
+            if ready is None:
+                ready = self._ready[channel] = asyncio.get_running_loop().create_future()
+                self._subs[channel] = {sub}
+                self._listeners_by_channel[channel] = listener = self._listener(channel)
+                try:
+                    await self.broker.subscribe(channel, listener)
+                except BaseException:
+                    if self._ready.get(channel) is ready:
+                        self._subs.pop(channel, None)
+                        self._ready.pop(channel, None)
+                        self._listeners_by_channel.pop(channel, None)
+                    ready.set_result(None)  # the waiters retry
+                    raise
+                ready.set_result(None)
+                if self._ready.get(channel) is not ready:  # emptied while subscribing
+                    await self.broker.unsubscribe(channel, listener)
+                return
+            if not ready.done():
+                await asyncio.shield(ready)
+            subs = self._subs.get(channel)
+            if self._ready.get(channel) is ready and subs is not None:
+                subs.add(sub)
+                return
 
     async def _detach(self, sub: Subscription) -> None:
         sub.active = False
