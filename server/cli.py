@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
+        if args.workers > 1 and not settings.redis_url:
+            # Rooms and live channels live in one process without Redis: workers would split them.
+            print("configuration error: --workers > 1 needs REDIS_URL (the in-process broker and "
+                  "collab relay are single-process)", file=sys.stderr)
+            return 2
         return cmd_serve(settings, args.host, args.port, args.workers, args.demo)
     if args.command == "migrate":
         return cmd_migrate(settings)

@@ -64,3 +64,9 @@ def test_configuration_error_exits_2_with_a_clear_message(database_url: str, dat
                      AUTH_MODE="dev", CLERK_ISSUER="https://clerk.test")
     assert result.returncode == 2
     assert "AUTH_MODE=dev is refused" in result.stderr
+
+
+def test_several_workers_without_redis_are_refused(database_url: str, data_dir: Path) -> None:
+    result = run_cli("serve", "--workers", "2", database_url=database_url, data_dir=data_dir)
+    assert result.returncode == 2
+    assert "needs REDIS_URL" in result.stderr
