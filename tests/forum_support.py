@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -72,8 +72,8 @@ async def outbox(db: AsyncEngine, channel: str) -> list[tuple[str, dict[str, Any
     return [(row.event, row.data) for row in rows]
 
 
-@contextlib.asynccontextmanager
-async def forum_achievements_out_of_reach(db: AsyncEngine) -> AsyncIterator[None]:
+@pytest.fixture
+async def only_forum_notifications(db: AsyncEngine) -> AsyncIterator[None]:
     """Tests that count notifications exactly: a first post earns "First post" (which notifies
     too), so put the forum achievements out of reach for their duration, then restore them."""
     async with db.begin() as conn:

@@ -22,17 +22,14 @@ from tests.forum_support import (
     add_collaborator,
     create_post,
     create_reply,
-    forum_achievements_out_of_reach,
     make_course,
+    only_forum_notifications,  # noqa: F401 (fixture)
 )
 from tests.support import DevUser, Postgres, ServerProcess, dev_user
 from tests.test_forum_events import scenario
 
-
-@pytest.fixture(autouse=True)
-async def _only_forum_notifications(db: AsyncEngine) -> AsyncIterator[None]:
-    async with forum_achievements_out_of_reach(db):
-        yield
+# Exact notification counts: forum achievements (which notify too) are put out of reach.
+pytestmark = pytest.mark.usefixtures("only_forum_notifications")
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,17 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.forum_support import (
     create_post,
     create_reply,
-    forum_achievements_out_of_reach,
     make_course,
+    only_forum_notifications,  # noqa: F401 (fixture)
     outbox,
 )
 from tests.support import DevUser, dev_user
 
-
-@pytest.fixture(autouse=True)
-async def _only_forum_notifications(db: AsyncEngine) -> AsyncIterator[None]:
-    async with forum_achievements_out_of_reach(db):
-        yield
+# Exact notification counts: forum achievements (which notify too) are put out of reach.
+pytestmark = pytest.mark.usefixtures("only_forum_notifications")
 
 
 async def notifications(client: httpx.AsyncClient, user: DevUser, **params: str) -> list[dict[str, Any]]:
