@@ -9,8 +9,9 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, exists, literal, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
@@ -35,6 +36,7 @@ class CourseAccess:
     author_id: str
     is_published: bool
     role: Role
+    enrolled: bool = False
 
     @property
     def can_read(self) -> bool:
@@ -67,30 +69,72 @@ async def course_role(session: AsyncSession, course: Course, user: Principal | N
         return Role.ADMIN
     if course.author_id == user.clerk_id:
         return Role.AUTHOR
-    collaborator = (await session.execute(
-        select(Collaborator.role).where(Collaborator.course_id == course.id,
-                                        Collaborator.user_id == user.clerk_id)
-    )).scalar_one_or_none()
+    collaborator, enrolled = (await session.execute(
+        select(_collaborator_role(course.id, user.clerk_id), _enrolled(course.id, user.clerk_id))
+    )).one()
+    return _role(course, user, collaborator, enrolled)
+
+
+def _collaborator_role(course_id: Any, clerk_id: str) -> Any:
+    return (select(Collaborator.role)
+            .where(Collaborator.course_id == course_id, Collaborator.user_id == clerk_id)
+            .scalar_subquery())
+
+
+def _enrolled(course_id: Any, clerk_id: str) -> Any:
+    return exists().where(UserCourse.course_id == course_id, UserCourse.user_id == clerk_id)
+
+
+def _role(course: Course, user: Principal | None, collaborator: str | None, enrolled: bool) -> Role:
+    if user is None:
+        return Role.ANONYMOUS
+    if user.is_admin:
+        return Role.ADMIN
+    if course.author_id == user.clerk_id:
+        return Role.AUTHOR
     if collaborator == "editor":
         return Role.EDITOR
     if collaborator == "viewer":
         return Role.VIEWER
-    enrolled = (await session.execute(
-        select(UserCourse.id).where(UserCourse.course_id == course.id, UserCourse.user_id == user.clerk_id)
-    )).first()
     return Role.LEARNER if enrolled else Role.MEMBER
 
 
-async def course_access(session: AsyncSession, course_id: uuid.UUID, user: Principal | None) -> CourseAccess:
-    """Access to a course the caller can read; 404 if it does not exist or is a hidden draft."""
-    course = await session.get(Course, course_id)
-    if course is None:
+async def course_access(session: AsyncSession, course_id: uuid.UUID, user: Principal | None,
+                        *, for_update: bool = False) -> CourseAccess:
+    """Access to a course the caller can read; 404 if it does not exist or is a hidden draft.
+
+    One statement (the course row with the caller's collaborator role and enrollment).
+    ``for_update`` locks the course row (used to serialise changes to its unit order).
+    """
+    if user is None:
+        stmt = select(Course, literal(None), literal(False))
+    else:
+        stmt = select(Course, _collaborator_role(Course.id, user.clerk_id), _enrolled(Course.id, user.clerk_id))
+    stmt = stmt.where(Course.id == course_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=Course)
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
         raise NotFound("No such course.")
+    course, collaborator, enrolled = row
     access = CourseAccess(course.id, course.author_id, course.is_published,
-                          await course_role(session, course, user))
+                          _role(course, user, collaborator, bool(enrolled)), bool(enrolled))
     if not access.can_read:
         raise NotFound("No such course.")
     return access
+
+
+def visible_courses(user: Principal | None) -> ColumnElement[bool]:
+    """SQL condition on ``courses``: the courses whose existence ``user`` may see in lists."""
+    if user is None:
+        return Course.is_published.is_(True)
+    if user.is_admin:
+        return true()
+    return or_(
+        Course.is_published.is_(True),
+        Course.author_id == user.clerk_id,
+        exists().where(Collaborator.course_id == Course.id, Collaborator.user_id == user.clerk_id),
+    )
 
 
 async def lesson_course_id(session: AsyncSession, lesson_id: uuid.UUID) -> uuid.UUID:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs, openapi
 from server.auth import Authenticator
-from server.db import make_engine, make_sessionmaker
+from server.db import count_statements, make_engine, make_sessionmaker, statement_counter
 from server.errors import ProblemError
 from server.metrics import Metrics
 from server.migrate import head_revision
@@ -41,10 +41,11 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
+    from server.catalog.api import api as catalog_api
     from server.users.api import api as users_api
     from server.web.api import api as web_api
 
-    return [users_api, web_api]
+    return [users_api, web_api, catalog_api]
 
 
 def components() -> list[Component]:
@@ -126,6 +127,30 @@ class RequestContext:
                         extra={"method": scope["method"], "path": scope["path"], "status": status,
                                "ms": round(elapsed * 1000, 2)})
             logs.request_id.reset(token)
+
+
+class StatementHeader:
+    """``X-SQL-Statements: n`` on every HTTP response (opt-in, SQL_STATEMENT_HEADER=1; tests only)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        counter = [0]
+        token = statement_counter.set(counter)
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"x-sql-statements", str(counter[0]).encode()))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            statement_counter.reset(token)
 
 
 # --- infrastructure routes ----------------------------------------------------------------
@@ -269,6 +294,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         assert settings.database_url
         engine = make_engine(settings.database_url)
+        if settings.sql_statement_header:
+            count_statements(engine)
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
@@ -291,4 +318,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.router.default = spa_fallback(app.router.default)
     app.add_middleware(RequestContext, metrics=metrics)
+    if settings.sql_statement_header:
+        app.add_middleware(StatementHeader)
     return app

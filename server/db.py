@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import DateTime, MetaData, func, text
+from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -69,6 +70,21 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
         options.update(pool_size=10, max_overflow=20)
     options.update(kwargs)
     return create_async_engine(asyncpg_url(url), **options)
+
+
+# Opt-in statement counter (SQL_STATEMENT_HEADER=1): the request middleware puts a fresh counter
+# here; the engine listener adds one per statement sent. Used by the "no N+1" tests.
+statement_counter: ContextVar[list[int] | None] = ContextVar("statement_counter", default=None)
+
+
+def count_statements(engine: AsyncEngine) -> None:
+    """Count every statement ``engine`` sends into the current ``statement_counter``."""
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _count(*_: Any) -> None:
+        counter = statement_counter.get()
+        if counter is not None:
+            counter[0] += 1
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

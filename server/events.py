@@ -7,6 +7,7 @@ to the broker, which assigns the per-channel event id.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,10 @@ async def emit(session: AsyncSession, *, channel: str, event: str, data: dict[st
     ``channel`` is the internal name: ``course:<uuid>``, ``thread:<post uuid>`` or
     ``user:<clerk_id>`` (the hub maps a client's ``user:me`` to it).
     """
+    from server.http import dumps
+
+    # Through the API's JSON encoder, so UUIDs and timestamps are stored as clients will see them.
+    data = json.loads(dumps(data))
     result = await session.execute(
         insert(OutboxEvent).values(channel=channel, event=event, data=data).returning(OutboxEvent.id)
     )

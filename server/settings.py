@@ -60,6 +60,7 @@ class Settings:
     body_max_bytes: int = 1024 * 1024
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     demo_on_empty: bool = False
+    sql_statement_header: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -101,6 +102,7 @@ class Settings:
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 30),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
+            sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]

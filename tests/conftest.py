@@ -60,7 +60,7 @@ async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
 def server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
     """The default server: embedded-style single node, in-process broker, dev auth."""
     proc = ServerProcess(database_url=database_url, data_dir=data_dir,
-                         env={"RATE_LIMIT_PER_MINUTE": "0"}).start()
+                         env={"RATE_LIMIT_PER_MINUTE": "0", "SQL_STATEMENT_HEADER": "1"}).start()
     yield proc
     proc.stop()
 

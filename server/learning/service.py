@@ -17,15 +17,19 @@ WITH totals AS (
     FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
     WHERE u.course_id = :course_id AND p.status = 'completed'
     GROUP BY p.user_id
+), enrolled AS (
+    -- every enrollment (also those with nothing completed), so un-completing and removals count
+    SELECT e.id, coalesce(d.n, 0) AS n
+    FROM user_courses e LEFT JOIN done d ON d.user_id = e.user_id
+    WHERE e.course_id = :course_id AND (CAST(:user_id AS text) IS NULL OR e.user_id = CAST(:user_id AS text))
 )
 UPDATE user_courses uc
-SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, coalesce(d.n, 0) * 100.0 / t.n) END,
+SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, e.n * 100.0 / t.n) END,
     completed_at = CASE
-        WHEN t.n > 0 AND coalesce(d.n, 0) >= t.n THEN coalesce(uc.completed_at, now())
+        WHEN t.n > 0 AND e.n >= t.n THEN coalesce(uc.completed_at, now())
         ELSE uc.completed_at END
-FROM totals t LEFT JOIN done d ON true
-WHERE uc.course_id = :course_id AND (d.user_id = uc.user_id OR d.user_id IS NULL)
-  AND (:user_id IS NULL OR uc.user_id = :user_id)
+FROM totals t, enrolled e
+WHERE uc.id = e.id
 """)
 
 

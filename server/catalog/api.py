@@ -1,0 +1,473 @@
+"""REST: languages, tags, courses, units, lessons, outline, collaborators (API.md §4 Catalogue/Structure)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.access import CourseAccess, course_access, lesson_access, require
+from server.auth import Principal, current_user, require_user
+from server.catalog import service
+from server.catalog.content import ContentType
+from server.errors import validation
+from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
+from server.routing import Api
+from server.state import services
+
+api = Api("catalog")
+
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Description = Annotated[str, Field(max_length=20_000)]
+TagName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+Difficulty = Literal["beginner", "intermediate", "advanced"]
+Position = Annotated[int, Field(ge=0)]
+CollaboratorRole = Literal["editor", "viewer"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CourseCreate(_Body):
+    title: Title
+    description: Description | None = None
+    difficulty: Difficulty | None = None
+    language: str | None = None
+    tags: Annotated[list[TagName], Field(max_length=20)] = []
+
+
+class CoursePatch(_Body):
+    title: Title | None = None
+    description: Description | None = None
+    difficulty: Difficulty | None = None
+    language: str | None = None
+    tags: Annotated[list[TagName], Field(max_length=20)] | None = None
+
+
+class UnitCreate(_Body):
+    title: Title
+    description: Description | None = None
+    position: Position | None = None
+
+
+class UnitPatch(_Body):
+    title: Title | None = None
+    description: Description | None = None
+    position: Position | None = None
+
+
+class UnitOrder(_Body):
+    unit_ids: list[uuid.UUID]
+
+
+class LessonCreate(_Body):
+    title: Title
+    content_type: ContentType
+    content: dict[str, Any] | None = None
+    position: Position | None = None
+
+
+class LessonPatch(_Body):
+    title: Title | None = None
+    content_type: ContentType | None = None
+    content: dict[str, Any] | None = None
+    position: Position | None = None
+    unit_id: uuid.UUID | None = None
+
+
+class LessonOrder(_Body):
+    lesson_ids: list[uuid.UUID]
+
+
+class CollaboratorAdd(_Body):
+    clerk_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    role: CollaboratorRole = "editor"
+
+
+class CollaboratorPatch(_Body):
+    role: CollaboratorRole
+
+
+def changes_of(body: BaseModel, *, not_null: tuple[str, ...]) -> dict[str, Any]:
+    """The fields a PATCH set; ``null`` is refused (422) for those that cannot be empty."""
+    changes = body.model_dump(exclude_unset=True)
+    for name in not_null:
+        if name in changes and changes[name] is None:
+            raise validation(name, "may not be null")
+    return changes
+
+
+async def _writer(request: Request) -> Principal:
+    return await require_user(request)
+
+
+# --- languages and tags ------------------------------------------------------------------
+
+
+@api.get("/languages", auth="none")
+async def list_languages(request: Request) -> Response:
+    """Languages a course can be written in."""
+    async with services(request).sessions() as session:
+        items = await service.list_languages(session)
+    return json_response({"items": items, "next_cursor": None})
+
+
+@api.get("/tags", auth="none", query={"cursor": "string", "limit": "integer"})
+async def list_tags(request: Request) -> Response:
+    """Tags in use, by name."""
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    async with services(request).sessions() as session:
+        items = await service.list_tags(session, limit=limit, after=str(cursor[0]) if cursor else None)
+    return json_response(page(items, limit, lambda t: [t["name"]]))
+
+
+# --- courses -----------------------------------------------------------------------------
+
+
+@api.get("/courses", auth="optional", query={"q": "string", "tag": "string", "language": "string",
+                                             "difficulty": "string", "author": "string",
+                                             "cursor": "string", "limit": "integer"})
+async def list_courses(request: Request) -> Response:
+    """The catalogue: published courses (and the drafts you may see), searchable and filtered."""
+    user = await current_user(request)
+    params = request.query_params
+    difficulty = params.get("difficulty") or None
+    if difficulty is not None and difficulty not in service.DIFFICULTIES:
+        raise validation("query.difficulty", f"must be one of {', '.join(service.DIFFICULTIES)}")
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    async with services(request).sessions() as session:
+        result = await service.list_courses(
+            session, user=user, limit=limit, cursor=cursor, q=(params.get("q") or "").strip() or None,
+            tag=params.get("tag") or None, language=params.get("language") or None,
+            difficulty=difficulty, author=params.get("author") or None,
+        )
+    return json_response(result)
+
+
+@api.post("/courses", status=201, body=CourseCreate)
+async def create_course(request: Request) -> Response:
+    """Create a draft course; you are its author."""
+    me = await _writer(request)
+    body = await read_json(request, CourseCreate)
+    async with services(request).sessions.begin() as session:
+        course_id = await service.create_course(
+            session, author=me, title=body.title, description=body.description, difficulty=body.difficulty,
+            language=body.language, tags=body.tags,
+        )
+        payload = await service.get_course(session, course_id)
+    return json_response(payload, 201)
+
+
+@api.get("/courses/{id}", auth="optional")
+async def get_course(request: Request) -> Response:
+    """One course."""
+    course_id = path_id(request, "id")
+    user = await current_user(request)
+    async with services(request).sessions() as session:
+        await course_access(session, course_id, user)
+        payload = await service.get_course(session, course_id)
+    return json_response(payload)
+
+
+@api.patch("/courses/{id}", body=CoursePatch)
+async def patch_course(request: Request) -> Response:
+    """Change a course's title, description, difficulty, language or tags (editors and up)."""
+    course_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, CoursePatch)
+    changes = changes_of(body, not_null=("title",))
+    async with services(request).sessions.begin() as session:
+        require((await course_access(session, course_id, me)).can_edit, "Only editors may change this course.")
+        await service.update_course(session, course_id, changes)
+        payload = await service.get_course(session, course_id)
+    return json_response(payload)
+
+
+@api.delete("/courses/{id}", status=204)
+async def delete_course(request: Request) -> Response:
+    """Delete a course and everything in it (author and admins)."""
+    course_id = path_id(request, "id")
+    me = await _writer(request)
+    svc = services(request)
+    async with svc.sessions.begin() as session:
+        require((await course_access(session, course_id, me)).can_manage, "Only the author may delete a course.")
+        paths = await service.delete_course(session, course_id)
+    service.remove_media_files(svc.settings.media_dir, paths)
+    return no_content()
+
+
+async def _publish(request: Request, published: bool) -> Response:
+    course_id = path_id(request, "id")
+    me = await _writer(request)
+    async with services(request).sessions.begin() as session:
+        access = await course_access(session, course_id, me, for_update=True)
+        require(access.can_manage, "Only the author may publish or unpublish a course.")
+        await service.set_published(session, course_id, published)
+        payload = await service.get_course(session, course_id)
+    return json_response(payload)
+
+
+@api.post("/courses/{id}/publish")
+async def publish_course(request: Request) -> Response:
+    """Publish (409 when the course has no lesson)."""
+    return await _publish(request, True)
+
+
+@api.post("/courses/{id}/unpublish")
+async def unpublish_course(request: Request) -> Response:
+    """Back to draft."""
+    return await _publish(request, False)
+
+
+@api.get("/courses/{id}/outline", auth="optional")
+async def course_outline(request: Request) -> Response:
+    """The course with its units and lessons in order, and your status per lesson when enrolled."""
+    course_id = path_id(request, "id")
+    user = await current_user(request)
+    async with services(request).sessions() as session:
+        access = await course_access(session, course_id, user)
+        course = await service.get_course(session, course_id)
+        units = await service.outline(session, course_id, user=user, enrolled=access.enrolled)
+    return json_response({"course": course, "units": units})
+
+
+# --- units -------------------------------------------------------------------------------
+
+
+async def _edit_course(session: Any, course_id: uuid.UUID, me: Principal) -> CourseAccess:
+    access = await course_access(session, course_id, me)
+    require(access.can_edit, "Only editors may change this course.")
+    return access
+
+
+@api.post("/courses/{id}/units", status=201, body=UnitCreate)
+async def create_unit(request: Request) -> Response:
+    """Add a unit (last unless ``position`` is given)."""
+    course_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, UnitCreate)
+    async with services(request).sessions.begin() as session:
+        await _edit_course(session, course_id, me)
+        unit = await service.create_unit(session, course_id, title=body.title, description=body.description,
+                                         position=body.position)
+        payload = service.unit_payload(unit)
+    return json_response(payload, 201)
+
+
+@api.patch("/units/{id}", body=UnitPatch)
+async def patch_unit(request: Request) -> Response:
+    """Rename a unit or move it (``position``)."""
+    unit_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, UnitPatch)
+    changes = changes_of(body, not_null=("title",))
+    async with services(request).sessions.begin() as session:
+        await _edit_course(session, await _unit_course(session, unit_id), me)
+        unit = await service.update_unit(session, unit_id, changes)
+        payload = service.unit_payload(unit)
+    return json_response(payload)
+
+
+@api.delete("/units/{id}", status=204)
+async def delete_unit(request: Request) -> Response:
+    """Delete a unit and its lessons."""
+    unit_id = path_id(request, "id")
+    me = await _writer(request)
+    svc = services(request)
+    async with svc.sessions.begin() as session:
+        await _edit_course(session, await _unit_course(session, unit_id), me)
+        paths = await service.delete_unit(session, unit_id)
+    service.remove_media_files(svc.settings.media_dir, paths)
+    return no_content()
+
+
+@api.post("/courses/{id}/reorder", body=UnitOrder)
+async def reorder_units(request: Request) -> Response:
+    """Set the order of all units of a course (the full list of unit ids)."""
+    course_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, UnitOrder)
+    async with services(request).sessions.begin() as session:
+        await _edit_course(session, course_id, me)
+        units = await service.reorder_units(session, course_id, body.unit_ids)
+        payload = [service.unit_payload(u) for u in units]
+    return json_response({"items": payload})
+
+
+async def _unit_course(session: Any, unit_id: uuid.UUID) -> uuid.UUID:
+    from server.errors import NotFound
+
+    try:
+        return await service.unit_course_id(session, unit_id)
+    except NotFound:
+        raise NotFound("No such unit.") from None
+
+
+# --- lessons -----------------------------------------------------------------------------
+
+
+async def _unit_access(session: Any, unit_id: uuid.UUID, me: Principal | None) -> CourseAccess:
+    """Access to a unit's course; the unit is 404 when unknown or in a draft the caller can't see."""
+    from server.errors import NotFound
+
+    course_id = await _unit_course(session, unit_id)
+    try:
+        return await course_access(session, course_id, me)
+    except NotFound:
+        raise NotFound("No such unit.") from None
+
+
+@api.post("/units/{id}/lessons", status=201, body=LessonCreate)
+async def create_lesson(request: Request) -> Response:
+    """Add a lesson to a unit (last unless ``position`` is given)."""
+    unit_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, LessonCreate)
+    async with services(request).sessions.begin() as session:
+        access = await _unit_access(session, unit_id, me)
+        require(access.can_edit, "Only editors may add lessons.")
+        lesson = await service.create_lesson(session, unit_id, title=body.title, content_type=body.content_type,
+                                             content=body.content, position=body.position)
+        payload = service.lesson_payload(lesson, access.course_id)
+    return json_response(payload, 201)
+
+
+@api.get("/lessons/{id}", auth="optional")
+async def get_lesson(request: Request) -> Response:
+    """A lesson with its content (Markdown ``body`` and sanitised ``html``) and ``version``."""
+    lesson_id = path_id(request, "id")
+    user = await current_user(request)
+    async with services(request).sessions() as session:
+        await lesson_access(session, lesson_id, user)
+        lesson, course_id = await service.get_lesson(session, lesson_id)
+        payload = service.lesson_payload(lesson, course_id)
+    return json_response(payload)
+
+
+@api.patch("/lessons/{id}", body=LessonPatch)
+async def patch_lesson(request: Request) -> Response:
+    """Change a lesson (title, content, type, position, unit); text edits go through a live room if open."""
+    lesson_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, LessonPatch)
+    changes = changes_of(body, not_null=("title", "content_type"))
+    svc = services(request)
+    async with svc.sessions.begin() as session:
+        require((await lesson_access(session, lesson_id, me)).can_edit, "Only editors may change lessons.")
+        lesson, _ = await service.get_lesson(session, lesson_id)
+        if "content" in changes or "content_type" in changes:
+            # Validate everything before any part of the change is applied.
+            service.merged_content(lesson, changes.get("content_type"), changes.get("content"))
+    if svc.rooms is not None:
+        text_edit: dict[str, Any] = {}
+        if "title" in changes:
+            text_edit["title"] = changes["title"]
+        content = dict(changes.get("content") or {})
+        if "body" in content and content["body"] is not None:
+            text_edit["body"] = content["body"]
+        if text_edit:
+            handled = await svc.rooms.edit_text(lesson_id, text_edit, actor=me.clerk_id)
+            if handled is not False:
+                # The room applies (and persists) the text; the rest goes to the row directly.
+                changes.pop("title", None)
+                content.pop("body", None)
+                if "content" in changes:
+                    changes["content"] = content
+    async with svc.sessions.begin() as session:
+        if changes:
+            await service.update_lesson(session, lesson_id, changes)
+        lesson, course_id = await service.get_lesson(session, lesson_id)
+        payload = service.lesson_payload(lesson, course_id)
+    return json_response(payload)
+
+
+@api.delete("/lessons/{id}", status=204)
+async def delete_lesson(request: Request) -> Response:
+    """Delete a lesson (its uploaded media files go too)."""
+    lesson_id = path_id(request, "id")
+    me = await _writer(request)
+    svc = services(request)
+    async with svc.sessions.begin() as session:
+        require((await lesson_access(session, lesson_id, me)).can_edit, "Only editors may delete lessons.")
+        paths = await service.delete_lesson(session, lesson_id)
+    service.remove_media_files(svc.settings.media_dir, paths)
+    return no_content()
+
+
+@api.post("/units/{id}/reorder", body=LessonOrder)
+async def reorder_lessons(request: Request) -> Response:
+    """Set the order of all lessons of a unit (the full list of lesson ids)."""
+    unit_id = path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, LessonOrder)
+    async with services(request).sessions.begin() as session:
+        access = await _unit_access(session, unit_id, me)
+        require(access.can_edit, "Only editors may reorder lessons.")
+        lessons = await service.reorder_lessons(session, unit_id, body.lesson_ids)
+        items = [{"id": lesson.id, "title": lesson.title, "content_type": lesson.content_type,
+                  "position": lesson.position} for lesson in lessons]
+    return json_response({"items": items})
+
+
+# --- collaborators -----------------------------------------------------------------------
+
+
+async def _manage(session: Any, request: Request, me: Principal) -> uuid.UUID:
+    course_id = path_id(request, "id")
+    require((await course_access(session, course_id, me)).can_manage,
+            "Only the author manages collaborators.")
+    return course_id
+
+
+@api.get("/courses/{id}/collaborators")
+async def list_collaborators(request: Request) -> Response:
+    """Collaborators of a course (author and admins)."""
+    path_id(request, "id")
+    me = await require_user(request)
+    async with services(request).sessions() as session:
+        course_id = await _manage(session, request, me)
+        items = await service.list_collaborators(session, course_id)
+    return json_response({"items": items, "next_cursor": None})
+
+
+@api.post("/courses/{id}/collaborators", status=201, body=CollaboratorAdd)
+async def add_collaborator(request: Request) -> Response:
+    """Add an editor or viewer (the user must exist); they are notified."""
+    path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, CollaboratorAdd)
+    async with services(request).sessions.begin() as session:
+        course_id = await _manage(session, request, me)
+        payload = await service.add_collaborator(session, course_id, clerk_id=body.clerk_id, role=body.role,
+                                                 actor=me)
+    return json_response(payload, 201)
+
+
+@api.patch("/courses/{id}/collaborators/{clerk_id}", body=CollaboratorPatch)
+async def patch_collaborator(request: Request) -> Response:
+    """Change a collaborator's role."""
+    path_id(request, "id")
+    me = await _writer(request)
+    body = await read_json(request, CollaboratorPatch)
+    async with services(request).sessions.begin() as session:
+        course_id = await _manage(session, request, me)
+        payload = await service.change_collaborator(session, course_id, request.path_params["clerk_id"],
+                                                    body.role)
+    return json_response(payload)
+
+
+@api.delete("/courses/{id}/collaborators/{clerk_id}", status=204)
+async def remove_collaborator(request: Request) -> Response:
+    """Remove a collaborator."""
+    path_id(request, "id")
+    me = await _writer(request)
+    async with services(request).sessions.begin() as session:
+        course_id = await _manage(session, request, me)
+        await service.remove_collaborator(session, course_id, request.path_params["clerk_id"])
+    return no_content()

@@ -1,0 +1,602 @@
+"""Catalogue and course building: courses, units, lessons, tags, languages, collaborators.
+
+Plain functions with an explicit session; access is decided by ``server.access`` in the API layer
+(the few helpers here that need the caller's role take a ``CourseAccess``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    and_,
+    cast,
+    delete,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.access import visible_courses
+from server.auth import Principal
+from server.catalog.content import render_content, validate_content
+from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
+from server.errors import Conflict, NotFound, validation
+from server.feedback.models import CourseFeedback
+from server.learning.models import UserCourse, UserProgress
+from server.learning.service import recompute_course_progress
+from server.notifications.service import notify
+from server.users.models import User
+
+DIFFICULTIES = ("beginner", "intermediate", "advanced")
+_UUIDS = ARRAY(PgUUID(as_uuid=True))
+
+# --- languages and tags ------------------------------------------------------------------
+
+
+async def list_languages(session: AsyncSession) -> list[dict[str, Any]]:
+    rows = (await session.execute(select(Language.code, Language.name).order_by(Language.name))).all()
+    return [{"code": code, "name": name} for code, name in rows]
+
+
+async def list_tags(session: AsyncSession, *, limit: int, after: str | None) -> list[dict[str, Any]]:
+    usage = (select(func.count()).select_from(CourseTag).where(CourseTag.tag_id == Tag.id)
+             .scalar_subquery())
+    stmt = select(Tag.id, Tag.name, usage.label("course_count")).order_by(Tag.name).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(Tag.name > after)
+    rows = (await session.execute(stmt)).all()
+    return [{"id": r.id, "name": r.name, "course_count": r.course_count} for r in rows]
+
+
+async def language_id(session: AsyncSession, code: str | None, *, loc: str = "language") -> uuid.UUID | None:
+    if code is None:
+        return None
+    found = (await session.execute(select(Language.id).where(Language.code == code))).scalar_one_or_none()
+    if found is None:
+        raise validation(loc, f"unknown language code {code!r} (see GET /api/languages)")
+    return found
+
+
+def clean_tags(names: Sequence[str]) -> list[str]:
+    """Trimmed, de-duplicated tag names, first occurrence wins."""
+    seen: dict[str, None] = {}
+    for name in names:
+        cleaned = " ".join(name.split())
+        if cleaned:
+            seen.setdefault(cleaned, None)
+    return list(seen)
+
+
+async def set_course_tags(session: AsyncSession, course_id: uuid.UUID, names: Sequence[str]) -> None:
+    """Replace the course's tags; unknown tag names are created on demand."""
+    names = clean_tags(names)
+    await session.execute(delete(CourseTag).where(CourseTag.course_id == course_id))
+    if not names:
+        return
+    await session.execute(insert(Tag).values([{"name": n} for n in names]).on_conflict_do_nothing())
+    await session.execute(
+        insert(CourseTag).from_select(
+            ["course_id", "tag_id"],
+            select(literal(course_id, PgUUID(as_uuid=True)), Tag.id).where(Tag.name.in_(names)),
+        ).on_conflict_do_nothing()
+    )
+
+
+# --- course payloads (one statement for any number of courses) ----------------------------
+
+
+def _course_select() -> Any:
+    tags = (select(func.array_agg(aggregate_order_by(Tag.name, Tag.name)))
+            .select_from(CourseTag).join(Tag, Tag.id == CourseTag.tag_id)
+            .where(CourseTag.course_id == Course.id).scalar_subquery())
+    rating_avg = (select(cast(func.avg(CourseFeedback.rating), Float))
+                  .where(CourseFeedback.course_id == Course.id).scalar_subquery())
+    rating_count = (select(func.count()).select_from(CourseFeedback)
+                    .where(CourseFeedback.course_id == Course.id).scalar_subquery())
+    enrolled_count = (select(func.count()).select_from(UserCourse)
+                      .where(UserCourse.course_id == Course.id).scalar_subquery())
+    lesson_count = (select(func.count()).select_from(Lesson).join(Unit, Unit.id == Lesson.unit_id)
+                    .where(Unit.course_id == Course.id).scalar_subquery())
+    return (
+        select(
+            Course.id, Course.title, Course.description, Course.difficulty, Course.is_published,
+            Course.published_at, Course.created_at, Course.updated_at, Course.author_id,
+            User.name.label("author_name"), Language.code.label("language_code"),
+            Language.name.label("language_name"), tags.label("tags"), rating_avg.label("rating_avg"),
+            rating_count.label("rating_count"), enrolled_count.label("enrolled_count"),
+            lesson_count.label("lesson_count"),
+        )
+        .select_from(Course)
+        .join(User, User.clerk_id == Course.author_id)
+        .outerjoin(Language, Language.id == Course.language_id)
+    )
+
+
+def course_payload(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "description": row.description,
+        "difficulty": row.difficulty,
+        "language": ({"code": row.language_code, "name": row.language_name}
+                     if row.language_code is not None else None),
+        "tags": list(row.tags or []),
+        "author": {"clerk_id": row.author_id, "name": row.author_name},
+        "is_published": row.is_published,
+        "published_at": row.published_at,
+        "rating_avg": row.rating_avg,
+        "rating_count": row.rating_count,
+        "enrolled_count": row.enrolled_count,
+        "lesson_count": row.lesson_count,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+async def get_course(session: AsyncSession, course_id: uuid.UUID) -> dict[str, Any]:
+    row = (await session.execute(_course_select().where(Course.id == course_id))).one_or_none()
+    if row is None:
+        raise NotFound("No such course.")
+    return course_payload(row)
+
+
+async def list_courses(
+    session: AsyncSession,
+    *,
+    user: Principal | None,
+    limit: int,
+    cursor: list[Any] | None,
+    q: str | None = None,
+    tag: str | None = None,
+    language: str | None = None,
+    difficulty: str | None = None,
+    author: str | None = None,
+) -> dict[str, Any]:
+    """A keyset page of the courses ``user`` may see; ranked by relevance when ``q`` is given."""
+    stmt = _course_select().where(visible_courses(user))
+    if tag:
+        stmt = stmt.where(
+            select(CourseTag.id).join(Tag, Tag.id == CourseTag.tag_id)
+            .where(CourseTag.course_id == Course.id, Tag.name == tag).exists()
+        )
+    if language:
+        stmt = stmt.where(Language.code == language)
+    if difficulty:
+        stmt = stmt.where(Course.difficulty == difficulty)
+    if author:
+        stmt = stmt.where(Course.author_id == author)
+    key: Any
+    if q:
+        query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), q)
+        # float8 so the cursor's value compares exactly with the recomputed rank.
+        key = cast(func.ts_rank(Course.search, query), Float(precision=53))
+        stmt = stmt.where(Course.search.op("@@")(query))
+    else:
+        key = Course.created_at
+    stmt = stmt.add_columns(key.label("sort_key"))
+    if cursor is not None:
+        try:
+            raw_key, raw_id = cursor
+            after_id = uuid.UUID(str(raw_id))
+            after_key: Any = float(raw_key) if q else datetime.fromisoformat(str(raw_key).replace("Z", "+00:00"))
+        except (ValueError, TypeError):
+            raise validation("query.cursor", "malformed cursor") from None
+        stmt = stmt.where(tuple_(key, Course.id) < tuple_(literal(after_key, key.type), literal(after_id)))
+    stmt = stmt.order_by(key.desc(), Course.id.desc()).limit(limit + 1)
+    rows = (await session.execute(stmt)).all()
+    items = [(course_payload(r), r.sort_key) for r in rows]
+    from server.http import page
+
+    result = page(items, limit, lambda item: [item[1], item[0]["id"]])
+    result["items"] = [payload for payload, _ in result["items"]]
+    return result
+
+
+async def create_course(
+    session: AsyncSession, *, author: Principal, title: str, description: str | None,
+    difficulty: str | None, language: str | None, tags: Sequence[str],
+) -> uuid.UUID:
+    course = Course(author_id=author.clerk_id, title=title, description=description, difficulty=difficulty,
+                    language_id=await language_id(session, language))
+    session.add(course)
+    await session.flush()
+    if tags:
+        await set_course_tags(session, course.id, tags)
+    return course.id
+
+
+async def update_course(session: AsyncSession, course_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    values: dict[str, Any] = {}
+    for name in ("title", "description", "difficulty"):
+        if name in changes:
+            values[name] = changes[name]
+    if "language" in changes:
+        values["language_id"] = await language_id(session, changes["language"])
+    if values:
+        await session.execute(update(Course).where(Course.id == course_id).values(**values))
+    if "tags" in changes:
+        await set_course_tags(session, course_id, changes["tags"] or [])
+
+
+async def course_media_paths(session: AsyncSession, *conditions: ColumnElement[bool]) -> list[str]:
+    stmt = (select(Media.storage_path).join(Lesson, Lesson.id == Media.lesson_id)
+            .join(Unit, Unit.id == Lesson.unit_id).where(Media.storage_path.is_not(None), *conditions))
+    return [p for p in (await session.execute(stmt)).scalars() if p]
+
+
+async def delete_course(session: AsyncSession, course_id: uuid.UUID) -> list[str]:
+    """Delete a course and everything under it; returns the media files to remove after commit."""
+    paths = await course_media_paths(session, Unit.course_id == course_id)
+    await session.execute(delete(Course).where(Course.id == course_id))
+    return paths
+
+
+async def set_published(session: AsyncSession, course_id: uuid.UUID, published: bool) -> None:
+    if published:
+        has_lessons = (await session.execute(
+            select(Lesson.id).join(Unit, Unit.id == Lesson.unit_id).where(Unit.course_id == course_id).limit(1)
+        )).first()
+        if has_lessons is None:
+            raise Conflict("A course without any lesson cannot be published.")
+        await session.execute(
+            update(Course).where(Course.id == course_id)
+            .values(is_published=True, published_at=func.coalesce(Course.published_at, func.now()))
+        )
+    else:
+        await session.execute(update(Course).where(Course.id == course_id).values(is_published=False))
+
+
+def remove_media_files(media_dir: Path, paths: Sequence[str]) -> None:
+    """Delete uploaded files (after commit); never outside ``media_dir``."""
+    root = media_dir.resolve()
+    for rel in paths:
+        target = (root / rel).resolve()
+        if target.is_relative_to(root) and target != root:
+            target.unlink(missing_ok=True)
+
+
+# --- positions ---------------------------------------------------------------------------
+# Children of a course (units) and of a unit (lessons) carry dense positions 0..n-1. Every change
+# locks the parent row first (SELECT ... FOR UPDATE), so concurrent creates/reorders serialise.
+
+
+async def lock_course(session: AsyncSession, course_id: uuid.UUID) -> None:
+    await session.execute(select(Course.id).where(Course.id == course_id).with_for_update())
+
+
+async def lock_units(session: AsyncSession, *unit_ids: uuid.UUID) -> None:
+    # In id order, so two moves between the same units cannot deadlock.
+    await session.execute(
+        select(Unit.id).where(Unit.id.in_(sorted(set(unit_ids)))).order_by(Unit.id).with_for_update()
+    )
+
+
+def _clamp(position: int | None, count: int) -> int:
+    return count if position is None else max(0, min(position, count))
+
+
+async def _open_gap(session: AsyncSession, model: type[Unit] | type[Lesson], parent: ColumnElement[bool],
+                    position: int) -> None:
+    await session.execute(update(model).where(parent, model.position >= position)
+                          .values(position=model.position + 1))
+
+
+async def _close_gap(session: AsyncSession, model: type[Unit] | type[Lesson], parent: ColumnElement[bool],
+                     position: int) -> None:
+    await session.execute(update(model).where(parent, model.position > position)
+                          .values(position=model.position - 1))
+
+
+async def _apply_order(session: AsyncSession, model: type[Unit] | type[Lesson], parent: ColumnElement[bool],
+                       current: list[uuid.UUID], wanted: list[uuid.UUID], loc: str) -> None:
+    if len(wanted) != len(set(wanted)) or set(wanted) != set(current):
+        raise validation(loc, "must list every item exactly once (the full new order)")
+    await session.execute(
+        update(model).where(parent, model.id == func.any(literal(wanted, _UUIDS)))
+        .values(position=func.array_position(literal(wanted, _UUIDS), model.id) - 1)
+    )
+
+
+# --- units -------------------------------------------------------------------------------
+
+
+def unit_payload(unit: Unit) -> dict[str, Any]:
+    return {"id": unit.id, "course_id": unit.course_id, "title": unit.title, "description": unit.description,
+            "position": unit.position, "created_at": unit.created_at, "updated_at": unit.updated_at}
+
+
+async def create_unit(session: AsyncSession, course_id: uuid.UUID, *, title: str, description: str | None,
+                      position: int | None) -> Unit:
+    await lock_course(session, course_id)
+    count = (await session.execute(select(func.count()).where(Unit.course_id == course_id))).scalar_one()
+    at = _clamp(position, count)
+    if at < count:
+        await _open_gap(session, Unit, Unit.course_id == course_id, at)
+    unit = Unit(course_id=course_id, title=title, description=description, position=at)
+    session.add(unit)
+    await session.flush()
+    await session.refresh(unit)
+    return unit
+
+
+async def get_unit(session: AsyncSession, unit_id: uuid.UUID) -> Unit:
+    unit = await session.get(Unit, unit_id, populate_existing=True)
+    if unit is None:
+        raise NotFound("No such unit.")
+    return unit
+
+
+async def unit_course_id(session: AsyncSession, unit_id: uuid.UUID) -> uuid.UUID:
+    found = (await session.execute(select(Unit.course_id).where(Unit.id == unit_id))).scalar_one_or_none()
+    if found is None:
+        raise NotFound("No such unit.")
+    return found
+
+
+async def update_unit(session: AsyncSession, unit_id: uuid.UUID, changes: dict[str, Any]) -> Unit:
+    unit = await get_unit(session, unit_id)
+    if "position" in changes and changes["position"] is not None:
+        await lock_course(session, unit.course_id)
+        unit = await get_unit(session, unit_id)
+        order = list((await session.execute(
+            select(Unit.id).where(Unit.course_id == unit.course_id).order_by(Unit.position, Unit.id)
+        )).scalars())
+        order.remove(unit.id)
+        order.insert(_clamp(changes["position"], len(order)), unit.id)
+        await _apply_order(session, Unit, Unit.course_id == unit.course_id, order, order, "position")
+    values = {k: changes[k] for k in ("title", "description") if k in changes}
+    if values:
+        await session.execute(update(Unit).where(Unit.id == unit_id).values(**values))
+    return await get_unit(session, unit_id)
+
+
+async def delete_unit(session: AsyncSession, unit_id: uuid.UUID) -> list[str]:
+    course_id = await unit_course_id(session, unit_id)
+    await lock_course(session, course_id)
+    unit = await get_unit(session, unit_id)
+    paths = await course_media_paths(session, Unit.id == unit_id)
+    await session.execute(delete(Unit).where(Unit.id == unit_id))
+    await _close_gap(session, Unit, Unit.course_id == course_id, unit.position)
+    await recompute_course_progress(session, course_id)
+    return paths
+
+
+async def reorder_units(session: AsyncSession, course_id: uuid.UUID, unit_ids: list[uuid.UUID]) -> list[Unit]:
+    await lock_course(session, course_id)
+    current = list((await session.execute(select(Unit.id).where(Unit.course_id == course_id))).scalars())
+    await _apply_order(session, Unit, Unit.course_id == course_id, current, unit_ids, "unit_ids")
+    return list((await session.execute(
+        select(Unit).where(Unit.course_id == course_id).order_by(Unit.position)
+        .execution_options(populate_existing=True)
+    )).scalars())
+
+
+# --- lessons -----------------------------------------------------------------------------
+
+
+def lesson_payload(lesson: Lesson, course_id: uuid.UUID) -> dict[str, Any]:
+    return {
+        "id": lesson.id, "unit_id": lesson.unit_id, "course_id": course_id, "title": lesson.title,
+        "content_type": lesson.content_type, "content": render_content(lesson.content or {}),
+        "position": lesson.position, "version": str(lesson.revision),
+        "created_at": lesson.created_at, "updated_at": lesson.updated_at,
+    }
+
+
+async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesson, uuid.UUID]:
+    row = (await session.execute(
+        select(Lesson, Unit.course_id).join(Unit, Unit.id == Lesson.unit_id).where(Lesson.id == lesson_id)
+        .execution_options(populate_existing=True)
+    )).one_or_none()
+    if row is None:
+        raise NotFound("No such lesson.")
+    return row[0], row[1]
+
+
+async def create_lesson(session: AsyncSession, unit_id: uuid.UUID, *, title: str, content_type: str,
+                        content: dict[str, Any] | None, position: int | None) -> Lesson:
+    stored = validate_content(content_type, content)
+    course_id = await unit_course_id(session, unit_id)
+    await lock_units(session, unit_id)
+    count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
+    at = _clamp(position, count)
+    if at < count:
+        await _open_gap(session, Lesson, Lesson.unit_id == unit_id, at)
+    lesson = Lesson(unit_id=unit_id, title=title, content_type=content_type, content=stored, position=at)
+    session.add(lesson)
+    await session.flush()
+    await recompute_course_progress(session, course_id)
+    await session.refresh(lesson)
+    return lesson
+
+
+def merged_content(lesson: Lesson, content_type: str | None, content: dict[str, Any] | None) -> dict[str, Any]:
+    """The lesson's content after a PATCH: given keys replace stored ones (null removes one).
+
+    Changing ``content_type`` keeps only the ``body`` of the old content.
+    """
+    old = dict(lesson.content or {})
+    kind = content_type or lesson.content_type
+    base = old if kind == lesson.content_type else {"body": old.get("body", "")}
+    merged = {**base, **(content or {})}
+    return validate_content(kind, {k: v for k, v in merged.items() if v is not None})
+
+
+async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: dict[str, Any]) -> None:
+    """Apply a validated PATCH (title, content_type, content, position, unit_id) directly to the row."""
+    lesson, course_id = await get_lesson(session, lesson_id)
+    values: dict[str, Any] = {}
+    text_changed = False
+    if "title" in changes and changes["title"] != lesson.title:
+        values["title"] = changes["title"]
+        text_changed = True
+    if "content" in changes or "content_type" in changes:
+        new_content = merged_content(lesson, changes.get("content_type"), changes.get("content"))
+        if new_content.get("body", "") != (lesson.content or {}).get("body", ""):
+            text_changed = True
+        values["content"] = new_content
+        if changes.get("content_type"):
+            values["content_type"] = changes["content_type"]
+    if text_changed:
+        values["revision"] = Lesson.revision + 1
+    if values:
+        await session.execute(update(Lesson).where(Lesson.id == lesson_id).values(**values))
+    target_unit = changes.get("unit_id")
+    if target_unit is not None and target_unit != lesson.unit_id:
+        await move_lesson(session, lesson, course_id, target_unit, changes.get("position"))
+    elif changes.get("position") is not None:
+        await lock_units(session, lesson.unit_id)
+        order = list((await session.execute(
+            select(Lesson.id).where(Lesson.unit_id == lesson.unit_id).order_by(Lesson.position, Lesson.id)
+        )).scalars())
+        order.remove(lesson.id)
+        order.insert(_clamp(changes["position"], len(order)), lesson.id)
+        await _apply_order(session, Lesson, Lesson.unit_id == lesson.unit_id, order, order, "position")
+
+
+async def move_lesson(session: AsyncSession, lesson: Lesson, course_id: uuid.UUID, unit_id: uuid.UUID,
+                      position: int | None) -> None:
+    target_course = (await session.execute(select(Unit.course_id).where(Unit.id == unit_id))).scalar_one_or_none()
+    if target_course != course_id:
+        raise validation("unit_id", "must be a unit of the same course")
+    await lock_units(session, lesson.unit_id, unit_id)
+    old_position = (await session.execute(select(Lesson.position).where(Lesson.id == lesson.id))).scalar_one()
+    await _close_gap(session, Lesson, Lesson.unit_id == lesson.unit_id, old_position)
+    count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
+    at = _clamp(position, count)
+    await _open_gap(session, Lesson, Lesson.unit_id == unit_id, at)
+    await session.execute(update(Lesson).where(Lesson.id == lesson.id).values(unit_id=unit_id, position=at))
+
+
+async def delete_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> list[str]:
+    lesson, course_id = await get_lesson(session, lesson_id)
+    await lock_units(session, lesson.unit_id)
+    lesson, course_id = await get_lesson(session, lesson_id)
+    paths = [p for p in (await session.execute(
+        select(Media.storage_path).where(Media.lesson_id == lesson_id, Media.storage_path.is_not(None))
+    )).scalars() if p]
+    await session.execute(delete(Lesson).where(Lesson.id == lesson_id))
+    await _close_gap(session, Lesson, Lesson.unit_id == lesson.unit_id, lesson.position)
+    await recompute_course_progress(session, course_id)
+    return paths
+
+
+async def reorder_lessons(session: AsyncSession, unit_id: uuid.UUID, lesson_ids: list[uuid.UUID]) -> list[Lesson]:
+    await lock_units(session, unit_id)
+    current = list((await session.execute(select(Lesson.id).where(Lesson.unit_id == unit_id))).scalars())
+    await _apply_order(session, Lesson, Lesson.unit_id == unit_id, current, lesson_ids, "lesson_ids")
+    return list((await session.execute(
+        select(Lesson).where(Lesson.unit_id == unit_id).order_by(Lesson.position)
+        .execution_options(populate_existing=True)
+    )).scalars())
+
+
+# --- outline -----------------------------------------------------------------------------
+
+
+async def outline(session: AsyncSession, course_id: uuid.UUID, *, user: Principal | None,
+                  enrolled: bool) -> list[dict[str, Any]]:
+    """Units with their lessons, ordered, with the caller's status per lesson when enrolled (one statement)."""
+    columns: list[Any] = [Unit.id.label("unit_id"), Unit.title.label("unit_title"),
+                          Unit.position.label("unit_position"), Lesson.id.label("lesson_id"),
+                          Lesson.title.label("lesson_title"), Lesson.content_type, Lesson.position]
+    stmt = select(*columns).select_from(Unit).outerjoin(Lesson, Lesson.unit_id == Unit.id)
+    with_status = enrolled and user is not None
+    if with_status and user is not None:
+        stmt = stmt.add_columns(func.coalesce(UserProgress.status, "not_started").label("status")).outerjoin(
+            UserProgress, and_(UserProgress.lesson_id == Lesson.id, UserProgress.user_id == user.clerk_id)
+        )
+    stmt = stmt.where(Unit.course_id == course_id).order_by(Unit.position, Unit.id, Lesson.position, Lesson.id)
+    units: dict[uuid.UUID, dict[str, Any]] = {}
+    for row in (await session.execute(stmt)).all():
+        unit = units.get(row.unit_id)
+        if unit is None:
+            unit = units[row.unit_id] = {"id": row.unit_id, "title": row.unit_title,
+                                         "position": row.unit_position, "lessons": []}
+        if row.lesson_id is not None:
+            lesson = {"id": row.lesson_id, "title": row.lesson_title, "content_type": row.content_type,
+                      "position": row.position}
+            if with_status:
+                lesson["status"] = row.status
+            unit["lessons"].append(lesson)
+    return list(units.values())
+
+
+# --- collaborators -----------------------------------------------------------------------
+
+
+def collaborator_payload(row: Any) -> dict[str, Any]:
+    return {"clerk_id": row.user_id, "name": row.name, "role": row.role, "created_at": row.created_at}
+
+
+async def list_collaborators(session: AsyncSession, course_id: uuid.UUID) -> list[dict[str, Any]]:
+    rows = (await session.execute(
+        select(Collaborator.user_id, User.name, Collaborator.role, Collaborator.created_at)
+        .join(User, User.clerk_id == Collaborator.user_id)
+        .where(Collaborator.course_id == course_id).order_by(Collaborator.created_at, Collaborator.id)
+    )).all()
+    return [collaborator_payload(r) for r in rows]
+
+
+async def get_collaborator(session: AsyncSession, course_id: uuid.UUID, clerk_id: str) -> dict[str, Any]:
+    row = (await session.execute(
+        select(Collaborator.user_id, User.name, Collaborator.role, Collaborator.created_at)
+        .join(User, User.clerk_id == Collaborator.user_id)
+        .where(Collaborator.course_id == course_id, Collaborator.user_id == clerk_id)
+    )).one_or_none()
+    if row is None:
+        raise NotFound("No such collaborator.")
+    return collaborator_payload(row)
+
+
+async def add_collaborator(session: AsyncSession, course_id: uuid.UUID, *, clerk_id: str, role: str,
+                           actor: Principal) -> dict[str, Any]:
+    user_exists = (await session.execute(select(User.id).where(User.clerk_id == clerk_id))).first()
+    if user_exists is None:
+        raise NotFound("No such user.")
+    course = (await session.execute(select(Course.author_id, Course.title).where(Course.id == course_id))).one()
+    if course.author_id == clerk_id:
+        raise Conflict("The author is already in charge of this course.")
+    inserted = (await session.execute(
+        insert(Collaborator).values(course_id=course_id, user_id=clerk_id, role=role)
+        .on_conflict_do_nothing().returning(Collaborator.id)
+    )).first()
+    if inserted is None:
+        raise Conflict("Already a collaborator; PATCH to change the role.")
+    await notify(session, user_id=clerk_id, type="collaborator_added",
+                 title=f"You were added to “{course.title}” as {role}",
+                 metadata={"course_id": str(course_id), "role": role}, actor_id=actor.clerk_id)
+    return await get_collaborator(session, course_id, clerk_id)
+
+
+async def change_collaborator(session: AsyncSession, course_id: uuid.UUID, clerk_id: str, role: str) -> dict[str, Any]:
+    done = (await session.execute(
+        update(Collaborator).where(Collaborator.course_id == course_id, Collaborator.user_id == clerk_id)
+        .values(role=role).returning(Collaborator.id)
+    )).first()
+    if done is None:
+        raise NotFound("No such collaborator.")
+    return await get_collaborator(session, course_id, clerk_id)
+
+
+async def remove_collaborator(session: AsyncSession, course_id: uuid.UUID, clerk_id: str) -> None:
+    done = (await session.execute(
+        delete(Collaborator).where(Collaborator.course_id == course_id, Collaborator.user_id == clerk_id)
+        .returning(Collaborator.id)
+    )).first()
+    if done is None:
+        raise NotFound("No such collaborator.")
+
