@@ -49,7 +49,16 @@ def domain_apis() -> list[Api]:
 
 
 def components() -> list[Component]:
-    return []
+    from server.editing.live import component as collab_component
+
+    return [collab_component]
+
+
+def websocket_routes() -> list[BaseRoute]:
+    """Every WebSocket route (live co-editing; the realtime hub adds ``/ws``)."""
+    from server.editing.live import websocket_routes as collab_routes
+
+    return [*collab_routes()]
 
 
 # --- errors ------------------------------------------------------------------------------
@@ -288,6 +297,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes: list[BaseRoute] = [*infra_routes(metrics, operations)]
     for api in apis:
         routes.extend(api.routes)
+    routes.extend(websocket_routes())
     routes.extend(web_routes())
 
     @asynccontextmanager

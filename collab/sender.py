@@ -1,0 +1,115 @@
+"""Writing frames to one connection without a task or an await per frame.
+
+An ASGI ``send`` coroutine normally completes without suspending (the transport takes the
+bytes); only when the transport is paused does it wait. A :class:`Sender` steps the coroutine
+itself: the common case costs one ``coro.send(None)``, and a paused transport parks the
+coroutine on its future while later frames queue up (bounded: over ``max_queued`` bytes the
+connection is closed as too slow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+log = logging.getLogger("scriptorium.collab")
+
+ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
+
+CLOSE_TOO_SLOW = 4008
+
+
+class Sender:
+    def __init__(self, send: ASGISend, *, max_queued: int = 16 * 1024 * 1024) -> None:
+        self._send = send
+        self._queue: deque[dict[str, Any]] = deque()
+        self._queued = 0
+        self._busy = False
+        self._max = max_queued
+        self.closed = False
+        self.failed = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None) -> None:
+        """Send ``frame`` now, or queue it behind frames waiting on a paused transport.
+
+        ``message`` is the ASGI message for ``frame`` when the caller shares one between peers.
+        """
+        if self.closed:
+            return
+        if message is None:
+            message = {"type": "websocket.send", "bytes": frame}
+        if not self._busy:
+            self._run(message)
+            return
+        self._queue.append(message)
+        self._queued += len(frame)
+        if self._queued > self._max:
+            log.warning("collab connection too slow, closing", extra={"queued": self._queued})
+            self.close(CLOSE_TOO_SLOW)
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Drop what waits and close the socket with ``code`` (once)."""
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._queued = 0
+        message = {"type": "websocket.close", "code": code, "reason": reason}
+        if self._busy:
+            self._queue.append(message)
+        else:
+            self._run(message)
+
+    # --- stepping the ASGI send coroutine ------------------------------------------------
+
+    def _run(self, message: dict[str, Any]) -> None:
+        self._busy = True
+        self.idle.clear()
+        coro: Coroutine[Any, Any, None] = self._send(message)  # type: ignore[assignment]
+        self._step(coro)
+
+    def _step(self, coro: Coroutine[Any, Any, None], _fut: Any = None) -> None:
+        while True:
+            try:
+                yielded = coro.send(None)
+            except StopIteration:
+                pass
+            except BaseException as exc:
+                self._fail(exc)
+                return
+            else:
+                # Suspended: resume when what it waits on is done, like a Task would.
+                if yielded is None:
+                    asyncio.get_running_loop().call_soon(self._step, coro)
+                else:
+                    yielded._asyncio_future_blocking = False
+                    yielded.add_done_callback(functools.partial(self._step, coro))
+                return
+            if not self._queue:
+                self._busy = False
+                self.idle.set()
+                return
+            message = self._queue.popleft()
+            if message["type"] == "websocket.send":
+                self._queued -= len(message["bytes"])
+            coro = self._send(message)  # type: ignore[assignment]
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failed = True
+        self.closed = True
+        self._busy = False
+        self._queue.clear()
+        self._queued = 0
+        self.idle.set()
+        if not isinstance(exc, (OSError, RuntimeError)) and type(exc).__name__ != "ClientDisconnected":
+            log.debug("collab send failed", exc_info=exc)

@@ -1,0 +1,113 @@
+"""Wiring of live co-editing: the ``/collab/lessons/{lesson_id}`` socket, its access policy
+(built on :mod:`server.access`) and the room manager on ``services.rooms``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import HTTPConnection
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+
+from collab.relay import RedisRelay
+from collab.room import (
+    CLOSE_FORBIDDEN,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHORIZED,
+    Denied,
+    Grant,
+    RoomManager,
+)
+from server.access import lesson_access
+from server.auth import Principal
+from server.editing.store import PgStore
+from server.errors import Forbidden, NotFound, Unauthorized
+from server.state import Services, services
+from server.users.models import User
+
+
+def _lesson_uuid(lesson_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(lesson_id)
+    except ValueError:
+        raise Denied(CLOSE_NOT_FOUND, "No such lesson.") from None
+
+
+async def _decide(svc: Services, lesson_id: str, principal: Principal) -> bool:
+    """Whether ``principal`` may write the lesson; Denied when they may not be in the room."""
+    lid = _lesson_uuid(lesson_id)
+    async with svc.sessions() as session:
+        try:
+            access = await lesson_access(session, lid, principal)
+        except NotFound:
+            raise Denied(CLOSE_NOT_FOUND, "No such lesson.") from None
+    if access.can_edit:
+        return True
+    if access.can_see_drafts:  # a viewer collaborator: read-only
+        return False
+    raise Denied(CLOSE_FORBIDDEN, "Only the author, collaborators and admins may join.")
+
+
+def make_authorize(svc: Services) -> Any:
+    async def authorize(scope: Scope, lesson_id: str) -> Grant:
+        _lesson_uuid(lesson_id)
+        conn = HTTPConnection(scope)
+        try:
+            principal = await svc.auth.authenticate(conn, websocket=True)
+        except Unauthorized as exc:
+            raise Denied(CLOSE_UNAUTHORIZED, str(exc.detail or "")) from None
+        except Forbidden as exc:
+            raise Denied(CLOSE_FORBIDDEN, str(exc.detail or "")) from None
+        if principal is None:
+            raise Denied(CLOSE_UNAUTHORIZED, "Sign in to edit lessons.")
+        can_write = await _decide(svc, lesson_id, principal)
+        return Grant(user_id=principal.clerk_id, can_write=can_write, subject=principal)
+
+    return authorize
+
+
+def make_recheck(svc: Services) -> Any:
+    async def recheck(lesson_id: str, grant: Grant) -> bool:
+        # Re-read the user: a role change (admin revoked, user gone) applies to open sockets too.
+        async with svc.sessions() as session:
+            user = (await session.execute(select(User).where(User.clerk_id == grant.user_id))).scalar_one_or_none()
+        if user is None:
+            raise Denied(CLOSE_FORBIDDEN, "The user is gone.")
+        return await _decide(svc, lesson_id, Principal.from_user(user))
+
+    return recheck
+
+
+def build_rooms(svc: Services) -> RoomManager:
+    relay = None
+    if svc.settings.redis_url:
+        relay = RedisRelay(svc.settings.redis_url, svc.settings.redis_prefix, svc.settings.node_id)
+    return RoomManager(PgStore(svc.sessions), make_authorize(svc), make_recheck(svc), relay)
+
+
+@asynccontextmanager
+async def component(svc: Services) -> AsyncIterator[None]:
+    """Starts the room manager with the app (``services.rooms``); flushes everything at stop."""
+    rooms = build_rooms(svc)
+    svc.rooms = rooms
+    await rooms.start()
+    try:
+        yield
+    finally:
+        await rooms.stop()
+
+
+class CollabEndpoint:
+    """ASGI endpoint of ``WS /collab/lessons/{lesson_id}``: hands the socket to the rooms."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rooms: RoomManager = services(HTTPConnection(scope)).rooms
+        await rooms.handle(scope, receive, send)  # type: ignore[arg-type]
+
+
+def websocket_routes() -> list[BaseRoute]:
+    return [WebSocketRoute("/collab/lessons/{lesson_id}", CollabEndpoint())]

@@ -1,0 +1,113 @@
+"""PostgreSQL storage of live lesson documents: the ``collab.store.Store`` the rooms use."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from collab.store import LessonGone, LoadedDocument, PendingUpdate
+from server.catalog.models import Lesson
+from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
+from server.markdown import render_markdown
+
+
+async def _lock_lesson_document(session: AsyncSession, lesson_id: uuid.UUID) -> None:
+    """Serialise seeding and compaction of one lesson's document across nodes."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                          {"key": f"collab:{lesson_id}"})
+
+
+class PgStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self.sessions = sessions
+
+    async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
+        lid = uuid.UUID(lesson_id)
+        async with self.sessions() as session, session.begin():
+            snapshot = await session.get(LessonSnapshot, lid)
+            rows = (await session.execute(
+                select(LessonUpdate.update).where(LessonUpdate.lesson_id == lid).order_by(LessonUpdate.id)
+            )).scalars().all()
+            if snapshot is None and not rows:
+                # No document yet: seed it once, under a lock every node takes.
+                await _lock_lesson_document(session, lid)
+                rows = (await session.execute(
+                    select(LessonUpdate.update).where(LessonUpdate.lesson_id == lid).order_by(LessonUpdate.id)
+                )).scalars().all()
+                snapshot = await session.get(LessonSnapshot, lid)
+                if snapshot is None and not rows:
+                    lesson = await session.get(Lesson, lid)
+                    if lesson is None:
+                        raise LessonGone(lesson_id)
+                    body = lesson.content.get("body") if isinstance(lesson.content, dict) else None
+                    first = seed(lesson.title or "", body if isinstance(body, str) else "")
+                    await session.execute(insert(LessonUpdate).values(lesson_id=lid, update=first))
+                    rows = [first]
+            updates = ([snapshot.state] if snapshot is not None else []) + list(rows)
+            return LoadedDocument(updates=updates, log_rows=len(rows))
+
+    async def append(self, batch: Sequence[PendingUpdate]) -> None:
+        if not batch:
+            return
+        async with self.sessions() as session, session.begin():
+            await session.execute(insert(LessonUpdate).values([
+                {"lesson_id": uuid.UUID(item.lesson_id), "update": item.update, "user_id": item.actor}
+                for item in batch
+            ]))
+
+    async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]]) -> int:
+        lid = uuid.UUID(lesson_id)
+        async with self.sessions() as session, session.begin():
+            await _lock_lesson_document(session, lid)
+            snapshot = await session.get(LessonSnapshot, lid)
+            rows = (await session.execute(
+                select(LessonUpdate.id, LessonUpdate.update).where(LessonUpdate.lesson_id == lid)
+                .order_by(LessonUpdate.id)
+            )).all()
+            if not rows:
+                return 0
+            updates = ([snapshot.state] if snapshot is not None else []) + [row.update for row in rows]
+            state, state_vector = merge(updates)
+            last_id = max(row.id for row in rows)
+            await session.execute(
+                pg_insert(LessonSnapshot)
+                .values(lesson_id=lid, state=state, state_vector=state_vector, last_update_id=last_id)
+                .on_conflict_do_update(index_elements=[LessonSnapshot.lesson_id], set_={
+                    "state": state, "state_vector": state_vector, "last_update_id": last_id,
+                    "updated_at": func.now()})
+            )
+            # Exactly the rows merged: a row committed meanwhile (even with a smaller id) stays.
+            await session.execute(delete(LessonUpdate).where(LessonUpdate.id.in_([row.id for row in rows])))
+            return len(rows)
+
+    async def materialise(self, lesson_id: str, title: str, body: str) -> bool:
+        lid = uuid.UUID(lesson_id)
+        async with self.sessions() as session, session.begin():
+            current = (await session.execute(
+                select(Lesson.title, Lesson.content).where(Lesson.id == lid).with_for_update()
+            )).first()
+            if current is None:
+                return False
+            content = dict(current.content or {})
+            if current.title == title and content.get("body") == body:
+                return False
+            content["body"] = body
+            content["html"] = render_markdown(body)
+            await session.execute(
+                update(Lesson).where(Lesson.id == lid)
+                .values(title=title, content=content, revision=Lesson.revision + 1, updated_at=func.now())
+            )
+            return True
+
+    async def record_version(self, lesson_id: str, *, title: str, body: str, state: bytes,
+                             contributors: list[str], reason: str) -> str:
+        async with self.sessions() as session, session.begin():
+            version = LessonVersion(lesson_id=uuid.UUID(lesson_id), title=title, body=body, state=state,
+                                    contributors=contributors, reason=reason)
+            session.add(version)
+            await session.flush()
+            return str(version.id)
