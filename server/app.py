@@ -42,10 +42,11 @@ Component = Callable[[Services], AbstractAsyncContextManager[None]]
 def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
     from server.catalog.api import api as catalog_api
+    from server.editing.api import api as editing_api
     from server.users.api import api as users_api
     from server.web.api import api as web_api
 
-    return [users_api, web_api, catalog_api]
+    return [users_api, web_api, catalog_api, editing_api]
 
 
 def components() -> list[Component]:

@@ -1,0 +1,291 @@
+"""Version history and suggested edits of lessons (API.md §5, §6) on top of the live rooms.
+
+The live document is reached only through the room API on ``services.rooms``
+(``apply`` / ``read`` / ``record_version`` / ``materialise``); the CRDT logic is in
+``collab.suggestions`` and ``collab.versions``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pycrdt import Doc
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from collab import suggestions, versions
+from server.access import CourseAccess, Role, lesson_access, require
+from server.auth import Principal
+from server.catalog.models import Collaborator, Lesson
+from server.editing.models import LessonVersion, SuggestedEdit
+from server.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed, field_error
+from server.http import page, parse_datetime, parse_uuid
+from server.notifications.service import notify
+
+STATUSES = ("open", "accepted", "rejected", "withdrawn")
+
+
+def lesson_text(lesson: Lesson, field: str) -> str:
+    """The field's text as REST readers see it (``GET /lessons/{id}``)."""
+    if field == "title":
+        return lesson.title
+    body = (lesson.content or {}).get("body")
+    return body if isinstance(body, str) else ""
+
+
+def require_rooms(rooms: Any) -> Any:
+    if rooms is None:
+        raise ServiceUnavailable("Live editing is not running on this server.")
+    return rooms
+
+
+# --- versions ---------------------------------------------------------------------------------
+
+
+def version_item(v: LessonVersion) -> dict[str, Any]:
+    return {"id": str(v.id), "created_at": v.created_at, "contributors": list(v.contributors or []),
+            "reason": v.reason}
+
+
+def version_detail(v: LessonVersion) -> dict[str, Any]:
+    return version_item(v) | {"lesson_id": str(v.lesson_id), "title": v.title, "body": v.body}
+
+
+async def history_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal) -> CourseAccess:
+    """Version history is for the course's team: author, collaborators (viewers too), admins."""
+    access = await lesson_access(session, lesson_id, user)
+    require(access.role >= Role.VIEWER, "Only the course's author, collaborators and admins see its history.")
+    return access
+
+
+async def list_versions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, *, limit: int,
+                        cursor: list[Any] | None) -> dict[str, Any]:
+    await history_access(session, lesson_id, user)
+    query = select(LessonVersion).where(LessonVersion.lesson_id == lesson_id)
+    if cursor is not None:
+        try:
+            at, vid = parse_datetime(cursor[0]), uuid.UUID(str(cursor[1]))
+        except (ValueError, IndexError, TypeError):
+            raise ValidationFailed("Invalid query.", errors=[field_error("query.cursor", "malformed cursor")]) from None
+        query = query.where(or_(LessonVersion.created_at < at,
+                                and_(LessonVersion.created_at == at, LessonVersion.id < vid)))
+    rows = (await session.execute(
+        query.order_by(LessonVersion.created_at.desc(), LessonVersion.id.desc()).limit(limit + 1)
+    )).scalars().all()
+    result = page(list(rows), limit, lambda v: [v.created_at, str(v.id)])
+    result["items"] = [version_item(v) for v in result["items"]]
+    return result
+
+
+async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: uuid.UUID,
+                      user: Principal) -> LessonVersion:
+    await history_access(session, lesson_id, user)
+    version = await session.get(LessonVersion, version_id)
+    if version is None or version.lesson_id != lesson_id:
+        raise NotFound("No such version.")
+    return version
+
+
+async def restore_version(sessions: Any, rooms: Any, lesson_id: uuid.UUID, version_id: uuid.UUID,
+                          user: Principal) -> dict[str, Any]:
+    """Record the current text as a version, then apply the difference to the live document."""
+    async with sessions() as session:
+        access = await lesson_access(session, lesson_id, user)
+        require(access.can_edit, "Only the course's author, editors and admins restore versions.")
+        version = await session.get(LessonVersion, version_id)
+        if version is None or version.lesson_id != lesson_id:
+            raise NotFound("No such version.")
+        title, body = version.title, version.body
+    rooms = require_rooms(rooms)
+    key = str(lesson_id)
+    saved = await rooms.record_version(key, "restore")
+
+    def change(doc: Doc[Any]) -> int:
+        return versions.restore(doc, title=title, body=body)
+
+    edits = await rooms.apply(key, change, actor=user.clerk_id)
+    await rooms.materialise(key)
+    return {"restored": str(version_id), "saved_version_id": str(saved) if saved else None,
+            "edits": edits, "title": title, "body": body}
+
+
+# --- suggested edits ----------------------------------------------------------------------------
+
+
+def suggestion_payload(s: SuggestedEdit) -> dict[str, Any]:
+    data = s.payload or {}
+    return {
+        "id": str(s.id), "lesson_id": str(s.lesson_id), "user_id": s.user_id, "status": s.status,
+        "field": data.get("field"), "base_version": data.get("base_version"), "comment": data.get("comment"),
+        "changes": [{k: c.get(k) for k in ("index", "delete", "insert", "original")}
+                    for c in data.get("changes", [])],
+        "decided_by": s.decided_by, "decided_at": s.decided_at, "created_at": s.created_at,
+    }
+
+
+def _unprocessable(err: suggestions.SuggestionError) -> ValidationFailed:
+    return ValidationFailed("The suggested changes do not fit the text.",
+                            errors=[field_error([str(p) for p in err.loc], err.msg)])
+
+
+async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, user: Principal, *, field: str,
+                            changes: list[dict[str, Any]], base_version: str,
+                            comment: str | None) -> dict[str, Any]:
+    async with sessions() as session:
+        await lesson_access(session, lesson_id, user)  # 404 when hidden; anyone who reads may suggest
+        lesson = await session.get(Lesson, lesson_id)
+        if lesson is None:
+            raise NotFound("No such lesson.")
+        current_version = str(lesson.revision)
+        seen = lesson_text(lesson, field)
+    if base_version != current_version:
+        raise Conflict("The lesson changed since that version; rebase onto the current text.",
+                       current_version=current_version, current_text=seen)
+    try:
+        parsed = suggestions.parse_changes(seen, changes)
+    except suggestions.SuggestionError as err:
+        raise _unprocessable(err) from None
+    rooms = require_rooms(rooms)
+
+    def anchor(doc: Doc[Any]) -> dict[str, Any] | str:
+        # The client counted against the lesson row's text; the live document may be ahead of it
+        # (materialisation runs within 2 s). Carry the changes onto the live text, or refuse.
+        live = str(suggestions.field_text(doc, field))
+        rebased = suggestions.rebase(seen, live, parsed)
+        if rebased is None:
+            return live
+        return suggestions.anchor(doc, field, rebased, base_version=base_version, comment=comment)
+
+    anchored = await rooms.read(str(lesson_id), anchor)
+    if isinstance(anchored, str):
+        raise Conflict("The text you suggest changes was edited meanwhile; rebase onto the current text.",
+                       current_version=current_version, current_text=anchored)
+    # Keep the indexes as the client sent them (against `seen`); the anchor knows where they are now.
+    for stored, client in zip(anchored["changes"], parsed, strict=True):
+        stored["index"], stored["delete"] = client.index, client.delete
+
+    async with sessions.begin() as session:
+        row = SuggestedEdit(lesson_id=lesson_id, user_id=user.clerk_id, payload=anchored, status="open")
+        session.add(row)
+        await session.flush()
+        await session.refresh(row)
+        access = await lesson_access(session, lesson_id, user)
+        editors = (await session.execute(
+            select(Collaborator.user_id).where(Collaborator.course_id == access.course_id,
+                                               Collaborator.role == "editor")
+        )).scalars().all()
+        recipients = dict.fromkeys([access.author_id, *editors])
+        for recipient in recipients:
+            await notify(session, user_id=recipient, type="suggestion", actor_id=user.clerk_id,
+                         title=f"{user.name or user.clerk_id} suggested an edit to “{lesson.title}”",
+                         body=comment,
+                         metadata={"lesson_id": str(lesson_id), "course_id": str(access.course_id),
+                                   "suggestion_id": str(row.id), "field": field})
+        return suggestion_payload(row)
+
+
+async def _suggestion(session: AsyncSession, suggestion_id: uuid.UUID, *, lock: bool = False) -> SuggestedEdit:
+    query = select(SuggestedEdit).where(SuggestedEdit.id == suggestion_id)
+    if lock:
+        query = query.with_for_update()
+    row = (await session.execute(query)).scalar_one_or_none()
+    if row is None:
+        raise NotFound("No such suggested edit.")
+    return row
+
+
+def _can_see(access: CourseAccess, row: SuggestedEdit, user: Principal) -> bool:
+    return row.user_id == user.clerk_id or access.role >= Role.VIEWER
+
+
+async def get_suggestion(session: AsyncSession, suggestion_id: uuid.UUID, user: Principal) -> dict[str, Any]:
+    row = await _suggestion(session, suggestion_id)
+    try:
+        access = await lesson_access(session, row.lesson_id, user)
+    except NotFound:
+        raise NotFound("No such suggested edit.") from None
+    require(_can_see(access, row, user), "Only the suggester and the course's team see this suggestion.")
+    return suggestion_payload(row)
+
+
+async def list_suggestions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, *, status: str | None,
+                           limit: int, cursor: list[Any] | None) -> dict[str, Any]:
+    """The team sees every suggestion on the lesson; anyone else only their own."""
+    access = await lesson_access(session, lesson_id, user)
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed("Invalid query.", errors=[field_error("query.status", f"must be one of {STATUSES}")])
+    query = select(SuggestedEdit).where(SuggestedEdit.lesson_id == lesson_id)
+    if access.role < Role.VIEWER:
+        query = query.where(SuggestedEdit.user_id == user.clerk_id)
+    if status is not None:
+        query = query.where(SuggestedEdit.status == status)
+    if cursor is not None:
+        try:
+            at, sid = parse_datetime(cursor[0]), parse_uuid(cursor[1])
+        except (ValueError, IndexError, TypeError):
+            sid = None
+        if sid is None:
+            raise ValidationFailed("Invalid query.", errors=[field_error("query.cursor", "malformed cursor")])
+        query = query.where(or_(SuggestedEdit.created_at < at,
+                                and_(SuggestedEdit.created_at == at, SuggestedEdit.id < sid)))
+    rows = (await session.execute(
+        query.order_by(SuggestedEdit.created_at.desc(), SuggestedEdit.id.desc()).limit(limit + 1)
+    )).scalars().all()
+    result = page(list(rows), limit, lambda s: [s.created_at, str(s.id)])
+    result["items"] = [suggestion_payload(s) for s in result["items"]]
+    return result
+
+
+async def _decide(session: AsyncSession, row: SuggestedEdit, user: Principal, status: str) -> None:
+    now = datetime.now(UTC)
+    await session.execute(update(SuggestedEdit).where(SuggestedEdit.id == row.id)
+                          .values(status=status, decided_by=user.clerk_id, decided_at=now, updated_at=now))
+    row.status, row.decided_by, row.decided_at = status, user.clerk_id, now
+
+
+def _still_open(row: SuggestedEdit) -> None:
+    if row.status != "open":
+        raise Conflict(f"This suggestion is already {row.status}.", status_value=row.status)
+
+
+async def decide_suggestion(sessions: Any, rooms: Any, suggestion_id: uuid.UUID, user: Principal,
+                            decision: str) -> dict[str, Any]:
+    """``accept`` (applies it to the live document), ``reject`` or ``withdraw``."""
+    async with sessions.begin() as session:
+        row = await _suggestion(session, suggestion_id, lock=True)  # serialises concurrent decisions
+        try:
+            access = await lesson_access(session, row.lesson_id, user)
+        except NotFound:
+            raise NotFound("No such suggested edit.") from None
+        if decision == "withdraw":
+            require(row.user_id == user.clerk_id, "Only the suggester can withdraw a suggestion.")
+        else:
+            require(_can_see(access, row, user) and access.can_edit,
+                    "Only the course's author, editors and admins decide suggestions.")
+        _still_open(row)
+        lesson = await session.get(Lesson, row.lesson_id)
+        lesson_title = lesson.title if lesson is not None else "a lesson"
+        result_text: str | None = None
+        if decision == "accept":
+            live = require_rooms(rooms)
+            payload = dict(row.payload)
+            try:
+                result_text = await live.apply(str(row.lesson_id), lambda doc: suggestions.apply(doc, payload),
+                                               actor=user.clerk_id)
+            except suggestions.AnchorConflict as conflict:
+                raise Conflict("The suggested text was changed meanwhile; the suggestion stays open.",
+                               current_text=conflict.current_text, change=conflict.change) from None
+        status = {"accept": "accepted", "reject": "rejected", "withdraw": "withdrawn"}[decision]
+        await _decide(session, row, user, status)
+        if decision != "withdraw":
+            await notify(session, user_id=row.user_id, type="suggestion_decided", actor_id=user.clerk_id,
+                         title=f"Your suggested edit to “{lesson_title}” was {status}",
+                         metadata={"lesson_id": str(row.lesson_id), "course_id": str(access.course_id),
+                                   "suggestion_id": str(row.id), "status": status})
+        out = suggestion_payload(row)
+    if result_text is not None:
+        out["text"] = result_text
+        await rooms.materialise(str(row.lesson_id))
+    return out
