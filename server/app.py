@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import logs, openapi
 from server.auth import Authenticator
 from server.db import count_statements, make_engine, make_sessionmaker, statement_counter
+from server.db import install_statement_counter, make_engine, make_sessionmaker, statement_counter
 from server.errors import ProblemError
 from server.metrics import Metrics
 from server.migrate import head_revision
@@ -43,10 +44,12 @@ def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
     from server.catalog.api import api as catalog_api
     from server.editing.api import api as editing_api
+    from server.forum.api import api as forum_api
+    from server.notifications.api import api as notifications_api
     from server.users.api import api as users_api
     from server.web.api import api as web_api
 
-    return [users_api, web_api, catalog_api, editing_api]
+    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api]
 
 
 def components() -> list[Component]:
@@ -141,6 +144,8 @@ class RequestContext:
 
 class StatementHeader:
     """``X-SQL-Statements: n`` on every HTTP response (opt-in, SQL_STATEMENT_HEADER=1; tests only)."""
+class StatementCounter:
+    """Adds ``X-SQL-Statements`` (SQL statements run for this request) when the setting is on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -307,6 +312,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         engine = make_engine(settings.database_url)
         if settings.sql_statement_header:
             count_statements(engine)
+            install_statement_counter(engine)
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
@@ -328,6 +334,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.router.default = spa_fallback(app.router.default)
+    if settings.sql_statement_header:
+        app.add_middleware(StatementCounter)
     app.add_middleware(RequestContext, metrics=metrics)
     if settings.sql_statement_header:
         app.add_middleware(StatementHeader)

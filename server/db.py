@@ -103,3 +103,20 @@ def all_models() -> type[Base]:
     import server.models  # noqa: F401
 
     return Base
+
+
+# --- SQL statement counting (opt-in: ``SQL_STATEMENT_HEADER=1``) ------------------------------
+
+# One mutable counter per request; SQLAlchemy's greenlets share the request task's context.
+statement_counter: ContextVar[list[int] | None] = ContextVar("statement_counter", default=None)
+
+
+def _count_statement(*_args: Any, **_kwargs: Any) -> None:
+    counter = statement_counter.get()
+    if counter is not None:
+        counter[0] += 1
+
+
+def install_statement_counter(engine: AsyncEngine) -> None:
+    """Count every statement executed while :data:`statement_counter` holds a counter."""
+    event.listen(engine.sync_engine, "before_cursor_execute", _count_statement)

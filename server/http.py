@@ -165,3 +165,8 @@ def parse_datetime(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value
     return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (UUIDs and timestamps as strings), e.g. for JSONB event data."""
+    return json.loads(dumps(value))

@@ -60,6 +60,7 @@ class Settings:
     body_max_bytes: int = 1024 * 1024
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     demo_on_empty: bool = False
+    # Tests and benchmarks: count SQL statements per request into an ``X-SQL-Statements`` header.
     sql_statement_header: bool = False
 
     @classmethod

@@ -1,0 +1,243 @@
+"""REST: course forums (§4 Forum). Thin handlers: parse, check, call the service, render."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.access import course_access
+from server.auth import current_user, require_user
+from server.forum import service
+from server.http import (
+    decode_cursor,
+    encode_cursor,
+    json_response,
+    no_content,
+    page_limit,
+    path_id,
+    read_json,
+)
+from server.routing import Api
+from server.state import Services, services
+
+api = Api("forum")
+
+PAGE_QUERY = {"limit": "Page size (1–100, default 20)", "cursor": "next_cursor of the previous page"}
+
+
+class PostCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=300)
+    content: str = Field(min_length=1, max_length=50_000)
+    lesson_id: uuid.UUID | None = None
+
+
+class PostPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    content: str | None = Field(default=None, min_length=1, max_length=50_000)
+    is_pinned: bool | None = None
+    is_locked: bool | None = None
+
+
+class ReplyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1, max_length=20_000)
+    parent_reply_id: uuid.UUID | None = None
+
+
+class ReplyPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1, max_length=20_000)
+
+
+async def last_event_id(svc: Services, channel: str) -> Any:
+    """The newest event id of ``channel`` (0 without events, or without a broker yet).
+
+    Read BEFORE the data it accompanies: every event up to it is then in the data, and a
+    client that subscribes with ``since`` = it misses nothing.
+    """
+    broker = svc.broker
+    if broker is None or not hasattr(broker, "last_id"):
+        return 0
+    found = await broker.last_id(channel)
+    return found if found is not None else 0
+
+
+def _page(items: list[dict[str, Any]], next_key: list[Any] | None) -> dict[str, Any]:
+    return {"items": items, "next_cursor": encode_cursor(next_key) if next_key else None}
+
+
+# --- posts -------------------------------------------------------------------------------------
+
+
+@api.get("/courses/{id}/forum/posts", auth="optional",
+         query={**PAGE_QUERY, "lesson_id": "Only posts about this lesson of the course"})
+async def list_posts(request: Request) -> Response:
+    """A course's forum posts: pinned first, then newest first."""
+    course_id = path_id(request)
+    user = await current_user(request)
+    lesson_id = service.parse_lesson_filter(request.query_params.get("lesson_id"))
+    limit, cursor = page_limit(request), decode_cursor(request)
+    async with services(request).sessions() as session:
+        await course_access(session, course_id, user)
+        items, next_key = await service.list_posts(session, course_id=course_id, viewer=user,
+                                                   lesson_id=lesson_id, limit=limit, cursor=cursor)
+    return json_response(_page(items, next_key))
+
+
+@api.post("/courses/{id}/forum/posts", status=201, body=PostCreate)
+async def create_post(request: Request) -> Response:
+    """Start a thread in a course forum (optionally about one of its lessons)."""
+    course_id = path_id(request)
+    me = await require_user(request)
+    body = await read_json(request, PostCreate)
+    svc = services(request)
+    async with svc.sessions.begin() as session:
+        access = await course_access(session, course_id, me)
+        svc.rate_limiter.hit(me.clerk_id, "post")
+        post = await service.create_post(session, access=access, author=me, title=body.title,
+                                         content=body.content, lesson_id=body.lesson_id)
+    return json_response(post, 201)
+
+
+@api.get("/forum/posts/{id}", auth="optional")
+async def get_post(request: Request) -> Response:
+    """One post, with ``last_event_id`` of its ``thread:<id>`` channel."""
+    post_id = path_id(request)
+    user = await current_user(request)
+    svc = services(request)
+    async with svc.sessions() as session:
+        await service.post_context(session, post_id, user)
+        last_id = await last_event_id(svc, service.thread_channel(post_id))
+        post = await service.post_payload(session, post_id, user)
+    return json_response(post | {"last_event_id": last_id})
+
+
+@api.patch("/forum/posts/{id}", body=PostPatch)
+async def update_post(request: Request) -> Response:
+    """Edit a post (author or staff); pin or lock it (staff only)."""
+    post_id = path_id(request)
+    me = await require_user(request)
+    body = await read_json(request, PostPatch)
+    async with services(request).sessions.begin() as session:
+        ctx = await service.post_context(session, post_id, me)
+        post = await service.update_post(session, ctx=ctx, user=me,
+                                         changes=body.model_dump(exclude_unset=True, exclude_none=True))
+    return json_response(post)
+
+
+@api.delete("/forum/posts/{id}", status=204)
+async def delete_post(request: Request) -> Response:
+    """Delete a post (author or staff)."""
+    post_id = path_id(request)
+    me = await require_user(request)
+    async with services(request).sessions.begin() as session:
+        ctx = await service.post_context(session, post_id, me)
+        await service.delete_post(session, ctx=ctx, user=me)
+    return no_content()
+
+
+# --- replies -----------------------------------------------------------------------------------
+
+
+@api.get("/forum/posts/{id}/replies", auth="optional", query=PAGE_QUERY)
+async def list_replies(request: Request) -> Response:
+    """A page of top-level replies, oldest first, each with its whole subtree under ``replies``."""
+    post_id = path_id(request)
+    user = await current_user(request)
+    limit, cursor = page_limit(request), decode_cursor(request)
+    svc = services(request)
+    async with svc.sessions() as session:
+        await service.post_context(session, post_id, user)
+        last_id = await last_event_id(svc, service.thread_channel(post_id))
+        items, next_key = await service.thread_page(session, post_id=post_id, viewer=user,
+                                                    limit=limit, cursor=cursor)
+    return json_response(_page(items, next_key) | {"last_event_id": last_id})
+
+
+@api.post("/forum/posts/{id}/replies", status=201, body=ReplyCreate)
+async def create_reply(request: Request) -> Response:
+    """Reply to a post, or to one of its replies with ``parent_reply_id``."""
+    post_id = path_id(request)
+    me = await require_user(request)
+    body = await read_json(request, ReplyCreate)
+    svc = services(request)
+    async with svc.sessions.begin() as session:
+        ctx = await service.post_context(session, post_id, me)
+        svc.rate_limiter.hit(me.clerk_id, "reply")
+        reply = await service.create_reply(session, ctx=ctx, author=me, content=body.content,
+                                           parent_reply_id=body.parent_reply_id)
+    return json_response(reply, 201)
+
+
+@api.patch("/forum/replies/{id}", body=ReplyPatch)
+async def update_reply(request: Request) -> Response:
+    """Edit a reply (author or staff)."""
+    reply_id = path_id(request)
+    me = await require_user(request)
+    body = await read_json(request, ReplyPatch)
+    async with services(request).sessions.begin() as session:
+        ctx = await service.reply_context(session, reply_id, me)
+        reply = await service.update_reply(session, ctx=ctx, user=me, content=body.content)
+    return json_response(reply)
+
+
+@api.delete("/forum/replies/{id}", status=204)
+async def delete_reply(request: Request) -> Response:
+    """Delete a reply (author or staff); one with replies stays as ``[deleted]``."""
+    reply_id = path_id(request)
+    me = await require_user(request)
+    async with services(request).sessions.begin() as session:
+        ctx = await service.reply_context(session, reply_id, me)
+        await service.delete_reply(session, ctx=ctx, user=me)
+    return no_content()
+
+
+# --- likes -------------------------------------------------------------------------------------
+
+
+async def _post_like(request: Request, liked: bool) -> Response:
+    post_id = path_id(request)
+    me = await require_user(request)
+    async with services(request).sessions.begin() as session:
+        ctx = await service.post_context(session, post_id, me)
+        state = await service.set_post_like(session, ctx=ctx, user=me, liked=liked)
+    return json_response(state)
+
+
+async def _reply_like(request: Request, liked: bool) -> Response:
+    reply_id = path_id(request)
+    me = await require_user(request)
+    async with services(request).sessions.begin() as session:
+        ctx = await service.reply_context(session, reply_id, me)
+        state = await service.set_reply_like(session, ctx=ctx, user=me, liked=liked)
+    return json_response(state)
+
+
+@api.put("/forum/posts/{id}/like")
+async def like_post(request: Request) -> Response:
+    """Like a post (idempotent; not your own)."""
+    return await _post_like(request, True)
+
+
+@api.delete("/forum/posts/{id}/like")
+async def unlike_post(request: Request) -> Response:
+    """Take back a like on a post (idempotent)."""
+    return await _post_like(request, False)
+
+
+@api.put("/forum/replies/{id}/like")
+async def like_reply(request: Request) -> Response:
+    """Like a reply (idempotent; not your own)."""
+    return await _reply_like(request, True)
+
+
+@api.delete("/forum/replies/{id}/like")
+async def unlike_reply(request: Request) -> Response:
+    """Take back a like on a reply (idempotent)."""
+    return await _reply_like(request, False)

@@ -1,0 +1,64 @@
+"""A client's view of a thread kept current by events (§7), as a browser would do it."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+Thread = dict[str, Any]  # {"post": post payload, "replies": [top-level replies with subtrees]}
+
+
+def _find(nodes: list[dict[str, Any]], reply_id: str) -> tuple[list[dict[str, Any]], int] | None:
+    for index, node in enumerate(nodes):
+        if node["id"] == reply_id:
+            return nodes, index
+        found = _find(node["replies"], reply_id)
+        if found is not None:
+            return found
+    return None
+
+
+def _node(nodes: list[dict[str, Any]], reply_id: str) -> dict[str, Any] | None:
+    found = _find(nodes, reply_id)
+    return found[0][found[1]] if found else None
+
+
+def apply_event(thread: Thread, event: str, data: dict[str, Any]) -> Thread:
+    """The thread after one ``thread:<id>`` event; ``liked_by_me`` stays the viewer's own."""
+    thread = copy.deepcopy(thread)
+    post, replies = thread["post"], thread["replies"]
+    if event == "post.liked" and data["id"] == post["id"]:
+        post["like_count"] = data["like_count"]
+    elif event == "reply.liked":
+        node = _node(replies, data["id"])
+        if node is not None:
+            node["like_count"] = data["like_count"]
+    elif event == "reply.created":
+        node = {k: v for k, v in data.items()} | {"replies": []}
+        parent_id = data["parent_reply_id"]
+        if parent_id is None:
+            replies.append(node)
+        else:
+            parent = _node(replies, parent_id)
+            if parent is not None:
+                parent["replies"].append(node)
+                parent["reply_count"] += 1
+        post["reply_count"] += 1
+    elif event == "reply.updated":
+        node = _node(replies, data["id"])
+        if node is not None:
+            node.update({k: v for k, v in data.items() if k != "liked_by_me"})
+    elif event == "reply.deleted":
+        found = _find(replies, data["id"])
+        if found is not None:
+            siblings, index = found
+            if data["reply_count"] > 0:  # kept in the tree as [deleted]
+                siblings[index].update({k: v for k, v in data.items() if k != "liked_by_me"})
+            else:
+                del siblings[index]
+                if data["parent_reply_id"] is not None:
+                    parent = _node(replies, data["parent_reply_id"])
+                    if parent is not None:
+                        parent["reply_count"] -= 1
+        post["reply_count"] -= 1
+    return thread
