@@ -46,10 +46,13 @@ def domain_apis() -> list[Api]:
     from server.editing.api import api as editing_api
     from server.forum.api import api as forum_api
     from server.notifications.api import api as notifications_api
+    from server.feedback.api import api as feedback_api
+    from server.learning.api import api as learning_api
+    from server.media.api import api as media_api
     from server.users.api import api as users_api
     from server.web.api import api as web_api
 
-    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api]
+    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api, learning_api, feedback_api, media_api]
 
 
 def components() -> list[Component]:
@@ -304,6 +307,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     for api in apis:
         routes.extend(api.routes)
     routes.extend(websocket_routes())
+    from server.media.api import media_routes
+
+    routes.extend(media_routes())
     routes.extend(web_routes())
 
     @asynccontextmanager

@@ -3,41 +3,206 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.catalog.models import Course, Lesson, Unit
+from server.errors import Conflict
+from server.gamification.service import record_action
+from server.http import parse_datetime
+from server.learning.models import UserCourse, UserProgress
+from server.users.models import User
+
+STATUSES = ("not_started", "in_progress", "completed")
+
+# Lock the enrollments first (in id order, so two recomputes never deadlock), then count in a
+# *new* statement: under READ COMMITTED that statement's snapshot sees every progress write that
+# committed before we got the locks, so the last writer always stores the exact value.
+_LOCK = text("""
+SELECT id FROM user_courses
+WHERE course_id = :course_id AND (CAST(:user_id AS text) IS NULL OR user_id = CAST(:user_id AS text))
+ORDER BY id FOR UPDATE
+""")
 
 # progress = completed lessons of the course ÷ lessons of the course × 100, for every enrollment;
 # completed_at is set when it reaches 100 and kept (never unset by a later lesson being added).
+# n * 100.0 / n is exactly 100 in numeric arithmetic, so "all done" is 100, never 99.99 or 101.
 _RECOMPUTE = text("""
 WITH totals AS (
     SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
 ), done AS (
-    SELECT p.user_id, count(*) AS n
-    FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
-    WHERE u.course_id = :course_id AND p.status = 'completed'
-    GROUP BY p.user_id
-), enrolled AS (
-    -- every enrollment (also those with nothing completed), so un-completing and removals count
-    SELECT e.id, coalesce(d.n, 0) AS n
-    FROM user_courses e LEFT JOIN done d ON d.user_id = e.user_id
-    WHERE e.course_id = :course_id AND (CAST(:user_id AS text) IS NULL OR e.user_id = CAST(:user_id AS text))
+    SELECT uc.user_id, count(p.id) AS n
+    FROM user_courses uc
+    LEFT JOIN (user_progress p
+               JOIN lessons l ON l.id = p.lesson_id
+               JOIN units u ON u.id = l.unit_id AND u.course_id = :course_id)
+           ON p.user_id = uc.user_id AND p.status = 'completed'
+    WHERE uc.course_id = :course_id
+      AND (CAST(:user_id AS text) IS NULL OR uc.user_id = CAST(:user_id AS text))
+    GROUP BY uc.user_id
 )
 UPDATE user_courses uc
-SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, e.n * 100.0 / t.n) END,
+SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
     completed_at = CASE
-        WHEN t.n > 0 AND e.n >= t.n THEN coalesce(uc.completed_at, now())
+        WHEN t.n > 0 AND d.n >= t.n THEN coalesce(uc.completed_at, now())
         ELSE uc.completed_at END
-FROM totals t, enrolled e
-WHERE uc.id = e.id
+FROM totals t, done d
+WHERE uc.course_id = :course_id AND d.user_id = uc.user_id
+RETURNING uc.user_id, uc.progress, uc.completed_at
 """)
 
 
 async def recompute_course_progress(
     session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None
-) -> None:
+) -> dict[str, tuple[float, datetime | None]]:
     """Recompute ``user_courses.progress`` of a course (one user, or every enrollment) in-transaction.
 
     Call it whenever a lesson is completed or un-completed, and when lessons are added or removed.
+    Returns ``{user_id: (progress, completed_at)}`` of the enrollments it updated.
     """
-    await session.execute(_RECOMPUTE, {"course_id": course_id, "user_id": user_id})
+    params = {"course_id": course_id, "user_id": user_id}
+    await session.execute(_LOCK, params)
+    rows = (await session.execute(_RECOMPUTE, params)).all()
+    return {row.user_id: (float(row.progress), row.completed_at) for row in rows}
+
+
+# --- enrollment ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Enrollment:
+    enrolled: bool
+    progress: float
+    completed_at: datetime | None
+
+    def payload(self, course_id: uuid.UUID) -> dict[str, Any]:
+        return {"course_id": course_id, "enrolled": self.enrolled, "progress": self.progress,
+                "completed_at": self.completed_at}
+
+
+async def enroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> Enrollment:
+    """Enroll (idempotent). Earlier progress of the user in the course counts again."""
+    await session.execute(
+        insert(UserCourse).values(user_id=user_id, course_id=course_id)
+        .on_conflict_do_nothing(index_elements=["user_id", "course_id"])
+    )
+    progress, completed_at = (await recompute_course_progress(session, course_id, user_id))[user_id]
+    return Enrollment(True, progress, completed_at)
+
+
+async def unenroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> Enrollment:
+    """Leave a course (idempotent). Lesson statuses are kept for a later re-enrollment."""
+    await session.execute(
+        delete(UserCourse).where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+    )
+    return Enrollment(False, 0.0, None)
+
+
+async def lock_enrollment(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> UserCourse | None:
+    return (await session.execute(
+        select(UserCourse).where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+        .with_for_update()
+    )).scalar_one_or_none()
+
+
+async def set_lesson_status(
+    session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
+    only_upgrade: bool = False,
+) -> dict[str, Any]:
+    """Set the caller's status of a lesson and recompute the course progress in this transaction.
+
+    409 when the user is not enrolled. ``only_upgrade`` (a passed quiz) never lowers a status.
+    """
+    enrollment = await lock_enrollment(session, course_id=course_id, user_id=user_id)
+    if enrollment is None:
+        raise Conflict("Enroll in the course first.")
+    was_course_completed = enrollment.completed_at is not None
+    previous = (await session.execute(
+        select(UserProgress.status).where(UserProgress.user_id == user_id, UserProgress.lesson_id == lesson_id)
+    )).scalar_one_or_none()
+    if only_upgrade and previous == "completed":
+        status = "completed"
+    stmt = insert(UserProgress).values(
+        user_id=user_id, lesson_id=lesson_id, status=status,
+        completed_at=func.now() if status == "completed" else None,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["user_id", "lesson_id"],
+        set_={
+            "status": stmt.excluded.status,
+            # The first completion time is kept when a completed lesson is completed again.
+            "completed_at": func.coalesce(UserProgress.completed_at, stmt.excluded.completed_at)
+            if status == "completed" else None,
+            "updated_at": func.now(),
+        },
+    )
+    await session.execute(stmt)
+    progress, completed_at = (await recompute_course_progress(session, course_id, user_id))[user_id]
+    if status == "completed" and previous != "completed":
+        await record_action(session, user_id=user_id, keys={"lessons_completed"})
+    if completed_at is not None and not was_course_completed:
+        await record_action(session, user_id=user_id, keys={"courses_completed"})
+    return {"lesson_id": lesson_id, "course_id": course_id, "status": status, "progress": progress,
+            "course_completed_at": completed_at}
+
+
+async def course_progress(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> dict[str, Any]:
+    enrollment = (await session.execute(
+        select(UserCourse.progress, UserCourse.completed_at)
+        .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+    )).one_or_none()
+    counts = (await session.execute(text("""
+        SELECT count(*) AS total,
+               count(*) FILTER (WHERE p.status = 'completed') AS completed
+        FROM lessons l JOIN units u ON u.id = l.unit_id
+        LEFT JOIN user_progress p ON p.lesson_id = l.id AND p.user_id = :user_id
+        WHERE u.course_id = :course_id
+    """), {"course_id": course_id, "user_id": user_id})).one()
+    return {
+        "course_id": course_id,
+        "enrolled": enrollment is not None,
+        "progress": float(enrollment.progress) if enrollment else 0.0,
+        "completed_lessons": int(counts.completed),
+        "total_lessons": int(counts.total),
+        "completed_at": enrollment.completed_at if enrollment else None,
+    }
+
+
+async def my_courses(
+    session: AsyncSession, *, user_id: str, limit: int, after: list[Any] | None
+) -> list[dict[str, Any]]:
+    """The user's enrollments, newest first, as course summaries with progress (one query)."""
+    lesson_count = (
+        select(func.count(Lesson.id)).join(Unit, Unit.id == Lesson.unit_id)
+        .where(Unit.course_id == Course.id).correlate(Course).scalar_subquery()
+    )
+    query = (
+        select(UserCourse, Course, User, lesson_count.label("lesson_count"))
+        .join(Course, Course.id == UserCourse.course_id)
+        .join(User, User.clerk_id == Course.author_id)
+        .where(UserCourse.user_id == user_id)
+        .order_by(UserCourse.created_at.desc(), UserCourse.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        created, last_id = parse_datetime(after[0]), uuid.UUID(str(after[1]))
+        query = query.where(
+            (UserCourse.created_at < created)
+            | ((UserCourse.created_at == created) & (UserCourse.id < last_id))
+        )
+    items = []
+    for enrollment, course, author, lessons in (await session.execute(query)).all():
+        items.append({
+            "id": course.id, "title": course.title, "description": course.description,
+            "difficulty": course.difficulty, "is_published": course.is_published,
+            "author": {"clerk_id": author.clerk_id, "name": author.name, "image_url": author.image_url},
+            "lesson_count": int(lessons),
+            "progress": float(enrollment.progress), "completed_at": enrollment.completed_at,
+            "enrolled_at": enrollment.created_at, "_cursor": [enrollment.created_at, enrollment.id],
+        })
+    return items
