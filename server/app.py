@@ -49,23 +49,12 @@ def domain_apis() -> list[Api]:
     from server.feedback.api import api as feedback_api
     from server.learning.api import api as learning_api
     from server.media.api import api as media_api
+    from server.flashcards.api import api as flashcards_api
+    from server.gamification.api import api as gamification_api
     from server.users.api import api as users_api
     from server.web.api import api as web_api
 
-    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api, learning_api, feedback_api, media_api]
-
-
-def components() -> list[Component]:
-    from server.editing.live import component as collab_component
-
-    return [collab_component]
-
-
-def websocket_routes() -> list[BaseRoute]:
-    """Every WebSocket route (live co-editing; the realtime hub adds ``/ws``)."""
-    from server.editing.live import websocket_routes as collab_routes
-
-    return [*collab_routes()]
+    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api, learning_api, feedback_api, media_api, gamification_api, flashcards_api]
 
 
 # --- errors ------------------------------------------------------------------------------

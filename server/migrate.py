@@ -68,7 +68,10 @@ async def downgrade(database_url: str, revision: str) -> None:
 
 async def seed_achievements(conn: object) -> None:
     from server.gamification.models import Achievement
+    from server.gamification.requirements import parse_requirement
 
+    for entry in DEFAULT_ACHIEVEMENTS:  # the seed obeys the same grammar as any other write
+        parse_requirement(entry["requirement"], loc=f"seed.{entry['name']}")
     stmt = insert(Achievement).values(list(DEFAULT_ACHIEVEMENTS)).on_conflict_do_nothing(
         index_elements=["name"]
     )

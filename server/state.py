@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from server.clock import Clock, SystemClock
 from server.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,6 +29,8 @@ class Services:
     rooms: Any = None
     outbox: Any = None
     background: list[Any] = field(default_factory=list)
+    # Every "what time is it" of domain code (streak days, goal periods, FSRS due times).
+    clock: Clock = field(default_factory=SystemClock)
 
 
 def services(conn: HTTPConnection) -> Services:

@@ -1,0 +1,137 @@
+"""Flashcard sets, cards and spaced repetition with FSRS (PyPI ``fsrs``).
+
+Each user's schedule of a card is one ``user_flashcard_progress`` row: the FSRS card state as
+JSON (``fsrs.Card.to_dict()``), ``due_at`` (indexed with ``user_id``) and a ``mastery_level``.
+Every review also appends a ``flashcard_reviews`` row (rating, time, resulting state), so
+retention can be shown over time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import fsrs
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.auth import Principal
+from server.errors import Forbidden, NotFound
+from server.flashcards.models import Flashcard, FlashcardReview, FlashcardSet, UserFlashcardProgress
+from server.gamification.service import record_action
+
+RATINGS = {"again": fsrs.Rating.Again, "hard": fsrs.Rating.Hard, "good": fsrs.Rating.Good,
+           "easy": fsrs.Rating.Easy}
+STATE_NAMES = {fsrs.State.Learning: "learning", fsrs.State.Review: "review",
+               fsrs.State.Relearning: "relearning"}
+# Stability (days until recall probability falls to 90 %) thresholds for mastery 2..5 in Review.
+MASTERY_STABILITY_DAYS = (3.0, 10.0, 30.0)
+
+
+@lru_cache(maxsize=1)
+def scheduler() -> fsrs.Scheduler:
+    # No fuzzing: the same history gives the same schedule (reproducible, testable).
+    return fsrs.Scheduler(enable_fuzzing=False)
+
+
+def new_card() -> fsrs.Card:
+    # An explicit card_id: fsrs otherwise derives one from the clock and sleeps a millisecond.
+    return fsrs.Card(card_id=0)
+
+
+def mastery_level(card: fsrs.Card | None) -> int:
+    """0 never reviewed; 1 (re)learning; in review 2..5 by stability (< 3 d, < 10 d, < 30 d, more).
+
+    Monotone in what a rating does: "again" sends a card to (re)learning (1) and lowers its
+    stability, "easy" keeps or moves it to review (≥ 2) with more stability, so mastery after
+    "easy" is never below mastery after "again" from the same state.
+    """
+    if card is None or card.last_review is None:
+        return 0
+    if card.state != fsrs.State.Review:
+        return 1
+    stability = card.stability or 0.0
+    return 2 + sum(stability >= t for t in MASTERY_STABILITY_DAYS)
+
+
+def review(state: dict[str, Any] | None, rating: str, now: datetime) -> fsrs.Card:
+    """The card after ``rating`` at ``now``, from a stored state (None: never reviewed). Pure."""
+    card = fsrs.Card.from_dict(state) if state else new_card()  # type: ignore[arg-type]
+    reviewed, _ = scheduler().review_card(card, RATINGS[rating], review_datetime=now.astimezone(UTC))
+    return reviewed
+
+
+# --- access -----------------------------------------------------------------------------------
+
+
+def can_read(card_set: FlashcardSet, user: Principal | None) -> bool:
+    return card_set.is_public or (user is not None and (user.clerk_id == card_set.user_id or user.is_admin))
+
+
+async def readable_set(session: AsyncSession, set_id: uuid.UUID, user: Principal | None) -> FlashcardSet:
+    """The set if the caller may see it; a private set of someone else is 404, like a missing one."""
+    card_set = await session.get(FlashcardSet, set_id)
+    if card_set is None or not can_read(card_set, user):
+        raise NotFound("No such flashcard set.")
+    return card_set
+
+
+async def writable_set(session: AsyncSession, set_id: uuid.UUID, user: Principal) -> FlashcardSet:
+    card_set = await readable_set(session, set_id, user)
+    if card_set.user_id != user.clerk_id and not user.is_admin:
+        raise Forbidden("Only the owner can change this set.")
+    return card_set
+
+
+async def readable_card(session: AsyncSession, card_id: uuid.UUID,
+                        user: Principal | None) -> tuple[Flashcard, FlashcardSet]:
+    row = (await session.execute(
+        select(Flashcard, FlashcardSet).join(FlashcardSet, FlashcardSet.id == Flashcard.set_id)
+        .where(Flashcard.id == card_id)
+    )).first()
+    if row is None or not can_read(row[1], user):
+        raise NotFound("No such flashcard.")
+    return row[0], row[1]
+
+
+async def writable_card(session: AsyncSession, card_id: uuid.UUID, user: Principal) -> Flashcard:
+    card, card_set = await readable_card(session, card_id, user)
+    if card_set.user_id != user.clerk_id and not user.is_admin:
+        raise Forbidden("Only the set's owner can change its cards.")
+    return card
+
+
+# --- reviews ----------------------------------------------------------------------------------
+
+
+async def review_card(session: AsyncSession, *, card_id: uuid.UUID, user: Principal, rating: str,
+                      now: datetime) -> dict[str, Any]:
+    """Schedule the caller's next review of a card; returns ``{due_at, mastery_level, state}``.
+
+    The progress row is locked, so two reviews of one card by one user apply one after the other.
+    """
+    await readable_card(session, card_id, user)
+    await session.execute(insert(UserFlashcardProgress).values(user_id=user.clerk_id, flashcard_id=card_id)
+                          .on_conflict_do_nothing(index_elements=["user_id", "flashcard_id"]))
+    progress = (await session.execute(
+        select(UserFlashcardProgress).where(UserFlashcardProgress.user_id == user.clerk_id,
+                                            UserFlashcardProgress.flashcard_id == card_id)
+        .with_for_update()
+    )).scalar_one()
+    card = review(progress.state or None, rating, now)
+    state: dict[str, Any] = dict(card.to_dict())
+    progress.state = state
+    progress.due_at = card.due
+    progress.mastery_level = mastery_level(card)
+    progress.last_reviewed_at = now
+    progress.review_count = progress.review_count + 1
+    session.add(FlashcardReview(user_id=user.clerk_id, flashcard_id=card_id, rating=rating, reviewed_at=now,
+                                due_at=card.due, state=state))
+    await session.flush()
+    await record_action(session, user_id=user.clerk_id, keys={"flashcards_reviewed"}, now=now)
+    return {"flashcard_id": card_id, "due_at": card.due, "mastery_level": progress.mastery_level,
+            "state": STATE_NAMES.get(card.state, "learning"), "stability": card.stability,
+            "difficulty": card.difficulty, "review_count": progress.review_count}
