@@ -22,8 +22,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs, openapi
 from server.auth import Authenticator
-from server.db import count_statements, make_engine, make_sessionmaker, statement_counter
-from server.db import install_statement_counter, make_engine, make_sessionmaker, statement_counter
+from server.db import (
+    count_statements,
+    install_statement_counter,
+    make_engine,
+    make_sessionmaker,
+    statement_counter,
+)
 from server.errors import ProblemError
 from server.metrics import Metrics
 from server.migrate import head_revision
@@ -44,17 +49,32 @@ def domain_apis() -> list[Api]:
     """Every domain's REST routes. Imported here, not at module import, to keep imports cheap."""
     from server.catalog.api import api as catalog_api
     from server.editing.api import api as editing_api
-    from server.forum.api import api as forum_api
-    from server.notifications.api import api as notifications_api
     from server.feedback.api import api as feedback_api
+    from server.flashcards.api import api as flashcards_api
+    from server.forum.api import api as forum_api
+    from server.gamification.api import api as gamification_api
     from server.learning.api import api as learning_api
     from server.media.api import api as media_api
-    from server.flashcards.api import api as flashcards_api
-    from server.gamification.api import api as gamification_api
+    from server.notifications.api import api as notifications_api
     from server.users.api import api as users_api
     from server.web.api import api as web_api
 
-    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api, learning_api, feedback_api, media_api, gamification_api, flashcards_api]
+    return [users_api, web_api, catalog_api, editing_api, forum_api, notifications_api, learning_api,
+            feedback_api, media_api, gamification_api, flashcards_api]
+
+
+def components() -> list[Component]:
+    from server.editing.live import component as collab_component
+    from server.gamification.activity import activity_component
+
+    return [collab_component, activity_component]
+
+
+def websocket_routes() -> list[BaseRoute]:
+    """Every WebSocket route (live co-editing; the realtime hub adds ``/ws``)."""
+    from server.editing.live import websocket_routes as collab_routes
+
+    return [*collab_routes()]
 
 
 # --- errors ------------------------------------------------------------------------------
