@@ -23,7 +23,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import logs, openapi
 from server.auth import Authenticator
 from server.db import (
-    count_statements,
     install_statement_counter,
     make_engine,
     make_sessionmaker,
@@ -155,8 +154,6 @@ class RequestContext:
 
 
 class StatementHeader:
-    """``X-SQL-Statements: n`` on every HTTP response (opt-in, SQL_STATEMENT_HEADER=1; tests only)."""
-class StatementCounter:
     """Adds ``X-SQL-Statements`` (SQL statements run for this request) when the setting is on."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -326,7 +323,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         assert settings.database_url
         engine = make_engine(settings.database_url)
         if settings.sql_statement_header:
-            count_statements(engine)
             install_statement_counter(engine)
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
@@ -349,8 +345,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.router.default = spa_fallback(app.router.default)
-    if settings.sql_statement_header:
-        app.add_middleware(StatementCounter)
     app.add_middleware(RequestContext, metrics=metrics)
     if settings.sql_statement_header:
         app.add_middleware(StatementHeader)

@@ -72,21 +72,6 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(asyncpg_url(url), **options)
 
 
-# Opt-in statement counter (SQL_STATEMENT_HEADER=1): the request middleware puts a fresh counter
-# here; the engine listener adds one per statement sent. Used by the "no N+1" tests.
-statement_counter: ContextVar[list[int] | None] = ContextVar("statement_counter", default=None)
-
-
-def count_statements(engine: AsyncEngine) -> None:
-    """Count every statement ``engine`` sends into the current ``statement_counter``."""
-
-    @event.listens_for(engine.sync_engine, "before_cursor_execute")
-    def _count(*_: Any) -> None:
-        counter = statement_counter.get()
-        if counter is not None:
-            counter[0] += 1
-
-
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
 
