@@ -203,6 +203,8 @@ export async function lessonPage (id, { main, onLeave, state }) {
     cleanups.push(() => { titleView.destroy(); bodyView.destroy() })
     if (lesson.content?.html) sanitizeInto(preview, lesson.content.html); else renderMarkdown(preview, lesson.content?.body)
   }
+  titleHost.editorView = titleView // reachable from the DOM (tests, extensions)
+  bodyHost.editorView = bodyView
   if (lesson.content?.video_url) preview.before(h('p', h('a', { href: lesson.content.video_url, rel: 'noopener noreferrer' }, 'Watch the video')))
 
   // --- suggestion mode (learners and viewers) --------------------------------------------
