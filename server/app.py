@@ -63,17 +63,19 @@ def domain_apis() -> list[Api]:
 
 
 def components() -> list[Component]:
+    from server import live
     from server.editing.live import component as collab_component
     from server.gamification.activity import activity_component
 
-    return [collab_component, activity_component]
+    return [live.component, collab_component, activity_component]
 
 
 def websocket_routes() -> list[BaseRoute]:
-    """Every WebSocket route (live co-editing; the realtime hub adds ``/ws``)."""
+    """Every WebSocket route: ``/ws`` live events and ``/collab`` co-editing rooms."""
+    from server import live
     from server.editing.live import websocket_routes as collab_routes
 
-    return [*collab_routes()]
+    return [*live.routes(), *collab_routes()]
 
 
 # --- errors ------------------------------------------------------------------------------

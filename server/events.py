@@ -23,6 +23,7 @@ class OutboxEvent(Base):
     __tablename__ = "event_outbox"
     __table_args__ = (
         Index("ix_event_outbox_pending", "id", postgresql_where=text("published_at IS NULL")),
+        Index("ix_event_outbox_channel_seq", "channel", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
@@ -33,6 +34,17 @@ class OutboxEvent(Base):
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The event's id on its channel, assigned by the drain (durably, before publishing).
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class EventChannel(Base):
+    """The newest event id assigned on each channel (ids survive a broker that lost its data)."""
+
+    __tablename__ = "event_channels"
+
+    channel: Mapped[str] = mapped_column(Text, primary_key=True)
+    last_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
 
 
 def _pending(session: AsyncSession) -> list[int]:

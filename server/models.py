@@ -2,7 +2,7 @@
 
 from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Quiz, Tag, Unit
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion, SuggestedEdit
-from server.events import OutboxEvent
+from server.events import EventChannel, OutboxEvent
 from server.feedback.models import CourseFeedback, FeedbackUpvote
 from server.flashcards.models import Flashcard, FlashcardReview, FlashcardSet, UserFlashcardProgress
 from server.forum.models import ForumPost, ForumPostLike, ForumReply, ForumReplyLike
@@ -12,7 +12,7 @@ from server.notifications.models import Notification
 from server.users.models import User, WebhookDelivery
 
 __all__ = [
-    "Achievement", "Collaborator", "Course", "CourseFeedback", "CourseTag", "FeedbackUpvote",
+    "Achievement", "Collaborator", "Course", "CourseFeedback", "CourseTag", "EventChannel", "FeedbackUpvote",
     "Flashcard", "FlashcardReview", "FlashcardSet", "ForumPost", "ForumPostLike", "ForumReply",
     "ForumReplyLike", "Language", "LearningGoal", "Lesson", "LessonSnapshot", "LessonUpdate",
     "LessonVersion", "LoginDay", "Media", "Notification", "OutboxEvent", "Quiz", "QuizAttempt",

@@ -62,6 +62,10 @@ class Settings:
     demo_on_empty: bool = False
     # Tests and benchmarks: count SQL statements per request into an ``X-SQL-Statements`` header.
     sql_statement_header: bool = False
+    # Live event history per channel (§7): at least this many events, and all of the last
+    # ``event_history_seconds``; the outbox keeps published rows as long.
+    event_history: int = 1000
+    event_history_seconds: int = 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -104,6 +108,8 @@ class Settings:
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 30),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
+            event_history=_int(env, "EVENT_HISTORY", 1000),
+            event_history_seconds=_int(env, "EVENT_HISTORY_SECONDS", 24 * 3600),
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]

@@ -1,0 +1,449 @@
+"""The ``/ws`` hub (§7): subscriptions, replay with ``since``, live fan-out, typing.
+
+The hub knows nothing of courses or users' rights: the server passes ``authenticate`` (the
+socket's user, or :class:`ConnectionDenied`) and ``authorize`` (a channel name as the client
+wrote it → the internal channel, or :class:`ChannelDenied`).
+
+Fan-out: the broker calls one listener per channel; it builds each event's frame text once per
+channel name as clients wrote it and appends it to each connection's outgoing queue. One writer
+task per connection drains that queue, so there is no task per subscriber per event, and a
+connection whose queue of live frames exceeds ``max_queued_bytes`` is closed with 4008.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from realtime.broker import Broker, Event, Reset
+
+log = logging.getLogger("scriptorium.realtime.hub")
+
+CLOSE_SLOW_READER = 4008
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAVAILABLE = 1011
+CLOSE_GOING_AWAY = 1001
+REPLAY_PAGE = 500
+
+
+class User(Protocol):
+    @property
+    def clerk_id(self) -> str: ...
+
+    @property
+    def name(self) -> str | None: ...
+
+
+class ConnectionDenied(Exception):
+    """The socket cannot be served: closed with ``code`` after it was accepted."""
+
+    def __init__(self, code: int = CLOSE_UNAUTHORIZED, reason: str = "") -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class ChannelDenied(Exception):
+    """A subscribe or typing refused with an ``error`` frame of ``code``."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+Authenticate = Callable[[WebSocket], Awaitable[User]]
+Authorize = Callable[[User, str], Awaitable[str]]
+
+
+@dataclass
+class HubLimits:
+    max_subscriptions: int = 200
+    max_inbound_bytes: int = 64 * 1024
+    max_queued_bytes: int = 1024 * 1024
+    typing_burst: float = 5.0
+    typing_per_second: float = 1.0
+
+
+def _dumps(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def event_frame(channel: str, event: Event) -> str:
+    """The ``event`` frame text; ``data_json`` is inserted as is (serialised once upstream)."""
+    head = f'{{"type":"event","channel":{json.dumps(channel)},'
+    if event.id is not None:
+        head += f'"id":{event.id},'
+    return f'{head}"event":{json.dumps(event.event)},"data":{event.data_json}}}'
+
+
+@dataclass(eq=False)
+class Subscription:
+    conn: Connection
+    external: str  # as the client wrote it (user:me)
+    internal: str  # user:<clerk_id>
+    cursor: int = 0  # newest id sent (or known to the client)
+    replaying: bool = True  # live items wait in ``buffer`` until replay is done
+    buffer: list[tuple[int | None, str]] = field(default_factory=list)
+    active: bool = True
+
+
+@dataclass(eq=False)
+class _Replay:
+    sub: Subscription
+    since: int
+    upto: int
+
+
+class Connection:
+    """One socket: an outgoing queue drained by one writer task."""
+
+    def __init__(self, hub: Hub, ws: WebSocket, user: User) -> None:
+        self.hub = hub
+        self.ws = ws
+        self.user = user
+        self.subs: dict[str, Subscription] = {}
+        self.queue: deque[tuple[str, bool] | _Replay] = deque()
+        self.queued_bytes = 0
+        self.wake = asyncio.Event()
+        self.close_code: int | None = None
+
+    # queueing (called synchronously from listeners and the reader) ---------------------
+
+    def send(self, frame: str) -> None:
+        """Queue a control frame (not counted as live backlog)."""
+        self.queue.append((frame, False))
+        self.wake.set()
+
+    def send_live(self, frame: str) -> None:
+        if self.close_code is not None:
+            return
+        self.queued_bytes += len(frame)
+        if self.queued_bytes > self.hub.limits.max_queued_bytes:
+            self.kill(CLOSE_SLOW_READER)
+            return
+        self.queue.append((frame, True))
+        self.wake.set()
+
+    def deliver(self, sub: Subscription, item: Event, frame: str) -> None:
+        if item.id is not None:
+            if item.id <= sub.cursor:
+                return
+        if sub.replaying:
+            self.queued_bytes += len(frame)
+            sub.buffer.append((item.id, frame))
+            if self.queued_bytes > self.hub.limits.max_queued_bytes:
+                self.kill(CLOSE_SLOW_READER)
+            return
+        if item.id is not None:
+            sub.cursor = item.id
+        self.send_live(frame)
+
+    def kill(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.queue.clear()
+            self.wake.set()
+
+    # the writer ---------------------------------------------------------------------------
+
+    async def write_forever(self) -> None:
+        ws = self.ws
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.queue and self.close_code is None:
+                item = self.queue.popleft()
+                if isinstance(item, tuple):
+                    frame, counted = item
+                    await ws.send_text(frame)
+                    if counted:
+                        self.queued_bytes -= len(frame)
+                else:
+                    await self._replay(item)
+            if self.close_code is not None:
+                with contextlib.suppress(Exception):
+                    await ws.close(self.close_code)
+                return
+
+    async def _replay(self, job: _Replay) -> None:
+        sub = job.sub
+        cursor = job.since
+        while cursor < job.upto and sub.active:
+            page = await self.hub.broker.read_since(sub.internal, cursor, limit=REPLAY_PAGE)
+            if isinstance(page, Reset):
+                await self.ws.send_text(_dumps({"type": "reset", "channel": sub.external}))
+                cursor = job.upto
+                break
+            if not page:
+                break
+            for event in page:
+                assert event.id is not None
+                if event.id > job.upto:
+                    break
+                await self.ws.send_text(event_frame(sub.external, event))
+                cursor = event.id
+        sub.cursor = max(sub.cursor, cursor, job.upto)
+        self._go_live(sub)
+
+    def _go_live(self, sub: Subscription) -> None:
+        """Flush what arrived during the replay (without duplicates), then switch to live."""
+        buffered, sub.buffer, sub.replaying = sub.buffer, [], False
+        for id, frame in buffered:
+            self.queued_bytes -= len(frame)
+            if id is not None and id <= sub.cursor:
+                continue
+            if id is not None:
+                sub.cursor = id
+            self.send_live(frame)
+
+
+class Hub:
+    """Serves ``/ws`` sockets over one broker."""
+
+    def __init__(self, broker: Broker, authenticate: Authenticate, authorize: Authorize,
+                 limits: HubLimits | None = None) -> None:
+        self.broker = broker
+        self.authenticate = authenticate
+        self.authorize = authorize
+        self.limits = limits or HubLimits()
+        self._subs: dict[str, set[Subscription]] = {}
+        self._ready: dict[str, asyncio.Future[None]] = {}
+        self._connections: set[Connection] = set()
+        self._listeners_by_channel: dict[str, Callable[[Event | Reset], None]] = {}
+        # Typing rate limit per user (this node): a token bucket of (tokens, updated at).
+        self._typing_buckets: dict[str, tuple[float, float]] = {}
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # fan-out ------------------------------------------------------------------------------
+
+    def _listener(self, channel: str) -> Callable[[Event | Reset], None]:
+        def on_item(item: Event | Reset) -> None:
+            subs = self._subs.get(channel)
+            if not subs:
+                return
+            if isinstance(item, Reset):
+                for sub in subs:
+                    sub.conn.send(_dumps({"type": "reset", "channel": sub.external}))
+                    sub.cursor = max(sub.cursor, item.last_id)
+                return
+            sender = None
+            if item.id is None:  # typing: to the others only
+                sender = item.data.get("user_id")
+            frames: dict[str, str] = {}
+            for sub in subs:
+                conn = sub.conn
+                if sender is not None and conn.user.clerk_id == sender:
+                    continue
+                frame = frames.get(sub.external)
+                if frame is None:
+                    frame = frames[sub.external] = event_frame(sub.external, item)
+                conn.deliver(sub, item, frame)
+
+        return on_item
+
+    async def _attach(self, sub: Subscription) -> None:
+        channel = sub.internal
+        ready = self._ready.get(channel)
+        if ready is None:
+            ready = self._ready[channel] = asyncio.get_running_loop().create_future()
+            self._subs[channel] = {sub}
+            self._listeners_by_channel[channel] = listener = self._listener(channel)
+            try:
+                await self.broker.subscribe(channel, listener)
+            except BaseException as exc:
+                self._subs.pop(channel, None)
+                self._ready.pop(channel, None)
+                self._listeners_by_channel.pop(channel, None)
+                ready.set_exception(exc)
+                ready.exception()  # retrieved: waiters get their own error below
+                raise
+            ready.set_result(None)
+            return
+        if not ready.done():
+            await asyncio.shield(ready)
+        self._subs.setdefault(channel, set()).add(sub)
+
+    async def _detach(self, sub: Subscription) -> None:
+        sub.active = False
+        channel = sub.internal
+        subs = self._subs.get(channel)
+        if subs is None:
+            return
+        subs.discard(sub)
+        if not subs:
+            del self._subs[channel]
+            self._ready.pop(channel, None)
+            listener = self._listeners_by_channel.pop(channel, None)
+            if listener is not None:
+                with contextlib.suppress(Exception):
+                    await self.broker.unsubscribe(channel, listener)
+
+    # a socket ---------------------------------------------------------------------------
+
+    async def serve(self, ws: WebSocket) -> None:
+        """Serve one ``/ws`` socket until it closes."""
+        await ws.accept()
+        try:
+            user = await self.authenticate(ws)
+        except ConnectionDenied as denied:
+            await ws.close(denied.code, denied.reason[:120])
+            return
+        conn = Connection(self, ws, user)
+        self._connections.add(conn)
+        writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
+        reader = asyncio.create_task(self._read_forever(conn), name="ws-reader")
+        try:
+            await asyncio.wait({writer, reader}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reader, writer):
+                task.cancel()
+            for task in (reader, writer):
+                with contextlib.suppress(BaseException):
+                    await task
+            self._connections.discard(conn)
+            for sub in list(conn.subs.values()):
+                await self._detach(sub)
+            conn.subs.clear()
+            if ws.application_state != WebSocketState.DISCONNECTED:
+                with contextlib.suppress(Exception):
+                    await ws.close(conn.close_code or 1000)
+
+    async def close_all(self) -> None:
+        for conn in list(self._connections):
+            conn.kill(CLOSE_GOING_AWAY)
+
+    async def _read_forever(self, conn: Connection) -> None:
+        limit = self.limits.max_inbound_bytes
+        while conn.close_code is None:
+            message = await conn.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(message.get("code", 1000))
+            text = message.get("text")
+            if text is None:
+                raw = message.get("bytes") or b""
+                if len(raw) > limit:
+                    conn.kill(CLOSE_TOO_BIG)
+                    return
+                self._error(conn, None, "bad_request", "Frames must be JSON text.")
+                continue
+            if len(text) > limit // 4 and len(text.encode()) > limit:
+                conn.kill(CLOSE_TOO_BIG)
+                return
+            try:
+                frame = json.loads(text)
+            except ValueError:
+                self._error(conn, None, "bad_request", "The frame is not valid JSON.")
+                continue
+            if not isinstance(frame, dict):
+                self._error(conn, None, "bad_request", "A frame is a JSON object with a 'type'.")
+                continue
+            try:
+                await self._handle(conn, frame)
+            except ChannelDenied as denied:
+                channel = frame.get("channel") if isinstance(frame.get("channel"), str) else None
+                self._error(conn, channel, denied.code, denied.detail)
+            except Exception:
+                log.exception("broker unavailable while serving a frame")
+                conn.kill(CLOSE_UNAVAILABLE)
+                return
+
+    def _error(self, conn: Connection, channel: str | None, code: str, detail: str) -> None:
+        frame: dict[str, Any] = {"type": "error"}
+        if channel is not None:
+            frame["channel"] = channel
+        frame.update(code=code, detail=detail)
+        conn.send(_dumps(frame))
+
+    async def _handle(self, conn: Connection, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == "ping":
+            conn.send('{"type":"pong"}')
+            return
+        if kind not in ("subscribe", "unsubscribe", "typing"):
+            raise ChannelDenied("bad_request", f"Unknown frame type {kind!r}.")
+        channel = frame.get("channel")
+        if not isinstance(channel, str) or not channel or len(channel) > 200:
+            raise ChannelDenied("bad_request", "'channel' must be a channel name.")
+        if kind == "subscribe":
+            await self._subscribe(conn, channel, frame.get("since"))
+        elif kind == "unsubscribe":
+            sub = conn.subs.pop(channel, None)
+            if sub is not None:
+                await self._detach(sub)
+        else:
+            await self._typing(conn, channel)
+
+    async def _subscribe(self, conn: Connection, channel: str, since_raw: Any) -> None:
+        since = _parse_since(since_raw)
+        old = conn.subs.pop(channel, None)
+        if old is not None:
+            await self._detach(old)
+        if len(conn.subs) >= self.limits.max_subscriptions:
+            raise ChannelDenied("bad_request",
+                                f"At most {self.limits.max_subscriptions} subscriptions per connection.")
+        internal = await self.authorize(conn.user, channel)
+        sub = Subscription(conn, channel, internal)
+        await self._attach(sub)
+        try:
+            last = await self.broker.last_id(internal)
+        except BaseException:
+            await self._detach(sub)
+            raise
+        if since is not None and since > last:
+            await self._detach(sub)
+            raise ChannelDenied("bad_request", f"'since' {since} is ahead of the channel (last id {last}).")
+        if conn.close_code is not None:
+            await self._detach(sub)
+            return
+        conn.subs[channel] = sub
+        conn.send(_dumps({"type": "subscribed", "channel": channel, "last_id": last}))
+        if since is not None and since < last:
+            sub.cursor = since
+            conn.queue.append(_Replay(sub, since, last))
+            conn.wake.set()
+        else:
+            sub.cursor = last
+            conn._go_live(sub)
+
+    async def _typing(self, conn: Connection, channel: str) -> None:
+        if not channel.startswith("thread:"):
+            raise ChannelDenied("bad_request", "Typing is only sent to thread:<post_id> channels.")
+        sub = conn.subs.get(channel)
+        internal = sub.internal if sub is not None else await self.authorize(conn.user, channel)
+        now = time.monotonic()
+        limits = self.limits
+        if len(self._typing_buckets) > 10_000:
+            self._typing_buckets.clear()
+        tokens, at = self._typing_buckets.get(conn.user.clerk_id, (limits.typing_burst, now))
+        tokens = min(limits.typing_burst, tokens + (now - at) * limits.typing_per_second)
+        if tokens < 1:
+            self._typing_buckets[conn.user.clerk_id] = (tokens, now)
+            raise ChannelDenied("rate_limited", "Too many typing events; slow down.")
+        self._typing_buckets[conn.user.clerk_id] = (tokens - 1, now)
+        await self.broker.signal(internal, "typing", {"user_id": conn.user.clerk_id, "name": conn.user.name})
+
+
+def _parse_since(raw: Any) -> int | None:
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        raise ChannelDenied("bad_request", "'since' must be an event id of this channel.")
+    if isinstance(raw, int) and raw >= 0:
+        return raw
+    if isinstance(raw, str) and raw.isdigit() and len(raw) < 19:
+        return int(raw)
+    raise ChannelDenied("bad_request", "'since' must be an event id of this channel.")

@@ -1,0 +1,311 @@
+"""Live events wiring (§7): the broker, the outbox drain, the ``/ws`` hub and its access policy.
+
+The outbox drain turns committed ``event_outbox`` rows into broker events, exactly once and in
+order per channel:
+
+1. Under a PostgreSQL advisory lock (one drainer at a time across nodes), pending rows get their
+   channel event id (``seq``) from ``event_channels`` and that is committed first, so the id of an
+   event never changes, whatever fails later.
+2. Each row is published with its id; the broker's append is idempotent per id (a Lua script on
+   Redis), so a retry after a crash or a Redis outage never duplicates.
+3. Rows are marked published. Until then they stay pending: writes keep returning 2xx while
+   Redis is down, and their events go out, in order, once it is back.
+
+The drain wakes on ``NOTIFY event_outbox`` (a trigger fires it at each commit that inserted
+rows, on any node), on Redis reconnects, and every ``SWEEP_S`` as a safety net. When the broker
+has lost its history (a fresh in-process broker, Redis restarted without persistence), the
+drain first puts back the retained history from the outbox rows (the last ``event_history`` per
+channel). Published rows older than ``event_history_seconds`` are pruned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from realtime.broker import Broker, HistoryPolicy
+from realtime.hub import ChannelDenied, ConnectionDenied, Hub, User
+from realtime.memory_broker import MemoryBroker
+from realtime.redis_broker import RedisBroker
+from server.access import course_access
+from server.auth import Principal
+from server.errors import Forbidden, NotFound, Unauthorized
+from server.forum.models import ForumPost
+from server.settings import Settings
+from server.state import Services, services
+
+log = logging.getLogger("scriptorium.live")
+
+DRAIN_LOCK = 0x5C21_0E0B  # pg advisory lock key of the outbox drain
+SWEEP_S = 1.0
+BATCH = 500
+PRUNE_EVERY_S = 600.0
+
+
+def make_broker(settings: Settings) -> Broker:
+    policy = HistoryPolicy(keep=settings.event_history, max_age_s=settings.event_history_seconds)
+    if settings.redis_url:
+        return RedisBroker(settings.redis_url, settings.redis_prefix, policy)
+    return MemoryBroker(policy)
+
+
+# --- the outbox drain ------------------------------------------------------------------------
+
+
+class OutboxDrain:
+    """Publishes committed outbox rows to the broker (see the module docstring)."""
+
+    def __init__(self, engine: AsyncEngine, broker: Broker, settings: Settings) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.settings = settings
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listen: asyncpg.Connection | None = None
+        self._pruned_at = 0.0
+
+    def kick(self) -> None:
+        """Drain soon (safe to call from any callback on the loop)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.drain_once(wait=True)  # history back before the first socket
+        await self._ensure_listening()
+        self._task = asyncio.create_task(self._run(), name="outbox-drain")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._listen is not None:
+            with contextlib.suppress(Exception):
+                await self._listen.close()
+
+    async def _ensure_listening(self) -> None:
+        if self._listen is not None and not self._listen.is_closed():
+            return
+        assert self.settings.database_url
+        dsn = self.settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.add_listener("event_outbox", lambda *_: self.kick())
+            self._listen = conn
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("cannot LISTEN for outbox events", extra={"error": str(exc)})
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), SWEEP_S)
+            self._wake.clear()
+            try:
+                if not await self.drain_once():
+                    # Another node holds the lock; it may have looked before our commit.
+                    await asyncio.sleep(0.05)
+                    self._wake.set()
+                backoff = 0.1
+                await self._maybe_prune()
+                await self._ensure_listening()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox drain failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                self._wake.set()
+
+    async def drain_once(self, *, wait: bool = False) -> bool:
+        """Publish everything pending; False when another drainer holds the lock."""
+        async with self.engine.connect() as conn:
+            if wait:
+                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": DRAIN_LOCK})
+            else:
+                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": DRAIN_LOCK})).scalar()
+                if not got:
+                    await conn.rollback()
+                    return False
+            await conn.commit()
+            try:
+                if await self.broker.needs_restore():
+                    await self._restore(conn)
+                    await self.broker.mark_restored()
+                while await self._drain_batch(conn):
+                    pass
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.rollback()
+                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": DRAIN_LOCK})
+                    await conn.commit()
+        return True
+
+    async def _drain_batch(self, conn: AsyncConnection) -> bool:
+        rows = (await conn.execute(text(
+            "SELECT id, channel, event, data::text AS data, seq FROM event_outbox "
+            "WHERE published_at IS NULL ORDER BY seq NULLS LAST, id LIMIT :n"
+        ), {"n": BATCH})).all()
+        if not rows:
+            await conn.commit()
+            return False
+        seqs = {row.id: row.seq for row in rows}
+        fresh = [row for row in rows if row.seq is None]
+        if fresh:
+            counts = Counter(row.channel for row in fresh)
+            next_id: dict[str, int] = {}
+            for channel, n in counts.items():
+                last = (await conn.execute(text(
+                    "INSERT INTO event_channels (channel, last_id) VALUES (:c, :n) "
+                    "ON CONFLICT (channel) DO UPDATE SET last_id = event_channels.last_id + EXCLUDED.last_id "
+                    "RETURNING last_id"
+                ), {"c": channel, "n": n})).scalar_one()
+                next_id[channel] = last - n + 1
+            for row in fresh:
+                seqs[row.id] = next_id[row.channel]
+                next_id[row.channel] += 1
+            ids = [row.id for row in fresh]
+            await conn.execute(text(
+                "UPDATE event_outbox SET seq = v.seq FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[])) "
+                "AS v(id, seq) WHERE event_outbox.id = v.id"
+            ), {"ids": ids, "seqs": [seqs[i] for i in ids]})
+        await conn.commit()  # ids are durable before anything is published
+        for row in sorted(rows, key=lambda r: seqs[r.id]):
+            await self.broker.publish(row.channel, row.event, row.data, id=seqs[row.id])
+        await conn.execute(text("UPDATE event_outbox SET published_at = now() WHERE id = ANY(:ids)"),
+                           {"ids": [row.id for row in rows]})
+        await conn.commit()
+        return len(rows) == BATCH
+
+    async def _restore(self, conn: AsyncConnection) -> None:
+        """Put the retained history back into a broker that lost it."""
+        keep = self.settings.event_history
+        rows = (await conn.execute(text(
+            "SELECT channel, seq, event, data, ms FROM ("
+            " SELECT channel, seq, event, data::text AS data,"
+            " (extract(epoch FROM created_at) * 1000)::bigint AS ms,"
+            " row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rn"
+            " FROM event_outbox WHERE seq IS NOT NULL AND published_at IS NOT NULL) AS t "
+            "WHERE rn <= :keep ORDER BY channel, seq"
+        ), {"keep": keep})).all()
+        # The newest id each channel had published: pending ids must still go out after it.
+        lasts = (await conn.execute(text(
+            "SELECT c.channel, COALESCE((SELECT min(o.seq) - 1 FROM event_outbox o WHERE o.channel = c.channel"
+            " AND o.published_at IS NULL AND o.seq IS NOT NULL), c.last_id) AS last_id FROM event_channels c"
+        ))).all()
+        await conn.commit()
+        by_channel: dict[str, list[tuple[int, str, str, int]]] = {}
+        for row in rows:
+            by_channel.setdefault(row.channel, []).append((row.seq, row.event, row.data, row.ms))
+        for row in lasts:
+            await self.broker.restore(row.channel, by_channel.get(row.channel, []), int(row.last_id))
+        log.info("restored live history", extra={"channels": len(lasts), "events": len(rows)})
+
+    async def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if now - self._pruned_at < PRUNE_EVERY_S:
+            return
+        self._pruned_at = now
+        async with self.engine.begin() as conn:
+            await conn.execute(text(
+                "DELETE FROM event_outbox WHERE published_at IS NOT NULL "
+                "AND published_at < now() - make_interval(secs => :s)"
+            ), {"s": self.settings.event_history_seconds})
+
+
+# --- the /ws access policy ------------------------------------------------------------------
+
+
+def _bad(detail: str) -> ChannelDenied:
+    return ChannelDenied("bad_request", detail)
+
+
+def make_authorize(svc: Services) -> Any:
+    async def authorize(user: User, channel: str) -> str:
+        """The internal channel for ``channel`` if ``user`` may read it (same policy as REST)."""
+        assert isinstance(user, Principal)
+        kind, sep, rest = channel.partition(":")
+        if not sep or not rest:
+            raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
+        if kind == "user":
+            if rest == "me":
+                return f"user:{user.clerk_id}"
+            raise ChannelDenied("not_found", "No such channel (use user:me).")
+        if kind not in ("course", "thread"):
+            raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
+        try:
+            ident = uuid.UUID(rest)
+        except ValueError:
+            raise _bad(f"Malformed channel {channel!r}: the id is not a UUID.") from None
+        async with svc.sessions() as session:
+            try:
+                if kind == "course":
+                    await course_access(session, ident, user)
+                else:
+                    post = await session.get(ForumPost, ident)
+                    if post is None or post.deleted_at is not None:
+                        raise NotFound("No such thread.")
+                    await course_access(session, post.course_id, user)
+            except NotFound:
+                raise ChannelDenied("not_found", "No such channel.") from None
+        return f"{kind}:{ident}"
+
+    return authorize
+
+
+def make_authenticate(svc: Services) -> Any:
+    async def authenticate(ws: WebSocket) -> User:
+        try:
+            user = await svc.auth.authenticate(ws, websocket=True)
+        except Unauthorized as exc:
+            raise ConnectionDenied(4401, str(exc.detail or "Unauthorized")) from None
+        except Forbidden as exc:
+            raise ConnectionDenied(4403, str(exc.detail or "Forbidden")) from None
+        if user is None:
+            raise ConnectionDenied(4401, "Sign in: pass ?token=<jwt>.")
+        return user
+
+    return authenticate
+
+
+# --- wiring ----------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def component(svc: Services) -> AsyncIterator[None]:
+    """Broker, outbox drain and hub for the app's lifetime."""
+    broker = make_broker(svc.settings)
+    await broker.start()
+    drain = OutboxDrain(svc.engine, broker, svc.settings)
+    if isinstance(broker, RedisBroker):
+        broker.on_reconnect = drain.kick
+    hub = Hub(broker, make_authenticate(svc), make_authorize(svc))
+    svc.broker, svc.outbox, svc.hub = broker, drain, hub
+    await drain.start()
+    try:
+        yield
+    finally:
+        await hub.close_all()
+        await drain.stop()
+        await broker.close()
+
+
+async def ws_endpoint(ws: WebSocket) -> None:
+    await services(ws).hub.serve(ws)
+
+
+def routes() -> list[BaseRoute]:
+    return [WebSocketRoute("/ws", ws_endpoint)]
