@@ -61,10 +61,20 @@ export const onLeave = (fn) => state.cleanup.push(fn)
 
 // --- header, bell, notifications -----------------------------------------------------------
 
+function bellIcon () {
+  const ns = 'http://www.w3.org/2000/svg'
+  const svg = document.createElementNS(ns, 'svg')
+  svg.setAttribute('viewBox', '0 0 24 24'); svg.setAttribute('width', '18'); svg.setAttribute('height', '18'); svg.setAttribute('aria-hidden', 'true')
+  const path = document.createElementNS(ns, 'path')
+  path.setAttribute('d', 'M12 22a2.5 2.5 0 0 0 2.45-2h-4.9A2.5 2.5 0 0 0 12 22zm7-6V11a7 7 0 0 0-5.5-6.84V3.5a1.5 1.5 0 0 0-3 0v.66A7 7 0 0 0 5 11v5l-2 2v1h18v-1z')
+  path.setAttribute('fill', 'currentColor')
+  svg.append(path)
+  return svg
+}
 const bellCount = h('span.badge', { 'data-testid': 'unread-count', 'aria-hidden': 'true' }, '0')
 const bellLabel = h('span.sr-only', 'Notifications, 0 unread')
 const bell = h('button.bell', { type: 'button', 'aria-haspopup': 'dialog', 'aria-expanded': 'false', 'data-testid': 'bell', onclick: () => togglePanel() },
-  h('span', { 'aria-hidden': 'true' }, '🔔'), bellCount, bellLabel)
+  bellIcon(), bellCount, bellLabel)
 const liveDot = h('span.live-dot', { title: 'Live updates: offline', 'data-status': 'offline' })
 let panel = null
 
