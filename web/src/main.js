@@ -535,19 +535,25 @@ async function threadPage (id) {
   const postLike = likeButton('post', postObj)
   const typers = new Map()
   const showTyping = () => {
-    const names = [...typers.keys()]
+    const names = [...typers.values()].map((t) => t.name)
     typingEl.textContent = names.length ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : ''
   }
   if (auth.signedIn) {
     onLeave(live.subscribe(`thread:${id}`, since, (ev, data) => {
-      if (ev === 'reply.created') addReply(data)
+      if (ev === 'reply.created') {
+        addReply(data)
+        const who = data.author?.clerk_id || data.user_id
+        if (typers.has(who)) { clearTimeout(typers.get(who).timer); typers.delete(who); showTyping() }
+      }
       else if (ev === 'reply.updated' || ev === 'reply.deleted') updateReply(ev === 'reply.deleted' ? { ...data, deleted_at: data.deleted_at || 'now' } : data)
       else if (ev === 'post.liked') postLike.setCount(data.like_count)
       else if (ev === 'reply.liked') nodes.get(data.id)?.likeBtn.setCount(data.like_count)
       else if (ev === 'typing') {
         if (data.user_id === me) return
-        const name = data.name || data.user_id
-        clearTimeout(typers.get(name)); typers.set(name, setTimeout(() => { typers.delete(name); showTyping() }, 4000)); showTyping()
+        const who = data.user_id
+        clearTimeout(typers.get(who)?.timer)
+        typers.set(who, { name: data.name || who, timer: setTimeout(() => { typers.delete(who); showTyping() }, 4000) })
+        showTyping()
       } else if (ev === 'reset') render()
     }))
   }
