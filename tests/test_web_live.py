@@ -268,3 +268,52 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
         await ctx_a.close()
         await ctx_b.close()
     assert console_a.errors == [] and console_b.errors == []
+
+
+async def test_history_preview_and_restore_live(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    course = await make_course(client, alice)
+    await add_collaborator(client, course, bob, "editor")
+    ctx, page, console = await signed_in(browser, server.base_url, alice)
+    try:
+        await open_lesson(page, course.lesson_id)
+        await type_at_end(page, "\nDraft two.")
+        await expect(page.get_by_test_id("saved")).to_have_text("Saved", timeout=20_000)
+    finally:
+        await ctx.close()  # the last client leaving records a version
+
+    async def version_with_draft() -> str | None:
+        items = (await client.get(f"/api/lessons/{course.lesson_id}/versions", headers=alice.headers)).json()["items"]
+        for item in items:
+            full = (await client.get(f"/api/lessons/{course.lesson_id}/versions/{item['id']}",
+                                     headers=alice.headers)).json()
+            if "Draft two." in full["body"]:
+                return str(item["id"])
+        return None
+
+    vid = await eventually(version_with_draft, within=15)
+
+    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
+    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
+    try:
+        await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))
+        await select_text(page_a, "\nDraft two.")
+        await page_a.keyboard.press("Backspace")
+        await expect(page_b.locator(".body-editor .cm-content")).not_to_contain_text("Draft two.")
+        await expect(page_a.get_by_test_id("saved")).to_have_text("Saved", timeout=20_000)
+
+        versions = page_a.get_by_test_id("versions")
+        await page_a.get_by_role("button", name="Refresh").click()
+        await versions.locator(f"li[data-vid='{vid}'] button").click()
+        await expect(page_a.locator(".version-view")).to_contain_text("Draft two.")
+        await page_a.get_by_role("button", name="Restore this version").click()
+        # everyone connected sees the text change in place
+        await expect(page_b.locator(".body-editor .cm-content")).to_contain_text("Draft two.", timeout=10_000)
+        await expect(page_a.locator(".body-editor .cm-content")).to_contain_text("Draft two.")
+    finally:
+        await ctx_a.close()
+        await ctx_b.close()
+    assert console.errors == [] and console_a.errors == [] and console_b.errors == []

@@ -341,7 +341,7 @@ export async function lessonPage (id, { main, onLeave, state }) {
         clear(list)
         if (!page.items.length) list.append(h('li.muted', 'No versions yet (one is recorded when editing pauses).'))
         for (const v of page.items) {
-          list.append(h('li', h('button.link', { type: 'button', onclick: () => show(v) }, fmtTime(v.created_at)),
+          list.append(h('li', { dataset: { vid: v.id } }, h('button.link', { type: 'button', onclick: () => show(v) }, fmtTime(v.created_at)),
             h('small.muted', ` ${(v.contributors || []).join(', ')}`)))
         }
       } catch (e) { clear(list, h('li.error', errorText(e))) }
