@@ -317,3 +317,65 @@ async def test_history_preview_and_restore_live(
         await ctx_a.close()
         await ctx_b.close()
     assert console.errors == [] and console_a.errors == [] and console_b.errors == []
+
+
+async def test_offline_edits_merge_on_reconnect(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    course = await make_course(client, alice)
+    await add_collaborator(client, course, bob, "editor")
+    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
+    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
+    try:
+        await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))
+        # Alice's connection drops: she sees it, keeps typing; Bob types meanwhile
+        await page_a.evaluate("document.querySelector('.body-editor').provider.disconnect()")
+        await expect(page_a.get_by_test_id("conn-status")).to_contain_text("Reconnecting")
+        await type_at_end(page_a, "\nWritten offline.")
+        await expect(page_a.get_by_test_id("saved")).to_contain_text("Offline")
+        await type_at_end(page_b, "\nWritten online.")
+        await page_a.wait_for_timeout(300)  # Bob's edit must not reach Alice while she is offline
+        assert "Written online." not in await body_text(page_a)
+        await page_a.evaluate("document.querySelector('.body-editor').provider.connect()")
+        await expect(page_a.get_by_test_id("conn-status")).to_have_text("Live")
+        for page in (page_a, page_b):
+            await expect(page.locator(".body-editor .cm-content")).to_contain_text("Written offline.", timeout=10_000)
+            await expect(page.locator(".body-editor .cm-content")).to_contain_text("Written online.", timeout=10_000)
+        assert await body_text(page_a) == await body_text(page_b)
+        await expect(page_a.get_by_test_id("saved")).to_have_text("Saved", timeout=20_000)
+    finally:
+        await ctx_a.close()
+        await ctx_b.close()
+    assert console_a.errors == [] and console_b.errors == []
+
+
+async def test_token_refresh_reconnects_sockets(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    course = await make_course(client, alice)
+    await add_collaborator(client, course, bob, "editor")
+    # Alice's stored token is about to expire: the page refreshes it and reconnects both sockets
+    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice, expires_in=100)
+    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
+    try:
+        await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))
+        await page_a.wait_for_function(
+            f"JSON.parse(localStorage.getItem('scriptorium.session')).token !== {alice.token!r}", timeout=15_000
+        )
+        new_token = await page_a.evaluate("JSON.parse(localStorage.getItem('scriptorium.session')).token")
+        await page_a.wait_for_function(
+            "document.querySelector('.body-editor').provider.ws?.url.includes(" + repr(new_token[-20:]) + ")",
+            timeout=10_000,
+        )
+        await expect(page_a.get_by_test_id("conn-status")).to_have_text("Live", timeout=10_000)
+        await expect(page_a.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+        await type_at_end(page_a, "\nAfter refresh.")
+        await expect(page_b.locator(".body-editor .cm-content")).to_contain_text("After refresh.", timeout=10_000)
+    finally:
+        await ctx_a.close()
+        await ctx_b.close()
+    assert console_a.errors == [] and console_b.errors == []

@@ -42,10 +42,11 @@ class Console:
 
 
 async def signed_in(browser: Browser, base_url: str, user: DevUser, *,
-                    viewport: dict[str, int] | None = None) -> tuple[BrowserContext, Page, Console]:
+                    viewport: dict[str, int] | None = None,
+                    expires_in: int = 3000) -> tuple[BrowserContext, Page, Console]:
     """A browser context where ``user`` is signed in (the session the sign-in page would store)."""
     context = await browser.new_context(base_url=base_url, viewport=viewport or {"width": 1280, "height": 860})
-    session = {"sub": user.clerk_id, "name": user.name, "token": user.token, "expires_at": int(time.time()) + 3000}
+    session = {"sub": user.clerk_id, "name": user.name, "token": user.token, "expires_at": int(time.time()) + expires_in}
     await context.add_init_script(
         f"localStorage.setItem('scriptorium.session', {json.dumps(json.dumps(session))})"
     )

@@ -205,6 +205,7 @@ export async function lessonPage (id, { main, onLeave, state }) {
   }
   titleHost.editorView = titleView // reachable from the DOM (tests, extensions)
   bodyHost.editorView = bodyView
+  bodyHost.provider = provider
   if (lesson.content?.video_url) preview.before(h('p', h('a', { href: lesson.content.video_url, rel: 'noopener noreferrer' }, 'Watch the video')))
 
   // --- suggestion mode (learners and viewers) --------------------------------------------
