@@ -2,8 +2,10 @@
 
 /** h('div.card', {onclick}, child, ...) — builds elements without innerHTML. */
 export function h(tag, attrs, ...children) {
-  const [name, ...classes] = tag.split('.')
+  const [head, ...classes] = tag.split('.')
+  const [name, id] = head.split('#')
   const el = document.createElement(name || 'div')
+  if (id) el.id = id
   if (classes.length) el.className = classes.join(' ')
   if (attrs && (typeof attrs !== 'object' || attrs instanceof Node || Array.isArray(attrs))) {
     children.unshift(attrs)

@@ -71,7 +71,7 @@ export async function mePage ({ main, onLeave }) {
     try {
       const { items } = await getAll('/achievements?limit=100', 2)
       for (const a of items) {
-        list.append(h('li', { class: a.earned ? 'earned' : '' }, h('span', { 'aria-hidden': 'true' }, a.earned ? '🏆 ' : '○ '),
+        list.append(h('li', { class: a.earned ? 'earned' : '' }, h('span', { 'aria-hidden': 'true' }, a.earned ? '★ ' : '☆ '),
           h('strong', a.name), a.earned ? h('span.sr-only', ' (earned)') : null, h('div.muted', a.description || ''),
           a.earned ? null : h('progress', { max: 100, value: a.progress ?? 0, 'aria-label': `${a.name} progress` })))
       }
@@ -124,7 +124,7 @@ export async function mePage ({ main, onLeave }) {
       i++; shown = false; draw()
     }
     const draw = () => {
-      if (i >= due.length) { clear(stage, h('p', 'All done for now 🎉'), h('button', { type: 'button', onclick: () => { stage.remove(); loadSets() } }, 'Close')); return }
+      if (i >= due.length) { clear(stage, h('p', 'All done for now.'), h('button', { type: 'button', onclick: () => { stage.remove(); loadSets() } }, 'Close')); return }
       const c = due[i]
       clear(stage, h('p.muted', `${set.title} · card ${i + 1} of ${due.length}`), h('p.card-front', c.front),
         shown ? h('p.card-back', c.back) : h('button', { type: 'button', onclick: () => { shown = true; draw() } }, 'Show answer (Space)'),
