@@ -379,3 +379,37 @@ async def test_token_refresh_reconnects_sockets(
         await ctx_a.close()
         await ctx_b.close()
     assert console_a.errors == [] and console_b.errors == []
+
+
+async def test_thread_resumes_after_dropped_connection_without_gaps(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    course = await make_course(client, alice, publish=True)
+    post = (await client.post(f"/api/courses/{course.course_id}/forum/posts",
+                              json={"title": "Spores", "content": "How do they travel?"},
+                              headers=alice.headers)).json()
+    ctx, page, console = await signed_in(browser, server.base_url, alice)
+    try:
+        await page.goto(f"/threads/{post['id']}")
+        await expect(page.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+        first = await client.post(f"/api/forum/posts/{post['id']}/replies", json={"content": "By wind."},
+                                  headers=bob.headers)
+        first.raise_for_status()
+        await expect(page.get_by_test_id("reply")).to_have_count(1, timeout=10_000)
+        # the socket drops and stays down while two more replies are posted
+        await page.evaluate("() => { const l = window.scriptorium.live; l.stopped = true; l.ws.close() }")
+        await expect(page.locator(".live-dot")).not_to_have_attribute("data-status", "live")
+        for text in ("By water.", "By animals."):
+            (await client.post(f"/api/forum/posts/{post['id']}/replies", json={"content": text},
+                               headers=bob.headers)).raise_for_status()
+        await page.evaluate("() => { const l = window.scriptorium.live; l.stopped = false; l.open() }")
+        await expect(page.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+        replies = page.get_by_test_id("reply")
+        await expect(replies).to_have_count(3, timeout=10_000)
+        await expect(replies.nth(1)).to_contain_text("By water.")
+        await expect(replies.nth(2)).to_contain_text("By animals.")
+    finally:
+        await ctx.close()
+    assert console.errors == []

@@ -293,7 +293,7 @@ class Live extends Emitter {
       clearInterval(this.pinger)
       if (this.ws !== ws) return
       this.ws = null
-      if (this.stopped) return
+      if (this.stopped) { this.setStatus('offline'); return }
       if (e.code === 4401) { // token expired: fetch a fresh one, then resume
         this.setStatus('reconnecting')
         auth.refresh().catch(() => {}).finally(() => setTimeout(() => this.ws || this.open(), 300))

@@ -589,6 +589,7 @@ async function boot () {
   else renderHeader()
   await render()
 }
+window.scriptorium = { live, auth } // a handle for debugging and the browser tests (no secrets)
 boot()
 
 export { h, api, patch }
