@@ -283,9 +283,15 @@ export async function lessonPage (id, { main, onLeave, state }) {
         const p = s.payload || s
         if ((p.field || 'body') !== 'body') continue
         for (const c of p.changes || []) {
-          const start = c.current_index ?? c.index
-          const from = utf16At(text, start)
-          const to = utf16At(text, start + (c.delete || 0))
+          let from = utf16At(text, c.index)
+          let to = utf16At(text, c.index + (c.delete || 0))
+          if (c.original) { // the anchored text may have moved: take its occurrence nearest the original index
+            let best = -1
+            for (let at = text.indexOf(c.original); at >= 0; at = text.indexOf(c.original, at + 1)) {
+              if (best < 0 || Math.abs(at - from) < Math.abs(best - from)) best = at
+            }
+            if (best >= 0) { from = best; to = best + c.original.length } else continue
+          }
           if (from < to && to <= text.length) ranges.push(Decoration.mark({ class: 'cm-suggestion', attributes: { title: p.comment || 'Suggested edit' } }).range(from, to))
         }
       }
@@ -323,6 +329,7 @@ export async function lessonPage (id, { main, onLeave, state }) {
           h('button.small', { type: 'button', onclick: () => decide('reject'), 'data-testid': 'reject' }, 'Reject')), out)
     }
     await load()
+    provider?.on('sync', (synced) => { if (synced) load() })
     const timer = setInterval(load, 15000)
     const onNotif = (e) => { if (e.detail?.type === 'suggestion') load() }
     document.addEventListener('scr:notification', onNotif)

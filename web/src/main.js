@@ -13,6 +13,7 @@ const routes = [
   [/^\/courses\/([0-9a-f-]+)$/, coursePage],
   [/^\/lessons\/([0-9a-f-]+)$/, lessonPage],
   [/^\/threads\/([0-9a-f-]+)$/, threadPage],
+  [/^\/courses\/[0-9a-f-]+\/forum\/([0-9a-f-]+)$/, threadPage], // the links notifications carry
   [/^\/me$/, mePage],
   [/^\/notifications$/, notificationsPage]
 ]
@@ -133,6 +134,7 @@ async function fillNotifications (box, compact) {
 
 function notifLink (n) {
   const m = n.metadata || {}
+  if (typeof m.link === 'string' && m.link.startsWith('/') && !m.link.startsWith('//')) return m.link
   if (m.post_id) return `/threads/${m.post_id}`
   if (m.lesson_id) return `/lessons/${m.lesson_id}`
   if (m.course_id) return `/courses/${m.course_id}`
@@ -372,7 +374,7 @@ async function renderFeedback (box, courseId, enrolled) {
         count = r.upvote_count ?? r.count ?? r.upvotes ?? count + (mine ? -1 : 1); mine = r.upvoted_by_me ?? r.upvoted ?? !mine; label()
       } catch (e) { showError(e) }
     }
-    list.append(h('li', h('span.rating', { 'aria-label': `${f.rating} stars` }, '★'.repeat(f.rating) + '☆'.repeat(5 - f.rating)), ' ', h('strong', userName(f.user || f)), h('p', f.comment || ''), btn))
+    list.append(h('li', h('span.rating', { 'aria-label': `${f.rating} stars` }, '★'.repeat(f.rating) + '☆'.repeat(5 - f.rating)), ' ', h('strong', userName(f.author || f.user || f)), h('p', f.comment || ''), btn))
   }
   if (!items.length) list.append(h('li.muted', 'No feedback yet.'))
   let form = null
@@ -507,7 +509,7 @@ async function threadPage (id) {
         slot.append(f); f.querySelector('textarea').focus()
       }
     }, 'Reply') : null
-    const li = h('li.reply', { dataset: { id: r.id }, 'data-testid': 'reply' },
+    const li = h('li.reply', { id: `reply-${r.id}`, dataset: { id: r.id }, 'data-testid': 'reply' },
       h('div.reply-head', h('strong', authorOf(r)), h('small.muted', ` ${timeAgo(r.created_at)}`)),
       body, h('div.row', likeBtn, replyBtn, toggle), slot, children)
     nodes.set(r.id, { li, children, likeBtn, body, setToggle })
@@ -563,6 +565,8 @@ async function threadPage (id) {
       h('div.post-body', postObj.content), h('div.row', postLike)),
     h('section', { 'aria-label': 'Replies' }, h('h2', 'Replies'), root, typingEl,
       auth.signedIn ? replyForm(null) : h('p', h('a', { href: '/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' to reply.')))
+  const target = location.hash && document.getElementById(location.hash.slice(1))
+  if (target) { target.classList.add('target'); target.scrollIntoView({ block: 'center' }) }
 }
 
 // --- notifications page -------------------------------------------------------------------
