@@ -6,7 +6,8 @@ import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState, StateField, StateEffect, Compartment } from '@codemirror/state'
 import { EditorView, keymap, Decoration, drawSelection, placeholder } from '@codemirror/view'
 import { defaultKeymap, history, historyKeymap } from '@codemirror/commands'
-import { markdown } from '@codemirror/lang-markdown'
+import { markdownLanguage } from '@codemirror/lang-markdown'
+import { syntaxHighlighting, defaultHighlightStyle } from '@codemirror/language'
 import { marked } from 'marked'
 import { h, clear, auth, get, post, toast, showError, errorText, timeAgo, fmtTime, ApiError } from './lib.js'
 
@@ -65,7 +66,7 @@ function makeEditor (parent, { ytext, awareness, undo, readOnly, doc, single, la
     editable.of([EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)]),
     EditorView.contentAttributes.of({ 'aria-label': label, 'data-testid': testid, 'aria-readonly': String(readOnly) })
   ]
-  if (!single) extensions.push(markdown(), placeholder(readOnly ? '' : 'Write the lesson in Markdown…'))
+  if (!single) extensions.push(markdownLanguage, syntaxHighlighting(defaultHighlightStyle, { fallback: true }), placeholder(readOnly ? '' : 'Write the lesson in Markdown…'))
   if (single) extensions.push(EditorState.transactionFilter.of((tr) => (tr.newDoc.lines > 1 ? [] : tr)))
   if (ytext) {
     extensions.push(yCollab(ytext, awareness, { undoManager: undo }))
