@@ -99,6 +99,26 @@ def _role(course: Course, user: Principal | None, collaborator: str | None, enro
     return Role.LEARNER if enrolled else Role.MEMBER
 
 
+def access_from(course_id: uuid.UUID, author_id: str, is_published: bool, collaborator: str | None,
+                enrolled: bool, user: Principal | None) -> CourseAccess:
+    """The policy applied to facts fetched along with other data (see ``role_columns``); 404 if hidden."""
+    course = Course(id=course_id, author_id=author_id, is_published=is_published)
+    access = CourseAccess(course_id, author_id, is_published, _role(course, user, collaborator, enrolled), enrolled)
+    if not access.can_read:
+        raise NotFound("No such course.")
+    return access
+
+
+def role_columns(course_id: Any, clerk_id: Any | None) -> tuple[Any, Any]:
+    """SQL columns (collaborator role, enrolled) of a user on a course, to select with other data.
+
+    ``course_id`` and ``clerk_id`` may be values or bind parameters; ``clerk_id=None`` is anonymous.
+    """
+    if clerk_id is None:
+        return literal(None), literal(False)
+    return _collaborator_role(course_id, clerk_id), _enrolled(course_id, clerk_id)
+
+
 async def course_access(session: AsyncSession, course_id: uuid.UUID, user: Principal | None,
                         *, for_update: bool = False) -> CourseAccess:
     """Access to a course the caller can read; 404 if it does not exist or is a hidden draft.
@@ -124,16 +144,20 @@ async def course_access(session: AsyncSession, course_id: uuid.UUID, user: Princ
     return access
 
 
-def visible_courses(user: Principal | None) -> ColumnElement[bool]:
-    """SQL condition on ``courses``: the courses whose existence ``user`` may see in lists."""
+def visible_courses(user: Principal | None, clerk_id: Any | None = None) -> ColumnElement[bool]:
+    """SQL condition on ``courses``: the courses whose existence ``user`` may see in lists.
+
+    ``clerk_id`` may replace the user's id by a bind parameter (for statements built once).
+    """
     if user is None:
         return Course.is_published.is_(True)
     if user.is_admin:
         return true()
+    me = user.clerk_id if clerk_id is None else clerk_id
     return or_(
         Course.is_published.is_(True),
-        Course.author_id == user.clerk_id,
-        exists().where(Collaborator.course_id == Course.id, Collaborator.user_id == user.clerk_id),
+        Course.author_id == me,
+        exists().where(Collaborator.course_id == Course.id, Collaborator.user_id == me),
     )
 
 
@@ -152,6 +176,17 @@ async def lesson_access(session: AsyncSession, lesson_id: uuid.UUID, user: Princ
         return await course_access(session, await lesson_course_id(session, lesson_id), user)
     except NotFound:
         raise NotFound("No such lesson.") from None
+
+
+async def unit_access(session: AsyncSession, unit_id: uuid.UUID, user: Principal | None) -> CourseAccess:
+    """Access to the course of a unit; 404 when the unit is unknown or hidden."""
+    course_id = (await session.execute(select(Unit.course_id).where(Unit.id == unit_id))).scalar_one_or_none()
+    if course_id is None:
+        raise NotFound("No such unit.")
+    try:
+        return await course_access(session, course_id, user)
+    except NotFound:
+        raise NotFound("No such unit.") from None
 
 
 def require(allowed: bool, detail: str = "You may not do this.") -> None:

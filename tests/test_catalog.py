@@ -523,3 +523,31 @@ async def test_no_n_plus_one(client: httpx.AsyncClient, db: AsyncEngine, alice: 
         b = await client.get(f"/api/courses/{big.id}/outline", headers=headers)
         assert sum(len(u["lessons"]) for u in b.json()["units"]) == 50
         assert statements(a) == statements(b), (statements(a), statements(b))
+
+
+async def test_concurrent_changes_with_enrollments_never_fail(client: httpx.AsyncClient, db: AsyncEngine,
+                                                              alice: DevUser) -> None:
+    # Every structure change recomputes every enrollment's progress; they must serialise, not deadlock.
+    course = await build_course(client, alice, units=3, lessons=2)
+    learners = [await dev_user(client, f"Busy {i}") for i in range(4)]
+    for learner in learners:
+        await enroll(db, learner, course.id)
+        await set_status(db, learner, course.first_lesson, "completed")
+
+    async def add(unit: str, i: int) -> httpx.Response:
+        return await client.post(f"/api/units/{unit}/lessons", json={"title": f"C{i}", "content_type": "text"},
+                                 headers=alice.headers)
+
+    results = await asyncio.gather(
+        *(add(course.units[i % 3], i) for i in range(12)),
+        *(client.delete(f"/api/lessons/{lesson}", headers=alice.headers) for lesson in course.lessons[1]),
+        client.patch(f"/api/lessons/{course.lessons[2][0]}", json={"unit_id": course.units[0]}, headers=alice.headers),
+    )
+    assert all(r.status_code in (200, 201, 204) for r in results), [r.text for r in results if r.status_code >= 300]
+    outline = ok(await client.get(f"/api/courses/{course.id}/outline", headers=alice.headers))
+    for unit in outline["units"]:
+        assert [lesson["position"] for lesson in unit["lessons"]] == list(range(len(unit["lessons"])))
+    total = sum(len(u["lessons"]) for u in outline["units"])
+    assert total == 6 - 2 + 12 == outline["course"]["lesson_count"]
+    for learner in learners:
+        assert abs(await progress_of(db, learner, course.id) - 100 / total) < 1e-9

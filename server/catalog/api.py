@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import CourseAccess, course_access, lesson_access, require
+from server.access import CourseAccess, course_access, lesson_access, require, unit_access
 from server.auth import Principal, current_user, require_user
 from server.catalog import service
 from server.catalog.content import ContentType
@@ -92,6 +95,19 @@ class CollaboratorPatch(_Body):
     role: CollaboratorRole
 
 
+@asynccontextmanager
+async def reading(request: Request) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit for single-statement reads (no BEGIN/ROLLBACK round trips)."""
+    async with services(request).engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
+
+
+def raw_json(payload: str, status: int = 200) -> Response:
+    """A response from JSON text PostgreSQL already built."""
+    return Response(payload.encode(), status_code=status, media_type="application/json")
+
+
 def changes_of(body: BaseModel, *, not_null: tuple[str, ...]) -> dict[str, Any]:
     """The fields a PATCH set; ``null`` is refused (422) for those that cannot be empty."""
     changes = body.model_dump(exclude_unset=True)
@@ -141,13 +157,13 @@ async def list_courses(request: Request) -> Response:
         raise validation("query.difficulty", f"must be one of {', '.join(service.DIFFICULTIES)}")
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    async with services(request).sessions() as session:
+    async with reading(request) as conn:
         result = await service.list_courses(
-            session, user=user, limit=limit, cursor=cursor, q=(params.get("q") or "").strip() or None,
+            conn, user=user, limit=limit, cursor=cursor, q=(params.get("q") or "").strip() or None,
             tag=params.get("tag") or None, language=params.get("language") or None,
             difficulty=difficulty, author=params.get("author") or None,
         )
-    return json_response(result)
+    return raw_json(result)
 
 
 @api.post("/courses", status=201, body=CourseCreate)
@@ -160,8 +176,8 @@ async def create_course(request: Request) -> Response:
             session, author=me, title=body.title, description=body.description, difficulty=body.difficulty,
             language=body.language, tags=body.tags,
         )
-        payload = await service.get_course(session, course_id)
-    return json_response(payload, 201)
+        payload = await service.course_text(session, course_id)
+    return raw_json(payload, 201)
 
 
 @api.get("/courses/{id}", auth="optional")
@@ -169,10 +185,9 @@ async def get_course(request: Request) -> Response:
     """One course."""
     course_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        await course_access(session, course_id, user)
-        payload = await service.get_course(session, course_id)
-    return json_response(payload)
+    async with reading(request) as conn:
+        payload = await service.course_text(conn, course_id, user=user)
+    return raw_json(payload)
 
 
 @api.patch("/courses/{id}", body=CoursePatch)
@@ -185,8 +200,8 @@ async def patch_course(request: Request) -> Response:
     async with services(request).sessions.begin() as session:
         require((await course_access(session, course_id, me)).can_edit, "Only editors may change this course.")
         await service.update_course(session, course_id, changes)
-        payload = await service.get_course(session, course_id)
-    return json_response(payload)
+        payload = await service.course_text(session, course_id)
+    return raw_json(payload)
 
 
 @api.delete("/courses/{id}", status=204)
@@ -209,8 +224,8 @@ async def _publish(request: Request, published: bool) -> Response:
         access = await course_access(session, course_id, me, for_update=True)
         require(access.can_manage, "Only the author may publish or unpublish a course.")
         await service.set_published(session, course_id, published)
-        payload = await service.get_course(session, course_id)
-    return json_response(payload)
+        payload = await service.course_text(session, course_id)
+    return raw_json(payload)
 
 
 @api.post("/courses/{id}/publish")
@@ -230,11 +245,9 @@ async def course_outline(request: Request) -> Response:
     """The course with its units and lessons in order, and your status per lesson when enrolled."""
     course_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        access = await course_access(session, course_id, user)
-        course = await service.get_course(session, course_id)
-        units = await service.outline(session, course_id, user=user, enrolled=access.enrolled)
-    return json_response({"course": course, "units": units})
+    async with reading(request) as conn:
+        payload = await service.outline_text(conn, course_id, user)
+    return raw_json(payload)
 
 
 # --- units -------------------------------------------------------------------------------
@@ -268,7 +281,7 @@ async def patch_unit(request: Request) -> Response:
     body = await read_json(request, UnitPatch)
     changes = changes_of(body, not_null=("title",))
     async with services(request).sessions.begin() as session:
-        await _edit_course(session, await _unit_course(session, unit_id), me)
+        require((await unit_access(session, unit_id, me)).can_edit, "Only editors may change this course.")
         unit = await service.update_unit(session, unit_id, changes)
         payload = service.unit_payload(unit)
     return json_response(payload)
@@ -281,7 +294,7 @@ async def delete_unit(request: Request) -> Response:
     me = await _writer(request)
     svc = services(request)
     async with svc.sessions.begin() as session:
-        await _edit_course(session, await _unit_course(session, unit_id), me)
+        require((await unit_access(session, unit_id, me)).can_edit, "Only editors may change this course.")
         paths = await service.delete_unit(session, unit_id)
     service.remove_media_files(svc.settings.media_dir, paths)
     return no_content()
@@ -300,27 +313,7 @@ async def reorder_units(request: Request) -> Response:
     return json_response({"items": payload})
 
 
-async def _unit_course(session: Any, unit_id: uuid.UUID) -> uuid.UUID:
-    from server.errors import NotFound
-
-    try:
-        return await service.unit_course_id(session, unit_id)
-    except NotFound:
-        raise NotFound("No such unit.") from None
-
-
 # --- lessons -----------------------------------------------------------------------------
-
-
-async def _unit_access(session: Any, unit_id: uuid.UUID, me: Principal | None) -> CourseAccess:
-    """Access to a unit's course; the unit is 404 when unknown or in a draft the caller can't see."""
-    from server.errors import NotFound
-
-    course_id = await _unit_course(session, unit_id)
-    try:
-        return await course_access(session, course_id, me)
-    except NotFound:
-        raise NotFound("No such unit.") from None
 
 
 @api.post("/units/{id}/lessons", status=201, body=LessonCreate)
@@ -330,7 +323,7 @@ async def create_lesson(request: Request) -> Response:
     me = await _writer(request)
     body = await read_json(request, LessonCreate)
     async with services(request).sessions.begin() as session:
-        access = await _unit_access(session, unit_id, me)
+        access = await unit_access(session, unit_id, me)
         require(access.can_edit, "Only editors may add lessons.")
         lesson = await service.create_lesson(session, unit_id, title=body.title, content_type=body.content_type,
                                              content=body.content, position=body.position)
@@ -343,10 +336,8 @@ async def get_lesson(request: Request) -> Response:
     """A lesson with its content (Markdown ``body`` and sanitised ``html``) and ``version``."""
     lesson_id = path_id(request, "id")
     user = await current_user(request)
-    async with services(request).sessions() as session:
-        await lesson_access(session, lesson_id, user)
-        lesson, course_id = await service.get_lesson(session, lesson_id)
-        payload = service.lesson_payload(lesson, course_id)
+    async with reading(request) as conn:
+        payload = await service.read_lesson(conn, lesson_id, user)
     return json_response(payload)
 
 
@@ -407,7 +398,7 @@ async def reorder_lessons(request: Request) -> Response:
     me = await _writer(request)
     body = await read_json(request, LessonOrder)
     async with services(request).sessions.begin() as session:
-        access = await _unit_access(session, unit_id, me)
+        access = await unit_access(session, unit_id, me)
         require(access.can_edit, "Only editors may reorder lessons.")
         lessons = await service.reorder_lessons(session, unit_id, body.lesson_ids)
         items = [{"id": lesson.id, "title": lesson.title, "content_type": lesson.content_type,

@@ -6,35 +6,43 @@ Plain functions with an explicit session; access is decided by ``server.access``
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Integer,
+    Text,
     and_,
+    bindparam,
+    case,
     cast,
     delete,
     func,
     literal,
     literal_column,
+    null,
     select,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from server.access import visible_courses
+from server.access import access_from, role_columns, visible_courses
 from server.auth import Principal
 from server.catalog.content import render_content, validate_content
 from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
 from server.errors import Conflict, NotFound, validation
 from server.feedback.models import CourseFeedback
+from server.http import encode_cursor
 from server.learning.models import UserCourse, UserProgress
 from server.learning.service import recompute_course_progress
 from server.notifications.service import notify
@@ -95,14 +103,26 @@ async def set_course_tags(session: AsyncSession, course_id: uuid.UUID, names: Se
     )
 
 
-# --- course payloads (one statement for any number of courses) ----------------------------
+# --- course payloads (built as JSON by PostgreSQL: one statement for any number of courses) ------
 
 
-def _course_select() -> Any:
-    tags = (select(func.array_agg(aggregate_order_by(Tag.name, Tag.name)))
+def rfc3339(column: Any) -> Any:
+    """A timestamptz as the API writes it (UTC, ``Z``), formatted by PostgreSQL."""
+    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+
+
+def course_json() -> Any:
+    """The course payload as a JSON text column; select it from ``course_from()``.
+
+    ``{id, title, description, difficulty, language{code,name}|null, tags[], author{clerk_id,name},
+    is_published, published_at, rating_avg|null, rating_count, enrolled_count, lesson_count,
+    created_at, updated_at}`` — every count is an aggregate subquery, so a page of N courses is still
+    one statement.
+    """
+    tags = (select(func.json_agg(aggregate_order_by(Tag.name, Tag.name)))
             .select_from(CourseTag).join(Tag, Tag.id == CourseTag.tag_id)
             .where(CourseTag.course_id == Course.id).scalar_subquery())
-    rating_avg = (select(cast(func.avg(CourseFeedback.rating), Float))
+    rating_avg = (select(cast(func.avg(CourseFeedback.rating), Float(precision=53)))
                   .where(CourseFeedback.course_id == Course.id).scalar_subquery())
     rating_count = (select(func.count()).select_from(CourseFeedback)
                     .where(CourseFeedback.course_id == Course.id).scalar_subquery())
@@ -110,51 +130,100 @@ def _course_select() -> Any:
                       .where(UserCourse.course_id == Course.id).scalar_subquery())
     lesson_count = (select(func.count()).select_from(Lesson).join(Unit, Unit.id == Lesson.unit_id)
                     .where(Unit.course_id == Course.id).scalar_subquery())
-    return (
-        select(
-            Course.id, Course.title, Course.description, Course.difficulty, Course.is_published,
-            Course.published_at, Course.created_at, Course.updated_at, Course.author_id,
-            User.name.label("author_name"), Language.code.label("language_code"),
-            Language.name.label("language_name"), tags.label("tags"), rating_avg.label("rating_avg"),
-            rating_count.label("rating_count"), enrolled_count.label("enrolled_count"),
-            lesson_count.label("lesson_count"),
-        )
-        .select_from(Course)
-        .join(User, User.clerk_id == Course.author_id)
-        .outerjoin(Language, Language.id == Course.language_id)
-    )
+    language = case((Language.id.is_(None), null()),
+                    else_=func.json_build_object("code", Language.code, "name", Language.name))
+    return cast(func.json_build_object(
+        "id", Course.id, "title", Course.title, "description", Course.description,
+        "difficulty", Course.difficulty, "language", language,
+        "tags", func.coalesce(tags, literal_column("'[]'::json")),
+        "author", func.json_build_object("clerk_id", Course.author_id, "name", User.name),
+        "is_published", Course.is_published, "published_at", rfc3339(Course.published_at),
+        "rating_avg", rating_avg, "rating_count", rating_count, "enrolled_count", enrolled_count,
+        "lesson_count", lesson_count, "created_at", rfc3339(Course.created_at),
+        "updated_at", rfc3339(Course.updated_at),
+    ), Text)
 
 
-def course_payload(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "title": row.title,
-        "description": row.description,
-        "difficulty": row.difficulty,
-        "language": ({"code": row.language_code, "name": row.language_name}
-                     if row.language_code is not None else None),
-        "tags": list(row.tags or []),
-        "author": {"clerk_id": row.author_id, "name": row.author_name},
-        "is_published": row.is_published,
-        "published_at": row.published_at,
-        "rating_avg": row.rating_avg,
-        "rating_count": row.rating_count,
-        "enrolled_count": row.enrolled_count,
-        "lesson_count": row.lesson_count,
-        "created_at": row.created_at,
-        "updated_at": row.updated_at,
-    }
+def course_from(stmt: Any) -> Any:
+    """Add the joins ``course_json()`` needs (author, language) to a select over ``courses``."""
+    return (stmt.select_from(Course).join(User, User.clerk_id == Course.author_id)
+            .outerjoin(Language, Language.id == Course.language_id))
+
+
+@cache
+def _course_statement(checked: bool) -> Any:
+    """Built once: the course payload by ``:course_id``, with the caller's role facts unless ``checked``."""
+    course_id = bindparam("course_id", type_=PgUUID(as_uuid=True))
+    if checked:
+        return course_from(select(course_json())).where(Course.id == course_id)
+    collaborator, enrolled = role_columns(course_id, bindparam("clerk_id", type_=Text))
+    return course_from(select(Course.is_published, Course.author_id, collaborator, enrolled, course_json())
+                       ).where(Course.id == course_id)
+
+
+async def course_text(conn: AsyncSession | AsyncConnection, course_id: uuid.UUID, *,
+                      user: Principal | Literal[False] | None = False) -> str:
+    """One course payload as JSON text (ready to send).
+
+    With ``user`` (None for anonymous) the caller's access is checked in the same statement (404 when
+    hidden); without it the caller has already been checked.
+    """
+    if user is False:
+        found = (await conn.execute(_course_statement(True), {"course_id": course_id})).scalar()
+        if found is None:
+            raise NotFound("No such course.")
+        return str(found)
+    row = (await conn.execute(_course_statement(False), {
+        "course_id": course_id, "clerk_id": user.clerk_id if user else None})).one_or_none()
+    if row is None:
+        raise NotFound("No such course.")
+    access_from(course_id, row[1], row[0], row[2], bool(row[3]), user)
+    return str(row[4])
 
 
 async def get_course(session: AsyncSession, course_id: uuid.UUID) -> dict[str, Any]:
-    row = (await session.execute(_course_select().where(Course.id == course_id))).one_or_none()
-    if row is None:
-        raise NotFound("No such course.")
-    return course_payload(row)
+    """One course payload as a dict (for other domains that embed it)."""
+    loaded: dict[str, Any] = json.loads(await course_text(session, course_id))
+    return loaded
+
+
+@cache
+def _list_statement(viewer: str, q: bool, tag: bool, language: bool, difficulty: bool, author: bool,
+                    after: bool) -> Any:
+    """Built once per shape: a page of course payloads (``viewer`` is anonymous, member or admin)."""
+    sample = None if viewer == "anonymous" else Principal(
+        clerk_id="", id="", email=None, name=None, image_url=None,
+        role="admin" if viewer == "admin" else "member", timezone="UTC")
+    visible = visible_courses(sample, bindparam("clerk_id", type_=Text))
+    stmt = course_from(select(course_json().label("payload"), Course.id)).where(visible)
+    if tag:
+        stmt = stmt.where(
+            select(CourseTag.id).join(Tag, Tag.id == CourseTag.tag_id)
+            .where(CourseTag.course_id == Course.id, Tag.name == bindparam("tag", type_=Text)).exists()
+        )
+    if language:
+        stmt = stmt.where(Language.code == bindparam("language", type_=Text))
+    if difficulty:
+        stmt = stmt.where(Course.difficulty == bindparam("difficulty", type_=Text))
+    if author:
+        stmt = stmt.where(Course.author_id == bindparam("author", type_=Text))
+    key: Any
+    if q:
+        query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), bindparam("q", type_=Text))
+        # float8 so the cursor's value compares exactly with the recomputed rank.
+        key = cast(func.ts_rank(Course.search, query), Float(precision=53))
+        stmt = stmt.where(Course.search.op("@@")(query))
+    else:
+        key = Course.created_at
+    stmt = stmt.add_columns(key.label("sort_key"))
+    if after:
+        stmt = stmt.where(tuple_(key, Course.id) < tuple_(bindparam("after_key", type_=key.type),
+                                                          bindparam("after_id", type_=PgUUID(as_uuid=True))))
+    return stmt.order_by(key.desc(), Course.id.desc()).limit(bindparam("limit", type_=Integer))
 
 
 async def list_courses(
-    session: AsyncSession,
+    conn: AsyncSession | AsyncConnection,
     *,
     user: Principal | None,
     limit: int,
@@ -164,45 +233,33 @@ async def list_courses(
     language: str | None = None,
     difficulty: str | None = None,
     author: str | None = None,
-) -> dict[str, Any]:
-    """A keyset page of the courses ``user`` may see; ranked by relevance when ``q`` is given."""
-    stmt = _course_select().where(visible_courses(user))
-    if tag:
-        stmt = stmt.where(
-            select(CourseTag.id).join(Tag, Tag.id == CourseTag.tag_id)
-            .where(CourseTag.course_id == Course.id, Tag.name == tag).exists()
-        )
-    if language:
-        stmt = stmt.where(Language.code == language)
-    if difficulty:
-        stmt = stmt.where(Course.difficulty == difficulty)
-    if author:
-        stmt = stmt.where(Course.author_id == author)
-    key: Any
-    if q:
-        query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), q)
-        # float8 so the cursor's value compares exactly with the recomputed rank.
-        key = cast(func.ts_rank(Course.search, query), Float(precision=53))
-        stmt = stmt.where(Course.search.op("@@")(query))
-    else:
-        key = Course.created_at
-    stmt = stmt.add_columns(key.label("sort_key"))
+) -> str:
+    """A keyset page (``{items, next_cursor}`` as JSON text) of the courses ``user`` may see.
+
+    Newest first, or by relevance (``ts_rank``) when ``q`` is given; the cursor is (sort key, id).
+    """
+    params: dict[str, Any] = {"limit": limit + 1, "clerk_id": user.clerk_id if user else None, "q": q,
+                              "tag": tag, "language": language, "difficulty": difficulty, "author": author}
     if cursor is not None:
         try:
             raw_key, raw_id = cursor
-            after_id = uuid.UUID(str(raw_id))
-            after_key: Any = float(raw_key) if q else datetime.fromisoformat(str(raw_key).replace("Z", "+00:00"))
+            params["after_id"] = uuid.UUID(str(raw_id))
+            params["after_key"] = (float(raw_key) if q
+                                   else datetime.fromisoformat(str(raw_key).replace("Z", "+00:00")))
         except (ValueError, TypeError):
             raise validation("query.cursor", "malformed cursor") from None
-        stmt = stmt.where(tuple_(key, Course.id) < tuple_(literal(after_key, key.type), literal(after_id)))
-    stmt = stmt.order_by(key.desc(), Course.id.desc()).limit(limit + 1)
-    rows = (await session.execute(stmt)).all()
-    items = [(course_payload(r), r.sort_key) for r in rows]
-    from server.http import page
-
-    result = page(items, limit, lambda item: [item[1], item[0]["id"]])
-    result["items"] = [payload for payload, _ in result["items"]]
-    return result
+    viewer = "anonymous" if user is None else "admin" if user.is_admin else "member"
+    stmt = _list_statement(viewer, bool(q), bool(tag), bool(language), bool(difficulty), bool(author),
+                           cursor is not None)
+    wanted = {"limit", "clerk_id" if viewer == "member" else "", "q" if q else "", "tag" if tag else "",
+              "language" if language else "", "difficulty" if difficulty else "", "author" if author else "",
+              "after_key" if cursor is not None else "", "after_id" if cursor is not None else ""}
+    used = {name: value for name, value in params.items() if name in wanted}
+    rows = (await conn.execute(stmt, used)).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = encode_cursor([rows[-1].sort_key, rows[-1].id]) if more and rows else None
+    return '{"items":[' + ",".join(r.payload for r in rows) + '],"next_cursor":' + json.dumps(next_cursor) + "}"
 
 
 async def create_course(
@@ -269,19 +326,14 @@ def remove_media_files(media_dir: Path, paths: Sequence[str]) -> None:
 
 
 # --- positions ---------------------------------------------------------------------------
-# Children of a course (units) and of a unit (lessons) carry dense positions 0..n-1. Every change
-# locks the parent row first (SELECT ... FOR UPDATE), so concurrent creates/reorders serialise.
+# Children of a course (units) and of a unit (lessons) carry dense positions 0..n-1. Every change to
+# a course's structure locks the course row first (SELECT ... FOR UPDATE): concurrent creates,
+# moves, deletes and reorders serialise, and the progress recompute that follows them never
+# deadlocks against another one on the same course.
 
 
 async def lock_course(session: AsyncSession, course_id: uuid.UUID) -> None:
     await session.execute(select(Course.id).where(Course.id == course_id).with_for_update())
-
-
-async def lock_units(session: AsyncSession, *unit_ids: uuid.UUID) -> None:
-    # In id order, so two moves between the same units cannot deadlock.
-    await session.execute(
-        select(Unit.id).where(Unit.id.in_(sorted(set(unit_ids)))).order_by(Unit.id).with_for_update()
-    )
 
 
 def _clamp(position: int | None, count: int) -> int:
@@ -396,6 +448,40 @@ def lesson_payload(lesson: Lesson, course_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
+@cache
+def _lesson_read_statement(signed_in: bool) -> Any:
+    lesson_id = bindparam("lesson_id", type_=PgUUID(as_uuid=True))
+    collaborator, enrolled = role_columns(Unit.course_id,
+                                          bindparam("clerk_id", type_=Text) if signed_in else None)
+    return (select(Lesson.id, Lesson.unit_id, Unit.course_id, Lesson.title, Lesson.content_type, Lesson.content,
+                   Lesson.position, Lesson.revision, Lesson.created_at, Lesson.updated_at,
+                   Course.is_published, Course.author_id, collaborator.label("collaborator"),
+                   enrolled.label("enrolled"))
+            .select_from(Lesson).join(Unit, Unit.id == Lesson.unit_id).join(Course, Course.id == Unit.course_id)
+            .where(Lesson.id == lesson_id))
+
+
+async def read_lesson(conn: AsyncSession | AsyncConnection, lesson_id: uuid.UUID,
+                      user: Principal | None) -> dict[str, Any]:
+    """``GET /lessons/{id}``: the payload, access-checked (404 when unknown or hidden), in one statement."""
+    params: dict[str, Any] = {"lesson_id": lesson_id}
+    if user is not None:
+        params["clerk_id"] = user.clerk_id
+    row = (await conn.execute(_lesson_read_statement(user is not None), params)).one_or_none()
+    if row is None:
+        raise NotFound("No such lesson.")
+    try:
+        access_from(row.course_id, row.author_id, row.is_published, row.collaborator, bool(row.enrolled), user)
+    except NotFound:
+        raise NotFound("No such lesson.") from None
+    return {
+        "id": row.id, "unit_id": row.unit_id, "course_id": row.course_id, "title": row.title,
+        "content_type": row.content_type, "content": render_content(row.content or {}),
+        "position": row.position, "version": str(row.revision),
+        "created_at": row.created_at, "updated_at": row.updated_at,
+    }
+
+
 async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesson, uuid.UUID]:
     row = (await session.execute(
         select(Lesson, Unit.course_id).join(Unit, Unit.id == Lesson.unit_id).where(Lesson.id == lesson_id)
@@ -409,8 +495,8 @@ async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesso
 async def create_lesson(session: AsyncSession, unit_id: uuid.UUID, *, title: str, content_type: str,
                         content: dict[str, Any] | None, position: int | None) -> Lesson:
     stored = validate_content(content_type, content)
-    course_id = await unit_course_id(session, unit_id)
-    await lock_units(session, unit_id)
+    await lock_course(session, await unit_course_id(session, unit_id))
+    course_id = await unit_course_id(session, unit_id)  # still there once we hold the lock
     count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
     at = _clamp(position, count)
     if at < count:
@@ -455,10 +541,13 @@ async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: di
     if values:
         await session.execute(update(Lesson).where(Lesson.id == lesson_id).values(**values))
     target_unit = changes.get("unit_id")
-    if target_unit is not None and target_unit != lesson.unit_id:
+    moving = target_unit is not None and target_unit != lesson.unit_id
+    if moving or changes.get("position") is not None:
+        await lock_course(session, course_id)
+        lesson, course_id = await get_lesson(session, lesson_id)  # as it is under the lock
+    if moving and target_unit is not None:
         await move_lesson(session, lesson, course_id, target_unit, changes.get("position"))
     elif changes.get("position") is not None:
-        await lock_units(session, lesson.unit_id)
         order = list((await session.execute(
             select(Lesson.id).where(Lesson.unit_id == lesson.unit_id).order_by(Lesson.position, Lesson.id)
         )).scalars())
@@ -472,7 +561,6 @@ async def move_lesson(session: AsyncSession, lesson: Lesson, course_id: uuid.UUI
     target_course = (await session.execute(select(Unit.course_id).where(Unit.id == unit_id))).scalar_one_or_none()
     if target_course != course_id:
         raise validation("unit_id", "must be a unit of the same course")
-    await lock_units(session, lesson.unit_id, unit_id)
     old_position = (await session.execute(select(Lesson.position).where(Lesson.id == lesson.id))).scalar_one()
     await _close_gap(session, Lesson, Lesson.unit_id == lesson.unit_id, old_position)
     count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
@@ -483,8 +571,8 @@ async def move_lesson(session: AsyncSession, lesson: Lesson, course_id: uuid.UUI
 
 async def delete_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> list[str]:
     lesson, course_id = await get_lesson(session, lesson_id)
-    await lock_units(session, lesson.unit_id)
-    lesson, course_id = await get_lesson(session, lesson_id)
+    await lock_course(session, course_id)
+    lesson, course_id = await get_lesson(session, lesson_id)  # as it is under the lock
     paths = [p for p in (await session.execute(
         select(Media.storage_path).where(Media.lesson_id == lesson_id, Media.storage_path.is_not(None))
     )).scalars() if p]
@@ -495,7 +583,8 @@ async def delete_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> list[str
 
 
 async def reorder_lessons(session: AsyncSession, unit_id: uuid.UUID, lesson_ids: list[uuid.UUID]) -> list[Lesson]:
-    await lock_units(session, unit_id)
+    await lock_course(session, await unit_course_id(session, unit_id))
+    await unit_course_id(session, unit_id)  # still there once we hold the lock
     current = list((await session.execute(select(Lesson.id).where(Lesson.unit_id == unit_id))).scalars())
     await _apply_order(session, Lesson, Lesson.unit_id == unit_id, current, lesson_ids, "lesson_ids")
     return list((await session.execute(
@@ -507,32 +596,48 @@ async def reorder_lessons(session: AsyncSession, unit_id: uuid.UUID, lesson_ids:
 # --- outline -----------------------------------------------------------------------------
 
 
-async def outline(session: AsyncSession, course_id: uuid.UUID, *, user: Principal | None,
-                  enrolled: bool) -> list[dict[str, Any]]:
-    """Units with their lessons, ordered, with the caller's status per lesson when enrolled (one statement)."""
-    columns: list[Any] = [Unit.id.label("unit_id"), Unit.title.label("unit_title"),
-                          Unit.position.label("unit_position"), Lesson.id.label("lesson_id"),
-                          Lesson.title.label("lesson_title"), Lesson.content_type, Lesson.position]
-    stmt = select(*columns).select_from(Unit).outerjoin(Lesson, Lesson.unit_id == Unit.id)
-    with_status = enrolled and user is not None
-    if with_status and user is not None:
-        stmt = stmt.add_columns(func.coalesce(UserProgress.status, "not_started").label("status")).outerjoin(
-            UserProgress, and_(UserProgress.lesson_id == Lesson.id, UserProgress.user_id == user.clerk_id)
-        )
-    stmt = stmt.where(Unit.course_id == course_id).order_by(Unit.position, Unit.id, Lesson.position, Lesson.id)
-    units: dict[uuid.UUID, dict[str, Any]] = {}
-    for row in (await session.execute(stmt)).all():
-        unit = units.get(row.unit_id)
-        if unit is None:
-            unit = units[row.unit_id] = {"id": row.unit_id, "title": row.unit_title,
-                                         "position": row.unit_position, "lessons": []}
-        if row.lesson_id is not None:
-            lesson = {"id": row.lesson_id, "title": row.lesson_title, "content_type": row.content_type,
-                      "position": row.position}
-            if with_status:
-                lesson["status"] = row.status
-            unit["lessons"].append(lesson)
-    return list(units.values())
+@cache
+def _outline_statement(signed_in: bool) -> Any:
+    """Built once: course payload + units + lessons (+ the caller's status) as JSON by ``:course_id``."""
+    course_id = bindparam("course_id", type_=PgUUID(as_uuid=True))
+    clerk_id = bindparam("clerk_id", type_=Text) if signed_in else None
+    collaborator, enrolled = role_columns(course_id, clerk_id)
+    lesson_fields: list[Any] = ["id", Lesson.id, "title", Lesson.title, "content_type", Lesson.content_type,
+                                "position", Lesson.position]
+    lessons_from: Any = Lesson
+    if clerk_id is not None:
+        # json_strip_nulls drops ``status`` for callers who are not enrolled.
+        lesson_fields += ["status", case((enrolled, func.coalesce(UserProgress.status, "not_started")),
+                                         else_=null())]
+        lessons_from = Lesson.__table__.outerjoin(
+            UserProgress, and_(UserProgress.lesson_id == Lesson.id, UserProgress.user_id == clerk_id))
+    lesson = func.json_strip_nulls(func.json_build_object(*lesson_fields))
+    lessons = (select(func.json_agg(aggregate_order_by(lesson, Lesson.position, Lesson.id)))
+               .select_from(lessons_from).where(Lesson.unit_id == Unit.id).scalar_subquery())
+    unit = func.json_build_object("id", Unit.id, "title", Unit.title, "position", Unit.position,
+                                  "lessons", func.coalesce(lessons, literal_column("'[]'::json")))
+    units = (select(func.json_agg(aggregate_order_by(unit, Unit.position, Unit.id)))
+             .where(Unit.course_id == Course.id).scalar_subquery())
+    return course_from(select(
+        Course.is_published, Course.author_id, collaborator, enrolled, course_json(),
+        cast(func.coalesce(units, literal_column("'[]'::json")), Text),
+    )).where(Course.id == course_id)
+
+
+async def outline_text(conn: AsyncSession | AsyncConnection, course_id: uuid.UUID,
+                       user: Principal | None) -> str:
+    """``{"course": {...}, "units": [...]}`` as JSON text, access-checked, in ONE statement.
+
+    Each lesson carries the caller's ``status`` only when they are enrolled.
+    """
+    params: dict[str, Any] = {"course_id": course_id}
+    if user is not None:
+        params["clerk_id"] = user.clerk_id
+    row = (await conn.execute(_outline_statement(user is not None), params)).one_or_none()
+    if row is None:
+        raise NotFound("No such course.")
+    access_from(course_id, row[1], row[0], row[2], bool(row[3]), user)
+    return '{"course":' + str(row[4]) + ',"units":' + str(row[5]) + "}"
 
 
 # --- collaborators -----------------------------------------------------------------------
