@@ -21,7 +21,7 @@ from pycrdt import get_state as update_state_vector
 
 from collab import protocol as p
 from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Relay
-from collab.sender import Sender
+from collab.sender import Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
 
@@ -125,9 +125,10 @@ class Room:
         if not self.peers:
             return
         message = {"type": "websocket.send", "bytes": frame}
+        wire = wire_frame(frame)
         for peer in self.peers:
             if peer is not exclude:
-                peer.sender.push(frame, message)
+                peer.sender.push(frame, message, wire)
 
     def awareness_frame(self) -> bytes | None:
         entries = [rec.entry for rec in self.awareness.values() if not rec.entry.removed]
@@ -289,6 +290,11 @@ class RoomManager:
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND})
             return
+        except Exception:
+            log.exception("opening a collab room failed", extra={"lesson_id": lesson_id})
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_INTERNAL})
+            return
         await send({"type": "websocket.accept"})
         peer = Peer(grant, Sender(send, max_queued=self.max_queued))
         self._join(room, peer)
@@ -320,11 +326,11 @@ class RoomManager:
             room.peers.remove(peer)
         if peer.awareness_ids:
             gone = []
-            for client_id, clock in peer.awareness_ids.items():
+            for client_id in peer.awareness_ids:
                 record = room.awareness.get(client_id)
                 if record is not None and record.peer is peer:
                     del room.awareness[client_id]
-                    gone.append(p.AwarenessEntry(client_id, clock + 1, "null"))
+                    gone.append(p.AwarenessEntry(client_id, record.entry.clock + 1, "null"))
             if gone:
                 frame = p.awareness_frame(p.encode_awareness(gone))
                 room.broadcast(frame)
@@ -364,16 +370,29 @@ class RoomManager:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
 
     def _on_awareness(self, room: Room, update: bytes, peer: Peer | None) -> None:
+        """Track who controls which awareness client. Clients (y-websocket) echo the states of
+        others they learn about, so only a client id seen for the first time is owned by the
+        peer that sent it (as the Node reference server does)."""
         now = time.monotonic()
         for entry in p.parse_awareness(update):
+            record = room.awareness.get(entry.client_id)
+            if record is not None and entry.clock < record.entry.clock:
+                continue  # stale
             if entry.removed:
-                room.awareness.pop(entry.client_id, None)
-                if peer is not None:
-                    peer.awareness_ids.pop(entry.client_id, None)
+                if record is not None:
+                    del room.awareness[entry.client_id]
+                    if record.peer is not None:
+                        record.peer.awareness_ids.pop(entry.client_id, None)
                 continue
-            room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
-            if peer is not None:
-                peer.awareness_ids[entry.client_id] = entry.clock
+            if record is None:
+                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
+                if peer is not None:
+                    peer.awareness_ids[entry.client_id] = entry.clock
+            else:
+                record.entry = entry
+                record.seen = now
+                if record.peer is not None:
+                    record.peer.awareness_ids[entry.client_id] = entry.clock
 
     def _changed(self, room: Room, frame: bytes, update: bytes, actor: str | None,
                  exclude: Peer | None = None) -> None:
@@ -473,8 +492,7 @@ class RoomManager:
             room.broadcast(p.awareness_frame(p.encode_awareness(gone)))
         if room.dirty and now - room.materialised_at >= self.materialise_delay:
             await self._materialise(room)
-        if (room.changed_since_version and room.peers
-                and now - room.last_version_at >= self.version_interval):
+        if room.changed_since_version and now - room.last_version_at >= self.version_interval:
             await self.flush()
             await self._record_version(room, "periodic")
         if room.log_rows >= self.compact_threshold and not room.compacting:

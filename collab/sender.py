@@ -1,5 +1,9 @@
 """Writing frames to one connection without a task or an await per frame.
 
+Fast path: when ``send`` is uvicorn's own WebSocket protocol (sans-I/O implementation, no
+compression negotiated), a server frame is unmasked, so one encoded frame (:func:`wire_frame`)
+is written straight to every writable transport: encoded once per broadcast, no coroutine.
+
 An ASGI ``send`` coroutine normally completes without suspending (the transport takes the
 bytes); only when the transport is paused does it wait. A :class:`Sender` steps the coroutine
 itself: the common case costs one ``coro.send(None)``, and a paused transport parks the
@@ -21,6 +25,30 @@ log = logging.getLogger("scriptorium.collab")
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 CLOSE_TOO_SLOW = 4008
+_STATE_OPEN = 1  # websockets.protocol.State.OPEN
+
+
+def wire_frame(payload: bytes) -> bytes:
+    """An unmasked, final binary WebSocket frame carrying ``payload``."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x82, size)) + payload
+    if size < 65536:
+        return bytes((0x82, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x82, 127)) + size.to_bytes(8, "big") + payload
+
+
+def raw_protocol(send: ASGISend) -> Any:
+    """uvicorn's sans-I/O WebSocket protocol behind ``send``, when frames can be written directly."""
+    proto = getattr(send, "__self__", None)
+    conn = getattr(proto, "conn", None)
+    if conn is None or getattr(proto, "transport", None) is None or getattr(proto, "writable", None) is None:
+        return None
+    if getattr(conn, "extensions", None):  # e.g. permessage-deflate: frames differ per connection
+        return None
+    if not hasattr(proto, "close_sent"):
+        return None
+    return proto
 
 
 class Sender:
@@ -30,6 +58,7 @@ class Sender:
         self._queued = 0
         self._busy = False
         self._max = max_queued
+        self._proto = raw_protocol(send)
         self.closed = False
         self.failed = False
         self.idle = asyncio.Event()
@@ -39,12 +68,22 @@ class Sender:
     def queued_bytes(self) -> int:
         return self._queued
 
-    def push(self, frame: bytes, message: dict[str, Any] | None = None) -> None:
+    @property
+    def direct(self) -> bool:
+        return self._proto is not None
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
         """Send ``frame`` now, or queue it behind frames waiting on a paused transport.
 
-        ``message`` is the ASGI message for ``frame`` when the caller shares one between peers.
+        ``message`` is the ASGI message and ``wire`` the encoded frame for ``frame`` when the
+        caller shares them between peers.
         """
         if self.closed:
+            return
+        proto = self._proto
+        if (proto is not None and not self._busy and proto.writable.is_set() and not proto.close_sent
+                and proto.conn.state == _STATE_OPEN):
+            proto.transport.write(wire if wire is not None else wire_frame(frame))
             return
         if message is None:
             message = {"type": "websocket.send", "bytes": frame}

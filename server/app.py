@@ -347,6 +347,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     }
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers)
     app.router.default = spa_fallback(app.router.default)
+    from server.editing.live import CollabFastPath
+
+    app.add_middleware(CollabFastPath)
     app.add_middleware(RequestContext, metrics=metrics)
     if settings.sql_statement_header:
         app.add_middleware(StatementHeader)

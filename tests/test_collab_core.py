@@ -6,11 +6,11 @@ import asyncio
 import uuid
 
 import httpx
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
-from server.catalog.models import Collaborator, Course
+from server.catalog.models import Collaborator
 from server.editing.models import LessonUpdate, LessonVersion
 from tests.collab_support import YClient, closed_with, converge, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
@@ -190,7 +190,22 @@ async def test_revoking_or_unpublishing_closes_sockets(server: ServerProcess, cl
         await conn.execute(update(Collaborator).where(Collaborator.course_id == pub.course_id)
                            .values(user_id=learner.clerk_id))
     assert await v.wait_closed(within=5) == 4403
-    async with db.begin() as conn:
-        await conn.execute(update(Course).where(Course.id == pub.course_id).values(is_published=False))
-        count = (await conn.execute(select(func.count()).select_from(Course))).scalar()
-    assert count
+
+
+async def test_a_reader_that_falls_too_far_behind_is_closed_4008(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, body="")
+    slow = await YClient.connect(server.ws_url, lesson.id, author.token)
+    writer = await YClient.connect(server.ws_url, lesson.id, author.token)
+    slow.ws.transport.pause_reading()  # stops reading: the kernel buffers fill, then the server's queue
+    chunk = "x" * (1024 * 1024)
+    for _ in range(30):  # 30 MiB towards a reader that takes nothing
+        writer.body.insert(0, chunk)
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.5)
+    slow.ws.transport.resume_reading()
+    assert await slow.wait_closed(within=30) == 4008
+    # The writer is unaffected.
+    assert writer.close_code is None
+    await writer.close()

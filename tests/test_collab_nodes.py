@@ -8,8 +8,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import distinct as distinct_
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.editing.models import LessonUpdate
 from tests.collab_support import YClient, converge, lesson_row, make_lesson
 from tests.support import RedisServer, ServerProcess, dev_user, eventually
 
@@ -90,6 +93,12 @@ async def test_two_nodes_converge_even_across_a_redis_restart(
     a.title.insert(1, "itle")
     assert (await converge([a, b], within=10))["title"] == "Title"
 
+    # Exactly one node persisted each update: no update bytes twice in the log.
+    async with db.connect() as conn:
+        rows, distinct = (await conn.execute(
+            select(func.count(), func.count(distinct_(LessonUpdate.update)))
+            .where(LessonUpdate.lesson_id == lesson.lesson_id))).one()
+    assert rows == distinct and rows > 1
     # A third client on node B starts late and sees everything.
     c = await YClient.connect(b_node.ws_url, lesson.id, author.token)
     assert c.text() == a.text()

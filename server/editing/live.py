@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, WebSocketRoute
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collab.relay import RedisRelay
 from collab.room import (
@@ -111,3 +111,24 @@ class CollabEndpoint:
 
 def websocket_routes() -> list[BaseRoute]:
     return [WebSocketRoute("/collab/lessons/{lesson_id}", CollabEndpoint())]
+
+
+COLLAB_PREFIX = "/collab/lessons/"
+
+
+class CollabFastPath:
+    """Hands ``/collab/lessons/{id}`` sockets to the rooms ahead of the router, with the server's
+    own ``send`` (not wrapped per message by the exception middleware), so broadcasts can write
+    one encoded frame to every peer. Everything else goes on to the app unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope.get("path", "")
+        if scope["type"] == "websocket" and path.startswith(COLLAB_PREFIX) and "/" not in path[len(COLLAB_PREFIX):]:
+            scope["path_params"] = {"lesson_id": path[len(COLLAB_PREFIX):]}
+            rooms: RoomManager = services(HTTPConnection(scope)).rooms
+            await rooms.handle(scope, receive, send)  # type: ignore[arg-type]
+            return
+        await self.app(scope, receive, send)
