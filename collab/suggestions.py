@@ -190,7 +190,7 @@ class Resolved:
     insert: str
 
 
-def _delta_since(doc: Doc[Any], field: str, state: bytes) -> tuple[str, list[dict[str, Any]]]:
+def _delta_since(doc: Doc[Any], field: str, state: bytes) -> tuple[str, list[dict[str, Any]] | None]:
     """The field's text in the anchored state, and the delta from it to ``doc``'s text now."""
     scratch: Doc[Any] = Doc()
     scratch.apply_update(state)
@@ -206,12 +206,9 @@ def _delta_since(doc: Doc[Any], field: str, state: bytes) -> tuple[str, list[dic
         scratch.apply_update(doc.get_update(scratch.get_state()))
     finally:
         text.unobserve(subscription)
-    flat: list[dict[str, Any]] = []
-    if len(deltas) > 1:  # never seen: one update is one transaction; compose conservatively
-        return base, [{"unsupported": True}]
-    for d in deltas:
-        flat.extend(d)
-    return base, flat
+    if len(deltas) > 1:  # one update is one transaction, so one event; never compose guesses
+        return base, None
+    return base, deltas[0] if deltas else []
 
 
 def resolve(doc: Doc[Any], payload: dict[str, Any]) -> list[Resolved]:
@@ -223,13 +220,15 @@ def resolve(doc: Doc[Any], payload: dict[str, Any]) -> list[Resolved]:
     anchor_data = payload.get("anchor") or {}
     if anchor_data.get("kind") == ANCHOR_KIND:
         base, delta = _delta_since(doc, field, base64.b64decode(anchor_data["state"]))
-        ops = _delta_in_code_points(base, delta)
+        ops = None if delta is None else _delta_in_code_points(base, delta)
         if ops is not None and _apply_ops(base, ops) != current:
             ops = None  # the anchored state is not an ancestor of this document (e.g. it was reset)
+    # Positions in the anchored state (``anchor.positions``) when they differ from the ones shown.
+    positions = anchor_data.get("positions") or changes
     resolved: list[Resolved] = []
     for n, change in enumerate(changes):
         original: str = change["original"]
-        start_old, end_old = change["index"], change["index"] + change["delete"]
+        start_old, end_old = positions[n]["index"], positions[n]["index"] + positions[n]["delete"]
         if ops is None:
             # Not anchorable: accept only if the text at the original place is unchanged.
             start, end = start_old, end_old

@@ -162,3 +162,27 @@ def test_restore_preserves_a_concurrent_edit_and_shared_text() -> None:
     expected = "Intro 😀\nMiddle\nOutro (edited)"
     assert str(server.get("body", type=Text)) == expected == str(editor.get("body", type=Text))
     assert str(editor.get("title", type=Text)) == "v1 title"
+
+
+def test_rebase_from_the_row_text_onto_a_live_text_that_moved_on() -> None:
+    seen = "alpha beta 😀 gamma"
+    live = "Zero alpha beta 😀 gamma delta"
+    changes = suggestions.parse_changes(seen, [{"index": 6, "delete": 4, "insert": "BETA"},
+                                               {"index": 13, "delete": 0, "insert": "!"}])
+    rebased = suggestions.rebase(seen, live, changes)
+    assert rebased == [{"index": 11, "delete": 4, "insert": "BETA"}, {"index": 18, "delete": 0, "insert": "!"}]
+    # The live text changed the very span: no rebase (the client gets a 409 with the live text).
+    assert suggestions.rebase(seen, "alpha BETTA 😀 gamma", changes) is None
+    # Something typed exactly where an insertion goes is ambiguous: refuse.
+    assert suggestions.rebase(seen, "alpha beta 😀 ?gamma", changes) is None
+
+
+def test_an_anchored_span_deleted_entirely_conflicts_with_empty_text() -> None:
+    server = new_doc("keep this; drop that")
+    payload = suggestions.anchor(server, "body", [{"index": 16, "delete": 4, "insert": "THAT"}],
+                                 base_version="1", comment=None)
+    delete_cp(server, 10, 20)
+    with pytest.raises(suggestions.AnchorConflict) as info:
+        suggestions.apply(server, payload)
+    assert info.value.current_text == ""
+    assert str(server.get("body", type=Text)) == "keep this;"

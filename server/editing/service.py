@@ -13,7 +13,7 @@ from typing import Any
 
 from pycrdt import Doc
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collab import suggestions, versions
 from server.access import CourseAccess, Role, lesson_access, require
@@ -54,10 +54,9 @@ def version_detail(v: LessonVersion) -> dict[str, Any]:
 
 
 async def history_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal) -> CourseAccess:
-    """Version history is for the course's team: author, collaborators (viewers too), admins."""
-    access = await lesson_access(session, lesson_id, user)
-    require(access.role >= Role.VIEWER, "Only the course's author, collaborators and admins see its history.")
-    return access
+    """Whoever can read the lesson can read its history: every version's text was the lesson's
+    readable text once (the live text is materialised into the lesson within seconds)."""
+    return await lesson_access(session, lesson_id, user)
 
 
 async def list_versions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, *, limit: int,
@@ -88,8 +87,8 @@ async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: u
     return version
 
 
-async def restore_version(sessions: Any, rooms: Any, lesson_id: uuid.UUID, version_id: uuid.UUID,
-                          user: Principal) -> dict[str, Any]:
+async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
+                          version_id: uuid.UUID, user: Principal) -> dict[str, Any]:
     """Record the current text as a version, then apply the difference to the live document."""
     async with sessions() as session:
         access = await lesson_access(session, lesson_id, user)
@@ -130,8 +129,8 @@ def _unprocessable(err: suggestions.SuggestionError) -> ValidationFailed:
                             errors=[field_error([str(p) for p in err.loc], err.msg)])
 
 
-async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, user: Principal, *, field: str,
-                            changes: list[dict[str, Any]], base_version: str,
+async def create_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
+                            user: Principal, *, field: str, changes: list[dict[str, Any]], base_version: str,
                             comment: str | None) -> dict[str, Any]:
     async with sessions() as session:
         await lesson_access(session, lesson_id, user)  # 404 when hidden; anyone who reads may suggest
@@ -156,13 +155,24 @@ async def create_suggestion(sessions: Any, rooms: Any, lesson_id: uuid.UUID, use
         rebased = suggestions.rebase(seen, live, parsed)
         if rebased is None:
             return live
-        return suggestions.anchor(doc, field, rebased, base_version=base_version, comment=comment)
+        try:
+            return suggestions.anchor(doc, field, rebased, base_version=base_version, comment=comment)
+        except suggestions.SuggestionError:
+            return live  # the rebased changes no longer fit together: let the client rebase
 
     anchored = await rooms.read(str(lesson_id), anchor)
     if isinstance(anchored, str):
-        raise Conflict("The text you suggest changes was edited meanwhile; rebase onto the current text.",
-                       current_version=current_version, current_text=anchored)
-    # Keep the indexes as the client sent them (against `seen`); the anchor knows where they are now.
+        # Bring the lesson row up to the live text now, so the version and text we answer with
+        # belong together: a client that rebases onto them is then judged against that text.
+        await rooms.materialise(str(lesson_id))
+        async with sessions() as session:
+            lesson = await session.get(Lesson, lesson_id)
+            if lesson is None:
+                raise NotFound("No such lesson.")
+            raise Conflict("The text you suggest changes was edited meanwhile; rebase onto the current text.",
+                           current_version=str(lesson.revision), current_text=lesson_text(lesson, field))
+    # Show the indexes as the client sent them (against `seen`); the anchor keeps its own positions.
+    anchored["anchor"]["positions"] = [{"index": c["index"], "delete": c["delete"]} for c in anchored["changes"]]
     for stored, client in zip(anchored["changes"], parsed, strict=True):
         stored["index"], stored["delete"] = client.index, client.delete
 
@@ -206,7 +216,8 @@ async def get_suggestion(session: AsyncSession, suggestion_id: uuid.UUID, user: 
         access = await lesson_access(session, row.lesson_id, user)
     except NotFound:
         raise NotFound("No such suggested edit.") from None
-    require(_can_see(access, row, user), "Only the suggester and the course's team see this suggestion.")
+    if not _can_see(access, row, user):  # someone else's suggestion: not theirs to see (§2: 404)
+        raise NotFound("No such suggested edit.")
     return suggestion_payload(row)
 
 
@@ -250,8 +261,8 @@ def _still_open(row: SuggestedEdit) -> None:
         raise Conflict(f"This suggestion is already {row.status}.", status_value=row.status)
 
 
-async def decide_suggestion(sessions: Any, rooms: Any, suggestion_id: uuid.UUID, user: Principal,
-                            decision: str) -> dict[str, Any]:
+async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, suggestion_id: uuid.UUID,
+                            user: Principal, decision: str) -> dict[str, Any]:
     """``accept`` (applies it to the live document), ``reject`` or ``withdraw``."""
     async with sessions.begin() as session:
         row = await _suggestion(session, suggestion_id, lock=True)  # serialises concurrent decisions
@@ -259,11 +270,12 @@ async def decide_suggestion(sessions: Any, rooms: Any, suggestion_id: uuid.UUID,
             access = await lesson_access(session, row.lesson_id, user)
         except NotFound:
             raise NotFound("No such suggested edit.") from None
+        if not _can_see(access, row, user):
+            raise NotFound("No such suggested edit.")
         if decision == "withdraw":
             require(row.user_id == user.clerk_id, "Only the suggester can withdraw a suggestion.")
         else:
-            require(_can_see(access, row, user) and access.can_edit,
-                    "Only the course's author, editors and admins decide suggestions.")
+            require(access.can_edit, "Only the course's author, editors and admins decide suggestions.")
         _still_open(row)
         lesson = await session.get(Lesson, row.lesson_id)
         lesson_title = lesson.title if lesson is not None else "a lesson"
