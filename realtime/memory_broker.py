@@ -40,7 +40,7 @@ class MemoryBroker(Broker):
         policy = self.policy
         cutoff = now - int(policy.max_age_s * 1000)
         while len(state.events) > policy.cap or (
-            len(state.events) > policy.keep and state.events[0][1] < cutoff
+            len(state.events) > policy.keep and state.events[0][1] <= cutoff
         ):
             state.events.popleft()
 

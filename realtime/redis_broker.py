@@ -54,7 +54,7 @@ if len > keep then
   local old = redis.call('XRANGE', s, '-', '+', 'COUNT', n)
   local drop = 0
   for i = 1, #old do
-    if tonumber(old[i][2][6]) < now - maxage then drop = drop + 1 else break end
+    if tonumber(old[i][2][6]) <= now - maxage then drop = drop + 1 else break end
   end
   if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
 end

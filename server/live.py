@@ -228,15 +228,53 @@ class OutboxDrain:
 
 # --- the /ws access policy ------------------------------------------------------------------
 
+AUTH_CACHE_S = 60.0
+ACCESS_CACHE_S = 10.0
+
+
+class TtlCache:
+    """A small time-bounded memo: a reconnect storm of 1,000 sockets by a few dozen users costs a
+    few dozen SQL queries, not thousands (rights changes show within ``ttl`` seconds)."""
+
+    def __init__(self, ttl: float, max_size: int = 20_000) -> None:
+        self.ttl = ttl
+        self.max_size = max_size
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        if found[0] < time.monotonic():
+            del self._items[key]
+            return None
+        return found[1]
+
+    def put(self, key: Any, value: Any) -> None:
+        if len(self._items) >= self.max_size:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, value)
+
 
 def _bad(detail: str) -> ChannelDenied:
     return ChannelDenied("bad_request", detail)
 
 
 def make_authorize(svc: Services) -> Any:
+    granted = TtlCache(ACCESS_CACHE_S)
+
     async def authorize(user: User, channel: str) -> str:
         """The internal channel for ``channel`` if ``user`` may read it (same policy as REST)."""
         assert isinstance(user, Principal)
+        key = (user.clerk_id, user.role, channel)
+        cached: str | None = granted.get(key)
+        if cached is not None:
+            return cached
+        internal = await check(user, channel)
+        granted.put(key, internal)
+        return internal
+
+    async def check(user: Principal, channel: str) -> str:
         kind, sep, rest = channel.partition(":")
         if not sep or not rest:
             raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
@@ -267,9 +305,21 @@ def make_authorize(svc: Services) -> Any:
 
 
 def make_authenticate(svc: Services) -> Any:
+    known = TtlCache(AUTH_CACHE_S)
+
     async def authenticate(ws: WebSocket) -> User:
         try:
+            found = svc.auth.token_from(ws, websocket=True)
+            if found is not None and found[1] != "cookie":
+                # The token is verified every time (signature, expiry); only the user lookup
+                # (SQL, and the per-login hooks) is memoised per subject for a minute.
+                claims = await svc.auth.verify(found[0])
+                cached: Principal | None = known.get(claims["sub"])
+                if cached is not None:
+                    return cached
             user = await svc.auth.authenticate(ws, websocket=True)
+            if user is not None:
+                known.put(user.clerk_id, user)
         except Unauthorized as exc:
             raise ConnectionDenied(4401, str(exc.detail or "Unauthorized")) from None
         except Forbidden as exc:

@@ -24,7 +24,11 @@ def _node(nodes: list[dict[str, Any]], reply_id: str) -> dict[str, Any] | None:
 
 
 def apply_event(thread: Thread, event: str, data: dict[str, Any]) -> Thread:
-    """The thread after one ``thread:<id>`` event; ``liked_by_me`` stays the viewer's own."""
+    """The thread after one ``thread:<id>`` event; ``liked_by_me`` stays the viewer's own.
+
+    Idempotent by id: a page's ``last_event_id`` never misses an event but may lag behind what
+    the page shows (ids are assigned after commit), so a replay can repeat applied events.
+    """
     thread = copy.deepcopy(thread)
     post, replies = thread["post"], thread["replies"]
     if event == "post.liked" and data["id"] == post["id"]:
@@ -34,6 +38,8 @@ def apply_event(thread: Thread, event: str, data: dict[str, Any]) -> Thread:
         if node is not None:
             node["like_count"] = data["like_count"]
     elif event == "reply.created":
+        if _node(replies, data["id"]) is not None:
+            return thread  # already on the page (a replay may repeat what the page shows)
         node = {k: v for k, v in data.items()} | {"replies": []}
         parent_id = data["parent_reply_id"]
         if parent_id is None:
@@ -50,6 +56,8 @@ def apply_event(thread: Thread, event: str, data: dict[str, Any]) -> Thread:
             node.update({k: v for k, v in data.items() if k != "liked_by_me"})
     elif event == "reply.deleted":
         found = _find(replies, data["id"])
+        if found is None or found[0][found[1]]["deleted_at"] is not None:
+            return thread  # already gone, or already a placeholder
         if found is not None:
             siblings, index = found
             if data["reply_count"] > 0:  # kept in the tree as [deleted]

@@ -95,10 +95,11 @@ async def events(ws: ClientConnection, count: int, within: float = 20.0) -> list
     return out
 
 
-async def nothing_more(live: Live, ws: ClientConnection, channel: str) -> None:
-    """No stray frame is pending: a fresh marker event is the very next frame."""
+async def nothing_more(live: Live, sockets: ClientConnection | list[ClientConnection], channel: str) -> None:
+    """No stray frame is pending: a fresh marker event is the very next frame on each socket."""
     marker = uuid.uuid4().hex
     await live.emit(channel, "marker", {"marker": marker})
-    frame = await recv(ws)
-    assert frame["type"] == "event" and frame["event"] == "marker", frame
-    assert frame["data"]["marker"] == marker
+    for ws in sockets if isinstance(sockets, list) else [sockets]:
+        frame = await recv(ws)
+        assert frame["type"] == "event" and frame["event"] == "marker", frame
+        assert frame["data"]["marker"] == marker, frame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -153,3 +154,30 @@ async def test_notification_pages(client: httpx.AsyncClient, db: AsyncEngine, al
     assert bad.status_code == 422
     assert (await client.get("/api/notifications", headers=alice.headers,
                              params={"unread": "maybe"})).status_code == 422
+
+
+async def test_simultaneous_likes_fold_into_one_notification(client: httpx.AsyncClient, db: AsyncEngine,
+                                                             alice: DevUser) -> None:
+    course = await make_course(db, alice)
+    post = await create_post(client, course, alice)
+    fans = [await dev_user(client, f"Fan {i}") for i in range(10)]
+    responses = await asyncio.gather(*(client.put(f"/api/forum/posts/{post['id']}/like", headers=fan.headers)
+                                       for fan in fans))
+    assert sorted(r.json()["like_count"] for r in responses) == list(range(1, 11))
+    [note] = await notifications(client, alice)
+    assert note["metadata"]["count"] == 10 and note["title"].endswith(" and 9 others liked your post")
+    # The pushed counts follow commit order, so the last one is the true count.
+    liked = [data["like_count"] for name, data in await outbox(db, f"thread:{post['id']}") if name == "post.liked"]
+    assert liked == list(range(1, 11))
+    assert await unread(client, alice) == 1
+
+
+async def test_simultaneous_replies_push_exact_unread_counts(client: httpx.AsyncClient, db: AsyncEngine,
+                                                             alice: DevUser) -> None:
+    course = await make_course(db, alice)
+    post = await create_post(client, course, alice)
+    people = [await dev_user(client, f"Replier {i}") for i in range(8)]
+    await asyncio.gather(*(create_reply(client, post["id"], person, "at once") for person in people))
+    pushed = [data["unread_count"] for name, data in await outbox(db, f"user:{alice.clerk_id}")]
+    assert pushed == list(range(1, 9))
+    assert await unread(client, alice) == 8

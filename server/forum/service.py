@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, false, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, delete, exists, false, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -275,7 +275,9 @@ async def thread_page(
 ) -> tuple[list[dict[str, Any]], list[Any] | None]:
     """A page of top-level replies (oldest first), each with its whole subtree under ``replies``.
 
-    Two statements whatever the size of the page or the depth of the trees.
+    One statement whatever the size of the page or the depth of the trees: the page's roots
+    (``limit + 1`` of them, to know whether there is more), a recursive CTE down from the first
+    ``limit``, and the counts as correlated subqueries.
     """
     roots = select(ForumReply.id, ForumReply.created_at).where(
         ForumReply.post_id == post_id, ForumReply.parent_reply_id.is_(None)
@@ -287,33 +289,34 @@ async def thread_page(
         except (ValueError, TypeError):
             raise validation("query.cursor", "malformed cursor") from None
         roots = roots.where(tuple_(ForumReply.created_at, ForumReply.id) > tuple_(*key))
-    root_rows = (await session.execute(
-        roots.order_by(ForumReply.created_at, ForumReply.id).limit(limit + 1)
-    )).all()
-    more = len(root_rows) > limit
-    root_rows = root_rows[:limit]
-    if not root_rows:
-        return [], None
-    root_ids = [r.id for r in root_rows]
-
-    tree = select(ForumReply.id).where(ForumReply.id.in_(root_ids)).cte("reply_tree", recursive=True)
+    candidates = roots.order_by(ForumReply.created_at, ForumReply.id).limit(limit + 1).cte("page_candidates")
+    page_roots = (select(candidates.c.id)
+                  .order_by(candidates.c.created_at, candidates.c.id).limit(limit).cte("page_roots"))
+    tree = select(page_roots.c.id).cte("reply_tree", recursive=True)
     child = aliased(ForumReply)
     tree = tree.union_all(select(child.id).where(child.parent_reply_id == tree.c.id))
+    candidate_count = select(func.count()).select_from(candidates).scalar_subquery()
     rows = (await session.execute(
-        _reply_select(viewer).where(ForumReply.id.in_(select(tree.c.id)))
+        _reply_select(viewer).add_columns(candidate_count.label("candidates"))
+        .where(ForumReply.id.in_(select(tree.c.id)))
         .order_by(ForumReply.created_at, ForumReply.id)
     )).all()
+    if not rows:
+        return [], None
 
     nodes: dict[uuid.UUID, dict[str, Any]] = {}
     for row in rows:
         nodes[row[0].id] = _reply_payload(row) | {"replies": []}
-    for node in nodes.values():  # rows are oldest first, so children stay in order
+    items: list[dict[str, Any]] = []
+    for node in nodes.values():  # rows are oldest first, so siblings stay in order
         parent = node["parent_reply_id"]
-        if parent is not None and parent in nodes:
+        if parent is None:
+            items.append(node)
+        elif parent in nodes:
             nodes[parent]["replies"].append(node)
-    items = [nodes[i] for i in root_ids if i in nodes]
-    last = root_rows[-1]
-    return items, ([last.created_at, last.id] if more else None)
+    more = int(rows[0].candidates) > limit
+    last = items[-1]
+    return items, ([last["created_at"], last["id"]] if more else None)
 
 
 # --- writing replies -------------------------------------------------------------------------
@@ -447,7 +450,13 @@ async def set_reply_like(session: AsyncSession, *, ctx: ReplyContext, user: Prin
 
 async def _toggle(session: AsyncSession, model: Any, column: Any, target_id: uuid.UUID, user_id: str,
                   liked: bool) -> bool:
-    """Set or unset one like; True when something changed (idempotent either way)."""
+    """Set or unset one like; True when something changed (idempotent either way).
+
+    Likes of one target are serialised (a transaction lock), so the count each write reports
+    and pushes in its ``*.liked`` event follows commit order: the last event has the true count.
+    """
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                          {"key": f"like:{model.__tablename__}:{target_id}"})
     if liked:
         result = await session.execute(
             insert(model).values({column.key: target_id, "user_id": user_id})

@@ -24,6 +24,18 @@ def notification_payload(n: Notification) -> dict[str, Any]:
             "read_at": n.read_at, "created_at": n.created_at}
 
 
+async def lock_user_notifications(session: AsyncSession, user_id: str) -> None:
+    """Serialise changes to one user's notifications until the transaction ends.
+
+    So each pushed ``unread_count`` is exact in commit order (the last event a client gets
+    matches REST), and simultaneous likes fold into one unread row instead of making two.
+    A transaction that notifies several users should do so in sorted ``user_id`` order (no
+    lock-order deadlocks).
+    """
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                          {"key": f"notifications:{user_id}"})
+
+
 async def unread_count(session: AsyncSession, user_id: str) -> int:
     return int((await session.execute(
         select(func.count()).select_from(Notification)
@@ -59,6 +71,7 @@ async def notify(
     meta = dict(metadata or {})
     if actor_id is not None:
         meta.setdefault("actor_id", actor_id)
+    await lock_user_notifications(session, user_id)
     notification = None
     if group_key is not None:
         notification = await _fold_into_group(session, user_id=user_id, group_key=group_key, meta=meta,
@@ -92,9 +105,6 @@ async def _fold_into_group(
     body: str | None,
     grouped_title: Callable[[int], str] | None,
 ) -> Notification | None:
-    # Serialise writers of one group, so two simultaneous likes never make two unread rows.
-    await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                          {"key": f"notification:{user_id}:{group_key}"})
     current = (await session.execute(
         select(Notification).where(Notification.user_id == user_id, Notification.group_key == group_key,
                                    Notification.read_at.is_(None))
@@ -143,6 +153,7 @@ async def list_notifications(
 
 async def mark_read(session: AsyncSession, *, user_id: str, notification_id: uuid.UUID) -> dict[str, Any]:
     """Mark one of the user's notifications read (idempotent); pushes ``notification.read``."""
+    await lock_user_notifications(session, user_id)
     notification = (await session.execute(
         select(Notification).where(Notification.id == notification_id, Notification.user_id == user_id)
         .with_for_update()
@@ -161,11 +172,12 @@ async def mark_read(session: AsyncSession, *, user_id: str, notification_id: uui
 
 
 async def mark_all_read(session: AsyncSession, *, user_id: str) -> dict[str, Any]:
-    """Mark read what exists now; one created during the call (not yet committed) stays unread.
+    """Mark read what exists now; a notification created after this point stays unread.
 
-    The UPDATE sees the rows committed when it starts (READ COMMITTED), which is exactly "what
-    existed when read-all was called".
+    The user's notification lock orders read-all against notify(): what committed before it is
+    marked, what comes after stays unread (never a half-counted state).
     """
+    await lock_user_notifications(session, user_id)
     marked = (await session.execute(
         update(Notification)
         .where(Notification.user_id == user_id, Notification.read_at.is_(None))
