@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
 
 Thread = dict[str, Any]  # {"post": post payload, "replies": [top-level replies with subtrees]}
@@ -21,6 +22,18 @@ def _find(nodes: list[dict[str, Any]], reply_id: str) -> tuple[list[dict[str, An
 def _node(nodes: list[dict[str, Any]], reply_id: str) -> dict[str, Any] | None:
     found = _find(nodes, reply_id)
     return found[0][found[1]] if found else None
+
+
+def _order(node: dict[str, Any]) -> tuple[datetime, str]:
+    return datetime.fromisoformat(node["created_at"].replace("Z", "+00:00")), node["id"]
+
+
+def _insert_in_order(siblings: list[dict[str, Any]], node: dict[str, Any]) -> None:
+    """Siblings are oldest first (created_at, id), as REST orders them."""
+    index = len(siblings)
+    while index > 0 and _order(siblings[index - 1]) > _order(node):
+        index -= 1
+    siblings.insert(index, node)
 
 
 def apply_event(thread: Thread, event: str, data: dict[str, Any]) -> Thread:
@@ -43,11 +56,11 @@ def apply_event(thread: Thread, event: str, data: dict[str, Any]) -> Thread:
         node = {k: v for k, v in data.items()} | {"replies": []}
         parent_id = data["parent_reply_id"]
         if parent_id is None:
-            replies.append(node)
+            _insert_in_order(replies, node)
         else:
             parent = _node(replies, parent_id)
             if parent is not None:
-                parent["replies"].append(node)
+                _insert_in_order(parent["replies"], node)
                 parent["reply_count"] += 1
         post["reply_count"] += 1
     elif event == "reply.updated":

@@ -271,3 +271,15 @@ async def test_keyset_pages(client: httpx.AsyncClient, db: AsyncEngine, alice: D
     bad = await client.get(f"/api/forum/posts/{thread}/replies", params={"cursor": "garbage!"})
     assert bad.status_code == 422
     assert (await client.get(f"/api/forum/posts/{thread}/replies", params={"limit": "0"})).status_code == 422
+
+
+async def test_routes_are_documented(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    assert set(paths["/api/courses/{id}/forum/posts"]) >= {"get", "post"}
+    assert set(paths["/api/forum/posts/{id}"]) >= {"get", "patch", "delete"}
+    assert set(paths["/api/forum/posts/{id}/replies"]) >= {"get", "post"}
+    assert set(paths["/api/forum/replies/{id}"]) >= {"patch", "delete"}
+    assert set(paths["/api/forum/posts/{id}/like"]) >= {"put", "delete"}
+    assert set(paths["/api/forum/replies/{id}/like"]) >= {"put", "delete"}
+    assert "get" in paths["/api/notifications"] and "get" in paths["/api/notifications/unread-count"]
+    assert "post" in paths["/api/notifications/{id}/read"] and "post" in paths["/api/notifications/read-all"]

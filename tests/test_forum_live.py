@@ -195,3 +195,23 @@ async def test_unread_count_equals_live_notifications(listener: ServerProcess, c
         seen = [m["data"] for m in await events(other_tab, 6, "user:me") if m["event"] == "notification.read"]
         assert seen[-1] == {"ids": "all", "unread_count": 0}
     assert (await client.get("/api/notifications/unread-count", headers=alice.headers)).json()["unread_count"] == 0
+
+
+async def test_draft_threads_are_not_found_to_strangers(listener: ServerProcess, client: httpx.AsyncClient,
+                                                        db: AsyncEngine, alice: DevUser, bob: DevUser) -> None:
+    draft = await make_course(db, alice, published=False)
+    post = await create_post(client, draft, alice, title="staff only")
+    for channel in (f"thread:{post['id']}", f"course:{draft.id}"):
+        async with socket(listener.base_url, bob) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "channel": channel}))
+            refused = await frame(ws)
+            assert refused["type"] == "error" and refused["code"] == "not_found"
+            assert refused["channel"] == channel
+        async with socket(listener.base_url, alice) as ws:
+            await subscribe(ws, channel)
+    # A deleted thread is gone (for someone without a recent grant: the hub memoises grants briefly).
+    await add_collaborator(db, draft, bob, "viewer")
+    await client.delete(f"/api/forum/posts/{post['id']}", headers=alice.headers)
+    async with socket(listener.base_url, bob) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "channel": f"thread:{post['id']}"}))
+        assert (await frame(ws))["code"] == "not_found"

@@ -81,10 +81,10 @@ async def list_posts(request: Request) -> Response:
     """A course's forum posts: pinned first, then newest first."""
     course_id = path_id(request)
     user = await current_user(request)
-    lesson_id = service.parse_lesson_filter(request.query_params.get("lesson_id"))
-    limit, cursor = page_limit(request), decode_cursor(request)
     async with services(request).sessions() as session:
-        await course_access(session, course_id, user)
+        await course_access(session, course_id, user)  # a hidden course is 404 before anything else
+        lesson_id = service.parse_lesson_filter(request.query_params.get("lesson_id"))
+        limit, cursor = page_limit(request), decode_cursor(request)
         items, next_key = await service.list_posts(session, course_id=course_id, viewer=user,
                                                    lesson_id=lesson_id, limit=limit, cursor=cursor)
     return json_response(_page(items, next_key))

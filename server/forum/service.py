@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, delete, exists, false, func, select, text, tuple_
@@ -39,6 +40,19 @@ class PostContext:
 
     post: ForumPost
     access: CourseAccess
+
+
+@lru_cache(maxsize=2048)
+def _cached_html(content: str) -> str:
+    return render_markdown(content)
+
+
+def _html(content: str) -> str:
+    """Short texts (most replies) render once: a thread page of 500 replies re-renders nothing.
+
+    Long ones are not cached, so the cache stays within a few MiB.
+    """
+    return _cached_html(content) if len(content) <= 4000 else render_markdown(content)
 
 
 def course_channel(course_id: uuid.UUID) -> str:
@@ -86,7 +100,7 @@ def _post_payload(row: Any) -> dict[str, Any]:
     post: ForumPost = row[0]
     return {
         "id": post.id, "course_id": post.course_id, "lesson_id": post.lesson_id,
-        "title": post.title, "content": post.content, "html": render_markdown(post.content),
+        "title": post.title, "content": post.content, "html": _html(post.content),
         "author": _author(post.user_id, row.name, row.image_url),
         "is_pinned": post.is_pinned, "is_locked": post.is_locked,
         "like_count": int(row.like_count), "liked_by_me": bool(row.liked_by_me),
@@ -250,7 +264,7 @@ def _reply_payload(row: Any) -> dict[str, Any]:
     return {
         "id": reply.id, "post_id": reply.post_id, "parent_reply_id": reply.parent_reply_id,
         "content": DELETED if deleted else reply.content,
-        "html": render_markdown(DELETED if deleted else reply.content),
+        "html": _html(DELETED if deleted else reply.content),
         "author": None if deleted else _author(reply.user_id, row.name, row.image_url),
         "like_count": int(row.like_count), "liked_by_me": bool(row.liked_by_me),
         "reply_count": int(row.reply_count), "deleted_at": reply.deleted_at,
@@ -410,7 +424,7 @@ async def delete_reply(session: AsyncSession, *, ctx: ReplyContext, user: Princi
         payload = await reply_payload(session, reply.id, user)
     else:
         await session.execute(delete(ForumReply).where(ForumReply.id == reply.id))
-        payload |= {"content": DELETED, "html": render_markdown(DELETED), "author": None,
+        payload |= {"content": DELETED, "html": _html(DELETED), "author": None,
                     "deleted_at": now, "like_count": 0}
     await emit(session, channel=thread_channel(reply.post_id), event="reply.deleted", data=_event(payload))
 
