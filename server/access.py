@@ -119,8 +119,8 @@ def role_columns(course_id: Any, clerk_id: Any | None) -> tuple[Any, Any]:
     return _collaborator_role(course_id, clerk_id), _enrolled(course_id, clerk_id)
 
 
-async def course_access(session: AsyncSession, course_id: uuid.UUID, user: Principal | None,
-                        *, for_update: bool = False) -> CourseAccess:
+async def course_access(session: AsyncSession, course_id: uuid.UUID | ColumnElement[Any],
+                        user: Principal | None, *, for_update: bool = False) -> CourseAccess:
     """Access to a course the caller can read; 404 if it does not exist or is a hidden draft.
 
     One statement (the course row with the caller's collaborator role and enrollment).
@@ -171,9 +171,11 @@ async def lesson_course_id(session: AsyncSession, lesson_id: uuid.UUID) -> uuid.
 
 
 async def lesson_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal | None) -> CourseAccess:
-    """Access to the course of a lesson; 404 when the lesson is unknown or hidden."""
+    """Access to the course of a lesson; 404 when the lesson is unknown or hidden (one statement)."""
+    course_id = (select(Unit.course_id).join(Lesson, Lesson.unit_id == Unit.id)
+                 .where(Lesson.id == lesson_id).scalar_subquery())
     try:
-        return await course_access(session, await lesson_course_id(session, lesson_id), user)
+        return await course_access(session, course_id, user)
     except NotFound:
         raise NotFound("No such lesson.") from None
 

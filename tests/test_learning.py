@@ -194,3 +194,59 @@ async def test_me_courses_runs_the_same_statements_for_1_or_50(client: httpx.Asy
     fifty = await client.get("/api/me/courses", params={"limit": "50"}, headers=learner.headers)
     assert len(one.json()["items"]) == 1 and len(fifty.json()["items"]) == 50
     assert int(one.headers["x-sql-statements"]) == int(fifty.headers["x-sql-statements"])
+
+
+async def test_progress_stays_exact_while_lessons_are_deleted(client: httpx.AsyncClient, alice: DevUser) -> None:
+    """Completions racing with lesson deletions: no 5xx, and everyone ends at exactly 100."""
+    course = await build_course(client, alice, units=2, lessons_per_unit=8)
+    learners = [await dev_user(client, f"Deletion racer {n}") for n in range(3)]
+    for learner in learners:
+        await enroll(client, learner, course.id)
+    doomed = set(course.lesson_ids[::4])
+    async with httpx.AsyncClient(base_url=str(client.base_url), timeout=60,
+                                 limits=httpx.Limits(max_connections=40)) as burst:
+        async def complete(learner: DevUser, lesson: str) -> int:
+            response = await burst.put(f"/api/lessons/{lesson}/progress", json={"status": "completed"},
+                                       headers=learner.headers)
+            return response.status_code
+
+        async def remove(lesson: str) -> int:
+            return (await burst.delete(f"/api/lessons/{lesson}", headers=alice.headers)).status_code
+
+        calls = [complete(learner, lesson) for lesson in course.lesson_ids for learner in learners]
+        for k, lesson in enumerate(sorted(doomed)):
+            calls.insert(3 + 9 * k, remove(lesson))
+        statuses = await asyncio.gather(*calls)
+    assert set(statuses) <= {200, 204, 404}, statuses
+    for learner in learners:
+        progress = (await client.get(f"/api/courses/{course.id}/progress", headers=learner.headers)).json()
+        assert progress["total_lessons"] == len(course.lesson_ids) - len(doomed)
+        assert progress["progress"] == 100 and progress["completed_lessons"] == progress["total_lessons"]
+
+
+async def test_routes_are_documented(client: httpx.AsyncClient) -> None:
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    expected = {
+        "/api/courses/{id}/enrollment": {"put", "delete"}, "/api/me/courses": {"get"},
+        "/api/lessons/{id}/progress": {"put"}, "/api/courses/{id}/progress": {"get"},
+        "/api/courses/{id}/feedback": {"get", "post"}, "/api/feedback/{id}/upvote": {"put", "delete"},
+        "/api/lessons/{id}/media": {"get", "post"}, "/api/media/{id}": {"delete"},
+        "/api/lessons/{id}/quizzes": {"get", "post"}, "/api/quizzes/{id}": {"get", "patch", "delete"},
+        "/api/quizzes/{id}/attempts": {"post"},
+    }
+    for path, methods in expected.items():
+        assert methods <= set(paths[path]), path
+    upload = paths["/api/lessons/{id}/media"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in upload and "application/json" in upload
+
+
+async def test_a_course_back_in_draft_leaves_my_list(client: httpx.AsyncClient, alice: DevUser) -> None:
+    learner = await dev_user(client, "Draft watcher")
+    course = await build_course(client, alice, lessons_per_unit=1)
+    await enroll(client, learner, course.id)
+    assert [c["id"] for c in (await client.get("/api/me/courses", headers=learner.headers)).json()["items"]] == [
+        course.id]
+    assert (await client.post(f"/api/courses/{course.id}/unpublish", headers=alice.headers)).status_code == 200
+    assert (await client.get("/api/me/courses", headers=learner.headers)).json()["items"] == []
+    assert (await client.put(f"/api/lessons/{course.lesson_ids[0]}/progress", json={"status": "completed"},
+                             headers=learner.headers)).status_code == 404

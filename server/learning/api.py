@@ -59,7 +59,7 @@ async def my_courses(request: Request) -> Response:
     user = await require_user(request)
     limit, after = page_limit(request), decode_cursor(request)
     async with services(request).sessions() as session:
-        items = await service.my_courses(session, user_id=user.clerk_id, limit=limit, after=after)
+        items = await service.my_courses(session, user=user, limit=limit, after=after)
     result = page(items, limit, lambda item: item["_cursor"])
     for item in result["items"]:
         item.pop("_cursor")
@@ -72,11 +72,14 @@ async def set_progress(request: Request) -> Response:
     lesson_id = path_id(request)
     user = await require_user(request)
     body = await read_json(request, ProgressBody)
-    async with services(request).sessions.begin() as session:
-        access = await lesson_access(session, lesson_id, user)
-        result = await service.set_lesson_status(session, course_id=access.course_id, lesson_id=lesson_id,
-                                                 user_id=user.clerk_id, status=body.status)
-    return json_response(result)
+
+    async def write() -> dict[str, Any]:
+        async with services(request).sessions.begin() as session:
+            access = await lesson_access(session, lesson_id, user)
+            return await service.set_lesson_status(session, course_id=access.course_id, lesson_id=lesson_id,
+                                                   user_id=user.clerk_id, status=body.status)
+
+    return json_response(await service.retrying(write))
 
 
 @api.get("/courses/{id}/progress")
@@ -178,17 +181,21 @@ async def attempt_quiz(request: Request) -> Response:
     """Submit answers; a passing attempt completes the lesson for an enrolled learner."""
     user = await require_user(request)
     body = await read_json(request, quizzes.AttemptBody)
-    async with services(request).sessions.begin() as session:
-        quiz, access = await _quiz_for(request, session)
-        attempt, results = await quizzes.record_attempt(session, quiz=quiz, user_id=user.clerk_id,
-                                                        answers=body.answers)
-        lesson: dict[str, Any] | None = None
-        if attempt.passed and access.enrolled:
-            lesson = await service.set_lesson_status(
-                session, course_id=access.course_id, lesson_id=quiz.lesson_id, user_id=user.clerk_id,
-                status="completed", only_upgrade=True)
-    return json_response({
-        "id": attempt.id, "quiz_id": quiz.id, "score": attempt.score, "passed": attempt.passed,
-        "results": results, "lesson_status": lesson["status"] if lesson else None,
-        "progress": lesson["progress"] if lesson else None,
-    })
+
+    async def submit() -> dict[str, Any]:
+        async with services(request).sessions.begin() as session:
+            quiz, access = await _quiz_for(request, session)
+            attempt, results = await quizzes.record_attempt(session, quiz=quiz, user_id=user.clerk_id,
+                                                            answers=body.answers)
+            lesson: dict[str, Any] | None = None
+            if attempt.passed and access.enrolled:
+                lesson = await service.set_lesson_status(
+                    session, course_id=access.course_id, lesson_id=quiz.lesson_id, user_id=user.clerk_id,
+                    status="completed")
+        return {
+            "id": attempt.id, "quiz_id": quiz.id, "score": attempt.score, "passed": attempt.passed,
+            "results": results, "lesson_status": lesson["status"] if lesson else None,
+            "progress": lesson["progress"] if lesson else None,
+        }
+
+    return json_response(await service.retrying(submit))

@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.access import visible_courses
+from server.auth import Principal
 from server.catalog.models import Course, Lesson, Unit
-from server.errors import Conflict
+from server.errors import Conflict, NotFound
 from server.gamification.service import record_action
 from server.http import parse_datetime
-from server.learning.models import UserCourse, UserProgress
+from server.learning.models import UserCourse
 from server.users.models import User
 
 STATUSES = ("not_started", "in_progress", "completed")
+RETRYABLE = ("40P01", "40001")  # deadlock detected, serialization failure
+
+T = TypeVar("T")
+
+
+async def retrying(attempt: Callable[[], Awaitable[T]], tries: int = 3) -> T:
+    """Run a whole transaction again when PostgreSQL aborted it for a deadlock.
+
+    A progress write locks the learner's enrollment then a lesson status row; deleting a lesson
+    removes status rows then locks every enrollment of the course: rarely, the two deadlock.
+    """
+    for n in range(tries):
+        try:
+            return await attempt()
+        except DBAPIError as exc:
+            if n == tries - 1 or getattr(exc.orig, "sqlstate", None) not in RETRYABLE:
+                raise
+    raise AssertionError("unreachable")
 
 # Lock the enrollments first (in id order, so two recomputes never deadlock), then count in a
 # *new* statement: under READ COMMITTED that statement's snapshot sees every progress write that
@@ -36,7 +58,7 @@ _RECOMPUTE = text("""
 WITH totals AS (
     SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
 ), done AS (
-    SELECT uc.user_id, count(p.id) AS n
+    SELECT uc.user_id, uc.completed_at AS was_completed_at, count(p.id) AS n
     FROM user_courses uc
     LEFT JOIN (user_progress p
                JOIN lessons l ON l.id = p.lesson_id
@@ -44,7 +66,7 @@ WITH totals AS (
            ON p.user_id = uc.user_id AND p.status = 'completed'
     WHERE uc.course_id = :course_id
       AND (CAST(:user_id AS text) IS NULL OR uc.user_id = CAST(:user_id AS text))
-    GROUP BY uc.user_id
+    GROUP BY uc.user_id, uc.completed_at
 )
 UPDATE user_courses uc
 SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
@@ -53,21 +75,28 @@ SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
         ELSE uc.completed_at END
 FROM totals t, done d
 WHERE uc.course_id = :course_id AND d.user_id = uc.user_id
-RETURNING uc.user_id, uc.progress, uc.completed_at
+RETURNING uc.user_id, uc.progress, uc.completed_at, d.was_completed_at
 """)
 
 
 async def recompute_course_progress(
-    session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None
+    session: AsyncSession, course_id: uuid.UUID, user_id: str | None = None, *, locked: bool = False
 ) -> dict[str, tuple[float, datetime | None]]:
     """Recompute ``user_courses.progress`` of a course (one user, or every enrollment) in-transaction.
 
     Call it whenever a lesson is completed or un-completed, and when lessons are added or removed.
+    ``locked``: the caller already holds the enrollment row lock(s) (taken before its own writes).
+    Learners whose course becomes complete here get ``record_action(courses_completed)``.
     Returns ``{user_id: (progress, completed_at)}`` of the enrollments it updated.
     """
     params = {"course_id": course_id, "user_id": user_id}
-    await session.execute(_LOCK, params)
+    if not locked:
+        await session.execute(_LOCK, params)
     rows = (await session.execute(_RECOMPUTE, params)).all()
+    for row in rows:
+        # e.g. the last lesson a learner had not done was deleted, or a finished learner re-enrolled
+        if row.completed_at is not None and row.was_completed_at is None:
+            await record_action(session, user_id=row.user_id, keys={"courses_completed"})
     return {row.user_id: (float(row.progress), row.completed_at) for row in rows}
 
 
@@ -103,49 +132,76 @@ async def unenroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str)
     return Enrollment(False, 0.0, None)
 
 
-async def lock_enrollment(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> UserCourse | None:
-    return (await session.execute(
-        select(UserCourse).where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
-        .with_for_update()
-    )).scalar_one_or_none()
+# With the learner's enrollment row locked (so this statement's snapshot sees every earlier write
+# of theirs), one statement upserts the lesson status and recomputes the course progress: the
+# other completed lessons come from the snapshot, this lesson from the new status.
+_SET_STATUS = text("""
+WITH previous AS (
+    SELECT status FROM user_progress WHERE user_id = :user_id AND lesson_id = :lesson_id
+), upserted AS (
+    INSERT INTO user_progress (user_id, lesson_id, status, completed_at)
+    VALUES (:user_id, :lesson_id, CAST(:status AS text),
+            CASE WHEN CAST(:status AS text) = 'completed' THEN now() END)
+    ON CONFLICT (user_id, lesson_id) DO UPDATE
+    SET status = excluded.status,
+        -- the first completion time is kept when a completed lesson is completed again
+        completed_at = CASE WHEN excluded.status = 'completed'
+                            THEN coalesce(user_progress.completed_at, excluded.completed_at) END,
+        updated_at = now()
+    RETURNING status
+), totals AS (
+    SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
+), others AS (
+    SELECT count(*) AS n
+    FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
+    WHERE u.course_id = :course_id AND p.user_id = :user_id AND p.status = 'completed'
+      AND p.lesson_id <> :lesson_id
+), done AS (
+    SELECT o.n + CASE WHEN CAST(:status AS text) = 'completed' THEN 1 ELSE 0 END AS n FROM others o
+)
+UPDATE user_courses uc
+SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
+    completed_at = CASE
+        WHEN t.n > 0 AND d.n >= t.n THEN coalesce(uc.completed_at, now())
+        ELSE uc.completed_at END
+FROM totals t, done d
+WHERE uc.id = :enrollment_id
+RETURNING uc.progress, uc.completed_at, (SELECT status FROM previous) AS previous,
+          (SELECT count(*) FROM upserted) AS written
+""")
 
 
 async def set_lesson_status(
     session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
-    only_upgrade: bool = False,
 ) -> dict[str, Any]:
     """Set the caller's status of a lesson and recompute the course progress in this transaction.
 
-    409 when the user is not enrolled. ``only_upgrade`` (a passed quiz) never lowers a status.
+    409 when the user is not enrolled. Locks the lesson (shared) and the enrollment (serialising
+    this learner's writes to the course), then one statement upserts and recomputes.
     """
-    enrollment = await lock_enrollment(session, course_id=course_id, user_id=user_id)
+    # The lesson first (KEY SHARE: it cannot be deleted under us, other writers don't wait), then
+    # the enrollment. A lesson deletion takes the lesson and then the enrollments, so the two
+    # always lock in the same order and never deadlock.
+    lesson = (await session.execute(
+        select(Lesson.id).where(Lesson.id == lesson_id).with_for_update(key_share=True)
+    )).first()
+    if lesson is None:
+        raise NotFound("No such lesson.")
+    enrollment = (await session.execute(
+        select(UserCourse.id, UserCourse.completed_at)
+        .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
+        .with_for_update()
+    )).one_or_none()
     if enrollment is None:
         raise Conflict("Enroll in the course first.")
-    was_course_completed = enrollment.completed_at is not None
-    previous = (await session.execute(
-        select(UserProgress.status).where(UserProgress.user_id == user_id, UserProgress.lesson_id == lesson_id)
-    )).scalar_one_or_none()
-    if only_upgrade and previous == "completed":
-        status = "completed"
-    stmt = insert(UserProgress).values(
-        user_id=user_id, lesson_id=lesson_id, status=status,
-        completed_at=func.now() if status == "completed" else None,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["user_id", "lesson_id"],
-        set_={
-            "status": stmt.excluded.status,
-            # The first completion time is kept when a completed lesson is completed again.
-            "completed_at": func.coalesce(UserProgress.completed_at, stmt.excluded.completed_at)
-            if status == "completed" else None,
-            "updated_at": func.now(),
-        },
-    )
-    await session.execute(stmt)
-    progress, completed_at = (await recompute_course_progress(session, course_id, user_id))[user_id]
-    if status == "completed" and previous != "completed":
+    row = (await session.execute(_SET_STATUS, {
+        "user_id": user_id, "lesson_id": lesson_id, "course_id": course_id, "status": status,
+        "enrollment_id": enrollment.id,
+    })).one()
+    progress, completed_at = float(row.progress), row.completed_at
+    if status == "completed" and row.previous != "completed":
         await record_action(session, user_id=user_id, keys={"lessons_completed"})
-    if completed_at is not None and not was_course_completed:
+    if completed_at is not None and enrollment.completed_at is None:
         await record_action(session, user_id=user_id, keys={"courses_completed"})
     return {"lesson_id": lesson_id, "course_id": course_id, "status": status, "progress": progress,
             "course_completed_at": completed_at}
@@ -174,9 +230,13 @@ async def course_progress(session: AsyncSession, *, course_id: uuid.UUID, user_i
 
 
 async def my_courses(
-    session: AsyncSession, *, user_id: str, limit: int, after: list[Any] | None
+    session: AsyncSession, *, user: Principal, limit: int, after: list[Any] | None
 ) -> list[dict[str, Any]]:
-    """The user's enrollments, newest first, as course summaries with progress (one query)."""
+    """The user's enrollments, newest first, as course summaries with progress (one query).
+
+    A course taken back to draft drops out of the list unless the user may see drafts of it.
+    """
+    user_id = user.clerk_id
     lesson_count = (
         select(func.count(Lesson.id)).join(Unit, Unit.id == Lesson.unit_id)
         .where(Unit.course_id == Course.id).correlate(Course).scalar_subquery()
@@ -185,7 +245,7 @@ async def my_courses(
         select(UserCourse, Course, User, lesson_count.label("lesson_count"))
         .join(Course, Course.id == UserCourse.course_id)
         .join(User, User.clerk_id == Course.author_id)
-        .where(UserCourse.user_id == user_id)
+        .where(UserCourse.user_id == user_id, visible_courses(user))
         .order_by(UserCourse.created_at.desc(), UserCourse.id.desc())
         .limit(limit + 1)
     )
