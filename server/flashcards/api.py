@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, func, literal, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -88,7 +89,7 @@ def _card_count(set_id: Any) -> Any:
     return select(func.count()).select_from(Flashcard).where(Flashcard.set_id == set_id).scalar_subquery()
 
 
-async def _check_course(session: Any, course_id: uuid.UUID | None, request: Request) -> None:
+async def _check_course(session: AsyncSession, course_id: uuid.UUID | None, request: Request) -> None:
     if course_id is None:
         return
     try:
@@ -319,3 +320,17 @@ async def review_card(request: Request) -> Response:
         result = await service.review_card(session, card_id=path_id(request, "id"), user=me, rating=body.rating,
                                            now=svc.clock.now())
     return json_response(result)
+
+
+@api.get("/me/flashcard-stats", query={"days": "look-back window in days (default 30, at most 365)"})
+async def flashcard_stats(request: Request) -> Response:
+    """Your review history summed up: reviews per rating, retention (share not rated "again"), due now."""
+    me = await require_user(request)
+    svc = services(request)
+    raw = request.query_params.get("days") or "30"
+    if not raw.isdigit() or not 1 <= int(raw) <= 365:
+        raise validation("query.days", "must be an integer from 1 to 365")
+    now = svc.clock.now()
+    async with svc.sessions() as session:
+        stats = await service.review_stats(session, user_id=me.clerk_id, since=now - timedelta(days=int(raw)), now=now)
+    return json_response({"days": int(raw), **stats})

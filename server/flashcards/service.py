@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import fsrs
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -135,3 +135,30 @@ async def review_card(session: AsyncSession, *, card_id: uuid.UUID, user: Princi
     return {"flashcard_id": card_id, "due_at": card.due, "mastery_level": progress.mastery_level,
             "state": STATE_NAMES.get(card.state, "learning"), "stability": card.stability,
             "difficulty": card.difficulty, "review_count": progress.review_count}
+
+
+_STATS = text("""
+SELECT
+  (SELECT count(*) FROM flashcard_reviews WHERE user_id = :uid AND reviewed_at >= :since) AS reviews,
+  (SELECT count(*) FROM flashcard_reviews WHERE user_id = :uid AND reviewed_at >= :since AND rating = 'again') AS again,
+  (SELECT count(*) FROM flashcard_reviews WHERE user_id = :uid AND reviewed_at >= :since AND rating = 'hard') AS hard,
+  (SELECT count(*) FROM flashcard_reviews WHERE user_id = :uid AND reviewed_at >= :since AND rating = 'good') AS good,
+  (SELECT count(*) FROM flashcard_reviews WHERE user_id = :uid AND reviewed_at >= :since AND rating = 'easy') AS easy,
+  (SELECT count(*) FROM user_flashcard_progress WHERE user_id = :uid) AS cards_studied,
+  (SELECT count(*) FROM user_flashcard_progress WHERE user_id = :uid AND due_at <= :now) AS due_now,
+  (SELECT coalesce(avg(mastery_level), 0) FROM user_flashcard_progress WHERE user_id = :uid) AS mastery_avg
+""")
+
+
+async def review_stats(session: AsyncSession, *, user_id: str, since: datetime, now: datetime) -> dict[str, Any]:
+    """Retention over a window: one query over the review history and the schedules."""
+    row = (await session.execute(_STATS, {"uid": user_id, "since": since, "now": now})).mappings().one()
+    reviews = int(row["reviews"])
+    return {
+        "reviews": reviews,
+        "by_rating": {k: int(row[k]) for k in RATINGS},
+        "retention": None if reviews == 0 else round((reviews - int(row["again"])) / reviews, 4),
+        "cards_studied": int(row["cards_studied"]),
+        "due_now": int(row["due_now"]),
+        "mastery_avg": round(float(row["mastery_avg"]), 2),
+    }

@@ -8,12 +8,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
 from server.access import require
-from server.auth import require_user
-from server.errors import NotFound, validation
+from server.auth import current_user, require_user
+from server.errors import Conflict, NotFound, validation
 from server.gamification import service, streaks
 from server.gamification.models import Achievement, LearningGoal, UserAchievement
 from server.gamification.requirements import parse_requirement
@@ -102,11 +103,11 @@ class GoalPatch(BaseModel):
     due_date: date | None = None
 
 
-async def _own_goal(session: Any, request: Request, user_id: str) -> LearningGoal:
+async def _own_goal(session: AsyncSession, request: Request, user_id: str) -> LearningGoal:
     goal = await session.get(LearningGoal, path_id(request, "id"), with_for_update=True)
     if goal is None or goal.user_id != user_id:
         raise NotFound("No such goal.")
-    return goal  # type: ignore[no-any-return]
+    return goal
 
 
 @api.get("/me/goals", query={"limit": "page size", "cursor": "from next_cursor"})
@@ -200,8 +201,6 @@ def achievement_payload(a: Achievement, earned_at: Any, progress: float | None) 
 @api.get("/achievements", auth="optional", query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_achievements(request: Request) -> Response:
     """The achievement catalogue, with whether you earned each and your progress (0–100)."""
-    from server.auth import current_user
-
     me = await current_user(request)
     limit = page_limit(request)
     cursor = decode_cursor(request)
@@ -240,8 +239,6 @@ async def create_achievement(request: Request) -> Response:
     async with services(request).sessions.begin() as session:
         taken = (await session.execute(select(Achievement.id).where(Achievement.name == body.name))).first()
         if taken:
-            from server.errors import Conflict
-
             raise Conflict("An achievement with this name exists.")
         achievement = await service.create_achievement(session, name=body.name, description=body.description,
                                                        requirement=body.requirement, icon=body.icon)

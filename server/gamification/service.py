@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -171,7 +171,7 @@ async def evaluate_achievements(session: AsyncSession, *, user_id: str, keys: It
         .outerjoin(UserAchievement, (UserAchievement.achievement_id == Achievement.id)
                    & (UserAchievement.user_id == user_id))
         .where(UserAchievement.earned_at.is_(None),
-               func.cast(Achievement.requirement, Text).op("~")(f'"({pattern})"'))
+               cast(Achievement.requirement, Text).op("~")(f'"({pattern})"'))
     )).all()
     rules: list[tuple[uuid.UUID, str, str | None, Requirement]] = []
     for achievement_id, name, description, raw in candidates:
@@ -358,7 +358,7 @@ async def refresh_goals(session: AsyncSession, *, user_id: str, now: datetime,
     query = select(LearningGoal).where(LearningGoal.user_id == user_id)
     if target_types is not None:
         query = query.where(LearningGoal.target_type.in_(sorted(set(target_types))))
-    goals = list((await session.execute(query)).scalars())
+    goals = list((await session.execute(query.order_by(LearningGoal.id))).scalars())  # stable lock order
     if not goals:
         return []
     return await evaluate_goals(session, user_id=user_id, goals=goals, now=now,
