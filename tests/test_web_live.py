@@ -258,12 +258,27 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
         await expect(page_a.locator("[data-testid=reply] [data-testid=reply]").get_by_test_id("like-reply")).to_have_text("♥ 1", timeout=10_000)
         await screenshot(page_b, "live-thread.png")
 
-        # the bell panel lists the notification; "mark all read" clears the count
+        # nested replies collapse and expand
+        toggle = page_b.get_by_role("button", name="Hide 1 reply")
+        await toggle.click()
+        await expect(nested).to_be_hidden()
+        await page_b.get_by_role("button", name="Show 1 reply").click()
+        await expect(nested).to_be_visible()
+
+        # the bell panel lists the notification; "mark all read" clears the count here and in her other tab
+        other_tab = await ctx_a.new_page()
+        console_a.attach(other_tab)
+        await other_tab.goto("/")
+        await expect(other_tab.get_by_test_id("unread-count")).to_have_text(str(await unread()))  # + Bob's like
+        await expect(other_tab.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
         await page_a.get_by_test_id("bell").click()
         panel = page_a.get_by_test_id("notif-panel")
         await expect(panel).to_contain_text("Bob")
         await panel.get_by_role("button", name="Mark all read").click()
         await expect(page_a.get_by_test_id("unread-count")).to_be_hidden(timeout=10_000)
+        await expect(other_tab.get_by_test_id("unread-count")).to_be_hidden(timeout=10_000)
+        await page_a.keyboard.press("Escape")
+        await expect(panel).to_have_count(0)
     finally:
         await ctx_a.close()
         await ctx_b.close()

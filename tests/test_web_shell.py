@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.support import ServerProcess
+from tests.support import ServerProcess, dev_user
 from tests.web_support import Console, launch
 
 pytestmark = pytest.mark.browser
@@ -76,5 +76,33 @@ async def test_sign_in_and_small_screen(browser: Browser, server: ServerProcess)
     # keyboard: the skip link is the first stop
     await page.keyboard.press("Tab")
     assert await page.evaluate("document.activeElement.className") == "skip"
+    await context.close()
+    assert console.errors == []
+
+
+async def test_anonymous_reader_sees_the_public_catalogue(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    author = await dev_user(client, "Ada")
+    title = f"Public botany {uuid.uuid4().hex[:6]}"
+    course = (await client.post("/api/courses", json={"title": title}, headers=author.headers)).json()
+    unit = (await client.post(f"/api/courses/{course['id']}/units", json={"title": "U"}, headers=author.headers)).json()
+    (await client.post(f"/api/units/{unit['id']}/lessons",
+                       json={"title": "Roots", "content_type": "text", "content": {"body": "Roots *drink*."}},
+                       headers=author.headers)).raise_for_status()
+    (await client.post(f"/api/courses/{course['id']}/publish", headers=author.headers)).raise_for_status()
+
+    context = await browser.new_context(base_url=server.base_url)
+    page = await context.new_page()
+    console = Console()
+    console.attach(page)
+    await page.goto("/")
+    await page.get_by_label("Search courses").fill(title)
+    await page.get_by_role("link", name=title).click()
+    await expect(page.get_by_role("heading", name=title)).to_be_visible()
+    await page.get_by_role("link", name="Roots").click()
+    await expect(page.get_by_test_id("preview").locator("em")).to_have_text("drink")
+    await expect(page.get_by_test_id("role")).to_have_text("Read-only")
+    await expect(page.get_by_role("link", name="Sign in")).to_be_visible()
     await context.close()
     assert console.errors == []
