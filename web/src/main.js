@@ -184,6 +184,10 @@ function startUserChannel () {
 
 // --- sign in ------------------------------------------------------------------------------
 
+// the people of `python -m server demo`
+const DEMO_PEOPLE = [['user_alice', 'Alice Author', 'author'], ['user_bob', 'Bob Editor', 'editor'],
+  ['user_carol', 'Carol Learner', 'learner'], ['user_dan', 'Dan Learner', 'learner']]
+
 async function signIn () {
   const next = new URLSearchParams(location.search).get('next') || '/'
   if (auth.mode === 'clerk') {
@@ -194,13 +198,13 @@ async function signIn () {
   }
   const input = h('input', { id: 'signin-name', name: 'name', required: true, autocomplete: 'name', placeholder: 'Your name', maxlength: 80 })
   const err = h('p.error', { role: 'alert' })
-  const go = async (name) => {
-    try { await auth.devSignIn(name); await afterSignIn(); navigate(next) } catch (e) { err.textContent = errorText(e) }
+  const go = async (name, sub) => {
+    try { await auth.devSignIn(name, sub); await afterSignIn(); navigate(next) } catch (e) { err.textContent = errorText(e) }
   }
   clear(main,
     h('h1', 'Sign in (development mode)'),
     h('p.muted', 'Pick a demo person or type any name. Each name is its own account.'),
-    h('div.row.people', ['Alice', 'Bob', 'Carol', 'Dave'].map((n) => h('button', { type: 'button', onclick: () => go(n) }, n))),
+    h('div.row.people', DEMO_PEOPLE.map(([sub, n, role]) => h('button', { type: 'button', onclick: () => go(n, sub) }, n, h('small.muted', ` (${role})`)))),
     h('form.stack', { onsubmit: (e) => { e.preventDefault(); if (input.value.trim()) go(input.value) } },
       h('label', { for: 'signin-name' }, 'Name'), input, h('button.primary', { type: 'submit' }, 'Sign in')),
     err)
