@@ -101,6 +101,7 @@ export async function lessonPage (id, { main, onLeave, state }) {
   const roleText = canEdit ? 'You can edit' : isViewer ? 'Viewer: read-only, you may suggest edits' : auth.signedIn ? 'Read-only: select text to suggest an edit' : 'Read-only'
 
   clear(main,
+    h('h1.sr-only', `Lesson: ${lesson.title}`),
     h('p', courseId ? h('a', { href: `/courses/${courseId}` }, '← Course') : null),
     h('div.editor-bar', h('span.pill', { 'data-testid': 'role' }, roleText), connEl, savedEl, presenceEl),
     h('div.lesson-grid',
