@@ -180,6 +180,9 @@ async def test_learner_suggestion_accepted_lands_live(
         await page_c.get_by_test_id("suggest-comment").fill("More precise")
         await page_c.get_by_test_id("suggest-send").click()
         await expect(page_c.get_by_text("Suggestion sent. The authors have been notified.")).to_be_visible()
+        # an enrolled learner can also mark the lesson complete from here
+        await page_c.get_by_test_id("complete-lesson").click()
+        await expect(page_c.get_by_text("Done. Course progress: 100%")).to_be_visible()
 
         # the author sees it in the side panel and accepts it; Bob (a third context) sees it land live
         await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))

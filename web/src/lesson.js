@@ -9,7 +9,7 @@ import { defaultKeymap, history, historyKeymap } from '@codemirror/commands'
 import { markdownLanguage } from '@codemirror/lang-markdown'
 import { syntaxHighlighting, defaultHighlightStyle } from '@codemirror/language'
 import { marked } from 'marked'
-import { h, clear, auth, get, post, toast, showError, errorText, timeAgo, fmtTime, ApiError } from './lib.js'
+import { h, clear, auth, get, post, put, toast, showError, errorText, timeAgo, fmtTime, ApiError } from './lib.js'
 
 const COLORS = ['#e03131', '#2f9e44', '#1971c2', '#f08c00', '#9c36b5', '#0c8599', '#c2255c', '#5c940d']
 const colorFor = (s) => { let x = 0; for (const c of s || '') x = (x * 31 + c.charCodeAt(0)) >>> 0; return COLORS[x % COLORS.length] }
@@ -214,7 +214,28 @@ export async function lessonPage (id, { main, onLeave, state }) {
   let lastField = 'body'
   titleView.contentDOM.addEventListener('focus', () => { lastField = 'title' })
   bodyView.contentDOM.addEventListener('focus', () => { lastField = 'body' })
+  if (access.role === 'learner') side.append(progressBox())
   if (canSuggest) side.append(suggestBox())
+  if (courseId) side.append(h('p', h('a', { href: `/courses/${courseId}#forum-h` }, 'Discuss this course in the forum')))
+
+  function progressBox () {
+    const box = h('section.box', h('h2', 'Your progress'))
+    const btn = h('button.primary', { type: 'button', 'data-testid': 'complete-lesson' }, 'Mark lesson complete')
+    const out = h('p', { role: 'status' })
+    btn.onclick = async () => {
+      try {
+        const r = await put(`/lessons/${id}/progress`, { status: 'completed' })
+        out.textContent = `Done. Course progress: ${Math.round(r.progress)}%`
+        btn.disabled = true
+      } catch (e) { showError(e) }
+    }
+    get(`/courses/${courseId}/outline`).then(async (outline) => {
+      const mine = outline.units.flatMap((u) => u.lessons).find((l) => l.id === id)
+      if (mine?.status === 'completed') { btn.disabled = true; out.textContent = 'You completed this lesson.' } else if (!mine?.status || mine.status === 'not_started') await put(`/lessons/${id}/progress`, { status: 'in_progress' })
+    }).catch(() => {})
+    box.append(btn, out)
+    return box
+  }
 
   function suggestBox () {
     const box = h('section.box', { 'aria-labelledby': 'sg-h' })

@@ -592,7 +592,13 @@ async function mePage () {
 
 async function boot () {
   await auth.init()
-  auth.on('token', (t) => { if (!t) { renderHeader(); live.stopped = true } })
+  auth.on('token', async (t) => {
+    if (!t) { state.me = null; renderHeader(); live.stopped = true; return }
+    if (auth.mode === 'clerk' && state.me?.clerk_id !== auth.session?.sub) { // signed in through Clerk's component
+      await afterSignIn()
+      if (location.pathname === '/signin') navigate(new URLSearchParams(location.search).get('next') || '/')
+    }
+  })
   if (auth.signedIn) await afterSignIn()
   else renderHeader()
   await render()
