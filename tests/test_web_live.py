@@ -431,3 +431,31 @@ async def test_thread_resumes_after_dropped_connection_without_gaps(
     finally:
         await ctx.close()
     assert console.errors == []
+
+
+async def test_accepting_a_stale_suggestion_explains_the_conflict(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    alice = await dev_user(client, "Alice")
+    carol = await dev_user(client, "Carol")
+    course = await make_course(client, alice, publish=True)
+    lesson = (await client.get(f"/api/lessons/{course.lesson_id}", headers=carol.headers)).json()
+    at = BODY.index("sugar")
+    r = await client.post(f"/api/lessons/{course.lesson_id}/suggested-edits", headers=carol.headers,
+                          json={"field": "body", "changes": [{"index": at, "delete": 5, "insert": "glucose"}],
+                                "base_version": lesson["version"], "comment": "precise"})
+    r.raise_for_status()
+    ctx, page, console = await signed_in(browser, server.base_url, alice)
+    try:
+        await open_lesson(page, course.lesson_id)
+        await expect(page.get_by_test_id("suggestion")).to_contain_text("glucose")
+        # the author rewrites the very words the suggestion targets, then tries to accept it
+        await select_text(page, "sugar")
+        await page.keyboard.type("starch")
+        await page.get_by_test_id("accept").click()
+        await expect(page.get_by_test_id("suggestion")).to_contain_text("was changed after it was proposed")
+        assert "glucose" not in await body_text(page)
+    finally:
+        await ctx.close()
+    # Chromium logs every 4xx response; the expected 409 is the only entry
+    assert [e for e in console.errors if "status of 409" not in e] == []

@@ -324,9 +324,13 @@ export async function lessonPage (id, { main, onLeave, state }) {
     const load = async () => {
       try {
         const page = await get(`/lessons/${id}/suggested-edits?status=open&limit=50`)
-        clear(list)
+        // keep the items already shown (and any message under them); add new ones, drop decided ones
+        const shown = new Map([...list.querySelectorAll('li.suggestion')].map((li) => [li.dataset.id, li]))
+        list.querySelector('li.muted, li.error')?.remove()
+        const ids = new Set(page.items.map((s) => String(s.id)))
+        for (const [sid, li] of shown) if (!ids.has(sid)) li.remove()
+        for (const s of page.items) if (!shown.has(String(s.id))) list.append(suggestionItem(s))
         if (!page.items.length) list.append(h('li.muted', 'None open.'))
-        for (const s of page.items) list.append(suggestionItem(s))
         highlight(page.items)
       } catch (e) { clear(list, h('li.error', errorText(e))) }
     }
@@ -345,7 +349,7 @@ export async function lessonPage (id, { main, onLeave, state }) {
         }
       }
       const changes = (p.changes || []).map((c) => h('div.change', c.delete ? h('del', c.deleted_text ?? c.original ?? c.old ?? `${c.delete} characters`) : null, c.insert ? h('ins', c.insert) : null))
-      return h('li.suggestion', { 'data-testid': 'suggestion' },
+      return h('li.suggestion', { 'data-testid': 'suggestion', dataset: { id: String(s.id) } },
         h('div', h('strong', s.user_name || s.user?.name || s.user_id || 'Someone'), h('small.muted', ` on the ${p.field || 'body'} · ${timeAgo(s.created_at)}`)),
         changes, p.comment ? h('p', p.comment) : null,
         h('div.row', h('button.primary.small', { type: 'button', onclick: () => decide('accept'), 'data-testid': 'accept' }, 'Accept'),
