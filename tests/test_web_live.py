@@ -132,10 +132,13 @@ async def test_viewer_cannot_type(browser: Browser, server: ServerProcess, clien
         await expect(page.get_by_test_id("role")).to_contain_text("read-only")
         before = await body_text(page)
         editor = page.locator(".body-editor .cm-content")
-        await expect(editor).to_have_attribute("contenteditable", "false")
+        await expect(editor).to_have_attribute("aria-readonly", "true")
         await editor.click()
         await page.keyboard.type("vandalism")
         await page.keyboard.press("Backspace")
+        await page.keyboard.press("Control+a")
+        await page.keyboard.press("Delete")
+        await page.keyboard.press("Enter")
         assert await body_text(page) == before
         stored = (await client.get(f"/api/lessons/{course.lesson_id}", headers=alice.headers)).json()
         assert "vandalism" not in stored["content"]["body"]
@@ -173,8 +176,19 @@ async def test_learner_suggestion_accepted_lands_live(
         # the learner proposes a replacement with a comment
         await open_lesson(page_c, course.lesson_id, live=False)
         await expect(page_c.get_by_test_id("role")).to_contain_text("suggest")
-        await select_text(page_c, "sugar")
-        await page_c.get_by_test_id("suggest-start").click()
+        # select "sugar" with the keyboard only
+        await page_c.locator(".body-editor .cm-content").click()
+        await page_c.keyboard.press("Control+Home")
+        for _ in range(2):
+            await page_c.keyboard.press("ArrowDown")
+        await page_c.keyboard.press("End")
+        await page_c.keyboard.press("ArrowLeft")  # before the final "."
+        for _ in range(len("sugar")):
+            await page_c.keyboard.press("Shift+ArrowLeft")
+        await page_c.keyboard.press("Tab")
+        await page_c.keyboard.press("Tab")
+        await expect(page_c.get_by_test_id("suggest-start")).to_be_focused()
+        await page_c.keyboard.press("Enter")
         await expect(page_c.get_by_test_id("suggest-selection")).to_have_text("sugar")
         await page_c.get_by_test_id("suggest-replacement").fill("glucose")
         await page_c.get_by_test_id("suggest-comment").fill("More precise")

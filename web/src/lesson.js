@@ -63,7 +63,8 @@ function makeEditor (parent, { ytext, awareness, undo, readOnly, doc, single, la
     drawSelection(),
     EditorView.lineWrapping,
     marksField,
-    editable.of([EditorState.readOnly.of(readOnly), EditorView.editable.of(!readOnly)]),
+    // read-only keeps the text focusable, so keyboard users can move and select (to suggest an edit)
+    editable.of(EditorState.readOnly.of(readOnly)),
     EditorView.contentAttributes.of({ 'aria-label': label, 'data-testid': testid, 'aria-readonly': String(readOnly) })
   ]
   if (!single) extensions.push(markdownLanguage, syntaxHighlighting(defaultHighlightStyle, { fallback: true }), placeholder(readOnly ? '' : 'Write the lesson in Markdown…'))
@@ -75,7 +76,7 @@ function makeEditor (parent, { ytext, awareness, undo, readOnly, doc, single, la
     extensions.push(history(), keymap.of([...defaultKeymap, ...historyKeymap]))
   }
   const view = new EditorView({ parent, state: EditorState.create({ doc: ytext ? ytext.toString() : (doc || ''), extensions }) })
-  view.setReadOnly = (ro) => view.dispatch({ effects: editable.reconfigure([EditorState.readOnly.of(ro), EditorView.editable.of(!ro)]) })
+  view.setReadOnly = (ro) => view.dispatch({ effects: editable.reconfigure(EditorState.readOnly.of(ro)) })
   return view
 }
 
