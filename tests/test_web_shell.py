@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, expect
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from playwright.async_api import Browser, Route, expect
 
 from tests.support import ServerProcess, dev_user
 from tests.web_support import Console, launch
@@ -106,3 +110,46 @@ async def test_anonymous_reader_sees_the_public_catalogue(
     await expect(page.get_by_role("link", name="Sign in")).to_be_visible()
     await context.close()
     assert console.errors == []
+
+
+async def test_clerk_mode_loads_clerk_only_then(
+    browser: Browser, server: ServerProcess, database_url: str, data_dir: Path
+) -> None:
+    # dev mode (the default server) never asks for Clerk's script
+    requested: list[str] = []
+    context = await browser.new_context(base_url=server.base_url)
+    page = await context.new_page()
+    page.on("request", lambda req: requested.append(req.url))
+    await page.goto("/signin")
+    await expect(page.get_by_role("heading", name="Sign in (development mode)")).to_be_visible()
+    await context.close()
+    assert not [u for u in requested if "clerk" in u]
+
+    # Clerk mode: /api/config exposes the publishable key and the page loads clerk-js from its frontend API
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    publishable = "pk_test_" + base64.b64encode(b"example-app.clerk.accounts.dev$").decode()
+    clerk = ServerProcess(database_url=database_url, data_dir=data_dir,
+                          env={"CLERK_JWT_KEY": pem, "CLERK_PUBLISHABLE_KEY": publishable}).start()
+    try:
+        async with httpx.AsyncClient(base_url=clerk.base_url) as c:
+            assert (await c.get("/api/config")).json() == {"auth_mode": "clerk", "clerk_publishable_key": publishable}
+            assert (await c.post("/api/dev/token", json={"sub": "user_x"})).status_code == 403
+        context = await browser.new_context(base_url=clerk.base_url)
+        page = await context.new_page()
+        asked: list[str] = []
+
+        async def fake_clerk(route: Route) -> None:
+            asked.append(route.request.url)
+            await route.fulfill(status=200, content_type="text/javascript",
+                                body="window.Clerk = { load: async () => {}, user: null, session: null, "
+                                     "addListener: () => {}, mountSignIn: (el) => { el.textContent = 'Clerk sign-in' } }")
+
+        await context.route("https://example-app.clerk.accounts.dev/**", fake_clerk)
+        await page.goto("/signin")
+        await expect(page.locator("#clerk-sign-in")).to_have_text("Clerk sign-in")
+        assert asked and asked[0].startswith("https://example-app.clerk.accounts.dev/npm/@clerk/clerk-js@5/")
+        await context.close()
+    finally:
+        clerk.stop()
