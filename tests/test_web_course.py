@@ -49,7 +49,7 @@ async def test_catalogue_enroll_progress_feedback(
         await expect(card).to_contain_text("2 lessons")
         await card.get_by_role("link", name=f"Mycology {word}").click()
 
-        await expect(page.get_by_role("heading", name=f"Mycology {word}")).to_be_visible()
+        await expect(page.get_by_role("heading", name=f"Mycology {word}", level=1)).to_be_visible()
         await page.get_by_role("button", name="Enroll").click()
         await expect(page.get_by_role("button", name="Leave course")).to_be_visible()
         await page.get_by_label("Mark “Caps” complete").check()
@@ -59,6 +59,12 @@ async def test_catalogue_enroll_progress_feedback(
         await page.get_by_label("Comment").fill("Lovely spores")
         await page.get_by_role("button", name="Send feedback").click()
         await expect(page.locator("ul.feedback")).to_contain_text("Lovely spores")
+
+        # a thread started elsewhere appears in the course forum without a reload
+        await expect(page.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+        (await client.post(f"/api/courses/{course_id}/forum/posts", json={"title": "Spore prints?", "content": "How?"},
+                           headers=alice.headers)).raise_for_status()
+        await expect(page.get_by_test_id("posts")).to_contain_text("Spore prints?", timeout=10_000)
 
         progress = (await client.get(f"/api/courses/{course_id}/progress", headers=learner.headers)).json()
         assert progress["progress"] == 50

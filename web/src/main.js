@@ -224,6 +224,7 @@ const tagName = (t) => (typeof t === 'string' ? t : t?.name)
 const langCode = (l) => (typeof l === 'string' ? l : l?.code)
 
 async function catalogue () {
+  let t = null
   const params = new URLSearchParams(location.search)
   const [tags, langs] = await Promise.all([get('/tags?limit=100').catch(() => ({ items: [] })), get('/languages?limit=100').catch(() => ({ items: [] }))])
   const q = h('input', { type: 'search', id: 'q', name: 'q', value: params.get('q') || '', placeholder: 'Search courses', 'aria-label': 'Search courses' })
@@ -238,11 +239,18 @@ async function catalogue () {
   const grid = h('div.cards', { 'aria-live': 'polite' })
   const more = h('button', { type: 'button', hidden: true }, 'More courses')
   let cursor = null
+  let alive = true
+  let seq = 0
+  onLeave(() => { alive = false; clearTimeout(t) })
   const load = async (reset) => {
+    if (!alive) return
     const filters = { q: q.value.trim(), tag: tag.value, language: language.value, difficulty: difficulty.value }
-    if (reset) { cursor = null; clear(grid); history.replaceState(null, '', '/' + qs(filters)) }
+    const mine = ++seq
+    if (reset) history.replaceState(null, '', '/' + qs(filters))
     try {
-      const page = await get('/courses' + qs({ ...filters, limit: 12, cursor }))
+      const page = await get('/courses' + qs({ ...filters, limit: 12, cursor: reset ? null : cursor }))
+      if (!alive || mine !== seq) return // the user left, or a newer search superseded this one
+      if (reset) clear(grid)
       if (reset && !page.items.length) grid.append(h('p.muted', 'No course matches.'))
       for (const c of page.items) grid.append(courseCard(c))
       cursor = page.next_cursor
@@ -250,7 +258,6 @@ async function catalogue () {
     } catch (e) { grid.append(h('p.error', errorText(e))) }
   }
   more.onclick = () => load(false)
-  let t = null
   q.addEventListener('input', () => { clearTimeout(t); t = setTimeout(() => load(true), 250) })
   for (const s of [tag, language, difficulty]) s.addEventListener('change', () => load(true))
   const create = auth.signedIn ? newCourseForm() : null
