@@ -71,7 +71,7 @@ async def test_sign_in_and_small_screen(browser: Browser, server: ServerProcess)
     await page.get_by_label("Name").fill(name)
     await page.get_by_role("button", name="Sign in", exact=True).click()
     await expect(page.get_by_test_id("me-name")).to_have_text(name)
-    await expect(page.get_by_role("heading", name="Me")).to_be_visible()
+    await expect(page.get_by_role("heading", name="Me", exact=True)).to_be_visible()
     await page.goto("/")
     await expect(page.get_by_role("heading", name="Courses")).to_be_visible()
     # no horizontal scrolling at 360 px

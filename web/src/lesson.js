@@ -85,6 +85,7 @@ function makeEditor (parent, { ytext, awareness, undo, readOnly, doc, single, la
 export async function lessonPage (id, { main, onLeave, state }) {
   const lesson = await get(`/lessons/${id}`)
   const access = auth.signedIn ? await get(`/lessons/${id}/access`).catch(() => ({ role: 'member' })) : { role: 'anonymous' }
+  if (!main.isConnected) return // left the page while it loaded: open no sockets
   const courseId = access.course_id || lesson.course_id
   const canEdit = !!access.can_edit
   const isViewer = access.role === 'viewer'

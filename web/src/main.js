@@ -1,9 +1,9 @@
 import './style.css'
 import { h, clear, auth, api, get, post, put, del, patch, getAll, qs, live, toast, showError, errorText, stars, userName, timeAgo, fmtTime, ApiError } from './lib.js'
 
-const main = document.getElementById('main')
+const mainEl = document.getElementById('main')
 const top = document.getElementById('top')
-export const state = { me: null, unread: 0, cleanup: [] }
+export const state = { me: null, unread: 0, cleanup: [], root: null }
 
 // --- routing ------------------------------------------------------------------------------
 
@@ -41,6 +41,10 @@ async function render () {
   if (!auth.signedIn && path !== '/signin' && auth.mode === 'dev' && !/^\/(courses|lessons|threads)\//.test(path) && path !== '/') {
     return navigate('/signin?next=' + encodeURIComponent(path), true)
   }
+  // each visit renders into its own root: a page that finishes loading after you left writes nowhere visible
+  const main = h('div.view')
+  state.root = main
+  clear(mainEl, main)
   for (const [re, page] of routes) {
     const m = path.match(re)
     if (m) {
@@ -189,6 +193,7 @@ const DEMO_PEOPLE = [['user_alice', 'Alice Author', 'author'], ['user_bob', 'Bob
   ['user_carol', 'Carol Learner', 'learner'], ['user_dan', 'Dan Learner', 'learner']]
 
 async function signIn () {
+  const main = state.root
   const next = new URLSearchParams(location.search).get('next') || '/'
   if (auth.mode === 'clerk') {
     const box = h('div#clerk-sign-in')
@@ -224,6 +229,7 @@ const tagName = (t) => (typeof t === 'string' ? t : t?.name)
 const langCode = (l) => (typeof l === 'string' ? l : l?.code)
 
 async function catalogue () {
+  const main = state.root
   let t = null
   const params = new URLSearchParams(location.search)
   const [tags, langs] = await Promise.all([get('/tags?limit=100').catch(() => ({ items: [] })), get('/languages?limit=100').catch(() => ({ items: [] }))])
@@ -290,6 +296,7 @@ function courseCard (c) {
 // --- course page --------------------------------------------------------------------------
 
 async function coursePage (id) {
+  const main = state.root
   const [outline, access] = await Promise.all([get(`/courses/${id}/outline`), get(`/courses/${id}/access`).catch(() => ({ role: 'anonymous' }))])
   const course = outline.course
   const canEdit = !!access.can_edit
@@ -439,6 +446,7 @@ async function renderForum (box, courseId) {
 // --- lesson (editor chunk is lazy) ----------------------------------------------------------
 
 async function lessonPage (id) {
+  const main = state.root
   const mod = await import('./lesson.js')
   await mod.lessonPage(id, { main, onLeave, state })
 }
@@ -446,6 +454,7 @@ async function lessonPage (id) {
 // --- forum thread -------------------------------------------------------------------------
 
 async function threadPage (id) {
+  const main = state.root
   const postObj = await get(`/forum/posts/${id}`)
   const since = postObj.last_event_id ?? 0
   const repliesPage = await getAll(`/forum/posts/${id}/replies?limit=50`, 5)
@@ -583,6 +592,7 @@ async function threadPage (id) {
 // --- notifications page -------------------------------------------------------------------
 
 async function notificationsPage () {
+  const main = state.root
   const box = h('section.box')
   clear(main, box)
   await fillNotifications(box, false)
@@ -591,6 +601,7 @@ async function notificationsPage () {
 // --- me -----------------------------------------------------------------------------------
 
 async function mePage () {
+  const main = state.root
   const mod = await import('./me.js')
   await mod.mePage({ main, onLeave, state, render })
 }
