@@ -30,7 +30,8 @@ document.addEventListener('click', (e) => {
   const url = new URL(a.href, location.href)
   if (url.origin !== location.origin || /^\/(api|docs|media|openapi)/.test(url.pathname)) return
   e.preventDefault()
-  navigate(url.pathname + url.search)
+  if (url.pathname === location.pathname && url.search === location.search && url.hash) return // in-page anchor
+  navigate(url.pathname + url.search + url.hash)
 })
 window.addEventListener('popstate', () => render())
 
@@ -51,6 +52,10 @@ async function render () {
       clear(main, h('p.muted', 'Loading…'))
       try {
         await page(...m.slice(1))
+        if (location.hash && state.root === main) {
+          const target = document.getElementById(decodeURIComponent(location.hash.slice(1)))
+          if (target) { target.scrollIntoView({ block: 'start' }); target.classList.add('target') }
+        }
       } catch (err) {
         if (err instanceof ApiError && err.status === 404) clear(main, h('h1', 'Not found'), h('p', 'This page does not exist or you cannot see it.'))
         else if (err instanceof ApiError && err.status === 401) navigate('/signin?next=' + encodeURIComponent(path), true)
