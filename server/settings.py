@@ -41,6 +41,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
+    # Connections per worker process (keep workers × (size + overflow) under max_connections).
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
     redis_url: str | None = None
     redis_prefix: str = "scriptorium"
     auth_mode: AuthMode = "dev"
@@ -90,6 +93,8 @@ class Settings:
             jwt_key = jwt_key.replace("\\n", "\n")
         kwargs: dict[str, Any] = dict(
             database_url=env.get("DATABASE_URL") or None,
+            db_pool_size=_int(env, "DB_POOL_SIZE", 10),
+            db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
             redis_url=env.get("REDIS_URL") or None,
             redis_prefix=env.get("REDIS_PREFIX") or "scriptorium",
             auth_mode=mode_raw,

@@ -103,6 +103,7 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--pool", type=int, default=8, help="DB_POOL_SIZE per worker (no overflow)")
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
@@ -111,7 +112,8 @@ async def main() -> None:
     await upgrade(database_url)
     rows: list[str] = []
     data_dir = Path(tempfile.mkdtemp(prefix="scr-bench-"))
-    env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning"}
+    env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning", "DB_POOL_SIZE": str(args.pool),
+           "DB_MAX_OVERFLOW": "0"}
     try:
         seeded: dict[str, str] | None = None
         for workers in args.workers:
@@ -150,7 +152,8 @@ async def main() -> None:
               "|---|---|---|---|---|---|---|---|")
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = os.getloadavg()
-    table = (f"\n## {stamp} — wrk {args.duration}s, {args.threads} threads, load average before "
+    table = (f"\n## {stamp} — wrk {args.duration}s, {args.threads} threads, DB pool {args.pool}/worker, "
+             f"load average before "
              f"{load[0]:.2f}\n\n{header}\n" + "\n".join(rows) + "\n")
     print(table)
     if args.write:

@@ -193,8 +193,8 @@ async def get_course(request: Request) -> Response:
 @api.patch("/courses/{id}", body=CoursePatch)
 async def patch_course(request: Request) -> Response:
     """Change a course's title, description, difficulty, language or tags (editors and up)."""
-    course_id = path_id(request, "id")
     me = await _writer(request)
+    course_id = path_id(request, "id")
     body = await read_json(request, CoursePatch)
     changes = changes_of(body, not_null=("title",))
     async with services(request).sessions.begin() as session:
@@ -207,8 +207,8 @@ async def patch_course(request: Request) -> Response:
 @api.delete("/courses/{id}", status=204)
 async def delete_course(request: Request) -> Response:
     """Delete a course and everything in it (author and admins)."""
-    course_id = path_id(request, "id")
     me = await _writer(request)
+    course_id = path_id(request, "id")
     svc = services(request)
     async with svc.sessions.begin() as session:
         require((await course_access(session, course_id, me)).can_manage, "Only the author may delete a course.")
@@ -218,8 +218,8 @@ async def delete_course(request: Request) -> Response:
 
 
 async def _publish(request: Request, published: bool) -> Response:
-    course_id = path_id(request, "id")
     me = await _writer(request)
+    course_id = path_id(request, "id")
     async with services(request).sessions.begin() as session:
         access = await course_access(session, course_id, me, for_update=True)
         require(access.can_manage, "Only the author may publish or unpublish a course.")
@@ -262,8 +262,8 @@ async def _edit_course(session: Any, course_id: uuid.UUID, me: Principal) -> Cou
 @api.post("/courses/{id}/units", status=201, body=UnitCreate)
 async def create_unit(request: Request) -> Response:
     """Add a unit (last unless ``position`` is given)."""
-    course_id = path_id(request, "id")
     me = await _writer(request)
+    course_id = path_id(request, "id")
     body = await read_json(request, UnitCreate)
     async with services(request).sessions.begin() as session:
         await _edit_course(session, course_id, me)
@@ -276,8 +276,8 @@ async def create_unit(request: Request) -> Response:
 @api.patch("/units/{id}", body=UnitPatch)
 async def patch_unit(request: Request) -> Response:
     """Rename a unit or move it (``position``)."""
-    unit_id = path_id(request, "id")
     me = await _writer(request)
+    unit_id = path_id(request, "id")
     body = await read_json(request, UnitPatch)
     changes = changes_of(body, not_null=("title",))
     async with services(request).sessions.begin() as session:
@@ -290,8 +290,8 @@ async def patch_unit(request: Request) -> Response:
 @api.delete("/units/{id}", status=204)
 async def delete_unit(request: Request) -> Response:
     """Delete a unit and its lessons."""
-    unit_id = path_id(request, "id")
     me = await _writer(request)
+    unit_id = path_id(request, "id")
     svc = services(request)
     async with svc.sessions.begin() as session:
         require((await unit_access(session, unit_id, me)).can_edit, "Only editors may change this course.")
@@ -303,8 +303,8 @@ async def delete_unit(request: Request) -> Response:
 @api.post("/courses/{id}/reorder", body=UnitOrder)
 async def reorder_units(request: Request) -> Response:
     """Set the order of all units of a course (the full list of unit ids)."""
-    course_id = path_id(request, "id")
     me = await _writer(request)
+    course_id = path_id(request, "id")
     body = await read_json(request, UnitOrder)
     async with services(request).sessions.begin() as session:
         await _edit_course(session, course_id, me)
@@ -319,8 +319,8 @@ async def reorder_units(request: Request) -> Response:
 @api.post("/units/{id}/lessons", status=201, body=LessonCreate)
 async def create_lesson(request: Request) -> Response:
     """Add a lesson to a unit (last unless ``position`` is given)."""
-    unit_id = path_id(request, "id")
     me = await _writer(request)
+    unit_id = path_id(request, "id")
     body = await read_json(request, LessonCreate)
     async with services(request).sessions.begin() as session:
         access = await unit_access(session, unit_id, me)
@@ -344,8 +344,8 @@ async def get_lesson(request: Request) -> Response:
 @api.patch("/lessons/{id}", body=LessonPatch)
 async def patch_lesson(request: Request) -> Response:
     """Change a lesson (title, content, type, position, unit); text edits go through a live room if open."""
-    lesson_id = path_id(request, "id")
     me = await _writer(request)
+    lesson_id = path_id(request, "id")
     body = await read_json(request, LessonPatch)
     changes = changes_of(body, not_null=("title", "content_type"))
     svc = services(request)
@@ -381,8 +381,8 @@ async def patch_lesson(request: Request) -> Response:
 @api.delete("/lessons/{id}", status=204)
 async def delete_lesson(request: Request) -> Response:
     """Delete a lesson (its uploaded media files go too)."""
-    lesson_id = path_id(request, "id")
     me = await _writer(request)
+    lesson_id = path_id(request, "id")
     svc = services(request)
     async with svc.sessions.begin() as session:
         require((await lesson_access(session, lesson_id, me)).can_edit, "Only editors may delete lessons.")
@@ -394,8 +394,8 @@ async def delete_lesson(request: Request) -> Response:
 @api.post("/units/{id}/reorder", body=LessonOrder)
 async def reorder_lessons(request: Request) -> Response:
     """Set the order of all lessons of a unit (the full list of lesson ids)."""
-    unit_id = path_id(request, "id")
     me = await _writer(request)
+    unit_id = path_id(request, "id")
     body = await read_json(request, LessonOrder)
     async with services(request).sessions.begin() as session:
         access = await unit_access(session, unit_id, me)
@@ -419,8 +419,8 @@ async def _manage(session: Any, request: Request, me: Principal) -> uuid.UUID:
 @api.get("/courses/{id}/collaborators")
 async def list_collaborators(request: Request) -> Response:
     """Collaborators of a course (author and admins)."""
-    path_id(request, "id")
     me = await require_user(request)
+    path_id(request, "id")
     async with services(request).sessions() as session:
         course_id = await _manage(session, request, me)
         items = await service.list_collaborators(session, course_id)
@@ -430,8 +430,8 @@ async def list_collaborators(request: Request) -> Response:
 @api.post("/courses/{id}/collaborators", status=201, body=CollaboratorAdd)
 async def add_collaborator(request: Request) -> Response:
     """Add an editor or viewer (the user must exist); they are notified."""
-    path_id(request, "id")
     me = await _writer(request)
+    path_id(request, "id")
     body = await read_json(request, CollaboratorAdd)
     async with services(request).sessions.begin() as session:
         course_id = await _manage(session, request, me)
@@ -443,8 +443,8 @@ async def add_collaborator(request: Request) -> Response:
 @api.patch("/courses/{id}/collaborators/{clerk_id}", body=CollaboratorPatch)
 async def patch_collaborator(request: Request) -> Response:
     """Change a collaborator's role."""
-    path_id(request, "id")
     me = await _writer(request)
+    path_id(request, "id")
     body = await read_json(request, CollaboratorPatch)
     async with services(request).sessions.begin() as session:
         course_id = await _manage(session, request, me)
@@ -456,8 +456,8 @@ async def patch_collaborator(request: Request) -> Response:
 @api.delete("/courses/{id}/collaborators/{clerk_id}", status=204)
 async def remove_collaborator(request: Request) -> Response:
     """Remove a collaborator."""
-    path_id(request, "id")
     me = await _writer(request)
+    path_id(request, "id")
     async with services(request).sessions.begin() as session:
         course_id = await _manage(session, request, me)
         await service.remove_collaborator(session, course_id, request.path_params["clerk_id"])

@@ -32,7 +32,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, aggregate_order_by, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -106,9 +106,16 @@ async def set_course_tags(session: AsyncSession, course_id: uuid.UUID, names: Se
 # --- course payloads (built as JSON by PostgreSQL: one statement for any number of courses) ------
 
 
+def _key(name: str) -> Any:
+    """A JSON key written into the SQL (a constant, so it is not sent as a parameter each time)."""
+    assert name.replace("_", "").isalnum()
+    return literal_column(f"'{name}'")
+
+
 def rfc3339(column: Any) -> Any:
     """A timestamptz as the API writes it (UTC, ``Z``), formatted by PostgreSQL."""
-    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+    return func.to_char(func.timezone(literal_column("'UTC'"), column),
+                        literal_column("""'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'"""))
 
 
 def course_json() -> Any:
@@ -131,16 +138,16 @@ def course_json() -> Any:
     lesson_count = (select(func.count()).select_from(Lesson).join(Unit, Unit.id == Lesson.unit_id)
                     .where(Unit.course_id == Course.id).scalar_subquery())
     language = case((Language.id.is_(None), null()),
-                    else_=func.json_build_object("code", Language.code, "name", Language.name))
+                    else_=func.json_build_object(_key("code"), Language.code, _key("name"), Language.name))
     return cast(func.json_build_object(
-        "id", Course.id, "title", Course.title, "description", Course.description,
-        "difficulty", Course.difficulty, "language", language,
-        "tags", func.coalesce(tags, literal_column("'[]'::json")),
-        "author", func.json_build_object("clerk_id", Course.author_id, "name", User.name),
-        "is_published", Course.is_published, "published_at", rfc3339(Course.published_at),
-        "rating_avg", rating_avg, "rating_count", rating_count, "enrolled_count", enrolled_count,
-        "lesson_count", lesson_count, "created_at", rfc3339(Course.created_at),
-        "updated_at", rfc3339(Course.updated_at),
+        _key("id"), Course.id, _key("title"), Course.title, _key("description"), Course.description,
+        _key("difficulty"), Course.difficulty, _key("language"), language,
+        _key("tags"), func.coalesce(tags, literal_column("'[]'::json")),
+        _key("author"), func.json_build_object(_key("clerk_id"), Course.author_id, _key("name"), User.name),
+        _key("is_published"), Course.is_published, _key("published_at"), rfc3339(Course.published_at),
+        _key("rating_avg"), rating_avg, _key("rating_count"), rating_count, _key("enrolled_count"), enrolled_count,
+        _key("lesson_count"), lesson_count, _key("created_at"), rfc3339(Course.created_at),
+        _key("updated_at"), rfc3339(Course.updated_at),
     ), Text)
 
 
@@ -531,9 +538,17 @@ async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: di
         text_changed = True
     if "content" in changes or "content_type" in changes:
         new_content = merged_content(lesson, changes.get("content_type"), changes.get("content"))
-        if new_content.get("body", "") != (lesson.content or {}).get("body", ""):
+        old_content = lesson.content or {}
+        if new_content.get("body", "") != old_content.get("body", ""):
             text_changed = True
-        values["content"] = new_content
+            values["content"] = new_content
+        else:
+            # Leave ``body`` to whoever owns it now (a live room may be writing it): change only the
+            # other keys, in SQL, so a concurrent body write is never overwritten with a stale copy.
+            removed = [k for k in old_content if k not in new_content and k != "body"]
+            delta = {k: v for k, v in new_content.items() if k != "body"}
+            values["content"] = (Lesson.content.op("-")(literal(removed, ARRAY(Text)))
+                                 .op("||")(cast(literal(json.dumps(delta)), JSONB)))
         if changes.get("content_type"):
             values["content_type"] = changes["content_type"]
     if text_changed:
@@ -602,20 +617,20 @@ def _outline_statement(signed_in: bool) -> Any:
     course_id = bindparam("course_id", type_=PgUUID(as_uuid=True))
     clerk_id = bindparam("clerk_id", type_=Text) if signed_in else None
     collaborator, enrolled = role_columns(course_id, clerk_id)
-    lesson_fields: list[Any] = ["id", Lesson.id, "title", Lesson.title, "content_type", Lesson.content_type,
-                                "position", Lesson.position]
+    lesson_fields: list[Any] = [_key("id"), Lesson.id, _key("title"), Lesson.title,
+                                _key("content_type"), Lesson.content_type, _key("position"), Lesson.position]
     lessons_from: Any = Lesson
     if clerk_id is not None:
         # json_strip_nulls drops ``status`` for callers who are not enrolled.
-        lesson_fields += ["status", case((enrolled, func.coalesce(UserProgress.status, "not_started")),
+        lesson_fields += [_key("status"), case((enrolled, func.coalesce(UserProgress.status, literal_column("'not_started'"))),
                                          else_=null())]
         lessons_from = Lesson.__table__.outerjoin(
             UserProgress, and_(UserProgress.lesson_id == Lesson.id, UserProgress.user_id == clerk_id))
     lesson = func.json_strip_nulls(func.json_build_object(*lesson_fields))
     lessons = (select(func.json_agg(aggregate_order_by(lesson, Lesson.position, Lesson.id)))
                .select_from(lessons_from).where(Lesson.unit_id == Unit.id).scalar_subquery())
-    unit = func.json_build_object("id", Unit.id, "title", Unit.title, "position", Unit.position,
-                                  "lessons", func.coalesce(lessons, literal_column("'[]'::json")))
+    unit = func.json_build_object(_key("id"), Unit.id, _key("title"), Unit.title, _key("position"), Unit.position,
+                                  _key("lessons"), func.coalesce(lessons, literal_column("'[]'::json")))
     units = (select(func.json_agg(aggregate_order_by(unit, Unit.position, Unit.id)))
              .where(Unit.course_id == Course.id).scalar_subquery())
     return course_from(select(
