@@ -21,7 +21,7 @@ from pycrdt import get_state as update_state_vector
 
 from collab import protocol as p
 from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Relay
-from collab.sender import Sender, wire_frame
+from collab.sender import Coalescer, Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
 
@@ -165,6 +165,7 @@ class RoomManager:
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        self._coalescer = Coalescer()
         if relay is not None:
             relay.bind(self._on_relay, self._on_relay_reconnect)
 
@@ -237,6 +238,7 @@ class RoomManager:
         return room
 
     async def _load(self, lesson_id: str) -> Room:
+        await self.flush()  # what an unloaded room of this lesson still had pending
         loaded = await self.store.load(lesson_id, seed_update)
         doc: Doc[Any] = Doc()
         for update in loaded.updates:
@@ -296,7 +298,9 @@ class RoomManager:
             await send({"type": "websocket.close", "code": CLOSE_INTERNAL})
             return
         await send({"type": "websocket.accept"})
-        peer = Peer(grant, Sender(send, max_queued=self.max_queued))
+        while self.rooms.get(lesson_id) is not room:  # unloaded meanwhile: open it again
+            room = await self.open(lesson_id)
+        peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer))
         self._join(room, peer)
         try:
             while True:

@@ -51,9 +51,35 @@ def raw_protocol(send: ASGISend) -> Any:
     return proto
 
 
+class Coalescer:
+    """Flushes, once per event loop iteration, every sender that gathered frames in it."""
+
+    def __init__(self) -> None:
+        self._pending: list[Sender] = []
+        self._scheduled = False
+
+    def add(self, sender: Sender) -> None:
+        self._pending.append(sender)
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for sender in pending:
+            try:
+                sender.flush_out()
+            except Exception:
+                log.exception("collab write failed")
+
+
 class Sender:
-    def __init__(self, send: ASGISend, *, max_queued: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, send: ASGISend, *, max_queued: int = 16 * 1024 * 1024,
+                 coalescer: Coalescer | None = None) -> None:
         self._send = send
+        self._out: list[tuple[bytes, bytes]] = []
+        self._coalescer = coalescer or Coalescer()
         self._queue: deque[dict[str, Any]] = deque()
         self._queued = 0
         self._busy = False
@@ -76,15 +102,19 @@ class Sender:
         """Send ``frame`` now, or queue it behind frames waiting on a paused transport.
 
         ``message`` is the ASGI message and ``wire`` the encoded frame for ``frame`` when the
-        caller shares them between peers.
+        caller shares them between peers. On the direct path, frames pushed during one event
+        loop iteration leave in one write at its end (:class:`Coalescer`).
         """
         if self.closed:
             return
-        proto = self._proto
-        if (proto is not None and not self._busy and proto.writable.is_set() and not proto.close_sent
-                and proto.conn.state == _STATE_OPEN):
-            proto.transport.write(wire if wire is not None else wire_frame(frame))
+        if self._proto is not None and not self._busy:
+            if not self._out:
+                self._coalescer.add(self)
+            self._out.append((frame, wire if wire is not None else wire_frame(frame)))
             return
+        self._push_slow(frame, message)
+
+    def _push_slow(self, frame: bytes, message: dict[str, Any] | None) -> None:
         if message is None:
             message = {"type": "websocket.send", "bytes": frame}
         if not self._busy:
@@ -96,10 +126,27 @@ class Sender:
             log.warning("collab connection too slow, closing", extra={"queued": self._queued})
             self.close(CLOSE_TOO_SLOW)
 
+    def flush_out(self) -> None:
+        """Write the frames gathered this iteration: one write when the transport takes them."""
+        out = self._out
+        if not out:
+            return
+        self._out = []
+        if self.closed:
+            return
+        proto = self._proto
+        if (not self._busy and proto.writable.is_set() and not proto.close_sent
+                and proto.conn.state == _STATE_OPEN):
+            proto.transport.write(out[0][1] if len(out) == 1 else b"".join(wire for _, wire in out))
+            return
+        for frame, _ in out:  # paused or closing: the ASGI path queues (and bounds) them
+            self._push_slow(frame, None)
+
     def close(self, code: int, reason: str = "") -> None:
         """Drop what waits and close the socket with ``code`` (once)."""
         if self.closed:
             return
+        self.flush_out()
         self.closed = True
         self._queue.clear()
         self._queued = 0

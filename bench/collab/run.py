@@ -116,28 +116,38 @@ def run_load(url: str, room: str, args: argparse.Namespace, pids: list[int], tok
 
 
 async def idle_connections(url: str, rooms: list[str], total: int, token: str | None,
-                           pids: list[int]) -> dict[str, float]:
+                           pids: list[int]) -> dict[str, Any]:
+    """One connection per room first (rooms + their first connection), then the rest."""
     from websockets.asyncio.client import connect
 
+    async def open_many(n: int, offset: int) -> int:
+        failed = 0
+        for i in range(offset, offset + n):
+            q = f"?token={token}" if token else ""
+            try:
+                sockets.append(await connect(f"{url}/{rooms[i % len(rooms)]}{q}", max_size=None))
+            except Exception:
+                failed += 1
+        return failed
+
+    sockets: list[Any] = []
     base = rss_mb(pids)
-    sockets = []
-    failed = 0
-    for i in range(total):
-        room = rooms[i % len(rooms)]
-        q = f"?token={token}" if token else ""
-        try:
-            sockets.append(await connect(f"{url}/{room}{q}", max_size=None))
-        except Exception:
-            failed += 1
+    failed = await open_many(len(rooms), 0)
+    await asyncio.sleep(2)
+    with_rooms = rss_mb(pids)
+    failed += await open_many(total - len(rooms), len(rooms))
     await asyncio.sleep(3)
     loaded = rss_mb(pids)
+    alive = all(os.path.exists(f"/proc/{pid}") for pid in pids)  # noqa: ASYNC240
     for ws in sockets:
         await ws.close()
-    per_conn_kb = (loaded - base) * 1024 / max(1, len(sockets))
-    return {"connected": len(sockets), "failed": failed,
-            "rss_before_mb": round(base, 1), "rss_after_mb": round(loaded, 1),
-            "kb_per_connection": round(per_conn_kb, 1),
-            "kb_per_room_incl_its_connections": round((loaded - base) * 1024 / len(rooms), 1)}
+    if not alive or loaded == 0:
+        return {"connected": len(sockets), "failed": failed, "error": "server process died"}
+    per_conn_kb = (loaded - with_rooms) * 1024 / max(1, total - len(rooms))
+    per_room_kb = (with_rooms - base) * 1024 / len(rooms) - per_conn_kb
+    return {"connected": len(sockets), "failed": failed, "rss_before_mb": round(base, 1),
+            "rss_after_mb": round(loaded, 1), "kb_per_connection": round(per_conn_kb, 1),
+            "kb_per_room": round(per_room_kb, 1)}
 
 
 async def scriptorium_setup(database_url: str, n_lessons: int, base_url: str) -> tuple[str, list[str]]:
@@ -175,11 +185,12 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--idle-rooms", type=int, default=100)
     ap.add_argument("--only", default="node,pycrdt,scriptorium")
+    ap.add_argument("--profile", default="", help="py-spy raw profile of the Scriptorium server to this file")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "collab.md"))
     args = ap.parse_args()
     install()
     results: dict[str, dict[str, Any]] = {}
-    idle: dict[str, dict[str, float]] = {}
+    idle: dict[str, dict[str, Any]] = {}
     which = args.only.split(",")
     rooms = [f"idle{i}" for i in range(args.idle_rooms)]
 
@@ -192,11 +203,21 @@ def main() -> None:
             wait_for_port(port, proc=proc)
             url = f"ws://127.0.0.1:{port}"
             results["Node @y/websocket-server 0.1.1 (in-memory, no auth)"] = run_load(url, "bench", args, [proc.pid], None)
-            if args.idle:
-                idle["Node @y/websocket-server"] = asyncio.run(idle_connections(url, rooms, args.idle, None, [proc.pid]))
         finally:
             proc.terminate()
             proc.wait()
+        if args.idle:
+            port = free_port()
+            proc = subprocess.Popen(["node", "node_modules/@y/websocket-server/src/server.js"], cwd=WORK,
+                                    env={**os.environ, "HOST": "127.0.0.1", "PORT": str(port)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(port, proc=proc)
+                idle["Node @y/websocket-server"] = asyncio.run(idle_connections(
+                    f"ws://127.0.0.1:{port}", rooms, args.idle, None, [proc.pid]))
+            finally:
+                proc.terminate()
+                proc.wait()
 
     if "pycrdt" in which:
         port = free_port()
@@ -206,11 +227,20 @@ def main() -> None:
             wait_for_port(port, proc=proc)
             url = f"ws://127.0.0.1:{port}"
             results["pycrdt-websocket (uvicorn, in-memory, no auth)"] = run_load(url, "bench", args, [proc.pid], None)
-            if args.idle:
-                idle["pycrdt-websocket"] = asyncio.run(idle_connections(url, rooms, args.idle, None, [proc.pid]))
         finally:
             proc.terminate()
             proc.wait()
+        if args.idle:
+            port = free_port()
+            proc = subprocess.Popen([str(WORK / "pyvenv" / "bin" / "python"), "pycrdt_server.py", str(port)],
+                                    cwd=WORK, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(port, proc=proc)
+                idle["pycrdt-websocket"] = asyncio.run(idle_connections(
+                    f"ws://127.0.0.1:{port}", rooms, args.idle, None, [proc.pid]))
+            finally:
+                proc.terminate()
+                proc.wait()
 
     if "scriptorium" in which:
         postgres = Postgres() if os.environ.get("TEST_DATABASE_URL") else None
@@ -230,9 +260,22 @@ def main() -> None:
             token, lessons = asyncio.run(scriptorium_setup(database_url, 1 + args.idle_rooms, node.base_url))
             pids = tree(node.proc.pid)
             url = f"{node.ws_url}/collab/lessons"
+            spy = None
+            if args.profile:
+                spy = subprocess.Popen([str(WORK / "pyvenv" / "bin" / "py-spy"), "record", "--pid", str(node.proc.pid),
+                                        "--format", "raw", "-o", args.profile, "--nonblocking", "--rate", "200"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             results["Scriptorium (auth + PostgreSQL + Redis relay)"] = run_load(url, lessons[0], args, pids, token)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(30)
             if args.idle:
-                idle["Scriptorium"] = asyncio.run(idle_connections(url, lessons[1:], args.idle, token, pids))
+                node.stop()  # a fresh process, as for the other servers
+                node.start()
+                assert node.proc is not None
+                pids = tree(node.proc.pid)
+                idle["Scriptorium"] = asyncio.run(idle_connections(f"{node.ws_url}/collab/lessons", lessons[1:],
+                                                                   args.idle, token, pids))
         finally:
             node.stop()
             redis.stop()
@@ -243,7 +286,7 @@ def main() -> None:
 
 
 def write_results(path: Path, args: argparse.Namespace, results: dict[str, dict[str, Any]],
-                  idle: dict[str, dict[str, float]]) -> None:
+                  idle: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Collab fan-out benchmark",
@@ -263,11 +306,16 @@ def write_results(path: Path, args: argparse.Namespace, results: dict[str, dict[
                      f"{r.get('converged')} | {r.get('cpu_s')} | {r.get('cpu_us_per_delivery')} | {r.get('rss_mb')} |")
     if idle:
         lines += ["", f"## {args.idle} idle connections over {args.idle_rooms} rooms", "",
-                  "| server | connected | RSS before MB | RSS after MB | KB per connection | KB per room (with its connections) |",
+                  "KB per room = (RSS after one connection per room − before) / rooms − KB per connection;",
+                  "KB per connection = RSS growth over the remaining connections / their number.", "",
+                  "| server | connected | RSS before MB | RSS after MB | KB per connection | KB per room |",
                   "|---|---|---|---|---|---|"]
         for name, r in idle.items():
-            lines.append(f"| {name} | {r['connected']} | {r['rss_before_mb']} | {r['rss_after_mb']} | {r['kb_per_connection']} | "
-                         f"{r['kb_per_room_incl_its_connections']} |")
+            if "error" in r:
+                lines.append(f"| {name} | {r['connected']} | – | – | {r['error']} | – |")
+                continue
+            lines.append(f"| {name} | {r['connected']} | {r['rss_before_mb']} | {r['rss_after_mb']} | "
+                         f"{r['kb_per_connection']} | {r['kb_per_room']} |")
     lines += ["", "Raw:", "", "```json", json.dumps({"results": results, "idle": idle}, indent=1), "```", ""]
     path.write_text("\n".join(lines))
 
