@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from websockets.protocol import State
 
 from realtime.broker import Broker, Event, Reset
 
@@ -87,6 +89,51 @@ def event_frame(channel: str, event: Event) -> str:
     return f'{head}"event":{json.dumps(event.event)},"data":{event.data_json}}}'
 
 
+def encode_frame(text: str) -> bytes:
+    """One unmasked text frame (server → client frames are never masked, so the same bytes go
+    to every subscriber)."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", 0x81, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", 0x81, 126, n)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, n)
+    return header + payload
+
+
+class DirectWriter:
+    """Writes encoded frames straight to the socket's transport, when the ASGI server is
+    uvicorn's sans-I/O WebSocket protocol (found through the ``asgi_send`` the server put in the
+    scope state). Any other server: ``None``, and every frame goes through ASGI."""
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.transport = protocol.transport
+
+    @classmethod
+    def for_socket(cls, ws: WebSocket) -> DirectWriter | None:
+        send = ws.scope.get("state", {}).get("asgi_send")
+        protocol = getattr(send, "__self__", None)
+        if protocol is None or type(protocol).__name__ != "WebSocketsSansIOProtocol":
+            return None
+        if not all(hasattr(protocol, name) for name in ("transport", "conn", "close_sent")):
+            return None
+        return cls(protocol)
+
+    def usable(self) -> bool:
+        protocol = self.protocol
+        return (not protocol.close_sent and protocol.conn.state is State.OPEN
+                and not self.transport.is_closing())
+
+    def write(self, frame: bytes) -> int:
+        """Write; the bytes now waiting in the transport's buffer."""
+        self.transport.write(frame)
+        size: int = self.transport.get_write_buffer_size()
+        return size
+
+
 @dataclass(eq=False)
 class Subscription:
     conn: Connection
@@ -117,6 +164,8 @@ class Connection:
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.close_code: int | None = None
+        self.direct = DirectWriter.for_socket(ws)
+        self.busy = False  # the writer task is sending: direct writes would overtake it
 
     # queueing (called synchronously from listeners and the reader) ---------------------
 
@@ -135,7 +184,7 @@ class Connection:
         self.queue.append((frame, True))
         self.wake.set()
 
-    def deliver(self, sub: Subscription, item: Event, frame: str) -> None:
+    def deliver(self, sub: Subscription, item: Event, frame: str, encoded: bytes) -> None:
         if item.id is not None:
             if item.id <= sub.cursor:
                 return
@@ -147,6 +196,15 @@ class Connection:
             return
         if item.id is not None:
             sub.cursor = item.id
+        direct = self.direct
+        if direct is not None and not self.busy and not self.queue and self.close_code is None:
+            if not direct.usable():
+                return
+            # The fast path: no task switch, no per-peer encoding; the transport's buffer is
+            # this reader's backlog.
+            if direct.write(encoded) > self.hub.limits.max_queued_bytes:
+                self.kill(CLOSE_SLOW_READER)
+            return
         self.send_live(frame)
 
     def kill(self, code: int) -> None:
@@ -160,8 +218,10 @@ class Connection:
     async def write_forever(self) -> None:
         ws = self.ws
         while True:
+            self.busy = False
             await self.wake.wait()
             self.wake.clear()
+            self.busy = True
             while self.queue and self.close_code is None:
                 item = self.queue.popleft()
                 if isinstance(item, tuple):
@@ -243,15 +303,16 @@ class Hub:
             sender = None
             if item.id is None:  # typing: to the others only
                 sender = item.data.get("user_id")
-            frames: dict[str, str] = {}
+            frames: dict[str, tuple[str, bytes]] = {}
             for sub in subs:
                 conn = sub.conn
                 if sender is not None and conn.user.clerk_id == sender:
                     continue
-                frame = frames.get(sub.external)
-                if frame is None:
-                    frame = frames[sub.external] = event_frame(sub.external, item)
-                conn.deliver(sub, item, frame)
+                found = frames.get(sub.external)
+                if found is None:
+                    text = event_frame(sub.external, item)
+                    found = frames[sub.external] = (text, encode_frame(text))
+                conn.deliver(sub, item, found[0], found[1])
 
         return on_item
 

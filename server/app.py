@@ -125,6 +125,9 @@ class RequestContext:
         token = logs.request_id.set(rid)
         scope.setdefault("state", {})["request_id"] = rid
         if scope["type"] == "websocket":
+            # The server's own send (not a wrapper): the /ws hub writes pre-encoded frames
+            # straight to the transport when the server is uvicorn's sans-I/O protocol.
+            scope["state"]["asgi_send"] = send
             try:
                 await self.app(scope, receive, send)
             finally:

@@ -1,0 +1,194 @@
+"""Fan-out bench of /ws over the full path, with Redis, compared in the same run with Socket.IO.
+
+usage (from the repository root, with the venv):
+  BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1/postgres \\
+  .venv/bin/python bench/fanout_scriptorium/run.py --rate 30 --seconds 20 --clients 1000 [--socketio]
+
+Starts its own redis-server and ``python -m server serve`` (REDIS_URL set, rate limit off) on a
+fresh database, creates a few dozen users, one published course and one thread, then runs the
+Node load generator ``ws_client.mjs`` (``npm install`` here at run time). Server CPU is utime+stime
+of the server process from /proc; memory per connection is the RSS growth over N subscribed
+sockets. SQL during the reconnect storm is the database's transaction count delta
+(pg_stat_database.xact_commit). With ``--socketio`` it also runs ../shared/bench/fanout (copied to a
+temporary directory, npm install there) at the same rate and client count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+import asyncpg  # noqa: E402
+import httpx  # noqa: E402
+from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
+
+from server.catalog.models import Course  # noqa: E402
+from server.db import make_engine  # noqa: E402
+from server.migrate import upgrade  # noqa: E402
+from tests.support import Postgres, RedisServer, ServerProcess, database_name, dev_user  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+async def xact_commits(admin_url: str, db: str) -> int:
+    conn = await asyncpg.connect(admin_url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        value: int = await conn.fetchval("SELECT xact_commit FROM pg_stat_database WHERE datname = $1", db)
+        return value
+    finally:
+        await conn.close()
+
+
+def npm_install(path: Path) -> None:
+    if not (path / "node_modules").exists():
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=path, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
+    admin = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if admin:
+        os.environ["TEST_DATABASE_URL"] = admin
+    postgres = Postgres()
+    url = await postgres.create_database("scr_bench")
+    await upgrade(url)
+    redis = RedisServer().start()
+    data_dir = Path(tempfile.mkdtemp(prefix="scr-bench-"))
+    server = ServerProcess(database_url=url, data_dir=data_dir, redis_url=redis.url,
+                           env={"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning"})
+    await asyncio.to_thread(server.start)
+    engine = make_engine(url)
+    result: dict[str, Any] = {}
+    try:
+        assert server.proc is not None
+        pid = server.proc.pid
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            users = [await dev_user(client, f"Reader {k}") for k in range(args.users)]
+            author = users[0]
+            async with AsyncSession(engine, expire_on_commit=False) as session:
+                course = Course(author_id=author.clerk_id, title="Bench course", is_published=True)
+                session.add(course)
+                await session.commit()
+            r = await client.post(f"/api/courses/{course.id}/forum/posts", headers=author.headers,
+                                  json={"title": "Bench thread", "content": "Fan-out"})
+            r.raise_for_status()
+            post_id = r.json()["id"]
+        print("[bench] thread ready; installing the load generator", file=sys.stderr, flush=True)
+        npm_install(HERE)
+        config = dict(wsUrl=server.ws_url, baseUrl=server.base_url, channel=f"thread:{post_id}", postId=post_id,
+                      posterToken=author.token, tokens=[u.token for u in users], clients=args.clients,
+                      rate=args.rate, seconds=args.seconds, stormReplies=args.storm_replies)
+        cfg_path = data_dir / "load.json"
+        cfg_path.write_text(json.dumps(config))
+        rss0, cpu0 = rss_kib(pid), cpu_s(pid)
+        proc = await asyncio.create_subprocess_exec("node", str(HERE / "ws_client.mjs"), str(cfg_path), cwd=HERE,
+                                                    stdout=asyncio.subprocess.PIPE)
+        assert proc.stdout is not None
+        marks: dict[str, Any] = {}
+        async for line in proc.stdout:
+            msg = json.loads(line)
+            print(f"[bench] {msg}", file=sys.stderr, flush=True)
+            phase = msg.pop("phase", None)
+            if phase == "subscribed":
+                marks["rss_subscribed"], marks["cpu_subscribed"] = rss_kib(pid), cpu_s(pid)
+                marks["gen_cpu0"] = cpu_s(proc.pid)
+                result["connect_ms"] = msg["connectMs"]
+            elif phase == "run_done":
+                marks["cpu_run"] = cpu_s(pid)
+                marks["gen_cpu1"] = cpu_s(proc.pid)
+                result["run"] = msg
+            elif phase == "storm_start":
+                marks["xact_storm"] = await xact_commits(postgres.admin_url, database_name(url))
+                marks["cpu_storm0"] = cpu_s(pid)
+            elif phase == "storm_done":
+                marks["xact_storm_done"] = await xact_commits(postgres.admin_url, database_name(url))
+                marks["cpu_storm1"] = cpu_s(pid)
+                result["storm"] = msg
+        await proc.wait()
+        run = result["run"]
+        run_cpu = marks["cpu_run"] - marks["cpu_subscribed"]
+        result.update(
+            server_cpu_s=round(run_cpu, 2),
+            generator_cpu_s=round(marks["gen_cpu1"] - marks["gen_cpu0"], 2),
+            cpu_s_per_1000_deliveries=round(1000 * run_cpu / max(1, run["received"]), 4),
+            deliveries_per_cpu_s=round(run["received"] / run_cpu) if run_cpu else None,
+            connect_cpu_s=round(marks["cpu_subscribed"] - cpu0, 2),
+            rss_per_connection_kib=round((marks["rss_subscribed"] - rss0) / args.clients, 1),
+        )
+        if "storm" in result:
+            result["storm"].update(
+                server_cpu_s=round(marks["cpu_storm1"] - marks["cpu_storm0"], 2),
+                db_transactions=marks["xact_storm_done"] - marks["xact_storm"],
+            )
+    finally:
+        server.stop()
+        redis.stop()
+        await engine.dispose()
+        await postgres.drop_database(url)
+    return result
+
+
+def run_socketio(rate: int, clients: int, seconds: int) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="sio-bench-")) / "fanout"
+    shutil.copytree(ROOT.parent.parent / "shared" / "bench" / "fanout", work)
+    for path in work.iterdir():
+        path.chmod(0o755 if path.suffix == ".sh" else 0o644)
+    work.chmod(0o755)
+    npm_install(work)
+    out = subprocess.run([str(work / "run.sh"), str(rate), str(clients), str(seconds)], cwd=work,
+                         capture_output=True, text=True, timeout=seconds + 120).stdout
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    merged: dict[str, Any] = {}
+    for line in lines:
+        merged.update(line)
+    if merged.get("cpu_s") and merged.get("received"):
+        merged["cpu_s_per_1000_deliveries"] = round(1000 * merged["cpu_s"] / merged["received"], 4)
+        merged["deliveries_per_cpu_s"] = round(merged["received"] / merged["cpu_s"])
+    return merged
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rate", type=int, default=30)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=40)
+    parser.add_argument("--storm-replies", type=int, default=20)
+    parser.add_argument("--socketio", action="store_true")
+    args = parser.parse_args()
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    report: dict[str, Any] = {"date": started, "rate": args.rate, "clients": args.clients, "seconds": args.seconds,
+                              "scriptorium": asyncio.run(run_scriptorium(args))}
+    if args.socketio:
+        report["socketio"] = run_socketio(args.rate, args.clients, args.seconds)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
