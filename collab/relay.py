@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -22,13 +23,17 @@ KIND_AWARENESS = b"a"
 KIND_QUERY = b"q"
 KIND_STATE = b"s"
 
-Handler = Callable[[str, bytes, bytes], None]  # (lesson id, kind, payload)
+Handler = Callable[[str, bytes, bytes, str], None]  # (lesson id, kind, payload, origin node)
+
+HEARTBEAT_S = 2.0
 
 
 class Relay(Protocol):
     node_id: str
 
     def bind(self, handler: Handler, on_reconnect: Callable[[], None]) -> None: ...
+
+    def last_seen(self, node_id: str) -> float: ...
 
     def subscribe(self, lesson_id: str) -> None: ...
 
@@ -54,7 +59,8 @@ class RedisRelay:
         self.node_id = node_id
         self._origin = node_id.encode() + b"\n"
         self._connect = connect
-        self._handler: Handler = lambda lesson, kind, payload: None
+        self._handler: Handler = lambda lesson, kind, payload, origin: None
+        self._seen: dict[str, float] = {}
         self._on_reconnect: Callable[[], None] = lambda: None
         self._wanted: set[str] = set()
         self._active: set[str] = set()
@@ -68,6 +74,10 @@ class RedisRelay:
     def bind(self, handler: Handler, on_reconnect: Callable[[], None]) -> None:
         self._handler = handler
         self._on_reconnect = on_reconnect
+
+    def last_seen(self, node_id: str) -> float:
+        """When a message (or heartbeat) of ``node_id`` last arrived (monotonic; 0 if never)."""
+        return self._seen.get(node_id, 0.0)
 
     def _client(self) -> Any:
         if self._connect is not None:
@@ -106,7 +116,16 @@ class RedisRelay:
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._listen(), name="collab-relay-listen"),
-                       asyncio.create_task(self._publish_loop(), name="collab-relay-publish")]
+                       asyncio.create_task(self._publish_loop(), name="collab-relay-publish"),
+                       asyncio.create_task(self._heartbeat(), name="collab-relay-heartbeat")]
+
+    async def _heartbeat(self) -> None:
+        """Tell the other nodes this one is alive: they drop a dead node's cursors quickly."""
+        control = (self.prefix + "_nodes").encode()
+        while True:
+            self._outbox.append((control, self._origin + b"h"))
+            self._outbox_ready.set()
+            await asyncio.sleep(HEARTBEAT_S)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -210,13 +229,17 @@ class RedisRelay:
         if data.startswith(self._origin):
             return
         newline = data.find(b"\n")
-        if newline < 0 or newline + 1 >= len(data):
+        if newline < 0 or newline + 1 >= len(data):  # (a heartbeat is "<node>\nh")
             return
+        origin = data[:newline].decode(errors="replace")
+        self._seen[origin] = time.monotonic()
         channel: bytes = message["channel"]
         lesson = channel.decode()[len(self.prefix):]
+        if lesson == "_nodes":
+            return
         kind = data[newline + 1:newline + 2]
         try:
-            self._handler(lesson, kind, data[newline + 2:])
+            self._handler(lesson, kind, data[newline + 2:], origin)
         except Exception:
             log.exception("collab relay message failed", extra={"lesson_id": lesson})
 

@@ -37,6 +37,7 @@ CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
 REMOTE_AWARENESS_TIMEOUT_S = 30.0
+DEAD_NODE_S = 7.0  # no message or heartbeat from a node for this long: its cursors go
 
 Scope = Mapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -94,6 +95,7 @@ class AwarenessRecord:
     entry: p.AwarenessEntry
     peer: Peer | None  # None: a client on another node
     seen: float
+    node: str | None = None  # the other node, for remote clients
 
 
 @dataclass
@@ -145,8 +147,10 @@ class RoomManager:
                  *, flush_interval: float = 0.05, materialise_delay: float = 1.0,
                  version_interval: float = 60.0, unload_after: float = 60.0,
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
-                 max_queued: int = 16 * 1024 * 1024) -> None:
+                 max_queued: int = 16 * 1024 * 1024,
+                 on_update: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.on_update = on_update  # called once per document update applied (metrics)
         self.authorize = authorize
         self.recheck = recheck
         self.relay = relay
@@ -373,7 +377,7 @@ class RoomManager:
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
 
-    def _on_awareness(self, room: Room, update: bytes, peer: Peer | None) -> None:
+    def _on_awareness(self, room: Room, update: bytes, peer: Peer | None, node: str | None = None) -> None:
         """Track who controls which awareness client. Clients (y-websocket) echo the states of
         others they learn about, so only a client id seen for the first time is owned by the
         peer that sent it (as the Node reference server does)."""
@@ -389,7 +393,7 @@ class RoomManager:
                         record.peer.awareness_ids.pop(entry.client_id, None)
                 continue
             if record is None:
-                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
+                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now, node)
                 if peer is not None:
                     peer.awareness_ids[entry.client_id] = entry.clock
             else:
@@ -404,6 +408,8 @@ class RoomManager:
         room.broadcast(frame, exclude)
         if self.relay is not None:
             self.relay.publish(room.lesson_id, KIND_UPDATE, frame)
+        if self.on_update is not None:
+            self.on_update()
         self._pending.append(PendingUpdate(room.lesson_id, update, actor))
         self._pending_ready.set()
         room.log_rows += 1
@@ -417,7 +423,7 @@ class RoomManager:
 
     # --- messages from other nodes -------------------------------------------------------
 
-    def _on_relay(self, lesson_id: str, kind: bytes, payload: bytes) -> None:
+    def _on_relay(self, lesson_id: str, kind: bytes, payload: bytes, origin: str) -> None:
         room = self.rooms.get(lesson_id)
         if room is None:
             return
@@ -431,7 +437,7 @@ class RoomManager:
             room.changed_at = time.monotonic()
         elif kind == KIND_AWARENESS:
             frame = p.parse_frame(payload)
-            self._on_awareness(room, frame.payload, None)
+            self._on_awareness(room, frame.payload, None, origin)
             room.broadcast(payload)
         elif kind in (KIND_QUERY, KIND_STATE):
             assert self.relay is not None
@@ -489,8 +495,11 @@ class RoomManager:
                     log.exception("collab room maintenance failed", extra={"lesson_id": room.lesson_id})
 
     async def _maintain(self, room: Room, now: float, *, resync: bool) -> None:
+        relay = self.relay
         stale = [cid for cid, rec in room.awareness.items()
-                 if rec.peer is None and now - rec.seen > REMOTE_AWARENESS_TIMEOUT_S]
+                 if rec.peer is None and (now - rec.seen > REMOTE_AWARENESS_TIMEOUT_S or (
+                     relay is not None and rec.node is not None
+                     and now - relay.last_seen(rec.node) > DEAD_NODE_S))]
         if stale:
             gone = [p.AwarenessEntry(cid, room.awareness.pop(cid).entry.clock + 1, "null") for cid in stale]
             room.broadcast(p.awareness_frame(p.encode_awareness(gone)))
@@ -621,6 +630,10 @@ class RoomManager:
         room = self.rooms.get(lesson_id)
         if room is not None:
             await self._materialise(room)
+
+    def peer_count(self) -> int:
+        """Clients connected to this node's rooms."""
+        return sum(len(room.peers) for room in self.rooms.values())
 
     def connected(self, lesson_id: str) -> int:
         """How many clients of this node are in the lesson's room."""

@@ -122,6 +122,13 @@ class YClient:
         finally:
             self.close_code = self.ws.close_code
 
+    async def roundtrip(self) -> None:
+        """Wait until the server has processed everything this client sent so far (a sync step 1
+        sent now is answered after them)."""
+        self.synced.clear()
+        await self.ws.send(p.step1_frame(self.doc.get_state()))
+        await asyncio.wait_for(self.synced.wait(), 10)
+
     async def set_awareness(self, state: Any, clock: int = 1) -> None:
         entry = p.AwarenessEntry(self.doc.client_id, clock, json.dumps(state))
         await self.ws.send(p.awareness_frame(p.encode_awareness([entry])))

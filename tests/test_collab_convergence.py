@@ -203,3 +203,31 @@ async def test_periodic_versions_and_unloading(database_url: str, client: httpx.
     finally:
         await rooms.stop()
         await engine.dispose()
+
+
+async def test_a_lesson_deleted_while_edited_does_not_block_others(
+        database_url: str, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    from sqlalchemy import delete
+
+    from server.catalog.models import Lesson
+
+    author = await dev_user(client, "Author")
+    doomed = await make_lesson(db, author.clerk_id, body="doomed")
+    other = await make_lesson(db, author.clerk_id, body="other")
+    engine = make_engine(database_url)
+    rooms = RoomManager(PgStore(make_sessionmaker(engine)), _grant, _recheck)
+    await rooms.start()
+    try:
+        await rooms.texts(doomed.id)
+        async with db.begin() as conn:
+            await conn.execute(delete(Lesson).where(Lesson.id == doomed.lesson_id))
+        await rooms.edit_text(doomed.id, {"body": "edited after delete"}, actor=None)
+        await rooms.edit_text(other.id, {"body": "other, edited"}, actor=None)
+        await rooms.flush()
+        async with db.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(LessonUpdate).where(
+                LessonUpdate.lesson_id == other.lesson_id))).scalar()
+        assert rows == 2  # seed + edit
+    finally:
+        await rooms.stop()
+        await engine.dispose()

@@ -122,8 +122,8 @@ async def test_viewer_is_read_only(server: ServerProcess, client: httpx.AsyncCli
     a.body.insert(len("original"), " + author")
     await eventually(lambda: _body_endswith(v, " + author"), within=5)  # keeps receiving live edits
     # The viewer's edit reached neither the author nor the database.
+    await v.roundtrip()  # the server has processed (and dropped) the viewer's edit
     assert a.text()["body"] == "original + author"
-    await asyncio.sleep(0)
     fresh = await YClient.connect(server.ws_url, lesson.id, author.token)
     assert fresh.text()["body"] == "original + author"
     async with db.connect() as conn:
@@ -209,3 +209,65 @@ async def test_a_reader_that_falls_too_far_behind_is_closed_4008(
     # The writer is unaffected.
     assert writer.close_code is None
     await writer.close()
+
+
+async def test_admins_write_and_a_demoted_editor_becomes_read_only(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    from server.users.models import User
+
+    author = await dev_user(client, "Author")
+    admin = await dev_user(client, "Admin")
+    editor = await dev_user(client, "Editor")
+    async with db.begin() as conn:
+        await conn.execute(update(User).where(User.clerk_id == admin.clerk_id).values(role="admin"))
+    lesson = await make_lesson(db, author.clerk_id, body="base", editors=(editor.clerk_id,))
+    a = await YClient.connect(server.ws_url, lesson.id, author.token)
+    adm = await YClient.connect(server.ws_url, lesson.id, admin.token)
+    e = await YClient.connect(server.ws_url, lesson.id, editor.token)
+    adm.body.insert(0, "[admin]")
+    await eventually(lambda: _body_startswith(a, "[admin]"), within=5)
+    async with db.begin() as conn:
+        await conn.execute(update(Collaborator).where(Collaborator.course_id == lesson.course_id)
+                           .values(role="viewer"))
+    attempt = 0
+
+    async def demoted() -> bool:  # within a re-check period, the editor's writes stop landing
+        nonlocal attempt
+        attempt += 1
+        marker = f"[e{attempt}]"
+        e.body.insert(len(str(e.body)), marker)
+        await e.roundtrip()
+        fresh = await YClient.connect(server.ws_url, lesson.id, author.token)
+        landed = marker in fresh.text()["body"]
+        await fresh.close()
+        return not landed
+
+    await eventually(demoted, within=6, interval=0.2)
+    e.body.insert(len(str(e.body)), "[demoted]")
+    await e.roundtrip()
+    a.body.insert(0, "[author]")
+    await eventually(lambda: _body_startswith(e, "[author]"), within=5)  # still receives edits
+    assert "[demoted]" not in a.text()["body"]
+    assert e.close_code is None
+    for c in (a, adm, e):
+        await c.close()
+
+
+async def _body_startswith(client: YClient, prefix: str) -> bool:
+    return client.text()["body"].startswith(prefix)
+
+
+async def test_metrics_count_rooms_sockets_and_updates(server: ServerProcess, client: httpx.AsyncClient,
+                                                       db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id)
+    a = await YClient.connect(server.ws_url, lesson.id, author.token)
+    a.body.insert(0, "counted ")
+    await a.roundtrip()
+    text = (await client.get("/metrics")).text
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
+              if line.startswith("scriptorium_collab") or line.startswith("scriptorium_websocket")}
+    assert values["scriptorium_collab_rooms"] >= 1
+    assert values['scriptorium_websocket_connections{endpoint="collab"}'] >= 1
+    assert values["scriptorium_collab_updates_total"] >= 1
+    await a.close()

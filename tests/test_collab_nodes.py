@@ -120,3 +120,53 @@ async def _has(client: YClient, state: object) -> bool:
 
 async def _lacks(client: YClient, state: object) -> bool:
     return state not in client.awareness.values()
+
+
+async def test_revoking_closes_sockets_on_every_node(
+        two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
+    from sqlalchemy import delete
+
+    from server.catalog.models import Collaborator
+
+    a_node, b_node = two_nodes
+    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
+        author = await dev_user(http, "Author")
+        editor = await dev_user(http, "Editor")
+    lesson = await make_lesson(db, author.clerk_id, editors=(editor.clerk_id,))
+    on_a = await YClient.connect(a_node.ws_url, lesson.id, editor.token)
+    on_b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    author_b = await YClient.connect(b_node.ws_url, lesson.id, author.token)
+    async with db.begin() as conn:
+        await conn.execute(delete(Collaborator).where(Collaborator.course_id == lesson.course_id))
+    assert await on_a.wait_closed(within=5) == 4404
+    assert await on_b.wait_closed(within=5) == 4404
+    assert author_b.close_code is None
+    await author_b.close()
+
+
+async def test_cursors_of_a_dead_node_disappear_on_the_others(
+        database_url: str, data_dir: Path, redis_url: str, db: AsyncEngine) -> None:
+    env = {"RATE_LIMIT_PER_MINUTE": "0"}
+    doomed = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=redis_url,
+                           env={**env, "NODE_ID": "node-doomed"}).start()
+    survivor = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=redis_url,
+                             env={**env, "NODE_ID": "node-survivor"}).start()
+    try:
+        async with httpx.AsyncClient(base_url=survivor.base_url) as http:
+            author = await dev_user(http, "Author")
+        lesson = await make_lesson(db, author.clerk_id)
+        on_doomed = await YClient.connect(doomed.ws_url, lesson.id, author.token)
+        on_survivor = await YClient.connect(survivor.ws_url, lesson.id, author.token)
+        await on_doomed.set_awareness({"user": "doomed"})
+        await eventually(lambda: _has(on_survivor, {"user": "doomed"}), within=2)
+        doomed.kill()
+        await on_doomed.wait_closed()
+        await eventually(lambda: _lacks(on_survivor, {"user": "doomed"}), within=10)
+        # The lesson opens at once on the surviving node for new clients too (no lease).
+        again = await YClient.connect(survivor.ws_url, lesson.id, author.token)
+        assert again.text() == on_survivor.text()
+        await again.close()
+        await on_survivor.close()
+    finally:
+        doomed.stop()
+        survivor.stop()

@@ -86,7 +86,13 @@ def build_rooms(svc: Services) -> RoomManager:
     relay = None
     if svc.settings.redis_url:
         relay = RedisRelay(svc.settings.redis_url, svc.settings.redis_prefix, svc.settings.node_id)
-    return RoomManager(PgStore(svc.sessions), make_authorize(svc), make_recheck(svc), relay)
+    metrics = svc.metrics
+    rooms = RoomManager(PgStore(svc.sessions), make_authorize(svc), make_recheck(svc), relay,
+                        on_update=metrics.collab_updates.inc if metrics is not None else None)
+    if metrics is not None:
+        metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
+        metrics.websockets.labels("collab").set_function(rooms.peer_count)
+    return rooms
 
 
 @asynccontextmanager

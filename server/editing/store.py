@@ -21,6 +21,16 @@ async def _lock_lesson_document(session: AsyncSession, lesson_id: uuid.UUID) -> 
                           {"key": f"collab:{lesson_id}"})
 
 
+_APPEND = text("""
+    INSERT INTO lesson_updates (lesson_id, update, user_id)
+    SELECT u.lesson_id, u.update, u.user_id
+    FROM unnest(CAST(:lessons AS uuid[]), CAST(:updates AS bytea[]), CAST(:actors AS text[]))
+         WITH ORDINALITY AS u(lesson_id, update, user_id, n)
+    WHERE EXISTS (SELECT 1 FROM lessons WHERE lessons.id = u.lesson_id)
+    ORDER BY u.n
+""")
+
+
 class PgStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
         self.sessions = sessions
@@ -53,11 +63,14 @@ class PgStore:
     async def append(self, batch: Sequence[PendingUpdate]) -> None:
         if not batch:
             return
+        # One statement for the whole batch; updates of a lesson deleted meanwhile are skipped
+        # (otherwise one foreign-key error would hold back every other lesson's updates).
         async with self.sessions() as session, session.begin():
-            await session.execute(insert(LessonUpdate).values([
-                {"lesson_id": uuid.UUID(item.lesson_id), "update": item.update, "user_id": item.actor}
-                for item in batch
-            ]))
+            await session.execute(_APPEND, {
+                "lessons": [uuid.UUID(item.lesson_id) for item in batch],
+                "updates": [item.update for item in batch],
+                "actors": [item.actor for item in batch],
+            })
 
     async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]]) -> int:
         lid = uuid.UUID(lesson_id)
