@@ -165,6 +165,12 @@ class Connection:
         self.wake = asyncio.Event()
         self.close_code: int | None = None
         self.direct = DirectWriter.for_socket(ws)
+        if self.direct is not None:
+            self._protocol = self.direct.protocol
+            self._write = self.direct.transport.write
+            self._backlog = self.direct.transport.get_write_buffer_size
+            self._closing = self.direct.transport.is_closing
+        self._max_backlog = hub.limits.max_queued_bytes
         self.busy = False  # the writer task is sending: direct writes would overtake it
 
     # queueing (called synchronously from listeners and the reader) ---------------------
@@ -196,13 +202,14 @@ class Connection:
             return
         if item.id is not None:
             sub.cursor = item.id
-        direct = self.direct
-        if direct is not None and not self.busy and not self.queue and self.close_code is None:
-            if not direct.usable():
+        if self.direct is not None and not self.busy and not self.queue and self.close_code is None:
+            # The fast path: no task switch, no per-peer encoding, two C calls; the transport's
+            # buffer is this reader's backlog.
+            if (self._protocol.close_sent or self._protocol.conn.state is not State.OPEN
+                    or self._closing()):
                 return
-            # The fast path: no task switch, no per-peer encoding; the transport's buffer is
-            # this reader's backlog.
-            if direct.write(encoded) > self.hub.limits.max_queued_bytes:
+            self._write(encoded)
+            if self._backlog() > self._max_backlog:
                 self.kill(CLOSE_SLOW_READER)
             return
         self.send_live(frame)
@@ -317,26 +324,34 @@ class Hub:
         return on_item
 
     async def _attach(self, sub: Subscription) -> None:
+        """Add ``sub`` to its channel; the first local subscriber subscribes at the broker and
+        the others wait for that (and retry if it failed or the channel emptied meanwhile)."""
         channel = sub.internal
-        ready = self._ready.get(channel)
-        if ready is None:
-            ready = self._ready[channel] = asyncio.get_running_loop().create_future()
-            self._subs[channel] = {sub}
-            self._listeners_by_channel[channel] = listener = self._listener(channel)
-            try:
-                await self.broker.subscribe(channel, listener)
-            except BaseException as exc:
-                self._subs.pop(channel, None)
-                self._ready.pop(channel, None)
-                self._listeners_by_channel.pop(channel, None)
-                ready.set_exception(exc)
-                ready.exception()  # retrieved: waiters get their own error below
-                raise
-            ready.set_result(None)
-            return
-        if not ready.done():
-            await asyncio.shield(ready)
-        self._subs.setdefault(channel, set()).add(sub)
+        while True:
+            ready = self._ready.get(channel)
+            if ready is None:
+                ready = self._ready[channel] = asyncio.get_running_loop().create_future()
+                self._subs[channel] = {sub}
+                self._listeners_by_channel[channel] = listener = self._listener(channel)
+                try:
+                    await self.broker.subscribe(channel, listener)
+                except BaseException:
+                    if self._ready.get(channel) is ready:
+                        self._subs.pop(channel, None)
+                        self._ready.pop(channel, None)
+                        self._listeners_by_channel.pop(channel, None)
+                    ready.set_result(None)  # the waiters retry
+                    raise
+                ready.set_result(None)
+                if self._ready.get(channel) is not ready:  # emptied while subscribing
+                    await self.broker.unsubscribe(channel, listener)
+                return
+            if not ready.done():
+                await asyncio.shield(ready)
+            subs = self._subs.get(channel)
+            if self._ready.get(channel) is ready and subs is not None:
+                subs.add(sub)
+                return
 
     async def _detach(self, sub: Subscription) -> None:
         sub.active = False

@@ -85,7 +85,11 @@ class RedisBroker(Broker):
         # No hidden retries: errors surface, and the listener loop resynchronises itself.
         options: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=2,
                                        retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        self.redis = aioredis.Redis.from_url(url, socket_timeout=5, **options)
+        # A bounded pool that makes callers wait for a connection: a reconnect storm of 1,000
+        # sockets queues its reads instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10,
+                                                        socket_timeout=5, **options)
+        self.redis = aioredis.Redis(connection_pool=pool)
         self._listen_client = aioredis.Redis.from_url(url, **options)
         self._publish = self.redis.register_script(_PUBLISH)
         self._raise_last = self.redis.register_script(_RAISE_LAST)
@@ -122,7 +126,7 @@ class RedisBroker(Broker):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._listen_client.aclose()
-        await self.redis.aclose()
+        await self.redis.aclose(close_connection_pool=True)
 
     # writing ----------------------------------------------------------------------------
 

@@ -245,3 +245,20 @@ async def test_slow_reader_is_closed_4008(live: Live) -> None:
         assert got < 800
 
 
+
+
+async def test_many_sockets_subscribing_at_once_all_get_events(live: Live) -> None:
+    users = [await live.user(f"Reader {k}") for k in range(5)]
+    channel = f"course:{await live.course(users[0])}"
+    await live.emit_many(channel, 3)
+    sockets = [await live.ws(users[k % 5]).__aenter__() for k in range(60)]
+    try:
+        answers = await asyncio.gather(*(subscribe(ws, channel, since=0) for ws in sockets))
+        assert all(a["type"] == "subscribed" for a in answers)
+        await live.emit(channel, "post.created", {"n": 3})
+        for ws in sockets:
+            got = await events(ws, 4)
+            assert [f["data"]["n"] for f in got] == [0, 1, 2, 3]
+    finally:
+        for ws in sockets:
+            await ws.close()

@@ -10,6 +10,7 @@
 import fs from "node:fs";
 import WebSocket from "ws";
 
+setTimeout(() => { say({ phase: "error", error: "timeout" }); process.exit(1); }, 180000);
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
 const { wsUrl, baseUrl, channel, postId, posterToken, tokens, clients: n, rate, seconds, stormReplies } = cfg;
 const say = (obj) => console.log(JSON.stringify(obj));
@@ -39,7 +40,7 @@ function open(c, since) {
     ws.on("open", () => ws.send(JSON.stringify(since === undefined ? { type: "subscribe", channel } : { type: "subscribe", channel, since })));
     ws.on("message", (raw) => onFrame(c, raw));
     ws.on("error", reject);
-    ws.on("close", (code) => { c.closeCode = code; });
+    ws.on("close", (code) => { c.closeCode = code; reject(new Error(`closed ${code} before subscribed`)); });
   });
 }
 
