@@ -81,7 +81,7 @@ async def test_catalogue_enroll_progress_feedback(
         await expect(page.get_by_test_id("streak")).to_contain_text("day")
         await expect(page.locator(".heatmap .cell.on").first).to_be_visible()
         await expect(page.locator("ul.achievements")).to_contain_text("First lesson")
-        await page.get_by_role("button", name="Review due cards").click()
+        await page.locator("li", has_text="Fungi words").get_by_role("button", name="Review due cards").click()
         await expect(page.locator(".card-front")).to_have_text("Hypha")
         await page.keyboard.press("Space")
         await expect(page.locator(".card-back")).to_have_text("A filament")
