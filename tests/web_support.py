@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,10 @@ from tests.support import ROOT, DevUser
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# The README's screenshots are refreshed on demand (UPDATE_SCREENSHOTS=1 ./scripts/test tests/test_web_live.py);
+# ordinary runs write theirs under tests/.artifacts so the working tree stays clean.
+SCREENSHOTS = (ROOT / "docs" / "screenshots" if os.environ.get("UPDATE_SCREENSHOTS")
+               else ROOT / "tests" / ".artifacts" / "screenshots")
 
 
 async def launch() -> AsyncIterator[Browser]:
