@@ -52,6 +52,12 @@ log = logging.getLogger("scriptorium.live")
 DRAIN_LOCK = 0x5C21_0E0B  # pg advisory lock key of the outbox drain
 SWEEP_S = 1.0
 BATCH = 500
+_RESERVE_IDS = text(
+    "INSERT INTO event_channels (channel, last_id) "
+    "SELECT c, n FROM unnest(CAST(:cs AS text[]), CAST(:ns AS bigint[])) AS v(c, n) ORDER BY c "
+    "ON CONFLICT (channel) DO UPDATE SET last_id = event_channels.last_id + EXCLUDED.last_id "
+    "RETURNING channel, last_id"
+)
 PRUNE_EVERY_S = 600.0
 
 
@@ -166,14 +172,12 @@ class OutboxDrain:
         fresh = [row for row in rows if row.seq is None]
         if fresh:
             counts = Counter(row.channel for row in fresh)
-            next_id: dict[str, int] = {}
-            for channel, n in counts.items():
-                last = (await conn.execute(text(
-                    "INSERT INTO event_channels (channel, last_id) VALUES (:c, :n) "
-                    "ON CONFLICT (channel) DO UPDATE SET last_id = event_channels.last_id + EXCLUDED.last_id "
-                    "RETURNING last_id"
-                ), {"c": channel, "n": n})).scalar_one()
-                next_id[channel] = last - n + 1
+            channels = sorted(counts)
+            # Every channel's block of ids in one round trip.
+            last_ids: dict[str, int] = dict((await conn.execute(_RESERVE_IDS, {
+                "cs": channels, "ns": [counts[c] for c in channels],
+            })).tuples().all())
+            next_id: dict[str, int] = {c: int(last_ids[c]) - counts[c] + 1 for c in channels}
             for row in fresh:
                 seqs[row.id] = next_id[row.channel]
                 next_id[row.channel] += 1
