@@ -52,6 +52,7 @@ log = logging.getLogger("scriptorium.live")
 DRAIN_LOCK = 0x5C21_0E0B  # pg advisory lock key of the outbox drain
 SWEEP_S = 1.0
 BATCH = 500
+_UNLOCK = text("SELECT pg_advisory_unlock(:k)")
 _RESERVE_IDS = text(
     "INSERT INTO event_channels (channel, last_id) "
     "SELECT c, n FROM unnest(CAST(:cs AS text[]), CAST(:ns AS bigint[])) AS v(c, n) ORDER BY c "
@@ -146,18 +147,25 @@ class OutboxDrain:
                 if not got:
                     await conn.rollback()
                     return False
-            await conn.commit()
+            # The (session-level) lock is not transactional: the first batch's statements share its
+            # transaction, and the unlock shares the last one's (fewer BEGIN/COMMIT round trips).
+            unlocked = False
             try:
                 if await self.broker.needs_restore():
+                    await conn.commit()
                     await self._restore(conn)
                     await self.broker.mark_restored()
                 while await self._drain_batch(conn):
                     pass
+                await conn.execute(_UNLOCK, {"k": DRAIN_LOCK})
+                await conn.commit()
+                unlocked = True
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": DRAIN_LOCK})
-                    await conn.commit()
+                if not unlocked:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+                        await conn.execute(_UNLOCK, {"k": DRAIN_LOCK})
+                        await conn.commit()
         return True
 
     async def _drain_batch(self, conn: AsyncConnection) -> bool:
@@ -166,8 +174,7 @@ class OutboxDrain:
             "WHERE published_at IS NULL ORDER BY seq NULLS LAST, id LIMIT :n"
         ), {"n": BATCH})).all()
         if not rows:
-            await conn.commit()
-            return False
+            return False  # the caller commits
         seqs = {row.id: row.seq for row in rows}
         fresh = [row for row in rows if row.seq is None]
         if fresh:
@@ -191,8 +198,7 @@ class OutboxDrain:
             await self.broker.publish(row.channel, row.event, row.data, id=seqs[row.id])
         await conn.execute(text("UPDATE event_outbox SET published_at = now() WHERE id = ANY(:ids)"),
                            {"ids": [row.id for row in rows]})
-        await conn.commit()
-        return len(rows) == BATCH
+        return len(rows) == BATCH  # committed by the next batch's commit or the caller's
 
     async def _restore(self, conn: AsyncConnection) -> None:
         """Put the retained history back into a broker that lost it."""
