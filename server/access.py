@@ -9,9 +9,11 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, literal, or_, select, true
+from sqlalchemy import ColumnElement, Text, bindparam, exists, literal, or_, select, true
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
@@ -72,7 +74,7 @@ async def course_role(session: AsyncSession, course: Course, user: Principal | N
     collaborator, enrolled = (await session.execute(
         select(_collaborator_role(course.id, user.clerk_id), _enrolled(course.id, user.clerk_id))
     )).one()
-    return _role(course, user, collaborator, enrolled)
+    return _role(course.author_id, user, collaborator, enrolled)
 
 
 def _collaborator_role(course_id: Any, clerk_id: str) -> Any:
@@ -85,12 +87,12 @@ def _enrolled(course_id: Any, clerk_id: str) -> Any:
     return exists().where(UserCourse.course_id == course_id, UserCourse.user_id == clerk_id)
 
 
-def _role(course: Course, user: Principal | None, collaborator: str | None, enrolled: bool) -> Role:
+def _role(author_id: str, user: Principal | None, collaborator: str | None, enrolled: bool) -> Role:
     if user is None:
         return Role.ANONYMOUS
     if user.is_admin:
         return Role.ADMIN
-    if course.author_id == user.clerk_id:
+    if author_id == user.clerk_id:
         return Role.AUTHOR
     if collaborator == "editor":
         return Role.EDITOR
@@ -102,8 +104,7 @@ def _role(course: Course, user: Principal | None, collaborator: str | None, enro
 def access_from(course_id: uuid.UUID, author_id: str, is_published: bool, collaborator: str | None,
                 enrolled: bool, user: Principal | None) -> CourseAccess:
     """The policy applied to facts fetched along with other data (see ``role_columns``); 404 if hidden."""
-    course = Course(id=course_id, author_id=author_id, is_published=is_published)
-    access = CourseAccess(course_id, author_id, is_published, _role(course, user, collaborator, enrolled), enrolled)
+    access = CourseAccess(course_id, author_id, is_published, _role(author_id, user, collaborator, enrolled), enrolled)
     if not access.can_read:
         raise NotFound("No such course.")
     return access
@@ -119,6 +120,34 @@ def role_columns(course_id: Any, clerk_id: Any | None) -> tuple[Any, Any]:
     return _collaborator_role(course_id, clerk_id), _enrolled(course_id, clerk_id)
 
 
+@cache
+def _access_statement(by_lesson: bool, signed_in: bool, for_update: bool) -> Any:
+    """Built once per shape (statement construction and its cache key cost more than the query):
+    the course's facts with the caller's collaborator role and enrollment, by ``:key``."""
+    key = bindparam("key", type_=PgUUID(as_uuid=True))
+    course_id: Any = key
+    if by_lesson:
+        course_id = (select(Unit.course_id).join(Lesson, Lesson.unit_id == Unit.id)
+                     .where(Lesson.id == key).scalar_subquery())
+    clerk_id = bindparam("clerk_id", type_=Text) if signed_in else None
+    collaborator, enrolled = role_columns(Course.id, clerk_id)
+    stmt = select(Course.id, Course.author_id, Course.is_published, collaborator, enrolled).where(Course.id == course_id)
+    if for_update:
+        stmt = stmt.with_for_update(of=Course)
+    return stmt
+
+
+async def _access(session: AsyncSession, key: uuid.UUID, user: Principal | None, *, by_lesson: bool,
+                  for_update: bool = False) -> CourseAccess:
+    params: dict[str, Any] = {"key": key}
+    if user is not None:
+        params["clerk_id"] = user.clerk_id
+    row = (await session.execute(_access_statement(by_lesson, user is not None, for_update), params)).one_or_none()
+    if row is None:
+        raise NotFound("No such course.")
+    return access_from(row[0], row[1], row[2], row[3], bool(row[4]), user)
+
+
 async def course_access(session: AsyncSession, course_id: uuid.UUID | ColumnElement[Any],
                         user: Principal | None, *, for_update: bool = False) -> CourseAccess:
     """Access to a course the caller can read; 404 if it does not exist or is a hidden draft.
@@ -126,22 +155,20 @@ async def course_access(session: AsyncSession, course_id: uuid.UUID | ColumnElem
     One statement (the course row with the caller's collaborator role and enrollment).
     ``for_update`` locks the course row (used to serialise changes to its unit order).
     """
+    if isinstance(course_id, uuid.UUID):
+        return await _access(session, course_id, user, by_lesson=False, for_update=for_update)
     if user is None:
-        stmt = select(Course, literal(None), literal(False))
+        stmt = select(Course.id, Course.author_id, Course.is_published, literal(None), literal(False))
     else:
-        stmt = select(Course, _collaborator_role(Course.id, user.clerk_id), _enrolled(Course.id, user.clerk_id))
+        stmt = select(Course.id, Course.author_id, Course.is_published,
+                      _collaborator_role(Course.id, user.clerk_id), _enrolled(Course.id, user.clerk_id))
     stmt = stmt.where(Course.id == course_id)
     if for_update:
         stmt = stmt.with_for_update(of=Course)
     row = (await session.execute(stmt)).one_or_none()
     if row is None:
         raise NotFound("No such course.")
-    course, collaborator, enrolled = row
-    access = CourseAccess(course.id, course.author_id, course.is_published,
-                          _role(course, user, collaborator, bool(enrolled)), bool(enrolled))
-    if not access.can_read:
-        raise NotFound("No such course.")
-    return access
+    return access_from(row[0], row[1], row[2], row[3], bool(row[4]), user)
 
 
 def visible_courses(user: Principal | None, clerk_id: Any | None = None) -> ColumnElement[bool]:
@@ -172,10 +199,8 @@ async def lesson_course_id(session: AsyncSession, lesson_id: uuid.UUID) -> uuid.
 
 async def lesson_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal | None) -> CourseAccess:
     """Access to the course of a lesson; 404 when the lesson is unknown or hidden (one statement)."""
-    course_id = (select(Unit.course_id).join(Lesson, Lesson.unit_id == Unit.id)
-                 .where(Lesson.id == lesson_id).scalar_subquery())
     try:
-        return await course_access(session, course_id, user)
+        return await _access(session, lesson_id, user, by_lesson=True)
     except NotFound:
         raise NotFound("No such lesson.") from None
 

@@ -7,11 +7,11 @@ to the broker, which assigns the per-channel event id.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Identity, Index, Text, func, insert, text
+from sqlalchemy import BigInteger, DateTime, Identity, Index, Table, Text, bindparam, cast, func, insert, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -60,12 +60,21 @@ async def emit(session: AsyncSession, *, channel: str, event: str, data: dict[st
     """
     from server.http import dumps
 
-    # Through the API's JSON encoder, so UUIDs and timestamps are stored as clients will see them.
-    data = json.loads(dumps(data))
-    result = await session.execute(
-        insert(OutboxEvent).values(channel=channel, event=event, data=data).returning(OutboxEvent.id)
-    )
+    # Through the API's JSON encoder, so UUIDs and timestamps are stored as clients will see them;
+    # encoded once and cast in SQL, by a statement built once.
+    result = await session.execute(_insert_statement(), {
+        "channel": channel, "event": event, "data": dumps(data).decode(),
+    })
     _pending(session).append(int(result.scalar_one()))
+
+
+@cache
+def _insert_statement() -> Any:
+    table: Table = OutboxEvent.__table__  # type: ignore[assignment]
+    return insert(table).values(
+        channel=bindparam("channel", type_=Text), event=bindparam("event", type_=Text),
+        data=cast(bindparam("data", type_=Text), JSONB),
+    ).returning(table.c.id)
 
 
 def has_pending(session: AsyncSession) -> bool:

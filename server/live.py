@@ -52,6 +52,13 @@ log = logging.getLogger("scriptorium.live")
 DRAIN_LOCK = 0x5C21_0E0B  # pg advisory lock key of the outbox drain
 SWEEP_S = 1.0
 BATCH = 500
+_UNLOCK = text("SELECT pg_advisory_unlock(:k)")
+_RESERVE_IDS = text(
+    "INSERT INTO event_channels (channel, last_id) "
+    "SELECT c, n FROM unnest(CAST(:cs AS text[]), CAST(:ns AS bigint[])) AS v(c, n) ORDER BY c "
+    "ON CONFLICT (channel) DO UPDATE SET last_id = event_channels.last_id + EXCLUDED.last_id "
+    "RETURNING channel, last_id"
+)
 PRUNE_EVERY_S = 600.0
 
 
@@ -140,18 +147,25 @@ class OutboxDrain:
                 if not got:
                     await conn.rollback()
                     return False
-            await conn.commit()
+            # The (session-level) lock is not transactional: the first batch's statements share its
+            # transaction, and the unlock shares the last one's (fewer BEGIN/COMMIT round trips).
+            unlocked = False
             try:
                 if await self.broker.needs_restore():
+                    await conn.commit()
                     await self._restore(conn)
                     await self.broker.mark_restored()
                 while await self._drain_batch(conn):
                     pass
+                await conn.execute(_UNLOCK, {"k": DRAIN_LOCK})
+                await conn.commit()
+                unlocked = True
             finally:
-                with contextlib.suppress(Exception):
-                    await conn.rollback()
-                    await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": DRAIN_LOCK})
-                    await conn.commit()
+                if not unlocked:
+                    with contextlib.suppress(Exception):
+                        await conn.rollback()
+                        await conn.execute(_UNLOCK, {"k": DRAIN_LOCK})
+                        await conn.commit()
         return True
 
     async def _drain_batch(self, conn: AsyncConnection) -> bool:
@@ -160,20 +174,17 @@ class OutboxDrain:
             "WHERE published_at IS NULL ORDER BY seq NULLS LAST, id LIMIT :n"
         ), {"n": BATCH})).all()
         if not rows:
-            await conn.commit()
-            return False
+            return False  # the caller commits
         seqs = {row.id: row.seq for row in rows}
         fresh = [row for row in rows if row.seq is None]
         if fresh:
             counts = Counter(row.channel for row in fresh)
-            next_id: dict[str, int] = {}
-            for channel, n in counts.items():
-                last = (await conn.execute(text(
-                    "INSERT INTO event_channels (channel, last_id) VALUES (:c, :n) "
-                    "ON CONFLICT (channel) DO UPDATE SET last_id = event_channels.last_id + EXCLUDED.last_id "
-                    "RETURNING last_id"
-                ), {"c": channel, "n": n})).scalar_one()
-                next_id[channel] = last - n + 1
+            channels = sorted(counts)
+            # Every channel's block of ids in one round trip.
+            last_ids: dict[str, int] = dict((await conn.execute(_RESERVE_IDS, {
+                "cs": channels, "ns": [counts[c] for c in channels],
+            })).tuples().all())
+            next_id: dict[str, int] = {c: int(last_ids[c]) - counts[c] + 1 for c in channels}
             for row in fresh:
                 seqs[row.id] = next_id[row.channel]
                 next_id[row.channel] += 1
@@ -187,8 +198,7 @@ class OutboxDrain:
             await self.broker.publish(row.channel, row.event, row.data, id=seqs[row.id])
         await conn.execute(text("UPDATE event_outbox SET published_at = now() WHERE id = ANY(:ids)"),
                            {"ids": [row.id for row in rows]})
-        await conn.commit()
-        return len(rows) == BATCH
+        return len(rows) == BATCH  # committed by the next batch's commit or the caller's
 
     async def _restore(self, conn: AsyncConnection) -> None:
         """Put the retained history back into a broker that lost it."""

@@ -12,10 +12,22 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, false, func, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -336,6 +348,15 @@ async def thread_page(
 # --- writing replies -------------------------------------------------------------------------
 
 
+@cache
+def _insert_reply_statement() -> Any:
+    table: Table = ForumReply.__table__  # type: ignore[assignment]
+    return insert(table).values(
+        post_id=bindparam("post_id"), user_id=bindparam("user_id"),
+        parent_reply_id=bindparam("parent_reply_id"), content=bindparam("content"),
+    ).returning(table.c.id, table.c.created_at, table.c.updated_at)
+
+
 async def create_reply(
     session: AsyncSession,
     *,
@@ -352,11 +373,17 @@ async def create_reply(
         parent = await session.get(ForumReply, parent_reply_id)
         if parent is None or parent.post_id != post.id:
             raise validation("parent_reply_id", "is not a reply of this post")
-    reply = ForumReply(post_id=post.id, user_id=author.clerk_id, parent_reply_id=parent_reply_id,
-                       content=content)
-    session.add(reply)
-    await session.flush()
-    payload = await reply_payload(session, reply.id, author)
+    # One INSERT … RETURNING, and the payload from what we know: a new reply has no likes and no
+    # children, and its author is the caller (re-selecting it cost more than the rest of the write).
+    row = (await session.execute(_insert_reply_statement(), {
+        "post_id": post.id, "user_id": author.clerk_id, "parent_reply_id": parent_reply_id, "content": content,
+    })).one()
+    payload = {
+        "id": row.id, "post_id": post.id, "parent_reply_id": parent_reply_id, "content": content,
+        "html": _html(content), "author": _author(author.clerk_id, author.name, author.image_url),
+        "like_count": 0, "liked_by_me": False, "reply_count": 0, "deleted_at": None,
+        "created_at": row.created_at, "updated_at": row.updated_at,
+    }
     await emit(session, channel=thread_channel(post.id), event="reply.created", data=_event(payload))
     await record_action(session, user_id=author.clerk_id, keys={"forum_posts"})
 
@@ -368,9 +395,9 @@ async def create_reply(
             session, user_id=target_user, type="reply", actor_id=author.clerk_id,
             title=f"{author.name or 'Someone'} replied to your {what}",
             body=_excerpt(content),
-            metadata={"course_id": str(post.course_id), "post_id": str(post.id), "reply_id": str(reply.id),
+            metadata={"course_id": str(post.course_id), "post_id": str(post.id), "reply_id": str(row.id),
                       "parent_reply_id": str(parent_reply_id) if parent_reply_id else None,
-                      "actor_name": author.name, "link": _link(post, reply.id)},
+                      "actor_name": author.name, "link": _link(post, row.id)},
         )
     return payload
 

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 
 from sqlalchemy import bindparam, cast, func, select, text, update
@@ -153,6 +154,18 @@ def achievement_event(achievement_id: uuid.UUID, name: str, description: str | N
                       "description": description, "earned_at": earned_at, "progress": 100})
 
 
+@cache
+def _candidates_statement() -> Any:
+    """Built once (it runs on every forum post, lesson completion, like, review)."""
+    return (
+        select(Achievement.id, Achievement.name, Achievement.description, Achievement.requirement)
+        .outerjoin(UserAchievement, (UserAchievement.achievement_id == Achievement.id)
+                   & (UserAchievement.user_id == bindparam("user_id", type_=Text)))
+        .where(UserAchievement.earned_at.is_(None),
+               cast(Achievement.requirement, Text).op("~")(bindparam("pattern", type_=Text)))
+    )
+
+
 async def evaluate_achievements(session: AsyncSession, *, user_id: str, keys: Iterable[str],
                                 now: datetime) -> list[uuid.UUID]:
     """Update progress of the unearned achievements that mention ``keys``; award those now met.
@@ -167,11 +180,7 @@ async def evaluate_achievements(session: AsyncSession, *, user_id: str, keys: It
         return []
     pattern = "|".join(sorted(touched))
     candidates = (await session.execute(
-        select(Achievement.id, Achievement.name, Achievement.description, Achievement.requirement)
-        .outerjoin(UserAchievement, (UserAchievement.achievement_id == Achievement.id)
-                   & (UserAchievement.user_id == user_id))
-        .where(UserAchievement.earned_at.is_(None),
-               cast(Achievement.requirement, Text).op("~")(f'"({pattern})"'))
+        _candidates_statement(), {"user_id": user_id, "pattern": f'"({pattern})"'}
     )).all()
     rules: list[tuple[uuid.UUID, str, str | None, Requirement]] = []
     for achievement_id, name, description, raw in candidates:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import Text, bindparam, delete, func, select, text
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -171,6 +172,15 @@ RETURNING uc.progress, uc.completed_at, (SELECT status FROM previous) AS previou
 """)
 
 
+# Built once (statement construction costs more than running them).
+_LOCK_LESSON = (select(Lesson.id).where(Lesson.id == bindparam("lesson_id", type_=PgUUID(as_uuid=True)))
+                .with_for_update(key_share=True))
+_LOCK_ENROLLMENT = (select(UserCourse.id, UserCourse.completed_at)
+                    .where(UserCourse.course_id == bindparam("course_id", type_=PgUUID(as_uuid=True)),
+                           UserCourse.user_id == bindparam("user_id", type_=Text))
+                    .with_for_update())
+
+
 async def set_lesson_status(
     session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
 ) -> dict[str, Any]:
@@ -182,16 +192,10 @@ async def set_lesson_status(
     # The lesson first (KEY SHARE: it cannot be deleted under us, other writers don't wait), then
     # the enrollment. A lesson deletion takes the lesson and then the enrollments, so the two
     # always lock in the same order and never deadlock.
-    lesson = (await session.execute(
-        select(Lesson.id).where(Lesson.id == lesson_id).with_for_update(key_share=True)
-    )).first()
+    lesson = (await session.execute(_LOCK_LESSON, {"lesson_id": lesson_id})).first()
     if lesson is None:
         raise NotFound("No such lesson.")
-    enrollment = (await session.execute(
-        select(UserCourse.id, UserCourse.completed_at)
-        .where(UserCourse.course_id == course_id, UserCourse.user_id == user_id)
-        .with_for_update()
-    )).one_or_none()
+    enrollment = (await session.execute(_LOCK_ENROLLMENT, {"course_id": course_id, "user_id": user_id})).one_or_none()
     if enrollment is None:
         raise Conflict("Enroll in the course first.")
     row = (await session.execute(_SET_STATUS, {

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, text, tuple_, update
+from sqlalchemy import Table, Text, bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import NotFound
@@ -41,6 +42,20 @@ async def unread_count(session: AsyncSession, user_id: str) -> int:
         select(func.count()).select_from(Notification)
         .where(Notification.user_id == user_id, Notification.read_at.is_(None))
     )).scalar_one())
+
+
+@cache
+def _insert_statement() -> Any:
+    table: Table = Notification.__table__  # type: ignore[assignment]
+    user_id = bindparam("user_id", type_=Text)
+    inserted = insert(table).values(
+        user_id=user_id, type=bindparam("type", type_=Text), title=bindparam("title", type_=Text),
+        body=bindparam("body", type_=Text), metadata=bindparam("metadata", type_=table.c.metadata.type),
+        group_key=bindparam("group_key", type_=Text),
+    ).returning(table.c.id, table.c.created_at).cte("inserted")
+    unread = (select(func.count()).select_from(table)
+              .where(table.c.user_id == user_id, table.c.read_at.is_(None)).scalar_subquery())
+    return select(inserted.c.id, inserted.c.created_at, unread + 1)
 
 
 async def notify(
@@ -81,12 +96,18 @@ async def notify(
         if group_key is not None:
             meta["count"] = 1
             meta["actor_ids"] = [actor_id] if actor_id else []
-        notification = Notification(user_id=user_id, type=type, title=title, body=body, metadata_=meta,
-                                    group_key=group_key)
-        session.add(notification)
-        await session.flush()
-        await session.refresh(notification)
-    data = notification_payload(notification) | {"unread_count": await unread_count(session, user_id)}
+        # One statement: the row, and the unread count it makes (the count's snapshot does not
+        # see the row being inserted, which is unread: + 1), instead of INSERT, SELECT, SELECT.
+        row = (await session.execute(_insert_statement(), {
+            "user_id": user_id, "type": type, "title": title, "body": body, "metadata": meta,
+            "group_key": group_key,
+        })).one()
+        notification = Notification(id=row[0], user_id=user_id, type=type, title=title, body=body,
+                                    metadata_=meta, group_key=group_key, read_at=None, created_at=row[1])
+        count = int(row[2])
+    else:
+        count = await unread_count(session, user_id)
+    data = notification_payload(notification) | {"unread_count": count}
     await emit(session, channel=f"user:{user_id}", event="notification.created", data=jsonable(data))
     return notification
 
