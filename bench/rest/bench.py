@@ -105,6 +105,8 @@ async def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--pool", type=int, default=8, help="DB_POOL_SIZE per worker (no overflow)")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
+                        help="REDIS_URL of the server (several workers need it; used for every run)")
     args = parser.parse_args()
 
     postgres = Postgres()
@@ -117,7 +119,8 @@ async def main() -> None:
     try:
         seeded: dict[str, str] | None = None
         for workers in args.workers:
-            server = ServerProcess(database_url=database_url, data_dir=data_dir, env=env, workers=workers).start()
+            server = ServerProcess(database_url=database_url, data_dir=data_dir, env=env, workers=workers,
+                                   redis_url=args.redis).start()
             try:
                 if seeded is None:
                     seeded = await seed(server.base_url)
