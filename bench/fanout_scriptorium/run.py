@@ -156,7 +156,9 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_socketio(rate: int, clients: int, seconds: int) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="sio-bench-")) / "fanout"
-    shutil.copytree(ROOT.parent.parent / "shared" / "bench" / "fanout", work)
+    # ../shared beside the project root (a worktree may sit one level deeper).
+    shared = next(p for p in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if p.is_dir())
+    shutil.copytree(shared / "bench" / "fanout", work)
     for path in work.iterdir():
         path.chmod(0o755 if path.suffix == ".sh" else 0o644)
     work.chmod(0o755)
