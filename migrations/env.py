@@ -19,7 +19,8 @@ def _url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
         # Developer convenience when running the `alembic` command by hand.
-        url = os.environ.get("DATABASE_URL")  # noqa: settings are not loaded for bare alembic runs
+        # Bare `alembic` runs by hand do not load Settings.
+        url = os.environ.get("DATABASE_URL")
     if not url:
         raise RuntimeError("no database URL: set DATABASE_URL or use `python -m server migrate`")
     return asyncpg_url(url)

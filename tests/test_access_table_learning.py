@@ -14,7 +14,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.catalog_helpers import make_admin, ok
 from tests.support import DevUser, dev_user
-from tests.test_access_table import READ_ALL, READ_DRAFT, ROLES, Case, Cast, World, edit, fill, make_world
+from tests.test_access_table import (
+    READ_ALL,
+    READ_DRAFT,
+    ROLES,
+    Case,
+    Cast,
+    World,
+    check_case,
+    edit,
+    make_world,
+)
 
 QUIZ: dict[str, Any] = {"title": "Q", "questions": [
     {"id": "q1", "kind": "single", "prompt": "1 + 1?", "options": ["1", "2"], "answer": 1}]}
@@ -93,26 +103,4 @@ PARAMS = [pytest.param(case, variant, id=f"{case.id} [{variant}]")
 @pytest.mark.parametrize(("case", "variant"), PARAMS)
 async def test_learning_access(case: Case, variant: str, client: httpx.AsyncClient, db: AsyncEngine,
                                roles: Cast) -> None:
-    cast = roles
-    published = variant == "published"
-    key = (id(cast), published)
-    if key not in _shared:
-        _shared[key] = await learning_world(client, db, cast, published=published)
-    mismatches = []
-    for role, expected in case.expected(variant).items():
-        if expected is None:
-            continue
-        world = _shared[key]
-        if case.method != "GET" and 200 <= expected < 300:
-            world = await learning_world(client, db, cast, published=published)
-        user = cast.users[role]
-        response = await client.request(
-            case.method, "/api" + fill(case.path, world.ids),
-            json=fill(case.body, world.ids) if case.body is not None else None,
-            headers=user.headers if user else {},
-        )
-        if response.status_code != expected:
-            mismatches.append(f"{role}: expected {expected}, got {response.status_code} {response.text[:200]}")
-        elif expected >= 400:
-            assert response.headers["content-type"] == "application/problem+json"
-    assert not mismatches, f"{case.id} ({variant}):\n" + "\n".join(mismatches)
+    await check_case(case, variant, client, db, roles, learning_world, _shared)
