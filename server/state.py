@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
+from server.catalog.outline_cache import OutlineCache
 from server.clock import Clock, SystemClock
 from server.settings import Settings
 
@@ -31,6 +32,8 @@ class Services:
     background: list[Any] = field(default_factory=list)
     # Every "what time is it" of domain code (streak days, goal periods, FSRS due times).
     clock: Clock = field(default_factory=SystemClock)
+    # Rendered outlines by course, checked against courses.outline_version (server/catalog/outline_cache.py).
+    outline_cache: OutlineCache = field(default_factory=OutlineCache)
 
 
 def services(conn: HTTPConnection) -> Services:

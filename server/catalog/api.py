@@ -246,8 +246,8 @@ async def course_outline(request: Request) -> Response:
     course_id = path_id(request, "id")
     user = await current_user(request)
     async with reading(request) as conn:
-        payload = await service.outline_text(conn, course_id, user)
-    return raw_json(payload)
+        payload = await service.outline_bytes(conn, course_id, user, services(request).outline_cache)
+    return Response(payload, media_type="application/json")
 
 
 # --- units -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Computed,
@@ -60,6 +61,9 @@ class Course(IdMixin, TimestampMixin, Base):
     )
     is_published: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Bumped by triggers (migration 0005) on every change the outline payload shows; keys the
+    # per-node outline cache.
+    outline_version: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     search: Mapped[Any] = mapped_column(
         TSVECTOR,
         Computed(

@@ -40,6 +40,7 @@ from server.access import access_from, role_columns, visible_courses
 from server.auth import Principal
 from server.catalog.content import render_content, validate_content
 from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
+from server.catalog.outline_cache import OutlineCache
 from server.errors import Conflict, NotFound, validation
 from server.feedback.models import CourseFeedback
 from server.http import encode_cursor
@@ -635,8 +636,17 @@ def _outline_statement(signed_in: bool) -> Any:
              .where(Unit.course_id == Course.id).scalar_subquery())
     return course_from(select(
         Course.is_published, Course.author_id, collaborator, enrolled, course_json(),
-        cast(func.coalesce(units, literal_column("'[]'::json")), Text),
+        cast(func.coalesce(units, literal_column("'[]'::json")), Text), Course.outline_version,
     )).where(Course.id == course_id)
+
+
+@cache
+def _outline_head_statement(signed_in: bool) -> Any:
+    """Built once: what the cached outline needs: its version and the caller's access facts."""
+    course_id = bindparam("course_id", type_=PgUUID(as_uuid=True))
+    collaborator, enrolled = role_columns(course_id, bindparam("clerk_id", type_=Text) if signed_in else None)
+    return select(Course.outline_version, Course.is_published, Course.author_id, collaborator, enrolled
+                  ).where(Course.id == course_id)
 
 
 async def outline_text(conn: AsyncSession | AsyncConnection, course_id: uuid.UUID,
@@ -652,7 +662,40 @@ async def outline_text(conn: AsyncSession | AsyncConnection, course_id: uuid.UUI
     if row is None:
         raise NotFound("No such course.")
     access_from(course_id, row[1], row[0], row[2], bool(row[3]), user)
+    return _outline_payload(row)
+
+
+def _outline_payload(row: Any) -> str:
     return '{"course":' + str(row[4]) + ',"units":' + str(row[5]) + "}"
+
+
+async def outline_bytes(conn: AsyncSession | AsyncConnection, course_id: uuid.UUID, user: Principal | None,
+                        cache: OutlineCache) -> bytes:
+    """The outline as ``outline_text`` renders it, served from ``cache`` when it is current.
+
+    ONE statement when cached: the course's ``outline_version`` with the caller's access facts.
+    Enrolled callers (status per lesson) always get ``outline_text``.
+    """
+    params: dict[str, Any] = {"course_id": course_id}
+    if user is not None:
+        params["clerk_id"] = user.clerk_id
+    head = (await conn.execute(_outline_head_statement(user is not None), params)).one_or_none()
+    if head is None:
+        raise NotFound("No such course.")
+    access_from(course_id, head[2], head[1], head[3], bool(head[4]), user)
+    if head[4]:
+        return (await outline_text(conn, course_id, user)).encode()
+    found = cache.get(course_id, head[0])
+    if found is not None:
+        return found
+    # Access is decided; the anonymous statement renders the same bytes as for any caller who is
+    # not enrolled, with the version of the very snapshot it read.
+    row = (await conn.execute(_outline_statement(False), {"course_id": course_id})).one_or_none()
+    if row is None:
+        raise NotFound("No such course.")
+    payload = _outline_payload(row).encode()
+    cache.put(course_id, int(row[6]), payload)
+    return payload
 
 
 # --- collaborators -----------------------------------------------------------------------
