@@ -56,6 +56,15 @@ async def add_collaborator(client: httpx.AsyncClient, course: Course, user: DevU
                           json={"clerk_id": user.clerk_id, "role": role}, headers=course.author.headers)
     r.raise_for_status()
 
+async def co_authors(client: httpx.AsyncClient) -> tuple[DevUser, DevUser, Course]:
+    """Alice authors a course with one lesson; Bob is its editor."""
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    course = await make_course(client, alice)
+    await add_collaborator(client, course, bob, "editor")
+    return alice, bob, course
+
+
 
 async def body_text(page: Page) -> str:
     text: str = await page.evaluate(
@@ -80,10 +89,7 @@ async def type_at_end(page: Page, text: str) -> None:
 async def test_two_authors_co_edit_and_see_each_others_cursor(
     browser: Browser, server: ServerProcess, client: httpx.AsyncClient
 ) -> None:
-    alice = await dev_user(client, "Alice")
-    bob = await dev_user(client, "Bob")
-    course = await make_course(client, alice)
-    await add_collaborator(client, course, bob, "editor")
+    alice, bob, course = await co_authors(client)
 
     ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
     ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
@@ -305,10 +311,7 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
 async def test_history_preview_and_restore_live(
     browser: Browser, server: ServerProcess, client: httpx.AsyncClient
 ) -> None:
-    alice = await dev_user(client, "Alice")
-    bob = await dev_user(client, "Bob")
-    course = await make_course(client, alice)
-    await add_collaborator(client, course, bob, "editor")
+    alice, bob, course = await co_authors(client)
     ctx, page, console = await signed_in(browser, server.base_url, alice)
     try:
         await open_lesson(page, course.lesson_id)
@@ -354,10 +357,7 @@ async def test_history_preview_and_restore_live(
 async def test_offline_edits_merge_on_reconnect(
     browser: Browser, server: ServerProcess, client: httpx.AsyncClient
 ) -> None:
-    alice = await dev_user(client, "Alice")
-    bob = await dev_user(client, "Bob")
-    course = await make_course(client, alice)
-    await add_collaborator(client, course, bob, "editor")
+    alice, bob, course = await co_authors(client)
     ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
     ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
     try:
@@ -386,10 +386,7 @@ async def test_offline_edits_merge_on_reconnect(
 async def test_token_refresh_reconnects_sockets(
     browser: Browser, server: ServerProcess, client: httpx.AsyncClient
 ) -> None:
-    alice = await dev_user(client, "Alice")
-    bob = await dev_user(client, "Bob")
-    course = await make_course(client, alice)
-    await add_collaborator(client, course, bob, "editor")
+    alice, bob, course = await co_authors(client)
     # Alice's stored token is about to expire: the page refreshes it and reconnects both sockets
     ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice, expires_in=100)
     ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)

@@ -461,31 +461,31 @@ async def delete_reply(session: AsyncSession, *, ctx: ReplyContext, user: Princi
 
 async def set_post_like(session: AsyncSession, *, ctx: PostContext, user: Principal, liked: bool) -> dict[str, Any]:
     post = ctx.post
-    if post.user_id == user.clerk_id:
-        require(False, "You cannot like your own post.")
-    changed = await _toggle(session, ForumPostLike, ForumPostLike.post_id, post.id, user.clerk_id, liked)
-    count = await _count(session, ForumPostLike.post_id, post.id)
-    if changed:
-        await emit(session, channel=thread_channel(post.id), event="post.liked",
-                   data={"id": str(post.id), "like_count": count})
-    if changed and liked:
-        await _like_received(session, user=user, author_id=post.user_id, kind="post", target_id=post.id,
-                             post=post, count=count, excerpt=post.title)
-    return {"like_count": count, "liked_by_me": liked}
+    return await _set_like(session, user=user, liked=liked, kind="post", column=ForumPostLike.post_id,
+                           target_id=post.id, author_id=post.user_id, post=post, excerpt=post.title)
 
 
 async def set_reply_like(session: AsyncSession, *, ctx: ReplyContext, user: Principal, liked: bool) -> dict[str, Any]:
     reply = ctx.reply
-    if reply.user_id == user.clerk_id:
-        require(False, "You cannot like your own reply.")
-    changed = await _toggle(session, ForumReplyLike, ForumReplyLike.reply_id, reply.id, user.clerk_id, liked)
-    count = await _count(session, ForumReplyLike.reply_id, reply.id)
+    return await _set_like(session, user=user, liked=liked, kind="reply", column=ForumReplyLike.reply_id,
+                           target_id=reply.id, author_id=reply.user_id, post=ctx.thread.post,
+                           excerpt=_excerpt(reply.content))
+
+
+async def _set_like(session: AsyncSession, *, user: Principal, liked: bool, kind: str, column: Any,
+                    target_id: uuid.UUID, author_id: str, post: ForumPost, excerpt: str) -> dict[str, Any]:
+    """Set or unset one like (idempotent); push ``<kind>.liked`` and notify the author on a new like."""
+    if author_id == user.clerk_id:
+        require(False, f"You cannot like your own {kind}.")
+    model = ForumPostLike if kind == "post" else ForumReplyLike
+    changed = await _toggle(session, model, column, target_id, user.clerk_id, liked)
+    count = await _count(session, column, target_id)
     if changed:
-        await emit(session, channel=thread_channel(reply.post_id), event="reply.liked",
-                   data={"id": str(reply.id), "like_count": count})
-    if changed and liked:
-        await _like_received(session, user=user, author_id=reply.user_id, kind="reply", target_id=reply.id,
-                             post=ctx.thread.post, count=count, excerpt=_excerpt(reply.content))
+        await emit(session, channel=thread_channel(post.id), event=f"{kind}.liked",
+                   data={"id": str(target_id), "like_count": count})
+        if liked:
+            await _like_received(session, user=user, author_id=author_id, kind=kind, target_id=target_id,
+                                 post=post, count=count, excerpt=excerpt)
     return {"like_count": count, "liked_by_me": liked}
 
 
