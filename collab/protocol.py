@@ -2,6 +2,11 @@
 
 A frame starts with a varuint message type: 0 sync (then 0 step 1 / 1 step 2 / 2 update and a
 length-prefixed payload), 1 awareness (length-prefixed awareness update), 3 query-awareness.
+
+One extension, used only by clients that ask for it (stock clients never see it): a client sends
+``101 <varuint n>`` ("saved?") and the server answers ``100 <varuint n>`` once every update it
+received on that socket before the question is committed to PostgreSQL. The web editor's "Saved"
+indicator is that answer.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ MSG_SYNC = 0
 MSG_AWARENESS = 1
 MSG_AUTH = 2
 MSG_QUERY_AWARENESS = 3
+MSG_SAVED = 100  # server -> client: everything before question n is persisted
+MSG_QUERY_SAVED = 101  # client -> server: tell me when what I sent so far is persisted
 
 SYNC_STEP1 = 0
 SYNC_STEP2 = 1
@@ -78,6 +85,14 @@ def update_frame(update: bytes) -> bytes:
 
 def awareness_frame(awareness_update: bytes) -> bytes:
     return bytes((MSG_AWARENESS,)) + write_var_uint(len(awareness_update)) + awareness_update
+
+
+def saved_frame(nonce: int) -> bytes:
+    return bytes((MSG_SAVED,)) + write_var_uint(nonce)
+
+
+def query_saved_frame(nonce: int) -> bytes:
+    return bytes((MSG_QUERY_SAVED,)) + write_var_uint(nonce)
 
 
 @dataclass(frozen=True)

@@ -165,6 +165,10 @@ class RoomManager:
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._pending: list[PendingUpdate] = []
         self._pending_ready = asyncio.Event()
+        # updates are queued and committed in order, so "saved?" is a comparison of two counters
+        self._enqueued = 0  # updates ever queued for the log
+        self._persisted = 0  # of those, committed
+        self._saved_waiters: list[tuple[int, Peer, int]] = []  # (queued count, peer, nonce)
         self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -374,6 +378,12 @@ class RoomManager:
                 awareness = room.awareness_frame()
                 if awareness is not None:
                     peer.sender.push(awareness)
+            elif kind == p.MSG_QUERY_SAVED:
+                nonce, _ = p.read_var_uint(data, 1)
+                if self._persisted >= self._enqueued:
+                    peer.sender.push(p.saved_frame(nonce))
+                else:  # answered when the batch holding this socket's last update commits
+                    self._saved_waiters.append((self._enqueued, peer, nonce))
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
 
@@ -411,6 +421,7 @@ class RoomManager:
         if self.on_update is not None:
             self.on_update()
         self._pending.append(PendingUpdate(room.lesson_id, update, actor))
+        self._enqueued += 1
         self._pending_ready.set()
         room.log_rows += 1
         now = time.monotonic()
@@ -469,6 +480,20 @@ class RoomManager:
                 except BaseException:
                     self._pending[:0] = batch  # keep them: retried by the next flush
                     raise
+                self._persisted += len(batch)
+                if self._saved_waiters:
+                    self._answer_saved()
+
+    def _answer_saved(self) -> None:
+        waiting = []
+        for entry in self._saved_waiters:
+            queued, peer, nonce = entry
+            if queued <= self._persisted:
+                if not peer.sender.closed:
+                    peer.sender.push(p.saved_frame(nonce))
+            else:
+                waiting.append(entry)
+        self._saved_waiters = waiting
 
     async def _flush_loop(self) -> None:
         while True:

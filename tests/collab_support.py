@@ -70,6 +70,8 @@ class YClient:
         self.close_code: int | None = None
         self.received = 0
         self._remote = False
+        self._asked = 0
+        self._saved: dict[int, asyncio.Future[None]] = {}
         self._sub = self.doc.observe(self._on_local)
         self._task = asyncio.create_task(self._read())
 
@@ -111,6 +113,10 @@ class YClient:
                             self._remote = False
                         if frame.sync == p.SYNC_STEP2:
                             self.synced.set()
+                elif frame.type == p.MSG_SAVED:
+                    answered = self._saved.pop(p.read_var_uint(data, 1)[0], None)
+                    if answered is not None and not answered.done():
+                        answered.set_result(None)
                 elif frame.type == p.MSG_AWARENESS:
                     for entry in p.parse_awareness(frame.payload):
                         if entry.removed:
@@ -128,6 +134,15 @@ class YClient:
         self.synced.clear()
         await self.ws.send(p.step1_frame(self.doc.get_state()))
         await asyncio.wait_for(self.synced.wait(), 10)
+
+    async def saved(self, within: float = 10) -> None:
+        """Ask the server ("saved?", the protocol extension) and wait for its answer: everything
+        this client sent before is then committed. Sent like updates, so it is ordered after them."""
+        self._asked += 1
+        answered = asyncio.get_running_loop().create_future()
+        self._saved[self._asked] = answered
+        await asyncio.get_running_loop().create_task(self._send(p.query_saved_frame(self._asked)))
+        await asyncio.wait_for(answered, within)
 
     async def set_awareness(self, state: Any, clock: int = 1) -> None:
         entry = p.AwarenessEntry(self.doc.client_id, clock, json.dumps(state))

@@ -275,3 +275,36 @@ async def test_metrics_count_rooms_sockets_and_updates(server: ServerProcess, cl
     assert values['scriptorium_websocket_connections{endpoint="collab"}'] >= 1
     assert values["scriptorium_collab_updates_total"] >= 1
     await a.close()
+
+
+async def test_saved_is_answered_only_once_the_edits_are_in_postgresql(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """The protocol extension behind the editor's "Saved": 101 n is answered with 100 n after
+    every update sent before it is committed. Checked by reading the log at the moment of the
+    answer, with no waiting of any other kind."""
+    from pycrdt import Doc, Text
+
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, body="")
+    a = await YClient.connect(server.ws_url, lesson.id, author.token)
+    await a.saved()  # nothing pending: answered straight away
+
+    async def stored_body() -> str:
+        async with db.connect() as conn:
+            updates = (await conn.execute(select(LessonUpdate.update).where(
+                LessonUpdate.lesson_id == lesson.lesson_id).order_by(LessonUpdate.id))).scalars().all()
+        doc: Doc = Doc()
+        for u in updates:
+            doc.apply_update(u)
+        return str(doc.get("body", type=Text))
+
+    for round_ in range(3):
+        for i in range(40):  # many small updates, several flush batches
+            a.body.insert(len(str(a.body)), f"{round_}.{i} ")
+        await a.saved()
+        assert await stored_body() == str(a.body)
+    # a deletion changes no state vector; it is acknowledged all the same
+    del a.body[0:4]
+    await a.saved()
+    assert await stored_body() == str(a.body)
+    await a.close()

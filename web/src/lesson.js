@@ -2,6 +2,8 @@
 // Loaded lazily: it carries CodeMirror, Yjs and y-websocket.
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
+import * as encoding from 'lib0/encoding'
+import * as decoding from 'lib0/decoding'
 import { yCollab, yUndoManagerKeymap } from 'y-codemirror.next'
 import { EditorState, StateField, StateEffect, Compartment } from '@codemirror/state'
 import { EditorView, keymap, Decoration, drawSelection, placeholder } from '@codemirror/view'
@@ -10,6 +12,9 @@ import { markdownLanguage } from '@codemirror/lang-markdown'
 import { syntaxHighlighting, defaultHighlightStyle } from '@codemirror/language'
 import { marked } from 'marked'
 import { h, clear, auth, get, post, put, toast, showError, errorText, timeAgo, fmtTime, ApiError } from './lib.js'
+
+const MSG_SAVED = 100 // collab protocol extension (see collab/protocol.py)
+const MSG_QUERY_SAVED = 101
 
 const COLORS = ['#e03131', '#2f9e44', '#1971c2', '#f08c00', '#9c36b5', '#0c8599', '#c2255c', '#5c940d']
 const colorFor = (s) => { let x = 0; for (const c of s || '') x = (x * 31 + c.charCodeAt(0)) >>> 0; return COLORS[x % COLORS.length] }
@@ -172,29 +177,36 @@ export async function lessonPage (id, { main, onLeave, state }) {
     const renderPreview = () => renderMarkdown(preview, ybody.toString())
     ybody.observe(() => { clearTimeout(pt); pt = setTimeout(renderPreview, 150) })
 
-    // "Saved" = the server's stored lesson (GET /lessons/{id}) equals what this tab has, after its own edits.
+    // "Saved" = the server has committed to PostgreSQL every change this tab sent. After local edits
+    // the tab asks "saved? n" (message 101, after its updates on the same socket) and the server
+    // answers "n" (message 100) once the batch holding them is committed. Anything typed after the
+    // question keeps the state pending until the next answer; offline edits are asked about after
+    // the reconnect's sync has sent them.
     let dirty = false
-    let checkTimer = null
-    let checks = 0
+    let asked = 0
+    let changedSinceAsk = false
+    let askTimer = null
+    const ask = () => {
+      askTimer = null
+      if (!provider.wsconnected || !provider.synced) return // asked again after the next sync
+      const enc = encoding.createEncoder()
+      encoding.writeVarUint(enc, MSG_QUERY_SAVED)
+      encoding.writeVarUint(enc, ++asked)
+      changedSinceAsk = false
+      provider.ws.send(encoding.toUint8Array(enc))
+    }
+    provider.messageHandlers[MSG_SAVED] = (_encoder, decoder) => {
+      if (decoding.readVarUint(decoder) === asked && !changedSinceAsk) { dirty = false; updateSaved() }
+    }
+    provider.on('sync', (synced) => { if (synced && dirty) ask() })
     doc.on('update', (_u, origin) => {
       if (origin === provider) return // came from the server
-      dirty = true; checks = 0
+      dirty = true
+      changedSinceAsk = true
       updateSaved()
-      clearTimeout(checkTimer)
-      checkTimer = setTimeout(checkSaved, 2200)
+      if (!askTimer) askTimer = setTimeout(ask, 200)
     })
-    const checkSaved = async () => {
-      if (!provider.wsconnected) { checkTimer = setTimeout(checkSaved, 1500); return }
-      try {
-        const stored = await get(`/lessons/${id}`)
-        if (stored.title === ytitle.toString() && (stored.content?.body ?? '') === ybody.toString()) {
-          dirty = false; updateSaved(); return
-        }
-      } catch { /* try again */ }
-      checks++
-      checkTimer = setTimeout(checkSaved, Math.min(5000, 800 + checks * 500))
-    }
-    cleanups.push(() => clearTimeout(checkTimer))
+    cleanups.push(() => clearTimeout(askTimer))
     function updateSaved () {
       if (!canEdit) { savedEl.textContent = ''; return }
       if (!provider.wsconnected) savedEl.textContent = dirty ? 'Offline — changes kept locally' : ''
