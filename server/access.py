@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Text, bindparam, exists, literal, or_, select, true
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.auth import Principal
 from server.catalog.models import Collaborator, Course, Lesson, Unit
@@ -137,7 +137,7 @@ def _access_statement(by_lesson: bool, signed_in: bool, for_update: bool) -> Any
     return stmt
 
 
-async def _access(session: AsyncSession, key: uuid.UUID, user: Principal | None, *, by_lesson: bool,
+async def _access(session: AsyncSession | AsyncConnection, key: uuid.UUID, user: Principal | None, *, by_lesson: bool,
                   for_update: bool = False) -> CourseAccess:
     params: dict[str, Any] = {"key": key}
     if user is not None:
@@ -197,7 +197,7 @@ async def lesson_course_id(session: AsyncSession, lesson_id: uuid.UUID) -> uuid.
     return course_id
 
 
-async def lesson_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal | None) -> CourseAccess:
+async def lesson_access(session: AsyncSession | AsyncConnection, lesson_id: uuid.UUID, user: Principal | None) -> CourseAccess:
     """Access to the course of a lesson; 404 when the lesson is unknown or hidden (one statement)."""
     try:
         return await _access(session, lesson_id, user, by_lesson=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
@@ -11,8 +13,17 @@ from typing import Any
 
 from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.dialects.postgresql import UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import await_only
+from sqlalchemy.util.queue import Empty, Full, QueueCommon
 
 # Stable constraint names so migrations can refer to them (Alembic's advice).
 NAMING_CONVENTION = {
@@ -64,12 +75,76 @@ def asyncpg_url(url: str) -> str:
     return url
 
 
+class FairQueue(QueueCommon[Any]):
+    """The pool's idle connections, handed out first come, first served.
+
+    SQLAlchemy's asyncio queue lets a request that arrives just as a connection comes back take it
+    before the requests already waiting, and a waiter that lost that race goes to the back of the
+    line again: under load (more requests than pooled connections) a few requests wait for many
+    turns — a p99 of 250 ms where the median is 20 ms. Here a returned connection goes straight to
+    the longest waiter, and nobody takes an idle one while others wait.
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._items: deque[Any] = deque()
+        self._waiters: deque[asyncio.Future[Any]] = deque()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return bool(self.maxsize) and len(self._items) >= self.maxsize
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, item: Any) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(item)
+                return
+        if self.full():
+            raise Full()
+        self._items.append(item)
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        self.put_nowait(item)  # the pool never blocks on a return
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise Empty()
+        return self._items.pop() if self.use_lifo else self._items.popleft()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        if self._items or not block:
+            return self.get_nowait()
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await_only(asyncio.wait_for(asyncio.shield(waiter), timeout))
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.put_nowait(waiter.result())  # handed over as we gave up: pass it on
+            else:
+                waiter.cancel()
+            if isinstance(exc, TimeoutError):
+                raise Empty() from None
+            raise
+
+
+class FairAsyncQueuePool(AsyncAdaptedQueuePool):
+    _queue_class = FairQueue
+
+
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # No pre-ping (a round trip per checkout on the hot path): a connection that died is
     # invalidated on its first error, and recycled before servers' idle timeouts anyway.
     options: dict[str, Any] = {"pool_recycle": 300}
     if "poolclass" not in kwargs:
-        options.update(pool_size=10, max_overflow=20)
+        options.update(pool_size=10, max_overflow=20, poolclass=FairAsyncQueuePool)
     options.update(kwargs)
     return create_async_engine(asyncpg_url(url), **options)
 
@@ -83,6 +158,15 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A session inside one transaction: committed on success, rolled back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+@asynccontextmanager
+async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A pooled connection in autocommit: each statement is its own transaction, with no
+    BEGIN/COMMIT round trips (single-statement reads and self-contained writes)."""
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        yield conn
 
 
 def all_models() -> type[Base]:

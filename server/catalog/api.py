@@ -16,6 +16,7 @@ from server.access import CourseAccess, course_access, lesson_access, require, u
 from server.auth import Principal, current_user, require_user
 from server.catalog import service
 from server.catalog.content import ContentType
+from server.db import autocommit
 from server.errors import validation
 from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
 from server.routing import Api
@@ -98,8 +99,7 @@ class CollaboratorPatch(_Body):
 @asynccontextmanager
 async def reading(request: Request) -> AsyncIterator[AsyncConnection]:
     """A pooled connection in autocommit for single-statement reads (no BEGIN/ROLLBACK round trips)."""
-    async with services(request).engine.connect() as conn:
-        await conn.execution_options(isolation_level="AUTOCOMMIT")
+    async with autocommit(services(request).engine) as conn:
         yield conn
 
 

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from server.access import course_access, lesson_access, require
 from server.auth import current_user, require_user
 from server.catalog.models import Quiz
+from server.db import autocommit
 from server.errors import Conflict, NotFound
 from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
 from server.learning import quizzes, service
@@ -73,13 +74,19 @@ async def set_progress(request: Request) -> Response:
     user = await require_user(request)
     body = await read_json(request, ProgressBody)
 
-    async def write() -> dict[str, Any]:
-        async with services(request).sessions.begin() as session:
-            access = await lesson_access(session, lesson_id, user)
-            return await service.set_lesson_status(session, course_id=access.course_id, lesson_id=lesson_id,
+    # Autocommit: the access check, then one statement that takes the locks, writes and
+    # recomputes (the learner's enrollment lock is never held across a round trip to us).
+    async def write() -> service.StatusWrite:
+        async with autocommit(services(request).engine) as conn:
+            access = await lesson_access(conn, lesson_id, user)
+            return await service.set_lesson_status(conn, course_id=access.course_id, lesson_id=lesson_id,
                                                    user_id=user.clerk_id, status=body.status)
 
-    return json_response(await service.retrying(write))
+    written = await service.retrying(write)
+    if written.actions:  # a lesson or course newly completed: achievements, in their own transaction
+        async with services(request).sessions.begin() as session:
+            await service.record_completions(session, user.clerk_id, written.actions)
+    return json_response(written.payload)
 
 
 @api.get("/courses/{id}/progress")
@@ -189,9 +196,11 @@ async def attempt_quiz(request: Request) -> Response:
                                                             answers=body.answers)
             lesson: dict[str, Any] | None = None
             if attempt.passed and access.enrolled:
-                lesson = await service.set_lesson_status(
+                written = await service.set_lesson_status(
                     session, course_id=access.course_id, lesson_id=quiz.lesson_id, user_id=user.clerk_id,
                     status="completed")
+                await service.record_completions(session, user.clerk_id, written.actions)
+                lesson = written.payload
         return {
             "id": attempt.id, "quiz_id": quiz.id, "score": attempt.score, "passed": attempt.passed,
             "results": results, "lesson_status": lesson["status"] if lesson else None,

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Text, bindparam, delete, func, select, text
-from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.access import visible_courses
 from server.auth import Principal
@@ -133,82 +132,49 @@ async def unenroll(session: AsyncSession, *, course_id: uuid.UUID, user_id: str)
     return Enrollment(False, 0.0, None)
 
 
-# With the learner's enrollment row locked (so this statement's snapshot sees every earlier write
-# of theirs), one statement upserts the lesson status and recomputes the course progress: the
-# other completed lessons come from the snapshot, this lesson from the new status.
-_SET_STATUS = text("""
-WITH previous AS (
-    SELECT status FROM user_progress WHERE user_id = :user_id AND lesson_id = :lesson_id
-), upserted AS (
-    INSERT INTO user_progress (user_id, lesson_id, status, completed_at)
-    VALUES (:user_id, :lesson_id, CAST(:status AS text),
-            CASE WHEN CAST(:status AS text) = 'completed' THEN now() END)
-    ON CONFLICT (user_id, lesson_id) DO UPDATE
-    SET status = excluded.status,
-        -- the first completion time is kept when a completed lesson is completed again
-        completed_at = CASE WHEN excluded.status = 'completed'
-                            THEN coalesce(user_progress.completed_at, excluded.completed_at) END,
-        updated_at = now()
-    RETURNING status
-), totals AS (
-    SELECT count(*) AS n FROM lessons l JOIN units u ON u.id = l.unit_id WHERE u.course_id = :course_id
-), others AS (
-    SELECT count(*) AS n
-    FROM user_progress p JOIN lessons l ON l.id = p.lesson_id JOIN units u ON u.id = l.unit_id
-    WHERE u.course_id = :course_id AND p.user_id = :user_id AND p.status = 'completed'
-      AND p.lesson_id <> :lesson_id
-), done AS (
-    SELECT o.n + CASE WHEN CAST(:status AS text) = 'completed' THEN 1 ELSE 0 END AS n FROM others o
-)
-UPDATE user_courses uc
-SET progress = CASE WHEN t.n = 0 THEN 0 ELSE LEAST(100, d.n * 100.0 / t.n) END,
-    completed_at = CASE
-        WHEN t.n > 0 AND d.n >= t.n THEN coalesce(uc.completed_at, now())
-        ELSE uc.completed_at END
-FROM totals t, done d
-WHERE uc.id = :enrollment_id
-RETURNING uc.progress, uc.completed_at, (SELECT status FROM previous) AS previous,
-          (SELECT count(*) FROM upserted) AS written
-""")
+# The lesson status and the course progress in one statement (migration 0006 has the function and
+# why): locks the lesson (KEY SHARE) then the enrollment, then upserts and recomputes in a fresh
+# snapshot, so the last of a learner's concurrent writes always stores the exact value.
+_SET_STATUS = text("SELECT * FROM set_lesson_status(:user_id, :lesson_id, :course_id, :status)")
 
 
-# Built once (statement construction costs more than running them).
-_LOCK_LESSON = (select(Lesson.id).where(Lesson.id == bindparam("lesson_id", type_=PgUUID(as_uuid=True)))
-                .with_for_update(key_share=True))
-_LOCK_ENROLLMENT = (select(UserCourse.id, UserCourse.completed_at)
-                    .where(UserCourse.course_id == bindparam("course_id", type_=PgUUID(as_uuid=True)),
-                           UserCourse.user_id == bindparam("user_id", type_=Text))
-                    .with_for_update())
+@dataclass(frozen=True)
+class StatusWrite:
+    payload: dict[str, Any]
+    actions: tuple[str, ...]  # achievement keys the write touched, in the order they were earned
 
 
 async def set_lesson_status(
-    session: AsyncSession, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str, status: str,
-) -> dict[str, Any]:
-    """Set the caller's status of a lesson and recompute the course progress in this transaction.
+    db: AsyncSession | AsyncConnection, *, course_id: uuid.UUID, lesson_id: uuid.UUID, user_id: str,
+    status: str,
+) -> StatusWrite:
+    """Set the caller's status of a lesson and recompute the course progress (one statement).
 
-    409 when the user is not enrolled. Locks the lesson (shared) and the enrollment (serialising
-    this learner's writes to the course), then one statement upserts and recomputes.
+    404 for a lesson gone meanwhile, 409 when the user is not enrolled. In a transaction the locks
+    last until its commit; on an autocommit connection they are held only inside PostgreSQL. The
+    caller then records ``actions`` (:func:`record_completions`).
     """
-    # The lesson first (KEY SHARE: it cannot be deleted under us, other writers don't wait), then
-    # the enrollment. A lesson deletion takes the lesson and then the enrollments, so the two
-    # always lock in the same order and never deadlock.
-    lesson = (await session.execute(_LOCK_LESSON, {"lesson_id": lesson_id})).first()
-    if lesson is None:
-        raise NotFound("No such lesson.")
-    enrollment = (await session.execute(_LOCK_ENROLLMENT, {"course_id": course_id, "user_id": user_id})).one_or_none()
-    if enrollment is None:
-        raise Conflict("Enroll in the course first.")
-    row = (await session.execute(_SET_STATUS, {
+    row = (await db.execute(_SET_STATUS, {
         "user_id": user_id, "lesson_id": lesson_id, "course_id": course_id, "status": status,
-        "enrollment_id": enrollment.id,
     })).one()
-    progress, completed_at = float(row.progress), row.completed_at
+    if row.outcome == "no_lesson":
+        raise NotFound("No such lesson.")
+    if row.outcome == "not_enrolled":
+        raise Conflict("Enroll in the course first.")
+    actions = []
     if status == "completed" and row.previous != "completed":
-        await record_action(session, user_id=user_id, keys={"lessons_completed"})
-    if completed_at is not None and enrollment.completed_at is None:
-        await record_action(session, user_id=user_id, keys={"courses_completed"})
-    return {"lesson_id": lesson_id, "course_id": course_id, "status": status, "progress": progress,
-            "course_completed_at": completed_at}
+        actions.append("lessons_completed")
+    if row.completed_at is not None and row.was_completed_at is None:
+        actions.append("courses_completed")
+    payload = {"lesson_id": lesson_id, "course_id": course_id, "status": status,
+               "progress": float(row.progress), "course_completed_at": row.completed_at}
+    return StatusWrite(payload, tuple(actions))
+
+
+async def record_completions(session: AsyncSession, user_id: str, actions: tuple[str, ...]) -> None:
+    """Evaluate the achievements a status write touched (lessons before courses)."""
+    for key in actions:
+        await record_action(session, user_id=user_id, keys={key})
 
 
 async def course_progress(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> dict[str, Any]:

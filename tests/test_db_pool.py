@@ -1,0 +1,87 @@
+"""The connection pool's queue hands idle connections out first come, first served."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.queue import Empty
+
+from server.db import FairAsyncQueuePool, FairQueue, make_engine
+
+
+async def get(q: FairQueue, timeout: float | None = 5) -> Any:
+    return await greenlet_spawn(q.get, True, timeout)
+
+
+async def waiting(q: FairQueue, n: int) -> None:
+    while len(q._waiters) < n:  # the getters have registered (a few loop turns)
+        await asyncio.sleep(0)
+
+
+async def test_a_returned_item_goes_to_the_longest_waiter_and_is_never_stolen() -> None:
+    q = FairQueue(1)
+    q.put_nowait("conn")
+    assert await get(q) == "conn"
+    order: list[str] = []
+
+    async def waiter(name: str) -> None:
+        item = await get(q)
+        order.append(name)
+        q.put_nowait(item)  # done with it
+
+    tasks = []
+    for name in ("first", "second", "third"):
+        tasks.append(asyncio.create_task(waiter(name)))
+        await waiting(q, len(tasks))
+    q.put_nowait("conn")
+    with pytest.raises(Empty):  # a newcomer does not jump the line
+        q.get_nowait()
+    await asyncio.gather(*tasks)
+    assert order == ["first", "second", "third"]
+    assert q.get_nowait() == "conn"
+
+
+async def test_a_timed_out_or_cancelled_waiter_loses_nothing() -> None:
+    q = FairQueue(1)
+    with pytest.raises(Empty):
+        await get(q, timeout=0.01)
+    q.put_nowait("conn")  # the timed-out waiter does not swallow it
+    assert q.qsize() == 1
+    assert q.get_nowait() == "conn"
+
+    task = asyncio.create_task(get(q))
+    await waiting(q, 1)
+    q.put_nowait("conn")  # handed to the waiter ...
+    task.cancel()  # ... which is cancelled before it could take it
+    try:
+        taken = await task  # (Python 3.11's wait_for may deliver it despite the cancel)
+    except asyncio.CancelledError:
+        assert q.qsize() == 1 and q.get_nowait() == "conn"  # passed on, not lost
+    else:
+        assert taken == "conn" and q.qsize() == 0
+
+    task = asyncio.create_task(get(q, timeout=None))
+    await waiting(q, 1)
+    q.put_nowait("conn")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert q.qsize() == 1 and q.get_nowait() == "conn"
+
+
+async def test_the_engine_uses_it_and_many_requests_share_a_small_pool(database_url: str) -> None:
+    engine = make_engine(database_url, pool_size=2, max_overflow=0)
+    assert isinstance(engine.pool, FairAsyncQueuePool)
+    try:
+        async def one(i: int) -> int:
+            async with engine.connect() as conn:
+                return int((await conn.execute(text("SELECT CAST(:i AS int)"), {"i": i})).scalar_one())
+
+        assert await asyncio.gather(*(one(i) for i in range(50))) == list(range(50))
+        assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    finally:
+        await engine.dispose()
