@@ -13,12 +13,13 @@ from sqlalchemy.util.queue import Empty
 from server.db import FairAsyncQueuePool, FairQueue, make_engine
 
 
-async def get(q: FairQueue, timeout: float | None = 5) -> Any:
-    return await greenlet_spawn(q.get, True, timeout)
+async def get(q: FairQueue, limit: float | None = 5) -> Any:
+    return await greenlet_spawn(q.get, True, limit)
 
 
 async def waiting(q: FairQueue, n: int) -> None:
-    while len(q._waiters) < n:  # the getters have registered (a few loop turns)
+    # yields the loop until the started getters have run their first step and queued up
+    while len(q._waiters) < n:  # noqa: ASYNC110 (no event to wait on inside the queue)
         await asyncio.sleep(0)
 
 
@@ -48,7 +49,7 @@ async def test_a_returned_item_goes_to_the_longest_waiter_and_is_never_stolen() 
 async def test_a_timed_out_or_cancelled_waiter_loses_nothing() -> None:
     q = FairQueue(1)
     with pytest.raises(Empty):
-        await get(q, timeout=0.01)
+        await get(q, limit=0.01)
     q.put_nowait("conn")  # the timed-out waiter does not swallow it
     assert q.qsize() == 1
     assert q.get_nowait() == "conn"
@@ -64,7 +65,7 @@ async def test_a_timed_out_or_cancelled_waiter_loses_nothing() -> None:
     else:
         assert taken == "conn" and q.qsize() == 0
 
-    task = asyncio.create_task(get(q, timeout=None))
+    task = asyncio.create_task(get(q, limit=None))
     await waiting(q, 1)
     q.put_nowait("conn")
     task.cancel()

@@ -162,6 +162,29 @@ async def test_page_plus_live_events_equals_new_page(listener: ServerProcess, cl
     assert rebuilt == new and applied >= 15
 
 
+async def test_a_course_forum_list_resumes_from_its_last_event_id(
+        listener: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser, bob: DevUser) -> None:
+    """The course forum list carries ``last_event_id``; subscribing late with it replays every
+    thread started after the list was read, in order (and at most events of threads the list
+    already shows: ids are assigned when the outbox drains, so the id can lag the list)."""
+    course = await make_course(db, alice)
+    shown = [await create_post(client, course, alice, title=f"before {i}") for i in range(2)]
+    page = (await client.get(f"/api/courses/{course.id}/forum/posts")).json()
+    assert [p["id"] for p in page["items"]] == [p["id"] for p in reversed(shown)]
+    later = [await create_post(client, course, bob, title=f"after {i}") for i in range(3)]
+    async with socket(listener.base_url, alice) as ws:
+        await subscribe(ws, f"course:{course.id}", since=page["last_event_id"])
+        replayed: list[dict[str, Any]] = []
+        later_ids = {p["id"] for p in later}
+        while not later_ids <= {e["data"]["id"] for e in replayed}:
+            replayed += await events(ws, 1, f"course:{course.id}")
+    assert all(e["event"] == "post.created" for e in replayed)
+    assert [e["data"]["id"] for e in replayed if e["data"]["id"] in later_ids] == [p["id"] for p in later]
+    assert {e["data"]["id"] for e in replayed} - later_ids <= {p["id"] for p in shown}
+    again = (await client.get(f"/api/courses/{course.id}/forum/posts")).json()
+    assert again["last_event_id"] == replayed[-1]["id"]
+
+
 async def test_unread_count_equals_live_notifications(listener: ServerProcess, client: httpx.AsyncClient,
                                                       db: AsyncEngine, alice: DevUser, bob: DevUser) -> None:
     course = await make_course(db, alice)

@@ -78,16 +78,19 @@ def _page(items: list[dict[str, Any]], next_key: list[Any] | None) -> dict[str, 
 @api.get("/courses/{id}/forum/posts", auth="optional",
          query={**PAGE_QUERY, "lesson_id": "Only posts about this lesson of the course"})
 async def list_posts(request: Request) -> Response:
-    """A course's forum posts: pinned first, then newest first."""
+    """A course's forum posts: pinned first, then newest first, with ``last_event_id`` of the
+    ``course:<id>`` channel (subscribe with it as ``since`` to miss no new thread)."""
     course_id = path_id(request)
     user = await current_user(request)
-    async with services(request).sessions() as session:
+    svc = services(request)
+    async with svc.sessions() as session:
         await course_access(session, course_id, user)  # a hidden course is 404 before anything else
         lesson_id = service.parse_lesson_filter(request.query_params.get("lesson_id"))
         limit, cursor = page_limit(request), decode_cursor(request)
+        last_id = await last_event_id(svc, service.course_channel(course_id))  # before the data
         items, next_key = await service.list_posts(session, course_id=course_id, viewer=user,
                                                    lesson_id=lesson_id, limit=limit, cursor=cursor)
-    return json_response(_page(items, next_key))
+    return json_response(_page(items, next_key) | {"last_event_id": last_id})
 
 
 @api.post("/courses/{id}/forum/posts", status=201, body=PostCreate)
