@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -43,16 +44,36 @@ from tests.support import Postgres, RedisServer, ServerProcess, database_name, d
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's worker processes with ``--workers N``)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        children = Path(f"/proc/{current}/task/{current}/children")
+        if children.exists():
+            todo += [int(c) for c in children.read_text().split()]
+    return found
+
+
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    """utime + stime of ``pid`` and its descendants."""
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(FileNotFoundError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / TICK
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    total = 0
+    for p in tree(pid):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
 
 
 async def xact_commits(admin_url: str, db: str) -> int:
@@ -80,7 +101,7 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
     await upgrade(url)
     redis = RedisServer().start()
     data_dir = Path(tempfile.mkdtemp(prefix="scr-bench-"))
-    server = ServerProcess(database_url=url, data_dir=data_dir, redis_url=redis.url,
+    server = ServerProcess(database_url=url, data_dir=data_dir, redis_url=redis.url, workers=args.workers,
                            env={"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning"})
     await asyncio.to_thread(server.start)
     engine = make_engine(url)
@@ -183,6 +204,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--storm-replies", type=int, default=20)
     parser.add_argument("--socketio", action="store_true")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (joined through Redis)")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     report: dict[str, Any] = {"date": started, "rate": args.rate, "clients": args.clients, "seconds": args.seconds,
