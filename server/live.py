@@ -3,9 +3,10 @@
 The outbox drain turns committed ``event_outbox`` rows into broker events, exactly once and in
 order per channel:
 
-1. Under a PostgreSQL advisory lock (one drainer at a time across nodes), pending rows get their
-   channel event id (``seq``) from ``event_channels`` and that is committed first, so the id of an
-   event never changes, whatever fails later.
+1. One node drains: the one whose drain connection holds a PostgreSQL advisory lock (it keeps it
+   for the life of that session; another node takes over when the session ends). Pending rows get
+   their channel event id (``seq``) from ``event_channels`` in one statement that commits before
+   anything is published, so the id of an event never changes, whatever fails later.
 2. Each row is published with its id; the broker's append is idempotent per id (a Lua script on
    Redis), so a retry after a crash or a Redis outage never duplicates.
 3. Rows are marked published. Until then they stay pending: writes keep returning 2xx while
@@ -25,14 +26,13 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -52,13 +52,33 @@ log = logging.getLogger("scriptorium.live")
 DRAIN_LOCK = 0x5C21_0E0B  # pg advisory lock key of the outbox drain
 SWEEP_S = 1.0
 BATCH = 500
-_UNLOCK = text("SELECT pg_advisory_unlock(:k)")
-_RESERVE_IDS = text(
-    "INSERT INTO event_channels (channel, last_id) "
-    "SELECT c, n FROM unnest(CAST(:cs AS text[]), CAST(:ns AS bigint[])) AS v(c, n) ORDER BY c "
-    "ON CONFLICT (channel) DO UPDATE SET last_id = event_channels.last_id + EXCLUDED.last_id "
-    "RETURNING channel, last_id"
+# One statement (its own transaction): a batch of pending rows, oldest first, where the fresh
+# ones get the next ids of their channels from event_channels. Rows that already have an id (a
+# drain that stopped before marking them) keep it and go out again (the broker ignores ids it has).
+_TAKE_BATCH = """
+WITH batch AS (
+    SELECT id, channel, event, data, seq FROM event_outbox
+    WHERE published_at IS NULL ORDER BY seq NULLS LAST, id LIMIT $1
+), fresh AS (
+    SELECT id, channel, row_number() OVER (PARTITION BY channel ORDER BY id) AS k
+    FROM batch WHERE seq IS NULL
+), counts AS (
+    SELECT channel, count(*) AS n FROM fresh GROUP BY channel
+), reserved AS (
+    INSERT INTO event_channels AS ec (channel, last_id)
+    SELECT channel, n FROM counts ORDER BY channel
+    ON CONFLICT (channel) DO UPDATE SET last_id = ec.last_id + EXCLUDED.last_id
+    RETURNING channel, last_id
+), numbered AS (
+    SELECT f.id, r.last_id - c.n + f.k AS seq
+    FROM fresh f JOIN counts c USING (channel) JOIN reserved r USING (channel)
+), assigned AS (
+    UPDATE event_outbox o SET seq = n.seq FROM numbered n WHERE o.id = n.id RETURNING o.id, o.seq
 )
+SELECT b.id, b.channel, b.event, b.data::text AS data, coalesce(a.seq, b.seq) AS seq
+FROM batch b LEFT JOIN assigned a USING (id)
+ORDER BY b.channel, 5
+"""
 PRUNE_EVERY_S = 600.0
 
 
@@ -73,7 +93,14 @@ def make_broker(settings: Settings) -> Broker:
 
 
 class OutboxDrain:
-    """Publishes committed outbox rows to the broker (see the module docstring)."""
+    """Publishes committed outbox rows to the broker (see the module docstring).
+
+    One dedicated asyncpg connection LISTENs and, on the node that holds the advisory lock (the
+    leader, for as long as that connection lives), drains: one statement takes a batch of
+    pending rows and gives the fresh ones their channel ids (autocommit: the ids are durable when
+    it returns), the events are published, one statement marks them. Other nodes try to take the
+    lock on each wake-up, so a dead leader's session (and lock) is replaced within a sweep.
+    """
 
     def __init__(self, engine: AsyncEngine, broker: Broker, settings: Settings) -> None:
         self.engine = engine
@@ -81,7 +108,8 @@ class OutboxDrain:
         self.settings = settings
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._listen: asyncpg.Connection | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._leader = False
         self._pruned_at = 0.0
 
     def kick(self) -> None:
@@ -90,8 +118,7 @@ class OutboxDrain:
 
     async def start(self) -> None:
         with contextlib.suppress(Exception):
-            await self.drain_once(wait=True)  # history back before the first socket
-        await self._ensure_listening()
+            await self.drain_once()  # history back before the first socket (when leader)
         self._task = asyncio.create_task(self._run(), name="outbox-drain")
 
     async def stop(self) -> None:
@@ -99,21 +126,24 @@ class OutboxDrain:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._listen is not None:
-            with contextlib.suppress(Exception):
-                await self._listen.close()
+        await self._disconnect()
 
-    async def _ensure_listening(self) -> None:
-        if self._listen is not None and not self._listen.is_closed():
-            return
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is not None and not self._conn.is_closed():
+            return self._conn
+        self._leader = False  # a new session holds no lock
         assert self.settings.database_url
         dsn = self.settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        try:
-            conn = await asyncpg.connect(dsn)
-            await conn.add_listener("event_outbox", lambda *_: self.kick())
-            self._listen = conn
-        except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("cannot LISTEN for outbox events", extra={"error": str(exc)})
+        conn = await asyncpg.connect(dsn)
+        await conn.add_listener("event_outbox", lambda *_: self.kick())
+        self._conn = conn
+        return conn
+
+    async def _disconnect(self) -> None:
+        conn, self._conn, self._leader = self._conn, None, False
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -122,101 +152,57 @@ class OutboxDrain:
                 await asyncio.wait_for(self._wake.wait(), SWEEP_S)
             self._wake.clear()
             try:
-                if not await self.drain_once():
-                    # Another node holds the lock; it may have looked before our commit.
-                    await asyncio.sleep(0.05)
-                    self._wake.set()
+                await self.drain_once()
                 backoff = 0.1
-                await self._maybe_prune()
-                await self._ensure_listening()
+                if self._leader:
+                    await self._maybe_prune()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("outbox drain failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"})
+                if isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)):
+                    await self._disconnect()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._wake.set()
 
-    async def drain_once(self, *, wait: bool = False) -> bool:
-        """Publish everything pending; False when another drainer holds the lock."""
-        async with self.engine.connect() as conn:
-            if wait:
-                await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": DRAIN_LOCK})
-            else:
-                got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": DRAIN_LOCK})).scalar()
-                if not got:
-                    await conn.rollback()
-                    return False
-            # The (session-level) lock is not transactional: the first batch's statements share its
-            # transaction, and the unlock shares the last one's (fewer BEGIN/COMMIT round trips).
-            unlocked = False
-            try:
-                if await self.broker.needs_restore():
-                    await conn.commit()
-                    await self._restore(conn)
-                    await self.broker.mark_restored()
-                while await self._drain_batch(conn):
-                    pass
-                await conn.execute(_UNLOCK, {"k": DRAIN_LOCK})
-                await conn.commit()
-                unlocked = True
-            finally:
-                if not unlocked:
-                    with contextlib.suppress(Exception):
-                        await conn.rollback()
-                        await conn.execute(_UNLOCK, {"k": DRAIN_LOCK})
-                        await conn.commit()
-        return True
+    async def drain_once(self) -> bool:
+        """Publish everything pending; False when another node is the drainer."""
+        conn = await self._connection()
+        if not self._leader:
+            self._leader = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", DRAIN_LOCK))
+            if not self._leader:
+                return False
+        if await self.broker.needs_restore():
+            await self._restore()
+            await self.broker.mark_restored()
+        while True:
+            rows = await conn.fetch(_TAKE_BATCH, BATCH)
+            for row in rows:  # ids are durable now; per channel in id order
+                await self.broker.publish(row["channel"], row["event"], row["data"], id=row["seq"])
+            if rows:
+                await conn.execute("UPDATE event_outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                                   [row["id"] for row in rows])
+            if len(rows) < BATCH:
+                return True
 
-    async def _drain_batch(self, conn: AsyncConnection) -> bool:
-        rows = (await conn.execute(text(
-            "SELECT id, channel, event, data::text AS data, seq FROM event_outbox "
-            "WHERE published_at IS NULL ORDER BY seq NULLS LAST, id LIMIT :n"
-        ), {"n": BATCH})).all()
-        if not rows:
-            return False  # the caller commits
-        seqs = {row.id: row.seq for row in rows}
-        fresh = [row for row in rows if row.seq is None]
-        if fresh:
-            counts = Counter(row.channel for row in fresh)
-            channels = sorted(counts)
-            # Every channel's block of ids in one round trip.
-            last_ids: dict[str, int] = dict((await conn.execute(_RESERVE_IDS, {
-                "cs": channels, "ns": [counts[c] for c in channels],
-            })).tuples().all())
-            next_id: dict[str, int] = {c: int(last_ids[c]) - counts[c] + 1 for c in channels}
-            for row in fresh:
-                seqs[row.id] = next_id[row.channel]
-                next_id[row.channel] += 1
-            ids = [row.id for row in fresh]
-            await conn.execute(text(
-                "UPDATE event_outbox SET seq = v.seq FROM unnest(CAST(:ids AS bigint[]), CAST(:seqs AS bigint[])) "
-                "AS v(id, seq) WHERE event_outbox.id = v.id"
-            ), {"ids": ids, "seqs": [seqs[i] for i in ids]})
-        await conn.commit()  # ids are durable before anything is published
-        for row in sorted(rows, key=lambda r: seqs[r.id]):
-            await self.broker.publish(row.channel, row.event, row.data, id=seqs[row.id])
-        await conn.execute(text("UPDATE event_outbox SET published_at = now() WHERE id = ANY(:ids)"),
-                           {"ids": [row.id for row in rows]})
-        return len(rows) == BATCH  # committed by the next batch's commit or the caller's
-
-    async def _restore(self, conn: AsyncConnection) -> None:
+    async def _restore(self) -> None:
         """Put the retained history back into a broker that lost it."""
-        keep = self.settings.event_history
-        rows = (await conn.execute(text(
-            "SELECT channel, seq, event, data, ms FROM ("
-            " SELECT channel, seq, event, data::text AS data,"
-            " (extract(epoch FROM created_at) * 1000)::bigint AS ms,"
-            " row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rn"
-            " FROM event_outbox WHERE seq IS NOT NULL AND published_at IS NOT NULL) AS t "
-            "WHERE rn <= :keep ORDER BY channel, seq"
-        ), {"keep": keep})).all()
-        # The newest id each channel had published: pending ids must still go out after it.
-        lasts = (await conn.execute(text(
-            "SELECT c.channel, COALESCE((SELECT min(o.seq) - 1 FROM event_outbox o WHERE o.channel = c.channel"
-            " AND o.published_at IS NULL AND o.seq IS NOT NULL), c.last_id) AS last_id FROM event_channels c"
-        ))).all()
-        await conn.commit()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(text(
+                "SELECT channel, seq, event, data, ms FROM ("
+                " SELECT channel, seq, event, data::text AS data,"
+                " (extract(epoch FROM created_at) * 1000)::bigint AS ms,"
+                " row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rn"
+                " FROM event_outbox WHERE seq IS NOT NULL AND published_at IS NOT NULL) AS t "
+                "WHERE rn <= :keep ORDER BY channel, seq"
+            ), {"keep": self.settings.event_history})).all()
+            # The newest id each channel had published: pending ids must still go out after it.
+            lasts = (await conn.execute(text(
+                "SELECT c.channel, COALESCE((SELECT min(o.seq) - 1 FROM event_outbox o WHERE o.channel = c.channel"
+                " AND o.published_at IS NULL AND o.seq IS NOT NULL), c.last_id) AS last_id FROM event_channels c"
+            ))).all()
+            await conn.commit()
         by_channel: dict[str, list[tuple[int, str, str, int]]] = {}
         for row in rows:
             by_channel.setdefault(row.channel, []).append((row.seq, row.event, row.data, row.ms))

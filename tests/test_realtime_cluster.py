@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from server.db import make_engine
+from server.live import DRAIN_LOCK
 from server.migrate import upgrade
 from tests.realtime_support import Live, events, nothing_more, recv, send, subscribe
 from tests.support import Postgres, RedisServer, ServerProcess, eventually
@@ -83,6 +85,37 @@ async def test_two_nodes_on_one_redis(postgres: Postgres, data_dir: Path, redis_
             await live.emit(f"user:{bob.clerk_id}", "notification.created", {"unread_count": 3})
             frame = await recv(on_b)
             assert frame["channel"] == "user:me" and frame["data"] == {"unread_count": 3}
+
+
+async def test_another_node_takes_over_when_the_draining_node_dies(postgres: Postgres, data_dir: Path,
+                                                                  redis_url: str) -> None:
+    """One node drains (it holds the drain lock for the life of its session); when it is killed
+    the other takes the lock and publishes what was committed meanwhile, in order, with no gap."""
+    async with deployment(postgres, data_dir, redis_url=redis_url, nodes=2) as live:
+        node_b = live.extra[0]
+        alice = await live.user("Alice")
+        channel = f"course:{await live.course(alice)}"
+
+        async def drainer_pid() -> int | None:
+            async with live.engine.connect() as conn:
+                found = (await conn.execute(text(
+                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND ((classid::bigint << 32) | objid::bigint) = :k AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"), {"k": DRAIN_LOCK})).first()
+            return None if found is None else int(found[0])
+
+        first = await eventually(drainer_pid)
+        async with live.ws(alice, server=node_b) as ws:
+            await subscribe(ws, channel)
+            await live.emit_many(channel, 10)
+            assert [f["id"] for f in await events(ws, 10)] == list(range(1, 11))
+            live.server.kill()  # node A: it started first and holds the lock
+            await live.emit_many(channel, 20, start=10, per_tx=3)
+            got = await events(ws, 20)
+            assert [f["data"]["n"] for f in got] == list(range(10, 30))
+            assert [f["id"] for f in got] == list(range(11, 31))
+        second = await eventually(drainer_pid)
+        assert second != first
 
 
 async def test_redis_restarted_mid_stream_loses_and_repeats_nothing(
