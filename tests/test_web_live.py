@@ -324,6 +324,55 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
     assert console_a.errors == [] and console_b.errors == []
 
 
+async def test_edit_and_delete_your_reply_live(browser: Browser, server: ServerProcess,
+                                               client: httpx.AsyncClient) -> None:
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    course = await make_course(client, alice, publish=True)
+    r = await client.post(f"/api/courses/{course.course_id}/forum/posts",
+                          json={"title": "Xylem", "content": "Up or down?"}, headers=alice.headers)
+    r.raise_for_status()
+    post: dict[str, Any] = r.json()
+    for text in ("Up, mostly.", "A second thought."):
+        (await client.post(f"/api/forum/posts/{post['id']}/replies", json={"content": text},
+                           headers=bob.headers)).raise_for_status()
+
+    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
+    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
+    try:
+        for page in (page_a, page_b):
+            await page.goto(f"/threads/{post['id']}")
+            await expect(page.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+        first_a = page_a.get_by_test_id("reply").filter(has_text="Up, mostly.")
+        first_b = page_b.get_by_test_id("reply").filter(has_text="Up, mostly.")
+        await expect(first_a.get_by_test_id("edit-reply")).to_have_count(0)  # not Alice's to edit
+
+        # Bob edits his reply in place; Alice sees the new text without a reload
+        await first_b.get_by_test_id("edit-reply").click()
+        editor = page_b.get_by_label("Edit your reply")
+        await expect(editor).to_be_focused()
+        await editor.fill("Up, through the xylem.")
+        await page_b.get_by_role("button", name="Save").click()
+        await expect(page_b.get_by_test_id("reply").first).to_contain_text("Up, through the xylem.")
+        await expect(page_a.get_by_test_id("reply").first).to_contain_text("Up, through the xylem.", timeout=10_000)
+
+        # deleting asks once more inline, then the reply is gone for both
+        second_b = page_b.get_by_test_id("reply").filter(has_text="A second thought.")
+        await second_b.get_by_test_id("delete-reply").click()
+        await expect(second_b.get_by_test_id("delete-reply")).to_have_text("Really delete?")
+        await second_b.get_by_test_id("delete-reply").click()
+        for page in (page_b, page_a):
+            await expect(page.get_by_test_id("reply").filter(has_text="A second thought.")).to_have_count(
+                0, timeout=10_000)
+        await expect(page_a.get_by_test_id("reply")).to_have_count(1)
+        stored = (await client.get(f"/api/forum/posts/{post['id']}/replies")).json()["items"]
+        assert [item["content"] for item in stored] == ["Up, through the xylem."]
+    finally:
+        await ctx_a.close()
+        await ctx_b.close()
+    assert console_a.errors == [] and console_b.errors == []
+
+
 async def test_history_preview_and_restore_live(
     browser: Browser, server: ServerProcess, client: httpx.AsyncClient
 ) -> None:

@@ -534,10 +534,44 @@ async function threadPage (id) {
         slot.append(f); f.querySelector('textarea').focus()
       }
     }, 'Reply') : null
+    // your own reply: edit in place, delete with an inline confirmation (no dialog)
+    const own = auth.signedIn && !deleted && (r.user_id || r.author?.clerk_id) === me
+    const ownControls = own ? h('span.row') : null
+    if (own) {
+      const editBtn = h('button.small.link', { type: 'button', 'data-testid': 'edit-reply' }, 'Edit')
+      const delBtn = h('button.small.link', { type: 'button', 'data-testid': 'delete-reply' }, 'Delete')
+      let armed = null
+      editBtn.onclick = () => {
+        const ta = h('textarea', { rows: 2, required: true, 'aria-label': 'Edit your reply' })
+        ta.value = body.textContent
+        const done = () => { slot.replaceChildren(); editBtn.focus() }
+        const form = h('form.stack.reply-form', {
+          onsubmit: async (e) => {
+            e.preventDefault()
+            try { updateReply(await patch(`/forum/replies/${r.id}`, { content: ta.value })); done() } catch (err) { showError(err) }
+          }
+        }, ta, h('div.row', h('button', { type: 'submit' }, 'Save'), h('button.link', { type: 'button', onclick: done }, 'Cancel')))
+        slot.replaceChildren(form)
+        ta.focus()
+      }
+      delBtn.onclick = async () => {
+        if (!armed) { // first press asks, a second one within 5 s deletes
+          delBtn.textContent = 'Really delete?'
+          armed = setTimeout(() => { armed = null; delBtn.textContent = 'Delete' }, 5000)
+          return
+        }
+        clearTimeout(armed); armed = null
+        try {
+          await del(`/forum/replies/${r.id}`)
+          updateReply({ id: r.id, deleted_at: 'now', reply_count: children.children.length })
+        } catch (err) { showError(err) }
+      }
+      ownControls.append(editBtn, delBtn)
+    }
     const li = h('li.reply', { id: `reply-${r.id}`, dataset: { id: r.id }, 'data-testid': 'reply' },
       h('div.reply-head', h('strong', authorOf(r)), h('small.muted', ` ${timeAgo(r.created_at)}`)),
-      body, h('div.row', likeBtn, replyBtn, toggle), slot, children)
-    nodes.set(r.id, { li, children, likeBtn, body, setToggle })
+      body, h('div.row', likeBtn, replyBtn, ownControls, toggle), slot, children)
+    nodes.set(r.id, { li, children, likeBtn, body, setToggle, ownControls })
     const parent = r.parent_reply_id ? nodes.get(r.parent_reply_id) : null
     if (parent) { parent.children.append(li); parent.setToggle() } else root.append(li)
     for (const c of r.replies || r.children || []) addReply(c)
@@ -546,7 +580,16 @@ async function threadPage (id) {
     const n = nodes.get(r.id)
     if (!n) return
     const deleted = !!r.deleted_at || r.content === '[deleted]'
+    if (deleted && !n.children.children.length) { // a leaf is gone; one with replies stays as [deleted]
+      const parent = n.li.parentElement?.closest('li.reply')
+      n.li.remove()
+      nodes.delete(r.id)
+      if (parent) nodes.get(parent.dataset.id)?.setToggle()
+      return
+    }
     n.body.textContent = deleted ? '[deleted]' : r.content
+    n.body.classList.toggle('muted', deleted)
+    if (deleted) n.ownControls?.remove()
     if (r.like_count !== undefined) n.likeBtn.setCount(r.like_count)
   }
   // flat lists arrive parents-first thanks to ordering; trees via replies/children
