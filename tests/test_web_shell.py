@@ -11,7 +11,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from playwright.async_api import Browser, Route, expect
+from playwright.async_api import Browser, Page, Route, expect
 
 from tests.support import ROOT, ServerProcess, dev_user
 from tests.web_support import Console, launch
@@ -154,3 +154,64 @@ async def test_clerk_mode_loads_clerk_only_then(
         await context.close()
     finally:
         clerk.stop()
+
+
+async def tab_to(page: Page, what: str, test: str, limit: int = 120) -> None:
+    """Press Tab until the focused element passes ``test`` (JS over ``el``), as a keyboard user would."""
+    for _ in range(limit):
+        await page.keyboard.press("Tab")
+        if await page.evaluate(f"(() => {{ const el = document.activeElement; return !!el && ({test}); }})()"):
+            return
+    raise AssertionError(f"Tab never reached {what}")
+
+
+async def test_keyboard_only_sign_in_find_enroll_and_complete(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    """Everything a learner needs, with the keyboard alone: sign in, search, open a course, enroll,
+    mark a lesson complete; the focus is always visible (an outline or box-shadow)."""
+    author = await dev_user(client, "Ada")
+    word = uuid.uuid4().hex[:8]
+    title = f"Lichens {word}"
+    course = (await client.post("/api/courses", json={"title": title}, headers=author.headers)).json()
+    unit = (await client.post(f"/api/courses/{course['id']}/units", json={"title": "U"}, headers=author.headers)).json()
+    for name in ("Algae", "Fungi"):
+        (await client.post(f"/api/units/{unit['id']}/lessons", json={"title": name, "content_type": "text"},
+                           headers=author.headers)).raise_for_status()
+    (await client.post(f"/api/courses/{course['id']}/publish", headers=author.headers)).raise_for_status()
+
+    context = await browser.new_context(base_url=server.base_url)
+    page = await context.new_page()
+    console = Console()
+    console.attach(page)
+    focus_visible = ("(() => { const s = getComputedStyle(document.activeElement);"
+                     " return s.outlineStyle !== 'none' || s.boxShadow !== 'none'; })()")
+    try:
+        await page.goto("/")
+        await expect(page.get_by_role("heading", name="Courses")).to_be_visible()
+        await tab_to(page, "the Sign in link", "el.tagName === 'A' && el.textContent.trim() === 'Sign in'")
+        assert await page.evaluate(focus_visible)
+        await page.keyboard.press("Enter")
+        await tab_to(page, "the name field", "el.id === 'signin-name'")
+        await page.keyboard.type(f"Kim {word}")
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("button", name="Sign out")).to_be_visible()
+
+        await page.goto("/")
+        await tab_to(page, "the search box", "el.id === 'q'")
+        await page.keyboard.type(word)
+        await expect(page.get_by_test_id("course-card")).to_have_count(1)
+        await tab_to(page, "the course link", f"el.tagName === 'A' && el.textContent.includes({title!r})")
+        assert await page.evaluate(focus_visible)
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("heading", name=title, level=1)).to_be_visible()
+
+        await tab_to(page, "Enroll", "el.tagName === 'BUTTON' && el.textContent === 'Enroll'")
+        await page.keyboard.press("Enter")
+        await expect(page.get_by_role("button", name="Leave course")).to_be_visible()
+        await tab_to(page, "the first lesson's checkbox", "el.getAttribute('aria-label') === 'Mark “Algae” complete'")
+        await page.keyboard.press("Space")
+        await expect(page.get_by_text("50% complete")).to_be_visible()
+    finally:
+        await context.close()
+    assert console.errors == []
