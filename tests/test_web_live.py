@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support import DevUser, ServerProcess, dev_user, eventually
-from tests.web_support import launch, screenshot, signed_in
+from tests.web_support import launch, screenshot, signed_in, signed_in_pages
 
 pytestmark = pytest.mark.browser
 
@@ -97,9 +97,7 @@ async def test_two_authors_co_edit_and_see_each_others_cursor(
 ) -> None:
     alice, bob, course = await co_authors(client)
 
-    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
-    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
-    try:
+    async with signed_in_pages(browser, server.base_url, alice, bob) as (page_a, page_b):
         await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))
         await expect(page_a.get_by_test_id("presence")).to_contain_text("Bob")
         await expect(page_b.get_by_test_id("presence")).to_contain_text("Alice")
@@ -137,10 +135,6 @@ async def test_two_authors_co_edit_and_see_each_others_cursor(
             return body["content"]["body"] == text_a
 
         await eventually(stored, within=5)
-    finally:
-        await ctx_a.close()
-        await ctx_b.close()
-    assert console_a.errors == [] and console_b.errors == []
 
 
 async def test_viewer_cannot_type(browser: Browser, server: ServerProcess, client: httpx.AsyncClient) -> None:
@@ -191,10 +185,7 @@ async def test_learner_suggestion_accepted_lands_live(
     await add_collaborator(client, course, bob, "editor")
     (await client.put(f"/api/courses/{course.course_id}/enrollment", headers=carol.headers)).raise_for_status()
 
-    ctx_c, page_c, console_c = await signed_in(browser, server.base_url, carol)
-    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
-    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
-    try:
+    async with signed_in_pages(browser, server.base_url, carol, alice, bob) as (page_c, page_a, page_b):
         # the learner proposes a replacement with a comment
         await open_lesson(page_c, course.lesson_id, live=False)
         await expect(page_c.get_by_test_id("role")).to_contain_text("suggest")
@@ -230,10 +221,6 @@ async def test_learner_suggestion_accepted_lands_live(
         await expect(page_a.get_by_test_id("suggestions")).to_contain_text("None open.")
         await expect(page_b.locator(".body-editor .cm-content")).to_contain_text("light into glucose", timeout=10_000)
         assert "sugar" not in await body_text(page_b)
-    finally:
-        for ctx in (ctx_a, ctx_b, ctx_c):
-            await ctx.close()
-    assert console_a.errors == [] and console_b.errors == [] and console_c.errors == []
 
 
 async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess, client: httpx.AsyncClient) -> None:
@@ -256,9 +243,7 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
         await eventually(unread, within=6)
     base = await unread()
 
-    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
-    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
-    try:
+    async with signed_in_pages(browser, server.base_url, alice, bob) as (page_a, page_b):
         await page_a.goto(f"/threads/{post['id']}")
         await page_b.goto(f"/threads/{post['id']}")
         for page in (page_a, page_b):
@@ -305,8 +290,7 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
         await expect(nested).to_be_visible()
 
         # the bell panel lists the notification; "mark all read" clears the count here and in her other tab
-        other_tab = await ctx_a.new_page()
-        console_a.attach(other_tab)
+        other_tab = await page_a.context.new_page()
         await other_tab.goto("/")
         await expect(other_tab.get_by_test_id("unread-count")).to_have_text(str(await unread()))  # + Bob's like
         await expect(other_tab.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
@@ -318,10 +302,6 @@ async def test_live_reply_toast_and_bell(browser: Browser, server: ServerProcess
         await expect(other_tab.get_by_test_id("unread-count")).to_be_hidden(timeout=10_000)
         await page_a.keyboard.press("Escape")
         await expect(panel).to_have_count(0)
-    finally:
-        await ctx_a.close()
-        await ctx_b.close()
-    assert console_a.errors == [] and console_b.errors == []
 
 
 async def test_edit_and_delete_your_reply_live(browser: Browser, server: ServerProcess,
@@ -337,9 +317,7 @@ async def test_edit_and_delete_your_reply_live(browser: Browser, server: ServerP
         (await client.post(f"/api/forum/posts/{post['id']}/replies", json={"content": text},
                            headers=bob.headers)).raise_for_status()
 
-    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
-    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
-    try:
+    async with signed_in_pages(browser, server.base_url, alice, bob) as (page_a, page_b):
         for page in (page_a, page_b):
             await page.goto(f"/threads/{post['id']}")
             await expect(page.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
@@ -367,10 +345,6 @@ async def test_edit_and_delete_your_reply_live(browser: Browser, server: ServerP
         await expect(page_a.get_by_test_id("reply")).to_have_count(1)
         stored = (await client.get(f"/api/forum/posts/{post['id']}/replies")).json()["items"]
         assert [item["content"] for item in stored] == ["Up, through the xylem."]
-    finally:
-        await ctx_a.close()
-        await ctx_b.close()
-    assert console_a.errors == [] and console_b.errors == []
 
 
 async def test_history_preview_and_restore_live(
@@ -396,9 +370,7 @@ async def test_history_preview_and_restore_live(
 
     vid = await eventually(version_with_draft, within=15)
 
-    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
-    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
-    try:
+    async with signed_in_pages(browser, server.base_url, alice, bob) as (page_a, page_b):
         await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))
         await select_text(page_a, "\nDraft two.")
         await page_a.keyboard.press("Backspace")
@@ -413,19 +385,14 @@ async def test_history_preview_and_restore_live(
         # everyone connected sees the text change in place
         await expect(page_b.locator(".body-editor .cm-content")).to_contain_text("Draft two.", timeout=10_000)
         await expect(page_a.locator(".body-editor .cm-content")).to_contain_text("Draft two.")
-    finally:
-        await ctx_a.close()
-        await ctx_b.close()
-    assert console.errors == [] and console_a.errors == [] and console_b.errors == []
+    assert console.errors == []
 
 
 async def test_offline_edits_merge_on_reconnect(
     browser: Browser, server: ServerProcess, client: httpx.AsyncClient
 ) -> None:
     alice, bob, course = await co_authors(client)
-    ctx_a, page_a, console_a = await signed_in(browser, server.base_url, alice)
-    ctx_b, page_b, console_b = await signed_in(browser, server.base_url, bob)
-    try:
+    async with signed_in_pages(browser, server.base_url, alice, bob) as (page_a, page_b):
         await asyncio.gather(open_lesson(page_a, course.lesson_id), open_lesson(page_b, course.lesson_id))
         # Alice's connection drops: she sees it, keeps typing; Bob types meanwhile
         await page_a.evaluate("document.querySelector('.body-editor').provider.disconnect()")
@@ -442,10 +409,6 @@ async def test_offline_edits_merge_on_reconnect(
             await expect(page.locator(".body-editor .cm-content")).to_contain_text("Written online.", timeout=10_000)
         assert await body_text(page_a) == await body_text(page_b)
         await expect(page_a.get_by_test_id("saved")).to_have_text("Saved", timeout=20_000)
-    finally:
-        await ctx_a.close()
-        await ctx_b.close()
-    assert console_a.errors == [] and console_b.errors == []
 
 
 async def test_token_refresh_reconnects_sockets(

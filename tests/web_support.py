@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
@@ -52,12 +53,32 @@ async def signed_in(browser: Browser, base_url: str, user: DevUser, *,
     context = await browser.new_context(base_url=base_url, viewport=viewport or {"width": 1280, "height": 860})
     session = {"sub": user.clerk_id, "name": user.name, "token": user.token, "expires_at": int(time.time()) + expires_in}
     await context.add_init_script(
+        # (not on the about:blank a new page starts with: it has no storage)
+        f"if (location.protocol.startsWith('http')) "
         f"localStorage.setItem('scriptorium.session', {json.dumps(json.dumps(session))})"
     )
     page = await context.new_page()
     console = Console()
     console.attach(page)
     return context, page, console
+
+
+@asynccontextmanager
+async def signed_in_pages(browser: Browser, base_url: str, *users: DevUser) -> AsyncIterator[tuple[Page, ...]]:
+    """A page per user, each in its own signed-in context; every page opened in those contexts
+    has its console watched. Closes the contexts, then asserts no page logged an error."""
+    opened: list[tuple[BrowserContext, Page, Console]] = []
+    try:
+        for user in users:
+            context, page, console = await signed_in(browser, base_url, user)
+            context.on("page", console.attach)
+            opened.append((context, page, console))
+        yield tuple(page for _, page, _ in opened)
+    finally:
+        for context, _, _ in opened:
+            await context.close()
+    errors = [error for _, _, console in opened for error in console.errors]
+    assert errors == [], errors
 
 
 async def screenshot(page: Page, name: str) -> Path:
