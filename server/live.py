@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -134,7 +135,9 @@ class OutboxDrain:
         self._leader = False  # a new session holds no lock
         assert self.settings.database_url
         dsn = self.settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-        conn = await asyncpg.connect(dsn)
+        # named, so pg_stat_activity shows which node (and process) drains
+        conn = await asyncpg.connect(dsn, server_settings={
+            "application_name": f"scriptorium-drain node={self.settings.node_id} pid={os.getpid()}"})
         await conn.add_listener("event_outbox", lambda *_: self.kick())
         self._conn = conn
         return conn

@@ -96,26 +96,31 @@ async def test_another_node_takes_over_when_the_draining_node_dies(postgres: Pos
         alice = await live.user("Alice")
         channel = f"course:{await live.course(alice)}"
 
-        async def drainer_pid() -> int | None:
+        async def drainer() -> ServerProcess | None:
+            """The node whose drain connection holds the lock (its pid is in application_name)."""
             async with live.engine.connect() as conn:
-                found = (await conn.execute(text(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
-                    "AND ((classid::bigint << 32) | objid::bigint) = :k AND database = "
-                    "(SELECT oid FROM pg_database WHERE datname = current_database())"), {"k": DRAIN_LOCK})).first()
-            return None if found is None else int(found[0])
+                name = (await conn.execute(text(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = :k AND l.database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"), {"k": DRAIN_LOCK})).scalar()
+            for node in (live.server, node_b):
+                if name and node.proc is not None and name.endswith(f" pid={node.proc.pid}"):
+                    return node
+            return None
 
-        first = await eventually(drainer_pid)
-        async with live.ws(alice, server=node_b) as ws:
+        leader = await eventually(drainer)
+        survivor = node_b if leader is live.server else live.server
+        async with live.ws(alice, server=survivor) as ws:
             await subscribe(ws, channel)
             await live.emit_many(channel, 10)
             assert [f["id"] for f in await events(ws, 10)] == list(range(1, 11))
-            live.server.kill()  # node A: it started first and holds the lock
+            leader.kill()
             await live.emit_many(channel, 20, start=10, per_tx=3)
             got = await events(ws, 20)
             assert [f["data"]["n"] for f in got] == list(range(10, 30))
             assert [f["id"] for f in got] == list(range(11, 31))
-        second = await eventually(drainer_pid)
-        assert second != first
+        assert await eventually(drainer) is survivor
 
 
 async def test_redis_restarted_mid_stream_loses_and_repeats_nothing(
