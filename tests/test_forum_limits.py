@@ -1,33 +1,17 @@
-"""Forum limits through dedicated servers: no N+1 (statements counted per request) and rate limits."""
+"""Forum limits: no N+1 (statements counted per request by the session server) and rate limits (a dedicated server)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.forum_support import create_post, create_reply, make_course
 from tests.support import ServerProcess, dev_user
-
-
-@pytest.fixture(scope="module")
-def counting_server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, data_dir=data_dir,
-                         env={"RATE_LIMIT_PER_MINUTE": "0", "SQL_STATEMENT_HEADER": "1"}).start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-async def counting_client(counting_server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=counting_server.base_url, timeout=30) as c:
-        yield c
 
 
 async def insert_replies(db: AsyncEngine, post_id: str, author: str, likers: list[str], count: int) -> None:
@@ -60,9 +44,9 @@ def count_nodes(items: list[dict[str, Any]]) -> int:
     return sum(1 + count_nodes(item["replies"]) for item in items)
 
 
-async def test_thread_and_list_statement_counts_do_not_grow(counting_client: httpx.AsyncClient,
+async def test_thread_and_list_statement_counts_do_not_grow(client: httpx.AsyncClient,
                                                             db: AsyncEngine) -> None:
-    client = counting_client
+    # the session server counts statements (SQL_STATEMENT_HEADER=1)
     alice, bob, carol = [await dev_user(client, n) for n in ("Alice", "Bob", "Carol")]
     course = await make_course(db, alice)
     small = await create_post(client, course, alice, title="small thread")
