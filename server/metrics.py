@@ -28,3 +28,9 @@ class Metrics:
         self.events_published = Counter(
             "scriptorium_events_published_total", "Live events published", registry=self.registry
         )
+        self.loop_lag = Histogram(
+            "scriptorium_event_loop_lag_seconds",
+            "How late the event loop woke a 50 ms sleep (server/loopwatch.py)",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
