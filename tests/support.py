@@ -47,7 +47,7 @@ def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes
 
 
 class Postgres:
-    """The admin URL of a server: TEST_DATABASE_URL, or an embedded pgserver we start."""
+    """The admin URL of a server: TEST_DATABASE_URL, or an embedded PostgreSQL we start."""
 
     def __init__(self) -> None:
         self._tmp: str | None = None
