@@ -63,8 +63,10 @@ def components() -> list[Component]:
     from server.editing.live import component as collab_component
     from server.gamification.activity import activity_component
     from server.loopwatch import component as loopwatch_component
+    from server.metrics_listener import component as metrics_listener_component
 
-    return [loopwatch_component, live.component, collab_component, activity_component]
+    return [loopwatch_component, metrics_listener_component, live.component, collab_component,
+            activity_component]
 
 
 def socket_routes() -> list[BaseRoute]:
@@ -207,7 +209,7 @@ async def readyz(request: Request) -> Response:
                         status_code=200 if ready else 503)
 
 
-def infra_routes(metrics: Metrics, operations: list[Operation]) -> list[BaseRoute]:
+def infra_routes(settings: Settings, metrics: Metrics, operations: list[Operation]) -> list[BaseRoute]:
     spec = openapi.build(operations)
 
     async def metrics_endpoint(request: Request) -> Response:
@@ -219,13 +221,17 @@ def infra_routes(metrics: Metrics, operations: list[Operation]) -> list[BaseRout
     async def docs(request: Request) -> Response:
         return HTMLResponse(openapi.DOCS_HTML)
 
-    return [
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
     ]
+    # Metrics reveal traffic, users online and rooms: on the public port only when asked for
+    # (METRICS=on, local runs and tests); METRICS=host:port serves them apart (metrics_listener).
+    if settings.metrics == "app":
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    return routes
 
 
 WEB_RESERVED = ("api", "docs", "openapi.json", "metrics", "healthz", "readyz", "collab", "ws", "media")
@@ -311,7 +317,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     metrics = Metrics()
     apis = domain_apis()
     operations = [op for api in apis for op in api.operations]
-    routes: list[BaseRoute] = [*infra_routes(metrics, operations)]
+    routes: list[BaseRoute] = [*infra_routes(settings, metrics, operations)]
     for api in apis:
         routes.extend(api.routes)
     routes.extend(socket_routes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import os
 import sys
 from collections.abc import Sequence
@@ -70,6 +71,46 @@ def cmd_admin_grant(settings: Settings, clerk_id: str) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    """True only for addresses no other machine can reach; a host name other than localhost
+    may resolve to anything, so it counts as the network."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
+
+
+DEV_AUTH_REFUSED = (
+    "configuration error: AUTH_MODE=dev on {host}: anyone who reaches this address can mint a "
+    "token for any user, an admin included. Configure Clerk (CLERK_JWKS_URL or CLERK_JWT_KEY), "
+    "serve on 127.0.0.1, or set ALLOW_DEV_AUTH_ON_NETWORK=1 if only a loopback-bound proxy "
+    "can reach this address."
+)
+
+DEV_AUTH_WARNING = (
+    "\n" + "!" * 78 + "\n"
+    "!! WARNING: AUTH_MODE=dev served on {host} (ALLOW_DEV_AUTH_ON_NETWORK=1).\n"
+    "!! POST /api/dev/token mints a token for ANY user, admins included, to anyone who can\n"
+    "!! reach this address. Only run it like this behind a proxy published on loopback.\n"
+    + "!" * 78 + "\n"
+)
+
+
+def exposure_check(settings: Settings, host: str) -> str | None:
+    """Why ``serve`` must not start on ``host`` with these settings (None: it may); warns
+    on stderr about an allowed but risky exposure."""
+    if settings.auth_mode == "dev" and not is_loopback(host):
+        if not settings.allow_dev_auth_on_network:
+            return DEV_AUTH_REFUSED.format(host=host)
+        print(DEV_AUTH_WARNING.format(host=host), file=sys.stderr, flush=True)
+    if settings.metrics == "app" and not is_loopback(host):
+        print(f"warning: METRICS=on serves /metrics to anyone who reaches {host}; "
+              "METRICS=<internal-host>:<port> serves it apart", file=sys.stderr, flush=True)
+    return None
+
+
 def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool) -> int:
     import uvicorn
 
@@ -84,8 +125,11 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
 
         if asyncio.run(_is_empty(url)):
             print(asyncio.run(load_demo(url)))
+    metrics = {"off": "off", "app": "/metrics"}.get(settings.metrics, "")
+    if settings.metrics_listen:
+        metrics = "http://{}:{}/metrics".format(*settings.metrics_listen)
     print(f"Scriptorium on http://{host}:{port}  (auth: {settings.auth_mode}, "
-          f"broker: {'redis' if settings.redis_url else 'in-process'})", flush=True)
+          f"broker: {'redis' if settings.redis_url else 'in-process'}, metrics: {metrics})", flush=True)
     uvicorn.run(
         "server.app:create_app",
         factory=True,
@@ -136,6 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Rooms and live channels live in one process without Redis: workers would split them.
             print("configuration error: --workers > 1 needs REDIS_URL (the in-process broker and "
                   "collab relay are single-process)", file=sys.stderr)
+            return 2
+        refused = exposure_check(settings, args.host)
+        if refused:
+            print(refused, file=sys.stderr)
             return 2
         return cmd_serve(settings, args.host, args.port, args.workers, args.demo)
     if args.command == "migrate":

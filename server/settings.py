@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 AuthMode = Literal["clerk", "dev"]
+# Where Prometheus metrics are served: nowhere, as ``/metrics`` of the app's own port, or on a
+# listener of their own (``metrics_listen``) that a deployment binds to an internal interface.
+MetricsMode = Literal["off", "app", "listen"]
 
 _LOG_LEVELS = {"debug", "info", "warning", "error"}
 
@@ -26,6 +29,24 @@ def _split(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _metrics(raw: str | None) -> tuple[MetricsMode, tuple[str, int] | None]:
+    """``METRICS``: ``off`` (default), ``on`` (``/metrics`` on the app's port) or ``host:port``."""
+    value = (raw or "off").strip().lower()
+    if value in ("off", "0", "false", "no", ""):
+        return "off", None
+    if value in ("on", "1", "true", "yes"):
+        return "app", None
+    host, sep, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if sep and host and port.isdigit() and 0 < int(port) < 65536:
+        return "listen", (host, int(port))
+    raise SettingsError(f"METRICS must be 'off', 'on' or 'host:port', got {raw!r}")
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -69,6 +90,11 @@ class Settings:
     # ``event_history_seconds``; the outbox keeps published rows as long.
     event_history: int = 1000
     event_history_seconds: int = 24 * 3600
+    # ``serve`` refuses AUTH_MODE=dev on a non-loopback host (anyone reaching it could mint an
+    # admin's token) unless this explicit override is set, and then warns loudly.
+    allow_dev_auth_on_network: bool = False
+    metrics: MetricsMode = "off"
+    metrics_listen: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +117,7 @@ class Settings:
         jwt_key = env.get("CLERK_JWT_KEY") or None
         if jwt_key and "\\n" in jwt_key:
             jwt_key = jwt_key.replace("\\n", "\n")
+        metrics, metrics_listen = _metrics(env.get("METRICS"))
         kwargs: dict[str, Any] = dict(
             database_url=env.get("DATABASE_URL") or None,
             db_pool_size=_int(env, "DB_POOL_SIZE", 10),
@@ -115,6 +142,9 @@ class Settings:
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
             event_history=_int(env, "EVENT_HISTORY", 1000),
             event_history_seconds=_int(env, "EVENT_HISTORY_SECONDS", 24 * 3600),
+            allow_dev_auth_on_network=_flag(env, "ALLOW_DEV_AUTH_ON_NETWORK"),
+            metrics=metrics,
+            metrics_listen=metrics_listen,
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]

@@ -167,6 +167,8 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     workers: int = 1
+    # The address ``serve`` binds; clients always use loopback (0.0.0.0 includes it).
+    host: str = "127.0.0.1"
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
@@ -183,6 +185,8 @@ class ServerProcess:
         env.update(
             DATABASE_URL=self.database_url, DATA_DIR=str(self.data_dir), LOG_LEVEL="warning",
             MEDIA_DIR=str(self.data_dir / "media"), PYTHONUNBUFFERED="1",
+            # Off by default in the server; tests (tests/adversarial/probe.py…) read /metrics.
+            METRICS="on",
         )
         env.pop("REDIS_URL", None)
         env.pop("AUTH_MODE", None)
@@ -194,7 +198,7 @@ class ServerProcess:
         self.log_path = ARTIFACTS / f"server-{self.port}.log"
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+            [sys.executable, "-m", "server", "serve", "--host", self.host, "--port", str(self.port),
              "--workers", str(self.workers)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
