@@ -254,6 +254,9 @@ class TtlCache:
             return None
         return found[1]
 
+    def discard(self, key: Any) -> None:
+        self._items.pop(key, None)
+
     def put(self, key: Any, value: Any) -> None:
         if len(self._items) >= self.max_size:
             self._items.clear()
@@ -264,34 +267,23 @@ def _bad(detail: str) -> ChannelDenied:
     return ChannelDenied("bad_request", detail)
 
 
-def make_authorize(svc: Services) -> Any:
-    granted = TtlCache(ACCESS_CACHE_S)
+def make_authorize(svc: Services, granted: TtlCache) -> Any:
+    """``granted`` memoises grants by (clerk_id, role, internal channel); the re-check drops
+    the ones it finds lost, so a refused reader cannot subscribe again from the cache."""
 
     async def authorize(user: User, channel: str) -> str:
         """The internal channel for ``channel`` if ``user`` may read it (same policy as REST)."""
         assert isinstance(user, Principal)
-        key = (user.clerk_id, user.role, channel)
-        cached: str | None = granted.get(key)
-        if cached is not None:
-            return cached
-        internal = await check(user, channel)
-        granted.put(key, internal)
-        return internal
-
-    async def check(user: Principal, channel: str) -> str:
-        kind, sep, rest = channel.partition(":")
-        if not sep or not rest:
-            raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
+        kind, ident = parse_channel(channel)
         if kind == "user":
-            if rest == "me":
+            if ident == "me":
                 return f"user:{user.clerk_id}"
             raise ChannelDenied("not_found", "No such channel (use user:me).")
-        if kind not in ("course", "thread"):
-            raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
-        try:
-            ident = uuid.UUID(rest)
-        except ValueError:
-            raise _bad(f"Malformed channel {channel!r}: the id is not a UUID.") from None
+        internal = f"{kind}:{ident}"
+        key = (user.clerk_id, user.role, internal)
+        if granted.get(key) is not None:
+            return internal
+        assert isinstance(ident, uuid.UUID)
         async with svc.sessions() as session:
             try:
                 if kind == "course":
@@ -303,9 +295,25 @@ def make_authorize(svc: Services) -> Any:
                     await course_access(session, post.course_id, user)
             except NotFound:
                 raise ChannelDenied("not_found", "No such channel.") from None
-        return f"{kind}:{ident}"
+        granted.put(key, True)
+        return internal
 
     return authorize
+
+
+def parse_channel(channel: str) -> tuple[str, uuid.UUID | str]:
+    """(kind, id) of a channel as a client wrote it: ``("user", "me")``, ``("course", UUID)``…"""
+    kind, sep, rest = channel.partition(":")
+    if not sep or not rest:
+        raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
+    if kind == "user":
+        return kind, rest
+    if kind not in ("course", "thread"):
+        raise _bad(f"Malformed channel {channel!r}: expected course:<id>, thread:<id> or user:me.")
+    try:
+        return kind, uuid.UUID(rest)
+    except ValueError:
+        raise _bad(f"Malformed channel {channel!r}: the id is not a UUID.") from None
 
 
 def held_channel(internal: str) -> bool:
@@ -314,7 +322,7 @@ def held_channel(internal: str) -> bool:
     return internal.startswith(("course:", "thread:"))
 
 
-def make_recheck(svc: Services) -> Any:
+def make_recheck(svc: Services, granted: TtlCache) -> Any:
     async def recheck(pairs: list[tuple[User, str]]) -> dict[tuple[str, str], ChannelDenied]:
         """Which (user, internal channel) pairs lost read access: a bounded number of queries
         for the whole batch (threads, courses, then users and collaborators of drafts only),
@@ -376,6 +384,9 @@ def make_recheck(svc: Services) -> Any:
                             False, fresh)
             except NotFound:
                 denied[(user.clerk_id, channel)] = gone
+        for user, channel, _, _ in wanted:
+            if (user.clerk_id, channel) in denied:
+                granted.discard((user.clerk_id, user.role, channel))
         return denied
 
     return recheck
@@ -422,8 +433,9 @@ async def component(svc: Services) -> AsyncIterator[None]:
     settings = svc.settings
     limits = HubLimits(frames_per_second=settings.ws_frames_per_second, frame_burst=settings.ws_frame_burst,
                        recheck_seconds=settings.ws_recheck_seconds)
-    hub = Hub(broker, make_authenticate(svc), make_authorize(svc), limits,
-              recheck=make_recheck(svc), held=held_channel)
+    granted = TtlCache(ACCESS_CACHE_S)
+    hub = Hub(broker, make_authenticate(svc), make_authorize(svc, granted), limits,
+              recheck=make_recheck(svc, granted), held=held_channel)
     svc.broker, svc.outbox, svc.hub = broker, drain, hub
     hub.start()
     await drain.start()
