@@ -316,8 +316,17 @@ class Connection:
         sub.cursor = max(sub.cursor, cursor, job.upto)
         self._go_live(sub)
 
+    def drop_buffer(self, sub: Subscription) -> None:
+        """Forget the live events buffered for ``sub`` during its replay."""
+        for _, _, size in sub.buffer:
+            self.queued_bytes -= size
+        sub.buffer = []
+
     def _go_live(self, sub: Subscription) -> None:
         """Flush what arrived during the replay (without duplicates), then switch to live."""
+        if not sub.active:  # unsubscribed or refused meanwhile
+            self.drop_buffer(sub)
+            return
         buffered, sub.buffer, sub.replaying = sub.buffer, [], False
         for id, frame, size in buffered:
             self.queued_bytes -= size
@@ -422,24 +431,36 @@ class Hub:
         subscriptions the policy now refuses with an ``error`` for their channel."""
         assert self.recheck is not None
         pairs: dict[tuple[str, str], User] = {}
+        counted = 0
         for channel in channels:
-            for sub in self._subs.get(channel, ()):
+            subs = self._subs.get(channel, ())
+            for sub in subs:
                 pairs.setdefault((sub.conn.user.clerk_id, channel), sub.conn.user)
+            counted += len(subs)
+            if counted > RECHECK_BATCH:  # many subscriptions: let the loop breathe
+                counted = 0
+                await asyncio.sleep(0)
         items = [(user, channel) for (_, channel), user in pairs.items()]
         for start in range(0, len(items), RECHECK_BATCH):
             denied = await self.recheck(items[start:start + RECHECK_BATCH])
+            by_channel: dict[str, dict[str, ChannelDenied]] = {}
             for (clerk_id, channel), reason in denied.items():
-                await self._end(channel, clerk_id, reason)
+                by_channel.setdefault(channel, {})[clerk_id] = reason
+            for channel, reasons in by_channel.items():
+                await self._end(channel, reasons)
 
-    async def _end(self, channel: str, clerk_id: str, reason: ChannelDenied) -> None:
-        for sub in list(self._subs.get(channel, ())):
-            if sub.conn.user.clerk_id != clerk_id:
-                continue
+    async def _end(self, channel: str, reasons: dict[str, ChannelDenied]) -> None:
+        """End the channel's subscriptions of the users in ``reasons`` (one pass)."""
+        ended = [sub for sub in self._subs.get(channel, ()) if sub.conn.user.clerk_id in reasons]
+        for sub in ended:
             conn = sub.conn
             if conn.subs.get(sub.external) is sub:
                 del conn.subs[sub.external]
-            sub.buffer.clear()  # events buffered during a replay are not delivered either
+            conn.drop_buffer(sub)  # events buffered during a replay are not delivered either
+            reason = reasons[conn.user.clerk_id]
             self._error(conn, sub.external, reason.code, reason.detail)
+            sub.active = False
+        for sub in ended:
             await self._detach(sub)
 
     def _hold(self, channel: str, item: Event | Reset) -> None:

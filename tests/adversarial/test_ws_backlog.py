@@ -143,9 +143,13 @@ async def test_big_type_echo_flood_is_bounded(server: ServerProcess, alice: DevU
                         answers.append(json.loads(raw))
             except (TimeoutError, ConnectionClosed):
                 pass
-    print(f"sent {sent} frames of 60 KB, got {len(answers)} answers; "
+    print(f"sent {sent} frames of 60 KB, got {len(answers)} answers "
+          f"({sum(1 for a in answers if a.get('code') == 'rate_limited')} rate_limited); "
           f"server RSS {watch.rss_growth / MiB:+.1f} MiB")
     assert answers, "no answer at all"
+    assert any(a.get("code") == "rate_limited" for a in answers), "the flood was not rate limited"
+    parsed = sum(1 for a in answers if a.get("code") == "bad_request")
+    assert parsed < sent, "every frame was parsed"
     assert all(len(json.dumps(a)) < 1024 for a in answers), "an answer echoed the 60 KB type"
     assert watch.rss_growth < 16 * MiB, f"the server grew by {watch.rss_growth / MiB:.0f} MiB"
     watch.assert_unharmed()
