@@ -1,5 +1,5 @@
 """/ws rights are re-checked while subscribed (§7): within 15 s of losing them (a course
-unpublished, a collaborator removed) the subscription ends with ``error`` ``not_found`` for that
+unpublished, a collaborator removed, an admin grant revoked) the subscription ends with ``error`` ``not_found`` for that
 channel, and no later event of it is delivered. On both broker backends."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
 from server.db import make_engine
 from server.migrate import upgrade
-from tests.catalog_helpers import add_collaborator, ok
+from tests.catalog_helpers import add_collaborator, make_admin, ok
 from tests.realtime_support import Live, events, recv, send, subscribe
 from tests.support import Postgres, ServerProcess
 
@@ -148,4 +149,19 @@ async def test_removed_collaborator_gets_no_event_written_after_the_removal(live
         [seen] = await events(watcher, 1)
         assert seen["event"] == "after"
         await _ended(ws, {channel})
+        await _nothing_pending(ws)
+
+
+async def test_revoked_admin_loses_a_draft_of_someone_else(live: Live) -> None:
+    author, admin = await live.user("Author"), await live.user("Admin")
+    draft = await live.course(author, published=False)
+    channel = f"course:{draft}"
+    await make_admin(live.engine, admin)
+    async with live.ws(admin) as ws:
+        assert (await subscribe(ws, channel))["type"] == "subscribed"
+        async with live.engine.begin() as conn:
+            await conn.execute(text("UPDATE users SET role = 'member' WHERE clerk_id = :c"),
+                               {"c": admin.clerk_id})
+        await _ended(ws, {channel})
+        await live.emit(channel, "later", {"n": 1})
         await _nothing_pending(ws)
