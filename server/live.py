@@ -229,6 +229,14 @@ class OutboxDrain:
 
 
 # --- the /ws access policy ------------------------------------------------------------------
+#
+# Subscribing checks read rights like REST (``authorize``, memoised for ACCESS_CACHE_S). While
+# subscribed they are re-checked (§7) by ``make_recheck``, in batches: by the hub every
+# WS_RECHECK_SECONDS for all of a node's subscriptions, and before each burst of a course or
+# thread channel's events is delivered (``held_channel``), so an event written after a course
+# was unpublished or a collaborator removed never reaches the reader who lost it. The cost is
+# one database round trip per burst per node: two primary-key lookups (thread, course) for a
+# published course, plus users and collaborators for a draft.
 
 # Short: a role change applies to the next connection (§2) within seconds, and open
 # subscriptions are re-checked by ``make_recheck`` anyway.
