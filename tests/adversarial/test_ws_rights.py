@@ -165,3 +165,5 @@ async def test_revoked_admin_loses_a_draft_of_someone_else(live: Live) -> None:
         await _ended(ws, {channel})
         await live.emit(channel, "later", {"n": 1})
         await _nothing_pending(ws)
+        # the socket's user was read at connect, as an admin: subscribing again is refused too
+        assert (await subscribe(ws, channel))["code"] == "not_found"
