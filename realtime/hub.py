@@ -6,8 +6,12 @@ wrote it → the internal channel, or :class:`ChannelDenied`).
 
 Fan-out: the broker calls one listener per channel; it builds each event's frame text once per
 channel name as clients wrote it and appends it to each connection's outgoing queue. One writer
-task per connection drains that queue, so there is no task per subscriber per event, and a
-connection whose queue of live frames exceeds ``max_queued_bytes`` is closed with 4008.
+task per connection drains that queue, so there is no task per subscriber per event.
+
+Bounded per socket: every frame queued for it (events, and pong / subscribed / error answers,
+whose echoes of client text are truncated) plus what its transport still holds counts toward
+``max_queued_bytes``; past it the socket is closed with 4008 (and aborted if the close frame
+cannot get out within ``CLOSE_WAIT_S``). Inbound frames go through a per-socket token bucket.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ CLOSE_TOO_BIG = 1009
 CLOSE_UNAVAILABLE = 1011
 CLOSE_GOING_AWAY = 1001
 REPLAY_PAGE = 500
+CLOSE_WAIT_S = 10.0
+RECHECK_BATCH = 2000  # (user, channel) pairs per policy call
+RELEASE_CHECK_S = 5.0  # a re-check before delivery that takes longer fails open
 
 
 class User(Protocol):
@@ -66,6 +73,8 @@ class ChannelDenied(Exception):
 
 Authenticate = Callable[[WebSocket], Awaitable[User]]
 Authorize = Callable[[User, str], Awaitable[str]]
+# (user, internal channel) pairs → the ones whose rights are gone, keyed (clerk_id, channel).
+Recheck = Callable[[list[tuple[User, str]]], Awaitable[dict[tuple[str, str], ChannelDenied]]]
 
 
 @dataclass
@@ -75,10 +84,32 @@ class HubLimits:
     max_queued_bytes: int = 1024 * 1024
     typing_burst: float = 5.0
     typing_per_second: float = 1.0
+    # Inbound frames per socket: a token bucket (a frame costs 1 token plus 1 per 16 KiB). Past
+    # it a frame is dropped with ``error rate_limited`` and the socket is not read for as long as
+    # the bucket needs to refill one token, so a spamming client costs at most ``frames_per_second``
+    # parsed frames a second. 0 turns the limit off.
+    frames_per_second: float = 30.0
+    frame_burst: float = 300.0
+    # Rights of open subscriptions are re-checked this often (§7: within 15 s).
+    recheck_seconds: float = 5.0
+
+
+FRAME_COST_BYTES = 16 * 1024
+# Bytes counted per queued frame on top of its text (the queue entry and its tuple), so the
+# 1 MiB bounds the memory a socket holds even with tiny frames (a pong is 15 bytes).
+QUEUED_OVERHEAD = 64
+ECHO_MAX = 200  # the longest client text an error echoes back (a channel name is at most this)
 
 
 def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    # ASCII: a lone surrogate a client sent (valid JSON, invalid UTF-8) goes back escaped
+    # instead of failing to encode in the writer.
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _echo(value: str) -> str:
+    """Client text quoted in a ``detail``: bounded, so an answer is never bigger than ~1 KB."""
+    return repr(value[:ECHO_MAX]) + ("…" if len(value) > ECHO_MAX else "")
 
 
 def event_frame(channel: str, event: Event) -> str:
@@ -141,8 +172,9 @@ class Subscription:
     internal: str  # user:<clerk_id>
     cursor: int = 0  # newest id sent (or known to the client)
     replaying: bool = True  # live items wait in ``buffer`` until replay is done
-    buffer: list[tuple[int | None, str]] = field(default_factory=list)
+    buffer: list[tuple[int | None, str, int]] = field(default_factory=list)  # (id, frame, size)
     active: bool = True
+    serial: int = 0  # attach order: a held event goes only to subscriptions older than it
 
 
 @dataclass(eq=False)
@@ -160,7 +192,7 @@ class Connection:
         self.ws = ws
         self.user = user
         self.subs: dict[str, Subscription] = {}
-        self.queue: deque[tuple[str, bool] | _Replay] = deque()
+        self.queue: deque[tuple[str, int] | _Replay] = deque()  # (frame, size) or a replay
         self.queued_bytes = 0
         self.wake = asyncio.Event()
         self.close_code: int | None = None
@@ -176,28 +208,39 @@ class Connection:
     # queueing (called synchronously from listeners and the reader) ---------------------
 
     def send(self, frame: str) -> None:
-        """Queue a control frame (not counted as live backlog)."""
-        self.queue.append((frame, False))
-        self.wake.set()
+        """Queue a control frame (pong, subscribed, error, reset). It counts toward the backlog
+        like a live event (§7): a client that sends and never reads is closed with 4008 instead
+        of growing the server."""
+        self.send_live(frame, len(frame) + QUEUED_OVERHEAD)
 
-    def send_live(self, frame: str) -> None:
+    def send_live(self, frame: str, size: int) -> None:
+        """Queue ``frame`` (``size`` bytes on the wire, about) behind what is already queued."""
         if self.close_code is not None:
             return
-        self.queued_bytes += len(frame)
-        if self.queued_bytes > self.hub.limits.max_queued_bytes:
+        self.queued_bytes += size
+        if self.over_limit():
             self.kill(CLOSE_SLOW_READER)
             return
-        self.queue.append((frame, True))
+        self.queue.append((frame, size))
         self.wake.set()
+
+    def over_limit(self) -> bool:
+        """Queued frames plus what the transport still holds (frames written straight to it, or
+        sent through ASGI but not yet taken by the kernel) exceed ``max_queued_bytes``."""
+        backlog = self.queued_bytes
+        if self.direct is not None:
+            backlog += self._backlog()
+        return backlog > self._max_backlog
 
     def deliver(self, sub: Subscription, item: Event, frame: str, encoded: bytes) -> None:
         if item.id is not None:
             if item.id <= sub.cursor:
                 return
+        size = len(encoded) + QUEUED_OVERHEAD
         if sub.replaying:
-            self.queued_bytes += len(frame)
-            sub.buffer.append((item.id, frame))
-            if self.queued_bytes > self.hub.limits.max_queued_bytes:
+            self.queued_bytes += size
+            sub.buffer.append((item.id, frame, size))
+            if self.over_limit():
                 self.kill(CLOSE_SLOW_READER)
             return
         if item.id is not None:
@@ -209,10 +252,10 @@ class Connection:
                     or self._closing()):
                 return
             self._write(encoded)
-            if self._backlog() > self._max_backlog:
+            if self.queued_bytes + self._backlog() > self._max_backlog:
                 self.kill(CLOSE_SLOW_READER)
             return
-        self.send_live(frame)
+        self.send_live(frame, size)
 
     def kill(self, code: int) -> None:
         if self.close_code is None:
@@ -232,16 +275,26 @@ class Connection:
             while self.queue and self.close_code is None:
                 item = self.queue.popleft()
                 if isinstance(item, tuple):
-                    frame, counted = item
+                    frame, size = item
                     await ws.send_text(frame)
-                    if counted:
-                        self.queued_bytes -= len(frame)
+                    self.queued_bytes -= size
                 else:
                     await self._replay(item)
             if self.close_code is not None:
-                with contextlib.suppress(Exception):
-                    await ws.close(self.close_code)
+                await self.close(self.close_code)
                 return
+
+    async def close(self, code: int) -> None:
+        """Send a close frame; a peer that reads nothing never lets it out (the send waits for
+        the transport to drain), so after ``CLOSE_WAIT_S`` the connection is aborted."""
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await self.ws.close(code)
+        except TimeoutError:
+            if self.direct is not None:
+                self.direct.transport.abort()
+        except Exception:
+            log.debug("closing a /ws socket failed", exc_info=True)
 
     async def _replay(self, job: _Replay) -> None:
         sub = job.sub
@@ -263,27 +316,44 @@ class Connection:
         sub.cursor = max(sub.cursor, cursor, job.upto)
         self._go_live(sub)
 
+    def drop_buffer(self, sub: Subscription) -> None:
+        """Forget the live events buffered for ``sub`` during its replay."""
+        for _, _, size in sub.buffer:
+            self.queued_bytes -= size
+        sub.buffer = []
+
     def _go_live(self, sub: Subscription) -> None:
         """Flush what arrived during the replay (without duplicates), then switch to live."""
+        if not sub.active:  # unsubscribed or refused meanwhile
+            self.drop_buffer(sub)
+            return
         buffered, sub.buffer, sub.replaying = sub.buffer, [], False
-        for id, frame in buffered:
-            self.queued_bytes -= len(frame)
+        for id, frame, size in buffered:
+            self.queued_bytes -= size
             if id is not None and id <= sub.cursor:
                 continue
             if id is not None:
                 sub.cursor = id
-            self.send_live(frame)
+            self.send_live(frame, size)
 
 
 class Hub:
     """Serves ``/ws`` sockets over one broker."""
 
     def __init__(self, broker: Broker, authenticate: Authenticate, authorize: Authorize,
-                 limits: HubLimits | None = None) -> None:
+                 limits: HubLimits | None = None, *, recheck: Recheck | None = None,
+                 held: Callable[[str], bool] | None = None) -> None:
         self.broker = broker
         self.authenticate = authenticate
         self.authorize = authorize
         self.limits = limits or HubLimits()
+        self.recheck = recheck
+        # Channels whose events wait for a rights re-check of their subscribers before delivery.
+        self.held = held
+        self._held: dict[str, list[tuple[Event | Reset, int]]] = {}  # (item, newest serial then)
+        self._serial = 0
+        self._release_task: asyncio.Task[None] | None = None
+        self._recheck_task: asyncio.Task[None] | None = None
         self._subs: dict[str, set[Subscription]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._connections: set[Connection] = set()
@@ -298,35 +368,128 @@ class Hub:
     # fan-out ------------------------------------------------------------------------------
 
     def _listener(self, channel: str) -> Callable[[Event | Reset], None]:
+        if self.recheck is not None and self.held is not None and self.held(channel):
+            def hold(item: Event | Reset) -> None:
+                self._hold(channel, item)
+
+            return hold
+
         def on_item(item: Event | Reset) -> None:
-            subs = self._subs.get(channel)
-            if not subs:
-                return
-            if isinstance(item, Reset):
-                for sub in subs:
-                    sub.conn.send(_dumps({"type": "reset", "channel": sub.external}))
-                    sub.cursor = max(sub.cursor, item.last_id)
-                return
-            sender = None
-            if item.id is None:  # typing: to the others only
-                sender = item.data.get("user_id")
-            frames: dict[str, tuple[str, bytes]] = {}
-            for sub in subs:
-                conn = sub.conn
-                if sender is not None and conn.user.clerk_id == sender:
-                    continue
-                found = frames.get(sub.external)
-                if found is None:
-                    text = event_frame(sub.external, item)
-                    found = frames[sub.external] = (text, encode_frame(text))
-                conn.deliver(sub, item, found[0], found[1])
+            self._fan_out(channel, item)
 
         return on_item
+
+    def _fan_out(self, channel: str, item: Event | Reset, upto: int | None = None) -> None:
+        """Deliver ``item`` to the channel's subscriptions (attached by serial ``upto``)."""
+        subs = self._subs.get(channel)
+        if not subs:
+            return
+        if upto is not None:
+            subs = {sub for sub in subs if sub.serial <= upto}
+        if isinstance(item, Reset):
+            for sub in subs:
+                sub.conn.send(_dumps({"type": "reset", "channel": sub.external}))
+                sub.cursor = max(sub.cursor, item.last_id)
+            return
+        sender = None
+        if item.id is None:  # typing: to the others only
+            sender = item.data.get("user_id")
+        frames: dict[str, tuple[str, bytes]] = {}
+        for sub in subs:
+            conn = sub.conn
+            if sender is not None and conn.user.clerk_id == sender:
+                continue
+            found = frames.get(sub.external)
+            if found is None:
+                text = event_frame(sub.external, item)
+                found = frames[sub.external] = (text, encode_frame(text))
+            conn.deliver(sub, item, found[0], found[1])
+
+    # rights re-check ----------------------------------------------------------------------
+    #
+    # Two paths end a subscription whose rights are gone (§7): a sweep of every subscription
+    # every ``recheck_seconds`` (quiet channels), and, for ``held`` channels, a check of the
+    # channel's subscribers before each burst of its events is delivered, so an event written
+    # after a course was unpublished never reaches a reader who lost it. Both ask the policy
+    # once per (user, channel) for a batch, not once per socket.
+
+    def start(self) -> None:
+        """Start the periodic re-check (call once the event loop runs)."""
+        if self.recheck is not None and self._recheck_task is None:
+            self._recheck_task = asyncio.create_task(self._recheck_forever(), name="ws-recheck")
+
+    async def _recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.recheck_seconds)
+            try:
+                await self._recheck_channels(list(self._subs))
+            except Exception:
+                log.warning("/ws rights re-check failed; retrying at the next sweep", exc_info=True)
+
+    async def _recheck_channels(self, channels: list[str]) -> None:
+        """Re-check each (user, channel) subscribed on this node among ``channels``; end the
+        subscriptions the policy now refuses with an ``error`` for their channel."""
+        assert self.recheck is not None
+        pairs: dict[tuple[str, str], User] = {}
+        counted = 0
+        for channel in channels:
+            subs = self._subs.get(channel, ())
+            for sub in subs:
+                pairs.setdefault((sub.conn.user.clerk_id, channel), sub.conn.user)
+            counted += len(subs)
+            if counted > RECHECK_BATCH:  # many subscriptions: let the loop breathe
+                counted = 0
+                await asyncio.sleep(0)
+        items = [(user, channel) for (_, channel), user in pairs.items()]
+        for start in range(0, len(items), RECHECK_BATCH):
+            denied = await self.recheck(items[start:start + RECHECK_BATCH])
+            by_channel: dict[str, dict[str, ChannelDenied]] = {}
+            for (clerk_id, channel), reason in denied.items():
+                by_channel.setdefault(channel, {})[clerk_id] = reason
+            for channel, reasons in by_channel.items():
+                await self._end(channel, reasons)
+
+    async def _end(self, channel: str, reasons: dict[str, ChannelDenied]) -> None:
+        """End the channel's subscriptions of the users in ``reasons`` (one pass)."""
+        ended = [sub for sub in self._subs.get(channel, ()) if sub.conn.user.clerk_id in reasons]
+        for sub in ended:
+            conn = sub.conn
+            if conn.subs.get(sub.external) is sub:
+                del conn.subs[sub.external]
+            conn.drop_buffer(sub)  # events buffered during a replay are not delivered either
+            reason = reasons[conn.user.clerk_id]
+            self._error(conn, sub.external, reason.code, reason.detail)
+            sub.active = False
+        for sub in ended:
+            await self._detach(sub)
+
+    def _hold(self, channel: str, item: Event | Reset) -> None:
+        self._held.setdefault(channel, []).append((item, self._serial))
+        if self._release_task is None or self._release_task.done():
+            self._release_task = asyncio.create_task(self._release_held(), name="ws-release")
+
+    async def _release_held(self) -> None:
+        """Deliver held events, channel by channel in order, each burst after one re-check of
+        its channels' subscribers (events arriving meanwhile wait for the next one)."""
+        while self._held:
+            batch, self._held = self._held, {}
+            try:
+                async with asyncio.timeout(RELEASE_CHECK_S):
+                    await self._recheck_channels(list(batch))
+            except Exception:
+                # Fail open: the policy is unreachable (the database is down); the sweep ends
+                # lost subscriptions once it is back.
+                log.warning("/ws re-check before delivery failed; delivering", exc_info=True)
+            for channel, items in batch.items():
+                for item, upto in items:
+                    self._fan_out(channel, item, upto)
 
     async def _attach(self, sub: Subscription) -> None:
         """Add ``sub`` to its channel; the first local subscriber subscribes at the broker and
         the others wait for that (and retry if it failed or the channel emptied meanwhile)."""
         channel = sub.internal
+        self._serial += 1
+        sub.serial = self._serial
         while True:
             ready = self._ready.get(channel)
             if ready is None:
@@ -395,33 +558,47 @@ class Hub:
                 await self._detach(sub)
             conn.subs.clear()
             if ws.application_state != WebSocketState.DISCONNECTED:
-                with contextlib.suppress(Exception):
-                    await ws.close(conn.close_code or 1000)
+                await conn.close(conn.close_code or 1000)
 
     async def close_all(self) -> None:
+        for task in (self._recheck_task, self._release_task):
+            if task is not None:
+                task.cancel()
         for conn in list(self._connections):
             conn.kill(CLOSE_GOING_AWAY)
 
     async def _read_forever(self, conn: Connection) -> None:
-        limit = self.limits.max_inbound_bytes
+        limits = self.limits
+        limit = limits.max_inbound_bytes
+        rate, burst = limits.frames_per_second, limits.frame_burst
+        tokens, at = burst, time.monotonic()
         while conn.close_code is None:
             message = await conn.ws.receive()
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
-            if text is None:
-                raw = message.get("bytes") or b""
-                if len(raw) > limit:
-                    conn.kill(CLOSE_TOO_BIG)
-                    return
-                self._error(conn, None, "bad_request", "Frames must be JSON text.")
-                continue
-            if len(text) > limit // 4 and len(text.encode()) > limit:
+            size = len(text) if text is not None else len(message.get("bytes") or b"")
+            if size > limit or (text is not None and size > limit // 4 and len(text.encode()) > limit):
                 conn.kill(CLOSE_TOO_BIG)
                 return
+            if rate > 0:
+                now = time.monotonic()
+                tokens = min(burst, tokens + (now - at) * rate)
+                at = now
+                cost = 1 + size // FRAME_COST_BYTES
+                if tokens < cost:
+                    # Dropped unparsed; the socket is not read until the bucket could pay for
+                    # it, so a flood costs one error per frame at ``rate`` at most.
+                    self._error(conn, None, "rate_limited", "Too many frames; slow down.")
+                    await asyncio.sleep((cost - tokens) / rate)
+                    continue
+                tokens -= cost
+            if text is None:
+                self._error(conn, None, "bad_request", "Frames must be JSON text.")
+                continue
             try:
                 frame = json.loads(text)
-            except ValueError:
+            except Exception:  # ValueError, RecursionError (deep nesting), MemoryError
                 self._error(conn, None, "bad_request", "The frame is not valid JSON.")
                 continue
             if not isinstance(frame, dict):
@@ -430,8 +607,7 @@ class Hub:
             try:
                 await self._handle(conn, frame)
             except ChannelDenied as denied:
-                channel = frame.get("channel") if isinstance(frame.get("channel"), str) else None
-                self._error(conn, channel, denied.code, denied.detail)
+                self._error(conn, _channel_of(frame), denied.code, denied.detail)
             except Exception:
                 log.exception("broker unavailable while serving a frame")
                 conn.kill(CLOSE_UNAVAILABLE)
@@ -450,9 +626,10 @@ class Hub:
             conn.send('{"type":"pong"}')
             return
         if kind not in ("subscribe", "unsubscribe", "typing"):
-            raise ChannelDenied("bad_request", f"Unknown frame type {kind!r}.")
-        channel = frame.get("channel")
-        if not isinstance(channel, str) or not channel or len(channel) > 200:
+            shown = _echo(kind) if isinstance(kind, str) else "missing or not a string"
+            raise ChannelDenied("bad_request", f"Unknown frame type ({shown}).")
+        channel = _channel_of(frame)
+        if channel is None:
             raise ChannelDenied("bad_request", "'channel' must be a channel name.")
         if kind == "subscribe":
             await self._subscribe(conn, channel, frame.get("since"))
@@ -513,6 +690,14 @@ class Hub:
         await self.broker.signal(internal, "typing", {"user_id": conn.user.clerk_id, "name": conn.user.name})
 
 
+def _channel_of(frame: dict[str, Any]) -> str | None:
+    """The frame's ``channel`` when it can be a channel name (and so be echoed back)."""
+    channel = frame.get("channel")
+    if not isinstance(channel, str) or not channel or len(channel) > ECHO_MAX:
+        return None
+    return channel
+
+
 def _parse_since(raw: Any) -> int | None:
     if raw is None:
         return None
@@ -520,6 +705,6 @@ def _parse_since(raw: Any) -> int | None:
         raise ChannelDenied("bad_request", "'since' must be an event id of this channel.")
     if isinstance(raw, int) and raw >= 0:
         return raw
-    if isinstance(raw, str) and raw.isdigit() and len(raw) < 19:
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) < 19:
         return int(raw)
     raise ChannelDenied("bad_request", "'since' must be an event id of this channel.")

@@ -59,6 +59,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= 0 or value == float("inf"):
+        raise SettingsError(f"{name} must be a finite number >= 0, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None = None
@@ -95,6 +108,12 @@ class Settings:
     allow_dev_auth_on_network: bool = False
     metrics: MetricsMode = "off"
     metrics_listen: tuple[str, int] | None = None
+    # /ws inbound frames per socket (§7): a token bucket, a frame costing 1 plus 1 per 16 KiB;
+    # past it frames are dropped with ``error rate_limited``. WS_FRAMES_PER_SECOND=0 turns it off.
+    ws_frames_per_second: float = 30.0
+    ws_frame_burst: float = 300.0
+    # How often the rights of open /ws subscriptions are re-checked (§7: within 15 s).
+    ws_recheck_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -145,7 +164,14 @@ class Settings:
             allow_dev_auth_on_network=_flag(env, "ALLOW_DEV_AUTH_ON_NETWORK"),
             metrics=metrics,
             metrics_listen=metrics_listen,
+            ws_frames_per_second=_float(env, "WS_FRAMES_PER_SECOND", 30.0),
+            ws_frame_burst=_float(env, "WS_FRAME_BURST", 300.0),
+            ws_recheck_seconds=_float(env, "WS_RECHECK_SECONDS", 5.0),
         )
+        if not 0 < kwargs["ws_recheck_seconds"] <= 15:
+            raise SettingsError("WS_RECHECK_SECONDS must be in (0, 15] (§7: rights end within 15 s)")
+        if kwargs["ws_frames_per_second"] > 0 and kwargs["ws_frame_burst"] < 5:
+            raise SettingsError("WS_FRAME_BURST must be at least 5 (a 64 KiB frame costs 5 tokens)")
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]
         return cls(**kwargs)
