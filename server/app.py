@@ -330,7 +330,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
-                       rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
+                       rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                       restore_limiter=RateLimiter(
+                           settings.restore_rate_per_minute if settings.rate_limit_per_minute > 0 else 0,
+                           settings.restore_rate_burst))
         async with AsyncExitStack() as stack:
             for component in components():
                 await stack.enter_async_context(component(svc))
