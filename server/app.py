@@ -63,8 +63,9 @@ def components() -> list[Component]:
     from server.editing.live import component as collab_component
     from server.gamification.activity import activity_component
     from server.loopwatch import component as loopwatch_component
+    from server.markdown import component as markdown_component
 
-    return [loopwatch_component, live.component, collab_component, activity_component]
+    return [loopwatch_component, markdown_component, live.component, collab_component, activity_component]
 
 
 def socket_routes() -> list[BaseRoute]:

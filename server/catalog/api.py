@@ -327,7 +327,7 @@ async def create_lesson(request: Request) -> Response:
         require(access.can_edit, "Only editors may add lessons.")
         lesson = await service.create_lesson(session, unit_id, title=body.title, content_type=body.content_type,
                                              content=body.content, position=body.position)
-        payload = service.lesson_payload(lesson, access.course_id)
+        payload = await service.lesson_payload(lesson, access.course_id)
     return json_response(payload, 201)
 
 
@@ -374,7 +374,7 @@ async def patch_lesson(request: Request) -> Response:
         if changes:
             await service.update_lesson(session, lesson_id, changes)
         lesson, course_id = await service.get_lesson(session, lesson_id)
-        payload = service.lesson_payload(lesson, course_id)
+        payload = await service.lesson_payload(lesson, course_id)
     return json_response(payload)
 
 

@@ -16,7 +16,7 @@ from pydantic import (
 
 from server.errors import ValidationFailed
 from server.http import validation_errors
-from server.markdown import render_markdown
+from server.markdown import render
 
 ContentType = Literal["video", "text", "audio", "exercise"]
 CONTENT_TYPES: tuple[str, ...] = ("video", "text", "audio", "exercise")
@@ -75,7 +75,15 @@ def validate_content(content_type: str, raw: Any, *, loc: str = "content") -> di
     return stored
 
 
-def render_content(stored: dict[str, Any]) -> dict[str, Any]:
-    """The API form of stored content: everything stored plus ``html`` rendered from ``body``."""
+async def with_html(stored: dict[str, Any]) -> dict[str, Any]:
+    """``stored`` with ``html`` rendered from its ``body``: HTML is rendered on write (§3)."""
+    stored["html"] = await render(stored.get("body") or "")
+    return stored
+
+
+async def render_content(stored: dict[str, Any]) -> dict[str, Any]:
+    """The API form of stored content: everything stored, with the ``html`` stored on write
+    (rows written before that are rendered here, in the worker when long)."""
     body = stored.get("body") or ""
-    return {**stored, "body": body, "html": render_markdown(body)}
+    html = stored.get("html")
+    return {**stored, "body": body, "html": html if isinstance(html, str) else await render(body)}

@@ -1,0 +1,101 @@
+"""Markdown rendering that freezes the event loop: ``![`` repeated costs markdown-it-py ~23 µs a
+character (0.9 s for 40,000). It was rendered on every read (listing 20 flashcards of 10,000 ×
+``![`` took 14-19 s, anonymous), and on the loop on write. Now: rendered once on write, in a
+worker process when long, under a CPU budget (server/markdown.py); reads serve the stored HTML."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.markdown import plain_html
+from tests.adversarial.probe import AttackWatch
+from tests.catalog_helpers import build_course, ok
+from tests.forum_support import create_post, make_course
+from tests.support import ServerProcess, dev_user
+
+FRONT = "![" * 9_999  # 19,998 characters (+ a digit), at the card limit
+
+
+async def test_a_public_flashcard_set_of_pathological_cards(server: ServerProcess, client: httpx.AsyncClient) -> None:
+    owner = await dev_user(client, "Owner")
+    card_set = ok(await client.post("/api/flashcard-sets", json={"title": "Bangs", "is_public": True},
+                                    headers=owner.headers), 201)
+    slowest_read = 0.0
+    async with AttackWatch(server) as watch:
+        for n in range(10):  # writing them must not hold the loop either
+            ok(await client.post(f"/api/flashcard-sets/{card_set['id']}/cards",
+                                 json={"front": FRONT + str(n), "back": "**back**"}, headers=owner.headers), 201)
+        for _ in range(5):  # anonymous reads: the stored HTML, no rendering
+            started = time.perf_counter()
+            cards = ok(await client.get(f"/api/flashcard-sets/{card_set['id']}/cards"))["items"]
+            slowest_read = max(slowest_read, time.perf_counter() - started)
+    assert len(cards) == 10
+    assert cards[0]["front_html"].startswith("<p>![![") and cards[0]["back_html"] == "<p><strong>back</strong></p>\n"
+    assert slowest_read < 0.5, f"listing 10 cards took {slowest_read:.2f} s"
+    watch.assert_unharmed()
+
+
+async def test_forum_posts_of_pathological_markdown(server: ServerProcess, client: httpx.AsyncClient,
+                                                    db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    course = await make_course(db, author)
+    content = "![" * 24_999  # 49,998 characters (+ a digit), at the post limit
+    slowest_read = 0.0
+    async with AttackWatch(server) as watch:
+        posts = [await create_post(client, course, author, content=content + str(n)) for n in range(4)]
+        reply = ok(await client.post(f"/api/forum/posts/{posts[0]['id']}/replies", headers=author.headers,
+                                     json={"content": "![" * 10_000}), 201)
+        for _ in range(5):
+            started = time.perf_counter()
+            listed = ok(await client.get(f"/api/courses/{course.id}/forum/posts"))["items"]
+            ok(await client.get(f"/api/forum/posts/{posts[0]['id']}"))
+            replies = ok(await client.get(f"/api/forum/posts/{posts[0]['id']}/replies"))["items"]
+            slowest_read = max(slowest_read, time.perf_counter() - started)
+    assert {p["id"] for p in posts} <= {p["id"] for p in listed}
+    assert all(p["html"].startswith("<p>![![") for p in listed)
+    assert replies[0]["id"] == reply["id"] and replies[0]["html"] == reply["html"]
+    assert slowest_read < 0.5, f"reading the forum took {slowest_read:.2f} s"
+    watch.assert_unharmed()
+
+
+async def test_a_lesson_of_pathological_markdown(server: ServerProcess, client: httpx.AsyncClient) -> None:
+    author = await dev_user(client, "Author")
+    course = await build_course(client, author)
+    lesson_url = f"/api/lessons/{course.first_lesson}"
+    body = "![" * 40_000  # 80,000 characters: ~2 s to render on the loop before
+    slowest_read = 0.0
+    async with AttackWatch(server) as watch:
+        ok(await client.patch(lesson_url, json={"content": {"body": body}}, headers=author.headers))
+        for _ in range(5):
+            started = time.perf_counter()
+            lesson = ok(await client.get(lesson_url))
+            slowest_read = max(slowest_read, time.perf_counter() - started)
+    assert lesson["content"]["body"] == body and lesson["content"]["html"].startswith("<p>![![")
+    assert slowest_read < 0.5, f"reading the lesson took {slowest_read:.2f} s"
+    watch.assert_unharmed()
+
+
+async def test_past_the_render_budget_the_text_is_shown_escaped(database_url: str, data_dir: Path) -> None:
+    proc = ServerProcess(database_url=database_url, data_dir=data_dir,
+                         env={"RATE_LIMIT_PER_MINUTE": "0", "MARKDOWN_RENDER_BUDGET_MS": "100"}).start()
+    try:
+        async with httpx.AsyncClient(base_url=proc.base_url, timeout=30) as client:
+            author = await dev_user(client, "Author")
+            course = await build_course(client, author)
+            lesson_url = f"/api/lessons/{course.first_lesson}"
+            body = "![a <b>" * 20_000  # 140,000 characters: seconds of markdown-it
+            async with AttackWatch(proc) as watch:
+                started = time.perf_counter()
+                ok(await client.patch(lesson_url, json={"content": {"body": body}}, headers=author.headers))
+                elapsed = time.perf_counter() - started
+            lesson = ok(await client.get(lesson_url))
+            assert lesson["content"]["html"] == plain_html(body)
+            assert "<b>" not in lesson["content"]["html"]
+            assert elapsed < 1.5, f"the write took {elapsed:.2f} s"
+            watch.assert_unharmed()
+    finally:
+        proc.stop()
