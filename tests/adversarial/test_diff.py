@@ -66,6 +66,34 @@ async def test_restoring_a_version_that_difflib_finds_hard(server: ServerProcess
     await eventually(materialised, within=5)
 
 
+async def test_restoring_at_the_body_limit(server: ServerProcess, client: httpx.AsyncClient,
+                                           db: AsyncEngine) -> None:
+    hard = ("ab" * 100_000, "ba" * 99_999 + "b")  # 200,000 characters each, the body limit
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="Hard", body=hard[1])
+    async with db.begin() as conn:
+        vids = [(await conn.execute(insert(LessonVersion).values(
+            lesson_id=lesson.lesson_id, title="Hard", body=body).returning(LessonVersion.id))).scalar_one()
+            for body in hard]
+    slowest = 0.0
+    async with AttackWatch(server) as watch:
+        for round_ in range(4):
+            started = time.perf_counter()
+            ok = await client.post(f"/api/lessons/{lesson.id}/versions/{vids[round_ % 2]}/restore",
+                                   headers=author.headers)
+            slowest = max(slowest, time.perf_counter() - started)
+            assert ok.status_code == 200, ok.text
+    print(f"slowest restore {slowest * 1000:.0f} ms, RSS growth {watch.rss_growth / 2**20:.1f} MiB")
+    assert slowest < 2.0, f"a restore took {slowest:.1f} s"
+    assert watch.rss_growth < 64 * 2**20, f"RSS grew {watch.rss_growth / 2**20:.0f} MiB"
+    watch.assert_unharmed()
+
+    async def materialised() -> bool:
+        return (await lesson_row(db, lesson.id))["content"]["body"] == hard[1]
+
+    await eventually(materialised, within=5)
+
+
 async def test_suggesting_while_the_live_text_differs_from_the_row(server: ServerProcess,
                                                                    client: httpx.AsyncClient,
                                                                    db: AsyncEngine) -> None:
