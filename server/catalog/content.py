@@ -75,9 +75,20 @@ def validate_content(content_type: str, raw: Any, *, loc: str = "content") -> di
     return stored
 
 
-async def with_html(stored: dict[str, Any]) -> dict[str, Any]:
+Prerendered = tuple[str, str]  # (body, its html)
+
+
+async def prerender(raw: Any) -> Prerendered | None:
+    """A request's content ``body`` rendered before the write's transaction opens (a long text
+    waits for the render worker without holding a pooled connection); None without one."""
+    body = raw.get("body") if isinstance(raw, dict) else None
+    return (body, await render(body)) if isinstance(body, str) else None
+
+
+async def with_html(stored: dict[str, Any], prerendered: Prerendered | None = None) -> dict[str, Any]:
     """``stored`` with ``html`` rendered from its ``body``: HTML is rendered on write (§3)."""
-    stored["html"] = await render(stored.get("body") or "")
+    body = stored.get("body") or ""
+    stored["html"] = prerendered[1] if prerendered and prerendered[0] == body else await render(body)
     return stored
 
 

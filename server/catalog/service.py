@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.access import access_from, role_columns, visible_courses
 from server.auth import Principal
-from server.catalog.content import render_content, validate_content, with_html
+from server.catalog.content import Prerendered, render_content, validate_content, with_html
 from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
 from server.catalog.outline_cache import OutlineCache
 from server.errors import Conflict, NotFound, validation
@@ -501,8 +501,9 @@ async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesso
 
 
 async def create_lesson(session: AsyncSession, unit_id: uuid.UUID, *, title: str, content_type: str,
-                        content: dict[str, Any] | None, position: int | None) -> Lesson:
-    stored = await with_html(validate_content(content_type, content))
+                        content: dict[str, Any] | None, position: int | None,
+                        prerendered: Prerendered | None = None) -> Lesson:
+    stored = await with_html(validate_content(content_type, content), prerendered)
     await lock_course(session, await unit_course_id(session, unit_id))
     course_id = await unit_course_id(session, unit_id)  # still there once we hold the lock
     count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
@@ -529,8 +530,12 @@ def merged_content(lesson: Lesson, content_type: str | None, content: dict[str, 
     return validate_content(kind, {k: v for k, v in merged.items() if v is not None})
 
 
-async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    """Apply a validated PATCH (title, content_type, content, position, unit_id) directly to the row."""
+async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: dict[str, Any],
+                        prerendered: Prerendered | None = None) -> None:
+    """Apply a validated PATCH (title, content_type, content, position, unit_id) directly to the row.
+
+    ``prerendered``: the new body's HTML, rendered before the transaction (content.prerender).
+    """
     lesson, course_id = await get_lesson(session, lesson_id)
     values: dict[str, Any] = {}
     text_changed = False
@@ -542,7 +547,7 @@ async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: di
         old_content = lesson.content or {}
         if new_content.get("body", "") != old_content.get("body", ""):
             text_changed = True
-            values["content"] = await with_html(new_content)
+            values["content"] = await with_html(new_content, prerendered)
         else:
             # Leave ``body`` to whoever owns it now (a live room may be writing it): change only the
             # other keys, in SQL, so a concurrent body write is never overwritten with a stale copy.

@@ -39,7 +39,7 @@ from server.events import emit
 from server.forum.models import ForumPost, ForumPostLike, ForumReply, ForumReplyLike
 from server.gamification.service import record_action
 from server.http import jsonable, parse_datetime, parse_uuid
-from server.markdown import render, render_markdown, stored_html
+from server.markdown import render_markdown, stored_html
 from server.notifications.service import notify
 from server.users.models import User
 
@@ -190,12 +190,14 @@ async def create_post(
     author: Principal,
     title: str,
     content: str,
+    html: str,
     lesson_id: uuid.UUID | None,
 ) -> dict[str, Any]:
+    """``html``: ``content`` rendered by the caller before its transaction (server.markdown.render)."""
     if lesson_id is not None:
         await _check_lesson(session, access.course_id, lesson_id, "lesson_id")
     post = ForumPost(course_id=access.course_id, lesson_id=lesson_id, user_id=author.clerk_id,
-                     title=title, content=content, html=await render(content))
+                     title=title, content=content, html=html)
     session.add(post)
     await session.flush()
     payload = await post_payload(session, post.id, author)
@@ -207,14 +209,13 @@ async def create_post(
 async def update_post(
     session: AsyncSession, *, ctx: PostContext, user: Principal, changes: dict[str, Any]
 ) -> dict[str, Any]:
+    """``changes`` with ``content`` carry its rendered ``html`` too (rendered before the transaction)."""
     post, access = ctx.post, ctx.access
     moderation = {"is_pinned", "is_locked"} & changes.keys()
     if moderation:
         require(access.is_staff, "Only course staff can pin or lock posts.")
     if {"title", "content"} & changes.keys():
         require(post.user_id == user.clerk_id or access.is_staff, "Only the author or course staff can edit this post.")
-    if "content" in changes:
-        changes = {**changes, "html": await render(changes["content"])}
     for name, value in changes.items():
         setattr(post, name, value)
     if changes:
@@ -357,6 +358,7 @@ async def create_reply(
     ctx: PostContext,
     author: Principal,
     content: str,
+    html: str,
     parent_reply_id: uuid.UUID | None,
 ) -> dict[str, Any]:
     post = ctx.post
@@ -367,7 +369,6 @@ async def create_reply(
         parent = await session.get(ForumReply, parent_reply_id)
         if parent is None or parent.post_id != post.id:
             raise validation("parent_reply_id", "is not a reply of this post")
-    html = await render(content)
     # One INSERT … RETURNING, and the payload from what we know: a new reply has no likes and no
     # children, and its author is the caller (re-selecting it cost more than the rest of the write).
     row = (await session.execute(_insert_reply_statement(), {
@@ -416,12 +417,13 @@ async def reply_context(session: AsyncSession, reply_id: uuid.UUID, user: Princi
     return ReplyContext(reply, thread)
 
 
-async def update_reply(session: AsyncSession, *, ctx: ReplyContext, user: Principal, content: str) -> dict[str, Any]:
+async def update_reply(session: AsyncSession, *, ctx: ReplyContext, user: Principal, content: str,
+                       html: str) -> dict[str, Any]:
     reply = ctx.reply
     require(reply.user_id == user.clerk_id or ctx.thread.access.is_staff,
             "Only the author or course staff can edit this reply.")
     reply.content = content
-    reply.html = await render(content)
+    reply.html = html
     reply.updated_at = datetime.now(UTC)
     await session.flush()
     payload = await reply_payload(session, reply.id, user)
