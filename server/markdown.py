@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 import multiprocessing
 import signal
 from collections.abc import AsyncIterator
@@ -28,6 +29,8 @@ from markdown_it import MarkdownIt
 
 if TYPE_CHECKING:
     from server.state import Services
+
+log = logging.getLogger("scriptorium.markdown")
 
 _TAGS = {
     "a", "abbr", "b", "blockquote", "br", "code", "del", "em", "h1", "h2", "h3", "h4", "h5", "h6",
@@ -81,13 +84,14 @@ def _render_in_worker(body: str, budget: float) -> str | None:
     """Runs in the worker process's main thread: a timer signal interrupts markdown-it (pure
     Python) once ``budget`` seconds of CPU are spent; None then."""
     signal.signal(signal.SIGPROF, _alarm)
-    signal.setitimer(signal.ITIMER_PROF, budget)
     try:
-        return render_markdown(body)
-    except _OverBudget:
+        signal.setitimer(signal.ITIMER_PROF, budget)
+        try:
+            return render_markdown(body)
+        finally:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+    except _OverBudget:  # also when it fires just as the render ends, before the timer stops
         return None
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _warm() -> None:
@@ -128,6 +132,9 @@ class Renderer:
             except BrokenProcessPool:
                 self.stop()
                 continue
+            except Exception:  # e.g. the budget's signal landing after the function returned
+                log.warning("markdown render failed in the worker; shown escaped", exc_info=True)
+                rendered = None
             return rendered if rendered is not None else plain_html(body)
         return plain_html(body)
 

@@ -11,13 +11,21 @@ from pathlib import Path
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.markdown import plain_html
+from server.markdown import _render_in_worker, plain_html, render_markdown
 from tests.adversarial.probe import AttackWatch
 from tests.catalog_helpers import build_course, ok
 from tests.forum_support import create_post, make_course
 from tests.support import ServerProcess, dev_user
 
 FRONT = "![" * 9_999  # 19,998 characters (+ a digit), at the card limit
+
+
+def test_the_worker_stops_rendering_at_its_budget() -> None:
+    assert _render_in_worker("**bold**", 1.0) == render_markdown("**bold**")
+    started = time.process_time()
+    assert _render_in_worker("![a" * 100_000, 0.05) is None
+    assert time.process_time() - started < 0.5
+    assert plain_html("a <script>\n\nb & c") == "<p>a &lt;script&gt;</p>\n<p>b &amp; c</p>\n"
 
 
 async def test_a_public_flashcard_set_of_pathological_cards(server: ServerProcess, client: httpx.AsyncClient) -> None:
@@ -36,6 +44,8 @@ async def test_a_public_flashcard_set_of_pathological_cards(server: ServerProces
     assert len(cards) == 10
     assert cards[0]["front_html"].startswith("<p>![![") and cards[0]["back_html"] == "<p><strong>back</strong></p>\n"
     assert slowest_read < 0.5, f"listing 10 cards took {slowest_read:.2f} s"
+    print(f"slowest list {slowest_read * 1000:.0f} ms, RSS growth {watch.rss_growth / 2**20:.1f} MiB")
+    assert watch.rss_growth < 64 * 2**20, f"RSS grew {watch.rss_growth / 2**20:.0f} MiB"
     watch.assert_unharmed()
 
 
