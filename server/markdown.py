@@ -94,6 +94,13 @@ def _render_in_worker(body: str, budget: float) -> str | None:
         return None
 
 
+def render_bounded(body: str, budget: float) -> str:
+    """:func:`render_markdown` within ``budget`` seconds of CPU, else :func:`plain_html`; for
+    the main thread of a process without an event loop to keep (the migrate command)."""
+    rendered = _render_in_worker(body, budget)
+    return rendered if rendered is not None else plain_html(body)
+
+
 def _warm() -> None:
     _parser()
 

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import pool, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.db import make_engine
 from server.gamification.catalogue import DEFAULT_ACHIEVEMENTS
@@ -53,6 +54,8 @@ async def upgrade(database_url: str, revision: str = "head") -> None:
         if revision == "head":
             async with engine.begin() as conn:
                 await seed_achievements(conn)
+            async with engine.begin() as conn:
+                await backfill_html(conn)
     finally:
         await engine.dispose()
 
@@ -76,6 +79,33 @@ async def seed_achievements(conn: object) -> None:
         index_elements=["name"]
     )
     await conn.execute(stmt)  # type: ignore[attr-defined]
+
+
+# Rows whose Markdown was stored before its HTML was (migration 0007_render): table, id, text
+# column, html column.
+_UNRENDERED = (("flashcards", "front", "front_html"), ("flashcards", "back", "back_html"),
+               ("forum_posts", "content", "html"), ("forum_replies", "content", "html"))
+
+
+async def backfill_html(conn: AsyncConnection) -> int:
+    """Render, once, what was stored before HTML was rendered on write, so that no read has to
+    (each text within the render budget, else escaped). Returns how many texts it rendered."""
+    from server.markdown import render_bounded, renderer
+
+    done = 0
+    for table, column, html_column in _UNRENDERED:
+        rows = (await conn.execute(text(
+            f"SELECT id, {column} AS body FROM {table} WHERE {html_column} IS NULL"))).all()
+        if not rows:
+            continue
+        # Not an edit: updated_at (set by the table's trigger) stays as it was.
+        await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER trg_{table}_updated_at"))
+        for row in rows:
+            await conn.execute(text(f"UPDATE {table} SET {html_column} = :html WHERE id = :id"),
+                               {"id": row.id, "html": render_bounded(row.body or "", renderer.budget)})
+            done += 1
+        await conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER trg_{table}_updated_at"))
+    return done
 
 
 async def current_revision(database_url: str) -> str | None:

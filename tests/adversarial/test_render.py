@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.markdown import _render_in_worker, plain_html, render_markdown
+from server.migrate import backfill_html
 from tests.adversarial.probe import AttackWatch
 from tests.catalog_helpers import build_course, ok
 from tests.forum_support import create_post, make_course
@@ -109,3 +111,22 @@ async def test_past_the_render_budget_the_text_is_shown_escaped(database_url: st
             watch.assert_unharmed()
     finally:
         proc.stop()
+
+
+async def test_rows_stored_before_html_was_get_it_once_at_migration(server: ServerProcess, client: httpx.AsyncClient,
+                                                                    db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    course = await make_course(db, author)
+    post = await create_post(client, course, author, content="![" * 5_000)
+    async with db.begin() as conn:  # as written before migration 0007_render
+        await conn.execute(text("UPDATE forum_posts SET html = NULL WHERE id = :id"), {"id": post["id"]})
+    # Meanwhile a read shows it escaped rather than rendering 10,000 characters on the loop.
+    legacy = ok(await client.get(f"/api/forum/posts/{post['id']}"))
+    assert legacy["html"] == plain_html("![" * 5_000)
+    async with db.begin() as conn:
+        assert await backfill_html(conn) >= 1
+    again = ok(await client.get(f"/api/forum/posts/{post['id']}"))
+    assert again["html"] == post["html"] == render_markdown("![" * 5_000)
+    assert again["updated_at"] == legacy["updated_at"]  # not an edit
+    async with db.begin() as conn:
+        assert await backfill_html(conn) == 0
