@@ -81,10 +81,22 @@ async def seed_achievements(conn: object) -> None:
     await conn.execute(stmt)  # type: ignore[attr-defined]
 
 
-# Rows whose Markdown was stored before its HTML was (migration 0007_render): table, id, text
-# column, html column.
-_UNRENDERED = (("flashcards", "front", "front_html"), ("flashcards", "back", "back_html"),
-               ("forum_posts", "content", "html"), ("forum_replies", "content", "html"))
+# Rows whose Markdown was stored before its HTML was (migration 0007_render; lessons created over
+# REST had no content.html): table, then the statements that find them and store the HTML.
+_UNRENDERED = [
+    ("flashcards", "SELECT id, front AS body FROM flashcards WHERE front_html IS NULL",
+     "UPDATE flashcards SET front_html = :html WHERE id = :id"),
+    ("flashcards", "SELECT id, back AS body FROM flashcards WHERE back_html IS NULL",
+     "UPDATE flashcards SET back_html = :html WHERE id = :id"),
+    ("forum_posts", "SELECT id, content AS body FROM forum_posts WHERE html IS NULL",
+     "UPDATE forum_posts SET html = :html WHERE id = :id"),
+    ("forum_replies", "SELECT id, content AS body FROM forum_replies WHERE html IS NULL",
+     "UPDATE forum_replies SET html = :html WHERE id = :id"),
+    ("lessons", "SELECT id, content->>'body' AS body FROM lessons "
+                "WHERE jsonb_typeof(content->'body') = 'string' AND NOT content ? 'html'",
+     "UPDATE lessons SET content = jsonb_set(content, '{html}', to_jsonb(CAST(:html AS text))) "
+     "WHERE id = :id AND content->>'body' = :body"),
+]
 
 
 async def backfill_html(conn: AsyncConnection) -> int:
@@ -93,16 +105,15 @@ async def backfill_html(conn: AsyncConnection) -> int:
     from server.markdown import render_bounded, renderer
 
     done = 0
-    for table, column, html_column in _UNRENDERED:
-        rows = (await conn.execute(text(
-            f"SELECT id, {column} AS body FROM {table} WHERE {html_column} IS NULL"))).all()
+    for table, find, store in _UNRENDERED:
+        rows = (await conn.execute(text(find))).all()
         if not rows:
             continue
         # Not an edit: updated_at (set by the table's trigger) stays as it was.
         await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER trg_{table}_updated_at"))
         for row in rows:
-            await conn.execute(text(f"UPDATE {table} SET {html_column} = :html WHERE id = :id"),
-                               {"id": row.id, "html": render_bounded(row.body or "", renderer.budget)})
+            await conn.execute(text(store), {"id": row.id, "body": row.body,
+                                             "html": render_bounded(row.body or "", renderer.budget)})
             done += 1
         await conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER trg_{table}_updated_at"))
     return done

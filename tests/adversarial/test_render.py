@@ -16,6 +16,7 @@ from server.markdown import _render_in_worker, plain_html, render_markdown
 from server.migrate import backfill_html
 from tests.adversarial.probe import AttackWatch
 from tests.catalog_helpers import build_course, ok
+from tests.collab_support import make_lesson
 from tests.forum_support import create_post, make_course
 from tests.support import ServerProcess, dev_user
 
@@ -130,3 +131,11 @@ async def test_rows_stored_before_html_was_get_it_once_at_migration(server: Serv
     assert again["updated_at"] == legacy["updated_at"]  # not an edit
     async with db.begin() as conn:
         assert await backfill_html(conn) == 0
+    # A lesson created over REST before: content without html (the test helper writes such rows).
+    lesson = await make_lesson(db, author.clerk_id, body="*old*")
+    async with db.begin() as conn:
+        assert await backfill_html(conn) == 1
+    async with db.connect() as conn:
+        stored = (await conn.execute(text("SELECT content FROM lessons WHERE id = :id"),
+                                     {"id": lesson.lesson_id})).scalar_one()
+    assert stored == {"body": "*old*", "keep": 1, "html": "<p><em>old</em></p>\n"}
