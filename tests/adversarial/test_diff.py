@@ -124,6 +124,7 @@ async def test_suggesting_while_the_live_text_differs_from_the_row(server: Serve
             else:  # the row was materialised between reading it and posting
                 assert response.status_code == 409, response.text
     await editor.close()
+    print(f"slowest suggestion {slowest * 1000:.0f} ms ({rebased} rebased)")
     assert rebased >= 3, f"only {rebased} suggestion(s) were rebased"
     assert slowest < 2.0, f"a suggestion took {slowest:.1f} s"
     watch.assert_unharmed()
