@@ -14,7 +14,10 @@ import asyncio
 import html
 import logging
 import multiprocessing
+import os
 import signal
+import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -105,6 +108,18 @@ def _warm() -> None:
     _parser()
 
 
+def _leave_with(parent: int) -> None:
+    """Worker initializer: exit once the server process is gone. A worker of a killed server
+    would otherwise wait on its task queue forever (it holds both ends of that pipe)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="render-worker-parent-watch", daemon=True).start()
+
+
 @dataclass
 class Renderer:
     """Where long texts are rendered: one worker process, started with the app."""
@@ -116,7 +131,8 @@ class Renderer:
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # spawn: a fork of a process running an event loop and threads is not safe.
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_leave_with, initargs=(os.getpid(),))
         return self._pool
 
     def start(self) -> None:

@@ -5,10 +5,14 @@ worker process when long, under a CPU budget (server/markdown.py); reads serve t
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -142,3 +146,34 @@ async def test_rows_stored_before_html_was_get_it_once_at_migration(server: Serv
         stored = (await conn.execute(text("SELECT content FROM lessons WHERE id = :id"),
                                      {"id": lesson.lesson_id})).scalar_one()
     assert stored == {"body": "*old*", "keep": 1, "html": "<p><em>old</em></p>\n"}
+
+
+def _render_workers(server: ServerProcess) -> list[psutil.Process]:
+    assert server.proc is not None
+    return [p for p in psutil.Process(server.proc.pid).children(recursive=True)
+            if "spawn_main" in " ".join(p.cmdline())]  # not the resource tracker
+
+
+async def test_the_render_worker_leaves_with_the_server(database_url: str, data_dir: Path) -> None:
+    for kill in (False, True):
+        proc = ServerProcess(database_url=database_url, data_dir=data_dir, env={"RATE_LIMIT_PER_MINUTE": "0"}).start()
+        workers: list[psutil.Process] = []
+        try:
+            async with httpx.AsyncClient(base_url=proc.base_url, timeout=30) as client:
+                author = await dev_user(client, "Author")
+                course = await build_course(client, author)
+                ok(await client.patch(f"/api/lessons/{course.first_lesson}",
+                                      json={"content": {"body": "word " * 1000}}, headers=author.headers))
+            workers = _render_workers(proc)
+            assert len(workers) == 1, workers
+            assert proc.proc is not None
+            # The server process alone goes (not its process group, as a supervisor might do it).
+            os.kill(proc.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            proc.proc.wait(15)
+            _, alive = psutil.wait_procs(workers, timeout=5)
+            assert not alive, f"the render worker outlived the {'killed' if kill else 'stopped'} server"
+        finally:
+            for worker in workers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()
+            proc.stop()
