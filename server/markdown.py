@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -22,13 +23,15 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from types import FrameType
 from typing import TYPE_CHECKING
 
 import nh3
 from markdown_it import MarkdownIt
+
+from server.errors import RateLimited
 
 if TYPE_CHECKING:
     from server.state import Services
@@ -126,7 +129,11 @@ class Renderer:
 
     inline_chars: int = 2_000
     budget: float = 2.0
+    # Long renders one account may have queued or running at once: the worker is shared, so
+    # without this one account's flood would delay everyone's long texts (429 past it).
+    per_owner: int = 2
     _pool: ProcessPoolExecutor | None = None
+    _pending: dict[str, int] = field(default_factory=dict)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -143,11 +150,28 @@ class Renderer:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    async def render(self, body: str) -> str:
-        """Sanitised HTML of ``body``; never holds the event loop for long (module docstring)."""
+    async def render(self, body: str, owner: str | None = None) -> str:
+        """Sanitised HTML of ``body``; never holds the event loop for long (module docstring).
+
+        ``owner``: the account whose write this is; past ``per_owner`` long renders of theirs
+        at once, :class:`RateLimited`.
+        """
         body = body or ""
         if len(body) <= self.inline_chars:
             return render_markdown(body)
+        if owner is None:
+            return await self._render_long(body)
+        if self._pending.get(owner, 0) >= self.per_owner:
+            raise RateLimited(math.ceil(self.budget), "Your previous long texts are still being rendered.")
+        self._pending[owner] = self._pending.get(owner, 0) + 1
+        try:
+            return await self._render_long(body)
+        finally:
+            left = self._pending.pop(owner) - 1
+            if left:
+                self._pending[owner] = left
+
+    async def _render_long(self, body: str) -> str:
         loop = asyncio.get_running_loop()
         for _ in range(2):  # once more on a fresh worker if the last one died
             try:
@@ -176,9 +200,10 @@ def stored_html(html: str | None, body: str) -> str:
 renderer = Renderer()
 
 
-async def render(body: str) -> str:
-    """Sanitised HTML of ``body``, rendered in place when short, in the worker when long."""
-    return await renderer.render(body)
+async def render(body: str, owner: str | None = None) -> str:
+    """Sanitised HTML of ``body``, rendered in place when short, in the worker when long
+    (at most ``per_owner`` long ones of one ``owner`` at once, else 429)."""
+    return await renderer.render(body, owner)
 
 
 @asynccontextmanager
@@ -186,6 +211,7 @@ async def component(svc: Services) -> AsyncIterator[None]:
     """The renderer of this process, configured from settings, for the app's lifetime."""
     renderer.inline_chars = svc.settings.markdown_inline_chars
     renderer.budget = svc.settings.markdown_render_budget_ms / 1000
+    renderer.per_owner = svc.settings.markdown_renders_per_user
     renderer.start()
     try:
         yield

@@ -69,6 +69,8 @@ class Settings:
     # after which the text is shown escaped instead.
     markdown_inline_chars: int = 2_000
     markdown_render_budget_ms: int = 2_000
+    # Long renders one account may have waiting for the (shared) worker at once; 429 past it.
+    markdown_renders_per_user: int = 2
     body_max_bytes: int = 1024 * 1024
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     demo_on_empty: bool = False
@@ -124,6 +126,7 @@ class Settings:
             restore_rate_burst=_int(env, "RESTORE_RATE_BURST", 3),
             markdown_inline_chars=_int(env, "MARKDOWN_INLINE_CHARS", 2_000),
             markdown_render_budget_ms=_int(env, "MARKDOWN_RENDER_BUDGET_MS", 2_000),
+            markdown_renders_per_user=_int(env, "MARKDOWN_RENDERS_PER_USER", 2),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
             event_history=_int(env, "EVENT_HISTORY", 1000),

@@ -322,7 +322,7 @@ async def create_lesson(request: Request) -> Response:
     me = await _writer(request)
     unit_id = path_id(request, "id")
     body = await read_json(request, LessonCreate)
-    prerendered = await prerender(body.content)
+    prerendered = await prerender(body.content, me.clerk_id)
     async with services(request).sessions.begin() as session:
         access = await unit_access(session, unit_id, me)
         require(access.can_edit, "Only editors may add lessons.")
@@ -371,7 +371,7 @@ async def patch_lesson(request: Request) -> Response:
                 content.pop("body", None)
                 if "content" in changes:
                     changes["content"] = content
-    prerendered = await prerender(changes.get("content"))
+    prerendered = await prerender(changes.get("content"), me.clerk_id)
     async with svc.sessions.begin() as session:
         if changes:
             await service.update_lesson(session, lesson_id, changes, prerendered)

@@ -78,11 +78,11 @@ def validate_content(content_type: str, raw: Any, *, loc: str = "content") -> di
 Prerendered = tuple[str, str]  # (body, its html)
 
 
-async def prerender(raw: Any) -> Prerendered | None:
+async def prerender(raw: Any, owner: str) -> Prerendered | None:
     """A request's content ``body`` rendered before the write's transaction opens (a long text
     waits for the render worker without holding a pooled connection); None without one."""
     body = raw.get("body") if isinstance(raw, dict) else None
-    return (body, await render(body)) if isinstance(body, str) else None
+    return (body, await render(body, owner)) if isinstance(body, str) else None
 
 
 async def with_html(stored: dict[str, Any], prerendered: Prerendered | None = None) -> dict[str, Any]:

@@ -226,7 +226,7 @@ async def create_card(request: Request) -> Response:
     me = await require_user(request)
     body = await read_json(request, CardCreate)
     # Rendered once, here, before the transaction (a long text renders in the worker process).
-    front_html, back_html = await render(body.front), await render(body.back)
+    front_html, back_html = await render(body.front, me.clerk_id), await render(body.back, me.clerk_id)
     async with services(request).sessions.begin() as session:
         card_set = await service.writable_set(session, path_id(request, "id"), me)
         position = body.position
@@ -255,7 +255,7 @@ async def patch_card(request: Request) -> Response:
             raise validation(f"body.{key}", "must not be null")
     for key in ("front", "back"):
         if key in changes:
-            changes[f"{key}_html"] = await render(changes[key])
+            changes[f"{key}_html"] = await render(changes[key], me.clerk_id)
     async with services(request).sessions.begin() as session:
         card = await service.writable_card(session, path_id(request, "id"), me)
         for key, value in changes.items():

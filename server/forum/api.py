@@ -104,7 +104,7 @@ async def create_post(request: Request) -> Response:
     svc.rate_limiter.hit(me.clerk_id, "post")
     # Rendered before the transaction: a long text waits for the worker without holding a
     # pooled connection (30 such posts at once would otherwise exhaust the pool).
-    html = await render(body.content)
+    html = await render(body.content, me.clerk_id)
     async with svc.sessions.begin() as session:
         access = await course_access(session, course_id, me)
         post = await service.create_post(session, access=access, author=me, title=body.title,
@@ -133,7 +133,7 @@ async def update_post(request: Request) -> Response:
     body = await read_json(request, PostPatch)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     if "content" in changes:
-        changes["html"] = await render(changes["content"])  # before the transaction, as above
+        changes["html"] = await render(changes["content"], me.clerk_id)  # before the transaction, as above
     async with services(request).sessions.begin() as session:
         ctx = await service.post_context(session, post_id, me)
         post = await service.update_post(session, ctx=ctx, user=me, changes=changes)
@@ -177,7 +177,7 @@ async def create_reply(request: Request) -> Response:
     body = await read_json(request, ReplyCreate)
     svc = services(request)
     svc.rate_limiter.hit(me.clerk_id, "reply")
-    html = await render(body.content)  # before the transaction, as for posts
+    html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
     async with svc.sessions.begin() as session:
         ctx = await service.post_context(session, post_id, me)
         reply = await service.create_reply(session, ctx=ctx, author=me, content=body.content, html=html,
@@ -191,7 +191,7 @@ async def update_reply(request: Request) -> Response:
     reply_id = path_id(request)
     me = await require_user(request)
     body = await read_json(request, ReplyPatch)
-    html = await render(body.content)  # before the transaction, as for posts
+    html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
     async with services(request).sessions.begin() as session:
         ctx = await service.reply_context(session, reply_id, me)
         reply = await service.update_reply(session, ctx=ctx, user=me, content=body.content, html=html)

@@ -5,6 +5,7 @@ worker process when long, under a CPU budget (server/markdown.py); reads serve t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -53,6 +54,28 @@ async def test_a_public_flashcard_set_of_pathological_cards(server: ServerProces
     assert slowest_read < 0.5, f"listing 10 cards took {slowest_read:.2f} s"
     print(f"slowest list {slowest_read * 1000:.0f} ms, RSS growth {watch.rss_growth / 2**20:.1f} MiB")
     assert watch.rss_growth < 64 * 2**20, f"RSS grew {watch.rss_growth / 2**20:.0f} MiB"
+    watch.assert_unharmed()
+
+
+async def test_one_account_cannot_monopolise_the_render_worker(server: ServerProcess,
+                                                              client: httpx.AsyncClient) -> None:
+    attacker, innocent = await dev_user(client, "Attacker"), await dev_user(client, "Innocent")
+    attacker_set = ok(await client.post("/api/flashcard-sets", json={"title": "Flood"}, headers=attacker.headers), 201)
+    card = ok(await client.post(f"/api/flashcard-sets/{attacker_set['id']}/cards", json={"front": "a", "back": "b"},
+                                headers=attacker.headers), 201)
+    innocent_set = ok(await client.post("/api/flashcard-sets", json={"title": "Mine"}, headers=innocent.headers), 201)
+    async with AttackWatch(server) as watch:
+        flood = [asyncio.create_task(client.patch(f"/api/flashcards/{card['id']}", headers=attacker.headers,
+                                                  json={"front": FRONT + str(n % 10)})) for n in range(20)]
+        await asyncio.wait(flood, return_when=asyncio.FIRST_COMPLETED)  # the flood is under way
+        started = time.perf_counter()
+        ok(await client.post(f"/api/flashcard-sets/{innocent_set['id']}/cards",
+                             json={"front": "long *and* honest " * 200, "back": "b"}, headers=innocent.headers), 201)
+        innocent_wait = time.perf_counter() - started
+        statuses = [(await task).status_code for task in flood]
+    print(f"innocent long card {innocent_wait * 1000:.0f} ms; flood {statuses.count(200)}x200 {statuses.count(429)}x429")
+    assert set(statuses) <= {200, 429} and statuses.count(429) >= 10, statuses
+    assert innocent_wait < 2.5, f"the innocent user's card waited {innocent_wait:.1f} s behind the flood"
     watch.assert_unharmed()
 
 
