@@ -268,7 +268,8 @@ def apply(doc: Doc[Any], payload: dict[str, Any]) -> str:
 
 
 def ops_between(old: str, new: str) -> list[Op]:
-    """A code-point delta turning ``old`` into ``new`` (minimal diff)."""
+    """A code-point delta turning ``old`` into ``new`` (minimal diff, bounded work: see
+    :func:`collab.versions.diff`)."""
     from collab.versions import diff
 
     ops: list[Op] = []
@@ -284,12 +285,16 @@ def ops_between(old: str, new: str) -> list[Op]:
     return ops
 
 
-def rebase(seen: str, live: str, changes: list[Change]) -> list[dict[str, Any]] | None:
+def rebase(seen: str, live: str, changes: list[Change], *, ops: list[Op] | None = None) -> list[dict[str, Any]] | None:
     """Carry ``changes`` made against ``seen`` onto ``live`` (the live document moved on before
-    the lesson row caught up). None if a change touches text that differs between the two."""
+    the lesson row caught up). None if a change touches text that differs between the two.
+
+    ``ops``: ``ops_between(seen, live)`` if the caller computed it already (off the event loop).
+    """
     if seen == live:
         return [{"index": c.index, "delete": c.delete, "insert": c.insert} for c in changes]
-    ops = ops_between(seen, live)
+    if ops is None:
+        ops = ops_between(seen, live)
     out: list[dict[str, Any]] = []
     for c in changes:
         start = map_position(ops, c.index, stick="after")

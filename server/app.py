@@ -63,10 +63,11 @@ def components() -> list[Component]:
     from server.editing.live import component as collab_component
     from server.gamification.activity import activity_component
     from server.loopwatch import component as loopwatch_component
+    from server.markdown import component as markdown_component
     from server.metrics_listener import component as metrics_listener_component
 
-    return [loopwatch_component, metrics_listener_component, live.component, collab_component,
-            activity_component]
+    return [loopwatch_component, metrics_listener_component, markdown_component, live.component,
+            collab_component, activity_component]
 
 
 def socket_routes() -> list[BaseRoute]:
@@ -336,7 +337,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
-                       rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst))
+                       rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
+                       restore_limiter=RateLimiter(
+                           settings.restore_rate_per_minute if settings.rate_limit_per_minute > 0 else 0,
+                           settings.restore_rate_burst))
         async with AsyncExitStack() as stack:
             for component in components():
                 await stack.enter_async_context(component(svc))

@@ -98,18 +98,21 @@ async def _load(session: AsyncSession) -> str:
 
     post = ForumPost(course_id=course.id, lesson_id=lessons[0].id, user_id="user_carol",
                      title="How do I find out what my reader knows?",
-                     content="Any tricks for guessing the reader's background?")
+                     content="Any tricks for guessing the reader's background?",
+                     html=render_markdown("Any tricks for guessing the reader's background?"))
     session.add(post)
     await session.flush()
-    r1 = ForumReply(post_id=post.id, user_id="user_alice", content="Ask three of them. Seriously.")
+    r1 = ForumReply(post_id=post.id, user_id="user_alice", content="Ask three of them. Seriously.",
+                    html=render_markdown("Ask three of them. Seriously."))
     session.add(r1)
     await session.flush()
     r2 = ForumReply(post_id=post.id, user_id="user_dan", parent_reply_id=r1.id,
-                    content="I did this last week and it changed my intro completely.")
+                    content="I did this last week and it changed my intro completely.",
+                    html=render_markdown("I did this last week and it changed my intro completely."))
     session.add(r2)
     await session.flush()
     session.add(ForumReply(post_id=post.id, user_id="user_carol", parent_reply_id=r2.id,
-                           content="Thanks both!"))
+                           content="Thanks both!", html=render_markdown("Thanks both!")))
     session.add_all([ForumPostLike(post_id=post.id, user_id="user_dan"),
                      ForumReplyLike(reply_id=r1.id, user_id="user_carol"),
                      ForumReplyLike(reply_id=r1.id, user_id="user_dan")])
@@ -118,7 +121,8 @@ async def _load(session: AsyncSession) -> str:
     session.add(cards)
     await session.flush()
     swaps = [("utilise", "use"), ("in order to", "to"), ("commence", "start"), ("approximately", "about")]
-    session.add_all([Flashcard(set_id=cards.id, front=f, back=b, position=i) for i, (f, b) in enumerate(swaps)])
+    session.add_all([Flashcard(set_id=cards.id, front=f, back=b, front_html=render_markdown(f),
+                               back_html=render_markdown(b), position=i) for i, (f, b) in enumerate(swaps)])
     return (f"demo data loaded: course {course.id} (published), draft {draft.id}, "
             f"thread {post.id}; users " + ", ".join(c for c, _, _ in USERS))
 

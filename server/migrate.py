@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import pool, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.db import make_engine
 from server.gamification.catalogue import DEFAULT_ACHIEVEMENTS
@@ -53,6 +54,8 @@ async def upgrade(database_url: str, revision: str = "head") -> None:
         if revision == "head":
             async with engine.begin() as conn:
                 await seed_achievements(conn)
+            async with engine.begin() as conn:
+                await backfill_html(conn)
     finally:
         await engine.dispose()
 
@@ -76,6 +79,44 @@ async def seed_achievements(conn: object) -> None:
         index_elements=["name"]
     )
     await conn.execute(stmt)  # type: ignore[attr-defined]
+
+
+# Rows whose Markdown was stored before its HTML was (migration 0007_render; lessons created over
+# REST had no content.html): table, then the statements that find them and store the HTML.
+_UNRENDERED = [
+    ("flashcards", "SELECT id, front AS body FROM flashcards WHERE front_html IS NULL",
+     "UPDATE flashcards SET front_html = :html WHERE id = :id"),
+    ("flashcards", "SELECT id, back AS body FROM flashcards WHERE back_html IS NULL",
+     "UPDATE flashcards SET back_html = :html WHERE id = :id"),
+    ("forum_posts", "SELECT id, content AS body FROM forum_posts WHERE html IS NULL",
+     "UPDATE forum_posts SET html = :html WHERE id = :id"),
+    ("forum_replies", "SELECT id, content AS body FROM forum_replies WHERE html IS NULL",
+     "UPDATE forum_replies SET html = :html WHERE id = :id"),
+    ("lessons", "SELECT id, content->>'body' AS body FROM lessons "
+                "WHERE jsonb_typeof(content->'body') = 'string' AND NOT content ? 'html'",
+     "UPDATE lessons SET content = jsonb_set(content, '{html}', to_jsonb(CAST(:html AS text))) "
+     "WHERE id = :id AND content->>'body' = :body"),
+]
+
+
+async def backfill_html(conn: AsyncConnection) -> int:
+    """Render, once, what was stored before HTML was rendered on write, so that no read has to
+    (each text within the render budget, else escaped). Returns how many texts it rendered."""
+    from server.markdown import render_bounded, renderer
+
+    done = 0
+    for table, find, store in _UNRENDERED:
+        rows = (await conn.execute(text(find))).all()
+        if not rows:
+            continue
+        # Not an edit: updated_at (set by the table's trigger) stays as it was.
+        await conn.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER trg_{table}_updated_at"))
+        for row in rows:
+            await conn.execute(text(store), {"id": row.id, "body": row.body,
+                                             "html": render_bounded(row.body or "", renderer.budget)})
+            done += 1
+        await conn.execute(text(f"ALTER TABLE {table} ENABLE TRIGGER trg_{table}_updated_at"))
+    return done
 
 
 async def current_revision(database_url: str) -> str | None:

@@ -94,6 +94,17 @@ class Settings:
     log_level: str = "info"
     rate_limit_per_minute: int = 60
     rate_limit_burst: int = 30
+    # Restores write a whole version each time (up to 200,000 characters): a tighter limit per
+    # user. RATE_LIMIT_PER_MINUTE=0 turns this one off too.
+    restore_rate_per_minute: int = 6
+    restore_rate_burst: int = 3
+    # Markdown (server/markdown.py): texts up to this many characters render on the event loop
+    # (about 40 ms at worst); longer ones in a worker process, for at most this much CPU time,
+    # after which the text is shown escaped instead.
+    markdown_inline_chars: int = 2_000
+    markdown_render_budget_ms: int = 2_000
+    # Long renders one account may have waiting for the (shared) worker at once; 429 past it.
+    markdown_renders_per_user: int = 2
     body_max_bytes: int = 1024 * 1024
     node_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     demo_on_empty: bool = False
@@ -157,6 +168,11 @@ class Settings:
             log_level=log_level,
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
             rate_limit_burst=_int(env, "RATE_LIMIT_BURST", 30),
+            restore_rate_per_minute=_int(env, "RESTORE_RATE_PER_MINUTE", 6),
+            restore_rate_burst=_int(env, "RESTORE_RATE_BURST", 3),
+            markdown_inline_chars=_int(env, "MARKDOWN_INLINE_CHARS", 2_000),
+            markdown_render_budget_ms=_int(env, "MARKDOWN_RENDER_BUDGET_MS", 2_000),
+            markdown_renders_per_user=_int(env, "MARKDOWN_RENDERS_PER_USER", 2),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
             event_history=_int(env, "EVENT_HISTORY", 1000),

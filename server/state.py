@@ -24,6 +24,7 @@ class Services:
     auth: Authenticator
     metrics: Any = None
     rate_limiter: Any = None
+    restore_limiter: Any = None  # its own, tighter bucket (settings.restore_rate_*)
     # Filled in by the realtime and collab wiring (see server/app.py).
     broker: Any = None
     hub: Any = None

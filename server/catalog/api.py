@@ -15,7 +15,7 @@ from starlette.responses import Response
 from server.access import CourseAccess, course_access, lesson_access, require, unit_access
 from server.auth import Principal, current_user, require_user
 from server.catalog import service
-from server.catalog.content import ContentType
+from server.catalog.content import ContentType, prerender
 from server.db import autocommit
 from server.errors import validation
 from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
@@ -322,12 +322,13 @@ async def create_lesson(request: Request) -> Response:
     me = await _writer(request)
     unit_id = path_id(request, "id")
     body = await read_json(request, LessonCreate)
+    prerendered = await prerender(body.content, me.clerk_id)
     async with services(request).sessions.begin() as session:
         access = await unit_access(session, unit_id, me)
         require(access.can_edit, "Only editors may add lessons.")
         lesson = await service.create_lesson(session, unit_id, title=body.title, content_type=body.content_type,
-                                             content=body.content, position=body.position)
-        payload = service.lesson_payload(lesson, access.course_id)
+                                             content=body.content, position=body.position, prerendered=prerendered)
+        payload = await service.lesson_payload(lesson, access.course_id)
     return json_response(payload, 201)
 
 
@@ -370,11 +371,12 @@ async def patch_lesson(request: Request) -> Response:
                 content.pop("body", None)
                 if "content" in changes:
                     changes["content"] = content
+    prerendered = await prerender(changes.get("content"), me.clerk_id)
     async with svc.sessions.begin() as session:
         if changes:
-            await service.update_lesson(session, lesson_id, changes)
+            await service.update_lesson(session, lesson_id, changes, prerendered)
         lesson, course_id = await service.get_lesson(session, lesson_id)
-        payload = service.lesson_payload(lesson, course_id)
+        payload = await service.lesson_payload(lesson, course_id)
     return json_response(payload)
 
 

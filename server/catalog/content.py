@@ -16,7 +16,7 @@ from pydantic import (
 
 from server.errors import ValidationFailed
 from server.http import validation_errors
-from server.markdown import render_markdown
+from server.markdown import render
 
 ContentType = Literal["video", "text", "audio", "exercise"]
 CONTENT_TYPES: tuple[str, ...] = ("video", "text", "audio", "exercise")
@@ -75,7 +75,26 @@ def validate_content(content_type: str, raw: Any, *, loc: str = "content") -> di
     return stored
 
 
-def render_content(stored: dict[str, Any]) -> dict[str, Any]:
-    """The API form of stored content: everything stored plus ``html`` rendered from ``body``."""
+Prerendered = tuple[str, str]  # (body, its html)
+
+
+async def prerender(raw: Any, owner: str) -> Prerendered | None:
+    """A request's content ``body`` rendered before the write's transaction opens (a long text
+    waits for the render worker without holding a pooled connection); None without one."""
+    body = raw.get("body") if isinstance(raw, dict) else None
+    return (body, await render(body, owner)) if isinstance(body, str) else None
+
+
+async def with_html(stored: dict[str, Any], prerendered: Prerendered | None = None) -> dict[str, Any]:
+    """``stored`` with ``html`` rendered from its ``body``: HTML is rendered on write (§3)."""
     body = stored.get("body") or ""
-    return {**stored, "body": body, "html": render_markdown(body)}
+    stored["html"] = prerendered[1] if prerendered and prerendered[0] == body else await render(body)
+    return stored
+
+
+async def render_content(stored: dict[str, Any]) -> dict[str, Any]:
+    """The API form of stored content: everything stored, with the ``html`` stored on write
+    (rows written before that are rendered here, in the worker when long)."""
+    body = stored.get("body") or ""
+    html = stored.get("html")
+    return {**stored, "body": body, "html": html if isinstance(html, str) else await render(body)}

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.access import access_from, role_columns, visible_courses
 from server.auth import Principal
-from server.catalog.content import render_content, validate_content
+from server.catalog.content import Prerendered, render_content, validate_content, with_html
 from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
 from server.catalog.outline_cache import OutlineCache
 from server.errors import Conflict, NotFound, validation
@@ -447,10 +447,10 @@ async def reorder_units(session: AsyncSession, course_id: uuid.UUID, unit_ids: l
 # --- lessons -----------------------------------------------------------------------------
 
 
-def lesson_payload(lesson: Lesson, course_id: uuid.UUID) -> dict[str, Any]:
+async def lesson_payload(lesson: Lesson, course_id: uuid.UUID) -> dict[str, Any]:
     return {
         "id": lesson.id, "unit_id": lesson.unit_id, "course_id": course_id, "title": lesson.title,
-        "content_type": lesson.content_type, "content": render_content(lesson.content or {}),
+        "content_type": lesson.content_type, "content": await render_content(lesson.content or {}),
         "position": lesson.position, "version": str(lesson.revision),
         "created_at": lesson.created_at, "updated_at": lesson.updated_at,
     }
@@ -484,7 +484,7 @@ async def read_lesson(conn: AsyncSession | AsyncConnection, lesson_id: uuid.UUID
         raise NotFound("No such lesson.") from None
     return {
         "id": row.id, "unit_id": row.unit_id, "course_id": row.course_id, "title": row.title,
-        "content_type": row.content_type, "content": render_content(row.content or {}),
+        "content_type": row.content_type, "content": await render_content(row.content or {}),
         "position": row.position, "version": str(row.revision),
         "created_at": row.created_at, "updated_at": row.updated_at,
     }
@@ -501,8 +501,9 @@ async def get_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> tuple[Lesso
 
 
 async def create_lesson(session: AsyncSession, unit_id: uuid.UUID, *, title: str, content_type: str,
-                        content: dict[str, Any] | None, position: int | None) -> Lesson:
-    stored = validate_content(content_type, content)
+                        content: dict[str, Any] | None, position: int | None,
+                        prerendered: Prerendered | None = None) -> Lesson:
+    stored = await with_html(validate_content(content_type, content), prerendered)
     await lock_course(session, await unit_course_id(session, unit_id))
     course_id = await unit_course_id(session, unit_id)  # still there once we hold the lock
     count = (await session.execute(select(func.count()).where(Lesson.unit_id == unit_id))).scalar_one()
@@ -529,8 +530,12 @@ def merged_content(lesson: Lesson, content_type: str | None, content: dict[str, 
     return validate_content(kind, {k: v for k, v in merged.items() if v is not None})
 
 
-async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: dict[str, Any]) -> None:
-    """Apply a validated PATCH (title, content_type, content, position, unit_id) directly to the row."""
+async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: dict[str, Any],
+                        prerendered: Prerendered | None = None) -> None:
+    """Apply a validated PATCH (title, content_type, content, position, unit_id) directly to the row.
+
+    ``prerendered``: the new body's HTML, rendered before the transaction (content.prerender).
+    """
     lesson, course_id = await get_lesson(session, lesson_id)
     values: dict[str, Any] = {}
     text_changed = False
@@ -542,11 +547,11 @@ async def update_lesson(session: AsyncSession, lesson_id: uuid.UUID, changes: di
         old_content = lesson.content or {}
         if new_content.get("body", "") != old_content.get("body", ""):
             text_changed = True
-            values["content"] = new_content
+            values["content"] = await with_html(new_content, prerendered)
         else:
             # Leave ``body`` to whoever owns it now (a live room may be writing it): change only the
             # other keys, in SQL, so a concurrent body write is never overwritten with a stale copy.
-            removed = [k for k in old_content if k not in new_content and k != "body"]
+            removed = [k for k in old_content if k not in new_content and k not in ("body", "html")]
             delta = {k: v for k, v in new_content.items() if k != "body"}
             values["content"] = (Lesson.content.op("-")(literal(removed, ARRAY(Text)))
                                  .op("||")(cast(literal(json.dumps(delta)), JSONB)))

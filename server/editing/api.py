@@ -67,6 +67,7 @@ async def restore_version(request: Request) -> Response:
     user = await require_user(request)
     lesson_id, version_id = path_id(request, "id"), path_id(request, "vid")
     svc = services(request)
+    svc.restore_limiter.hit(user.clerk_id, "restore")
     return json_response(await service.restore_version(svc.sessions, svc.rooms, lesson_id, version_id, user))
 
 

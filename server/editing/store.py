@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from collab.store import LessonGone, LoadedDocument, PendingUpdate
 from server.catalog.models import Lesson
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
-from server.markdown import render_markdown
+from server.markdown import render
 
 
 async def _lock_lesson_document(session: AsyncSession, lesson_id: uuid.UUID) -> None:
@@ -99,6 +99,7 @@ class PgStore:
 
     async def materialise(self, lesson_id: str, title: str, body: str) -> bool:
         lid = uuid.UUID(lesson_id)
+        html = await render(body)  # before the transaction: a long text renders in the worker
         async with self.sessions() as session, session.begin():
             current = (await session.execute(
                 select(Lesson.title, Lesson.content).where(Lesson.id == lid).with_for_update()
@@ -109,7 +110,7 @@ class PgStore:
             if current.title == title and content.get("body") == body:
                 return False
             content["body"] = body
-            content["html"] = render_markdown(body)
+            content["html"] = html
             await session.execute(
                 update(Lesson).where(Lesson.id == lid)
                 .values(title=title, content=content, revision=Lesson.revision + 1, updated_at=func.now())

@@ -28,7 +28,7 @@ from server.http import (
     path_id,
     read_json,
 )
-from server.markdown import render_markdown
+from server.markdown import render, stored_html
 from server.routing import Api
 from server.state import services
 
@@ -81,7 +81,7 @@ def set_payload(s: FlashcardSet, card_count: int) -> dict[str, Any]:
 
 def card_payload(c: Flashcard) -> dict[str, Any]:
     return {"id": c.id, "set_id": c.set_id, "front": c.front, "back": c.back,
-            "front_html": render_markdown(c.front), "back_html": render_markdown(c.back),
+            "front_html": stored_html(c.front_html, c.front), "back_html": stored_html(c.back_html, c.back),
             "position": c.position, "created_at": c.created_at, "updated_at": c.updated_at}
 
 
@@ -225,6 +225,8 @@ async def create_card(request: Request) -> Response:
     """Add a card (front and back are Markdown; `front_html`/`back_html` are the sanitised render)."""
     me = await require_user(request)
     body = await read_json(request, CardCreate)
+    # Rendered once, here, before the transaction (a long text renders in the worker process).
+    front_html, back_html = await render(body.front, me.clerk_id), await render(body.back, me.clerk_id)
     async with services(request).sessions.begin() as session:
         card_set = await service.writable_set(session, path_id(request, "id"), me)
         position = body.position
@@ -233,7 +235,8 @@ async def create_card(request: Request) -> Response:
                 select(func.max(Flashcard.position)).where(Flashcard.set_id == card_set.id)
             )).scalar_one_or_none()
             position = 0 if last is None else last + 1
-        card = Flashcard(set_id=card_set.id, front=body.front, back=body.back, position=position)
+        card = Flashcard(set_id=card_set.id, front=body.front, back=body.back, front_html=front_html,
+                         back_html=back_html, position=position)
         session.add(card)
         await session.flush()
         await session.refresh(card)
@@ -250,6 +253,9 @@ async def patch_card(request: Request) -> Response:
     for key, value in changes.items():
         if value is None:
             raise validation(f"body.{key}", "must not be null")
+    for key in ("front", "back"):
+        if key in changes:
+            changes[f"{key}_html"] = await render(changes[key], me.clerk_id)
     async with services(request).sessions.begin() as session:
         card = await service.writable_card(session, path_id(request, "id"), me)
         for key, value in changes.items():
@@ -300,7 +306,8 @@ async def due_cards(request: Request) -> Response:
         query = query.order_by(due_key, Flashcard.position, Flashcard.id).limit(limit + 1)
         rows = (await session.execute(query)).all()
     items = [{"id": card.id, "set_id": card.set_id, "front": card.front, "back": card.back,
-              "front_html": render_markdown(card.front), "back_html": render_markdown(card.back),
+              "front_html": stored_html(card.front_html, card.front),
+              "back_html": stored_html(card.back_html, card.back),
               "due_at": due_at or now, "mastery_level": mastery or 0, "reviewed": due_at is not None}
              for card, due_at, mastery, _ in rows[:limit]]
     next_cursor = None

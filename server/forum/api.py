@@ -21,6 +21,7 @@ from server.http import (
     path_id,
     read_json,
 )
+from server.markdown import render
 from server.routing import Api
 from server.state import Services, services
 
@@ -100,11 +101,14 @@ async def create_post(request: Request) -> Response:
     me = await require_user(request)
     body = await read_json(request, PostCreate)
     svc = services(request)
+    svc.rate_limiter.hit(me.clerk_id, "post")
+    # Rendered before the transaction: a long text waits for the worker without holding a
+    # pooled connection (30 such posts at once would otherwise exhaust the pool).
+    html = await render(body.content, me.clerk_id)
     async with svc.sessions.begin() as session:
         access = await course_access(session, course_id, me)
-        svc.rate_limiter.hit(me.clerk_id, "post")
         post = await service.create_post(session, access=access, author=me, title=body.title,
-                                         content=body.content, lesson_id=body.lesson_id)
+                                         content=body.content, html=html, lesson_id=body.lesson_id)
     return json_response(post, 201)
 
 
@@ -127,10 +131,12 @@ async def update_post(request: Request) -> Response:
     post_id = path_id(request)
     me = await require_user(request)
     body = await read_json(request, PostPatch)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    if "content" in changes:
+        changes["html"] = await render(changes["content"], me.clerk_id)  # before the transaction, as above
     async with services(request).sessions.begin() as session:
         ctx = await service.post_context(session, post_id, me)
-        post = await service.update_post(session, ctx=ctx, user=me,
-                                         changes=body.model_dump(exclude_unset=True, exclude_none=True))
+        post = await service.update_post(session, ctx=ctx, user=me, changes=changes)
     return json_response(post)
 
 
@@ -170,10 +176,11 @@ async def create_reply(request: Request) -> Response:
     me = await require_user(request)
     body = await read_json(request, ReplyCreate)
     svc = services(request)
+    svc.rate_limiter.hit(me.clerk_id, "reply")
+    html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
     async with svc.sessions.begin() as session:
         ctx = await service.post_context(session, post_id, me)
-        svc.rate_limiter.hit(me.clerk_id, "reply")
-        reply = await service.create_reply(session, ctx=ctx, author=me, content=body.content,
+        reply = await service.create_reply(session, ctx=ctx, author=me, content=body.content, html=html,
                                            parent_reply_id=body.parent_reply_id)
     return json_response(reply, 201)
 
@@ -184,9 +191,10 @@ async def update_reply(request: Request) -> Response:
     reply_id = path_id(request)
     me = await require_user(request)
     body = await read_json(request, ReplyPatch)
+    html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
     async with services(request).sessions.begin() as session:
         ctx = await service.reply_context(session, reply_id, me)
-        reply = await service.update_reply(session, ctx=ctx, user=me, content=body.content)
+        reply = await service.update_reply(session, ctx=ctx, user=me, content=body.content, html=html)
     return json_response(reply)
 
 

@@ -34,6 +34,8 @@ class ForumPost(IdMixin, TimestampMixin, Base):
     user_id: Mapped[str] = user_fk("RESTRICT")
     title: Mapped[str] = mapped_column(Text, nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
+    # Rendered on write (API.md §3); NULL on rows written before that (server.markdown.stored_html).
+    html: Mapped[str | None] = mapped_column(Text)
     is_pinned: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     is_locked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -54,6 +56,7 @@ class ForumReply(IdMixin, TimestampMixin, Base):
         UUID(as_uuid=True), ForeignKey("forum_replies.id", ondelete="CASCADE")
     )
     content: Mapped[str] = mapped_column(Text, nullable=False)
+    html: Mapped[str | None] = mapped_column(Text)  # as on ForumPost
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

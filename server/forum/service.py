@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache, lru_cache
+from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -39,7 +39,7 @@ from server.events import emit
 from server.forum.models import ForumPost, ForumPostLike, ForumReply, ForumReplyLike
 from server.gamification.service import record_action
 from server.http import jsonable, parse_datetime, parse_uuid
-from server.markdown import render_markdown
+from server.markdown import render_markdown, stored_html
 from server.notifications.service import notify
 from server.users.models import User
 
@@ -54,17 +54,9 @@ class PostContext:
     access: CourseAccess
 
 
-@lru_cache(maxsize=2048)
-def _cached_html(content: str) -> str:
-    return render_markdown(content)
-
-
-def _html(content: str) -> str:
-    """Short texts (most replies) render once: a thread page of 500 replies re-renders nothing.
-
-    Long ones are not cached, so the cache stays within a few MiB.
-    """
-    return _cached_html(content) if len(content) <= 4000 else render_markdown(content)
+@cache
+def _deleted_html() -> str:
+    return render_markdown(DELETED)
 
 
 def course_channel(course_id: uuid.UUID) -> str:
@@ -112,7 +104,7 @@ def _post_payload(row: Any) -> dict[str, Any]:
     post: ForumPost = row[0]
     return {
         "id": post.id, "course_id": post.course_id, "lesson_id": post.lesson_id,
-        "title": post.title, "content": post.content, "html": _html(post.content),
+        "title": post.title, "content": post.content, "html": stored_html(post.html, post.content),
         "author": _author(post.user_id, row.name, row.image_url),
         "is_pinned": post.is_pinned, "is_locked": post.is_locked,
         "like_count": int(row.like_count), "liked_by_me": bool(row.liked_by_me),
@@ -198,12 +190,14 @@ async def create_post(
     author: Principal,
     title: str,
     content: str,
+    html: str,
     lesson_id: uuid.UUID | None,
 ) -> dict[str, Any]:
+    """``html``: ``content`` rendered by the caller before its transaction (server.markdown.render)."""
     if lesson_id is not None:
         await _check_lesson(session, access.course_id, lesson_id, "lesson_id")
     post = ForumPost(course_id=access.course_id, lesson_id=lesson_id, user_id=author.clerk_id,
-                     title=title, content=content)
+                     title=title, content=content, html=html)
     session.add(post)
     await session.flush()
     payload = await post_payload(session, post.id, author)
@@ -215,6 +209,7 @@ async def create_post(
 async def update_post(
     session: AsyncSession, *, ctx: PostContext, user: Principal, changes: dict[str, Any]
 ) -> dict[str, Any]:
+    """``changes`` with ``content`` carry its rendered ``html`` too (rendered before the transaction)."""
     post, access = ctx.post, ctx.access
     moderation = {"is_pinned", "is_locked"} & changes.keys()
     if moderation:
@@ -276,7 +271,7 @@ def _reply_payload(row: Any) -> dict[str, Any]:
     return {
         "id": reply.id, "post_id": reply.post_id, "parent_reply_id": reply.parent_reply_id,
         "content": DELETED if deleted else reply.content,
-        "html": _html(DELETED if deleted else reply.content),
+        "html": _deleted_html() if deleted else stored_html(reply.html, reply.content),
         "author": None if deleted else _author(reply.user_id, row.name, row.image_url),
         "like_count": int(row.like_count), "liked_by_me": bool(row.liked_by_me),
         "reply_count": int(row.reply_count), "deleted_at": reply.deleted_at,
@@ -353,7 +348,7 @@ def _insert_reply_statement() -> Any:
     table: Table = ForumReply.__table__  # type: ignore[assignment]
     return insert(table).values(
         post_id=bindparam("post_id"), user_id=bindparam("user_id"),
-        parent_reply_id=bindparam("parent_reply_id"), content=bindparam("content"),
+        parent_reply_id=bindparam("parent_reply_id"), content=bindparam("content"), html=bindparam("html"),
     ).returning(table.c.id, table.c.created_at, table.c.updated_at)
 
 
@@ -363,6 +358,7 @@ async def create_reply(
     ctx: PostContext,
     author: Principal,
     content: str,
+    html: str,
     parent_reply_id: uuid.UUID | None,
 ) -> dict[str, Any]:
     post = ctx.post
@@ -377,10 +373,11 @@ async def create_reply(
     # children, and its author is the caller (re-selecting it cost more than the rest of the write).
     row = (await session.execute(_insert_reply_statement(), {
         "post_id": post.id, "user_id": author.clerk_id, "parent_reply_id": parent_reply_id, "content": content,
+        "html": html,
     })).one()
     payload = {
         "id": row.id, "post_id": post.id, "parent_reply_id": parent_reply_id, "content": content,
-        "html": _html(content), "author": _author(author.clerk_id, author.name, author.image_url),
+        "html": html, "author": _author(author.clerk_id, author.name, author.image_url),
         "like_count": 0, "liked_by_me": False, "reply_count": 0, "deleted_at": None,
         "created_at": row.created_at, "updated_at": row.updated_at,
     }
@@ -420,11 +417,13 @@ async def reply_context(session: AsyncSession, reply_id: uuid.UUID, user: Princi
     return ReplyContext(reply, thread)
 
 
-async def update_reply(session: AsyncSession, *, ctx: ReplyContext, user: Principal, content: str) -> dict[str, Any]:
+async def update_reply(session: AsyncSession, *, ctx: ReplyContext, user: Principal, content: str,
+                       html: str) -> dict[str, Any]:
     reply = ctx.reply
     require(reply.user_id == user.clerk_id or ctx.thread.access.is_staff,
             "Only the author or course staff can edit this reply.")
     reply.content = content
+    reply.html = html
     reply.updated_at = datetime.now(UTC)
     await session.flush()
     payload = await reply_payload(session, reply.id, user)
@@ -445,13 +444,14 @@ async def delete_reply(session: AsyncSession, *, ctx: ReplyContext, user: Princi
     now = datetime.now(UTC)
     if payload["reply_count"] > 0:
         reply.content = DELETED
+        reply.html = _deleted_html()
         reply.deleted_at = now
         reply.updated_at = now
         await session.flush()
         payload = await reply_payload(session, reply.id, user)
     else:
         await session.execute(delete(ForumReply).where(ForumReply.id == reply.id))
-        payload |= {"content": DELETED, "html": _html(DELETED), "author": None,
+        payload |= {"content": DELETED, "html": _deleted_html(), "author": None,
                     "deleted_at": now, "like_count": 0}
     await emit(session, channel=thread_channel(reply.post_id), event="reply.deleted", data=_event(payload))
 
