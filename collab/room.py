@@ -24,6 +24,7 @@ from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Re
 from collab.sender import Coalescer, Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
+from collab.throttle import AnswerBudget
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -36,6 +37,8 @@ CLOSE_TOO_SLOW = 4008
 CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
+FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
+FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
 REMOTE_AWARENESS_TIMEOUT_S = 30.0
 DEAD_NODE_S = 7.0  # no message or heartbeat from a node for this long: its cursors go
 
@@ -81,13 +84,18 @@ def merge_log(updates: list[bytes]) -> tuple[bytes, bytes]:
 
 
 class Peer:
-    __slots__ = ("awareness_ids", "can_write", "grant", "sender")
+    __slots__ = ("awareness_ids", "budget", "can_write", "deferred", "grant", "sender", "want_awareness",
+                 "want_sync")
 
-    def __init__(self, grant: Grant, sender: Sender) -> None:
+    def __init__(self, grant: Grant, sender: Sender, budget: AnswerBudget) -> None:
         self.grant = grant
         self.can_write = grant.can_write
         self.sender = sender
         self.awareness_ids: dict[int, int] = {}  # client id -> last clock
+        self.budget = budget  # answers to sync step 1 and query-awareness
+        self.want_sync: bytes | None = None  # state vector of a step 1 waiting for the budget
+        self.want_awareness = False  # a query-awareness waiting for the budget
+        self.deferred: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -147,7 +155,7 @@ class RoomManager:
                  *, flush_interval: float = 0.05, materialise_delay: float = 1.0,
                  version_interval: float = 60.0, unload_after: float = 60.0,
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
-                 max_queued: int = 16 * 1024 * 1024,
+                 max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -161,6 +169,8 @@ class RoomManager:
         self.recheck_interval = recheck_interval
         self.compact_threshold = compact_threshold
         self.max_queued = max_queued
+        self.sync_burst = sync_burst
+        self.sync_per_second = sync_per_second
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._pending: list[PendingUpdate] = []
@@ -308,16 +318,24 @@ class RoomManager:
         await send({"type": "websocket.accept"})
         while self.rooms.get(lesson_id) is not room:  # unloaded meanwhile: open it again
             room = await self.open(lesson_id)
-        peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer))
+        peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer),
+                    AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()))
         self._join(room, peer)
+        handled = 0
         try:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
                     data = message.get("bytes")
-                    if data:
+                    if data and not peer.sender.closed:  # closed: what is still buffered is moot
                         self._on_frame(room, peer, data)
+                    handled += 1
+                    if handled >= FRAMES_PER_TURN:
+                        # receive() does not suspend while frames are buffered: one 256 KB read
+                        # of 4-byte frames is 26,000 of them. Let other sockets (and requests) in.
+                        handled = 0
+                        await asyncio.sleep(0)
                 elif kind == "websocket.disconnect":
                     break
         finally:
@@ -336,6 +354,9 @@ class RoomManager:
     def _leave(self, room: Room, peer: Peer) -> None:
         with contextlib.suppress(ValueError):
             room.peers.remove(peer)
+        if peer.deferred is not None:
+            peer.deferred.cancel()
+            peer.deferred = None
         if peer.awareness_ids:
             gone = []
             for client_id in peer.awareness_ids:
@@ -361,7 +382,7 @@ class RoomManager:
             if kind == p.MSG_SYNC:
                 frame = p.parse_frame(data)
                 if frame.sync == p.SYNC_STEP1:
-                    peer.sender.push(p.step2_frame(room.doc.get_update(frame.payload)))
+                    self._answer_step1(room, peer, frame.payload)
                 elif frame.sync in (p.SYNC_STEP2, p.SYNC_UPDATE):
                     if not peer.can_write or frame.payload == p.EMPTY_UPDATE:
                         return  # viewers are read-only: dropped, not closed
@@ -375,9 +396,7 @@ class RoomManager:
                 if self.relay is not None:
                     self.relay.publish(room.lesson_id, KIND_AWARENESS, data)
             elif kind == p.MSG_QUERY_AWARENESS:
-                awareness = room.awareness_frame()
-                if awareness is not None:
-                    peer.sender.push(awareness)
+                self._answer_query_awareness(room, peer)
             elif kind == p.MSG_QUERY_SAVED:
                 nonce, _ = p.read_var_uint(data, 1)
                 if self._persisted >= self._enqueued:
@@ -386,6 +405,53 @@ class RoomManager:
                     self._saved_waiters.append((self._enqueued, peer, nonce))
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
+
+    # Answers that encode the whole document (or room awareness) come out of the socket's budget
+    # (collab/throttle.py); beyond it, requests coalesce into one answer sent when it allows.
+
+    def _answer_step1(self, room: Room, peer: Peer, state_vector: bytes) -> None:
+        if peer.deferred is None and peer.budget.take(time.monotonic()):
+            peer.sender.push(p.step2_frame(room.doc.get_update(state_vector)))
+            return
+        if peer.want_sync is None or peer.want_sync == state_vector:
+            peer.want_sync = state_vector
+        else:  # two different state vectors: the whole document answers both
+            peer.want_sync = FULL_STATE
+        self._answer_later(room, peer)
+
+    def _answer_query_awareness(self, room: Room, peer: Peer) -> None:
+        if peer.deferred is None and peer.budget.take(time.monotonic()):
+            frame = room.awareness_frame()
+            if frame is not None:
+                peer.sender.push(frame)
+            return
+        peer.want_awareness = True
+        self._answer_later(room, peer)
+
+    def _answer_later(self, room: Room, peer: Peer) -> None:
+        if peer.deferred is None:
+            delay = peer.budget.wait(time.monotonic())
+            peer.deferred = asyncio.get_running_loop().call_later(delay, self._answer_deferred, room, peer)
+
+    def _answer_deferred(self, room: Room, peer: Peer) -> None:
+        peer.deferred = None
+        if peer.sender.closed:
+            return
+        now = time.monotonic()
+        try:
+            if peer.want_sync is not None and peer.budget.take(now):
+                state_vector, peer.want_sync = peer.want_sync, None
+                peer.sender.push(p.step2_frame(room.doc.get_update(state_vector)))
+            if peer.want_awareness and peer.budget.take(now):
+                peer.want_awareness = False
+                frame = room.awareness_frame()
+                if frame is not None:
+                    peer.sender.push(frame)
+        except Exception as exc:  # a malformed state vector: nothing to answer
+            peer.want_sync = None
+            log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
+        if peer.want_sync is not None or peer.want_awareness:
+            self._answer_later(room, peer)
 
     def _on_awareness(self, room: Room, update: bytes, peer: Peer | None, node: str | None = None) -> None:
         """Track who controls which awareness client. Clients (y-websocket) echo the states of

@@ -28,6 +28,16 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from exc
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -69,6 +79,11 @@ class Settings:
     # ``event_history_seconds``; the outbox keeps published rows as long.
     event_history: int = 1000
     event_history_seconds: int = 24 * 3600
+    # Live co-editing (§5), per collab socket: answers to sync step 1 and query-awareness (each
+    # encodes the whole document or room awareness) come out of a bucket of ``collab_sync_burst``
+    # refilled ``collab_sync_per_second``; more requests wait and coalesce into one answer.
+    collab_sync_burst: int = 8
+    collab_sync_per_second: float = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -115,6 +130,8 @@ class Settings:
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
             event_history=_int(env, "EVENT_HISTORY", 1000),
             event_history_seconds=_int(env, "EVENT_HISTORY_SECONDS", 24 * 3600),
+            collab_sync_burst=_int(env, "COLLAB_SYNC_BURST", 8),
+            collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]
