@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -67,6 +68,13 @@ class Grant:
 
 Authorize = Callable[[Scope, str], Awaitable[Grant]]  # (ASGI scope, lesson id) -> Grant | Denied
 Recheck = Callable[[str, Grant], Awaitable[bool]]  # (lesson id, grant) -> can_write | Denied
+
+
+def lesson_key(lesson_id: str) -> str:
+    """The one spelling of a lesson id that names its room: lowercase hyphenated. Upper case, no
+    hyphens, ``{…}`` and ``urn:uuid:`` spellings used to open separate documents of one lesson
+    that overwrote each other's text. Raises ValueError for what is not a UUID."""
+    return str(uuid.UUID(lesson_id))
 
 
 def seed_update(title: str, body: str) -> bytes:
@@ -229,6 +237,7 @@ class RoomManager:
 
     async def open(self, lesson_id: str) -> Room:
         """The live room of a lesson, loaded (and seeded once) from the store when needed."""
+        lesson_id = lesson_key(lesson_id)
         room = self.rooms.get(lesson_id)
         if room is not None:
             return room
@@ -298,7 +307,12 @@ class RoomManager:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        lesson_id = str(scope.get("path_params", {}).get("lesson_id", ""))
+        try:
+            lesson_id = lesson_key(str(scope.get("path_params", {}).get("lesson_id", "")))
+        except ValueError:
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND, "reason": "No such lesson."})
+            return
         try:
             grant = await self.authorize(scope, lesson_id)
             room = await self.open(lesson_id)
@@ -705,7 +719,7 @@ class RoomManager:
 
         changed = await self.apply(lesson_id, change, actor=actor)
         if changed:
-            room = self.rooms.get(lesson_id)
+            room = self.rooms.get(lesson_key(lesson_id))
             if room is not None:
                 await self._materialise(room)
         return changed
@@ -718,7 +732,7 @@ class RoomManager:
 
     async def materialise(self, lesson_id: str) -> None:
         """Write the live text into the lesson row now (no-op when the room is not loaded)."""
-        room = self.rooms.get(lesson_id)
+        room = self.rooms.get(lesson_key(lesson_id))
         if room is not None:
             await self._materialise(room)
 
@@ -728,5 +742,5 @@ class RoomManager:
 
     def connected(self, lesson_id: str) -> int:
         """How many clients of this node are in the lesson's room."""
-        room = self.rooms.get(lesson_id)
+        room = self.rooms.get(lesson_key(lesson_id))
         return len(room.peers) if room else 0
