@@ -39,6 +39,10 @@ CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
 FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
+# A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
+# they learn) of the room's; a frame of more entries than this is dropped without parsing it
+# (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing).
+MAX_AWARENESS_ENTRIES = 1024
 FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
 REMOTE_AWARENESS_TIMEOUT_S = 30.0
 DEAD_NODE_S = 7.0  # no message or heartbeat from a node for this long: its cursors go
@@ -164,6 +168,7 @@ class RoomManager:
                  version_interval: float = 60.0, unload_after: float = 60.0,
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
                  max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
+                 awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -179,6 +184,8 @@ class RoomManager:
         self.max_queued = max_queued
         self.sync_burst = sync_burst
         self.sync_per_second = sync_per_second
+        self.awareness_ids = awareness_ids  # awareness client ids one socket may own
+        self.awareness_state_bytes = awareness_state_bytes  # the largest state kept (UTF-8 bytes)
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._pending: list[PendingUpdate] = []
@@ -404,11 +411,20 @@ class RoomManager:
                     out = data if frame.sync == p.SYNC_UPDATE else p.update_frame(frame.payload)
                     self._changed(room, out, frame.payload, peer.grant.user_id, exclude=peer)
             elif kind == p.MSG_AWARENESS:
+                _, start = p.read_var_uint(data, 1)  # the payload's length; then its entry count
+                if p.read_var_uint(data, start)[0] > MAX_AWARENESS_ENTRIES:
+                    return  # dropped unread (and uncopied)
                 frame = p.parse_frame(data)
-                self._on_awareness(room, frame.payload, peer)
-                room.broadcast(data, exclude=peer)
+                accepted = self._claim_awareness(room, frame.payload, peer)
+                if accepted is None:
+                    out = data  # all of it: relayed unchanged
+                elif accepted:
+                    out = p.awareness_frame(p.encode_awareness(accepted))
+                else:
+                    return
+                room.broadcast(out, exclude=peer)
                 if self.relay is not None:
-                    self.relay.publish(room.lesson_id, KIND_AWARENESS, data)
+                    self.relay.publish(room.lesson_id, KIND_AWARENESS, out)
             elif kind == p.MSG_QUERY_AWARENESS:
                 self._answer_query_awareness(room, peer)
             elif kind == p.MSG_QUERY_SAVED:
@@ -467,30 +483,77 @@ class RoomManager:
         if peer.want_sync is not None or peer.want_awareness:
             self._answer_later(room, peer)
 
-    def _on_awareness(self, room: Room, update: bytes, peer: Peer | None, node: str | None = None) -> None:
-        """Track who controls which awareness client. Clients (y-websocket) echo the states of
-        others they learn about, so only a client id seen for the first time is owned by the
-        peer that sent it (as the Node reference server does)."""
+    def _state_too_big(self, entry: p.AwarenessEntry) -> bool:
+        limit = self.awareness_state_bytes
+        size = len(entry.state)  # characters: at most 4 bytes each
+        return size > limit or (size * 4 > limit and len(entry.state.encode("utf-8")) > limit)
+
+    def _claim_awareness(self, room: Room, update: bytes, peer: Peer) -> list[p.AwarenessEntry] | None:
+        """Apply a local socket's awareness update under its ownership rules; returns the
+        entries to relay, or None when every entry was accepted (the frame goes on unchanged).
+
+        A socket owns the ids it announced first, at most ``awareness_ids`` of them (one for
+        y-websocket's own clients), each state at most ``awareness_state_bytes``. Entries for ids
+        another user's socket (or another node) owns are dropped: clients echo states they learn
+        about, and nobody may move someone else's cursor. The same user reconnecting takes its
+        id over from its old socket. Dropped entries are not relayed; the socket stays open."""
+        if p.awareness_count(update) > MAX_AWARENESS_ENTRIES:
+            return []
+        entries = p.parse_awareness(update)
+        accepted: list[p.AwarenessEntry] = []
         now = time.monotonic()
-        for entry in p.parse_awareness(update):
+        for entry in entries:
             record = room.awareness.get(entry.client_id)
-            if record is not None and entry.clock < record.entry.clock:
+            if record is None:
+                if (entry.removed or len(peer.awareness_ids) >= self.awareness_ids
+                        or self._state_too_big(entry)):
+                    continue
+                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
+                peer.awareness_ids[entry.client_id] = entry.clock
+                accepted.append(entry)
+                continue
+            owner = record.peer
+            if owner is not peer:
+                if (owner is None or owner.grant.user_id != peer.grant.user_id
+                        or entry.clock < record.entry.clock or len(peer.awareness_ids) >= self.awareness_ids):
+                    continue
+                owner.awareness_ids.pop(entry.client_id, None)  # the same user's new socket
+                record.peer = peer
+                peer.awareness_ids[entry.client_id] = record.entry.clock
+            if entry.clock < record.entry.clock:
                 continue  # stale
             if entry.removed:
-                if record is not None:
-                    del room.awareness[entry.client_id]
-                    if record.peer is not None:
-                        record.peer.awareness_ids.pop(entry.client_id, None)
+                del room.awareness[entry.client_id]
+                peer.awareness_ids.pop(entry.client_id, None)
+            elif self._state_too_big(entry):
                 continue
-            if record is None:
-                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now, node)
-                if peer is not None:
-                    peer.awareness_ids[entry.client_id] = entry.clock
             else:
                 record.entry = entry
                 record.seen = now
-                if record.peer is not None:
-                    record.peer.awareness_ids[entry.client_id] = entry.clock
+                peer.awareness_ids[entry.client_id] = entry.clock
+            accepted.append(entry)
+        return None if len(accepted) == len(entries) else accepted
+
+    def _on_remote_awareness(self, room: Room, update: bytes, node: str) -> None:
+        """Track the awareness of clients on another node (which applied the rules of
+        :meth:`_claim_awareness` to its own sockets). Ids a local socket owns stay its own."""
+        if p.awareness_count(update) > MAX_AWARENESS_ENTRIES:
+            return
+        now = time.monotonic()
+        for entry in p.parse_awareness(update):
+            record = room.awareness.get(entry.client_id)
+            if record is not None and (record.peer is not None or entry.clock < record.entry.clock):
+                continue  # a local socket's, or stale
+            if entry.removed:
+                if record is not None:
+                    del room.awareness[entry.client_id]
+                continue
+            if record is None:
+                room.awareness[entry.client_id] = AwarenessRecord(entry, None, now, node)
+            else:
+                record.entry = entry
+                record.seen = now
+                record.node = node
 
     def _changed(self, room: Room, frame: bytes, update: bytes, actor: str | None,
                  exclude: Peer | None = None) -> None:
@@ -528,7 +591,7 @@ class RoomManager:
             room.changed_at = time.monotonic()
         elif kind == KIND_AWARENESS:
             frame = p.parse_frame(payload)
-            self._on_awareness(room, frame.payload, None, origin)
+            self._on_remote_awareness(room, frame.payload, origin)
             room.broadcast(payload)
         elif kind in (KIND_QUERY, KIND_STATE):
             assert self.relay is not None

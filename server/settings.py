@@ -84,6 +84,10 @@ class Settings:
     # refilled ``collab_sync_per_second``; more requests wait and coalesce into one answer.
     collab_sync_burst: int = 8
     collab_sync_per_second: float = 2.0
+    # Awareness client ids one collab socket may own (y-websocket clients use one), and the
+    # largest awareness state kept, in UTF-8 bytes; entries beyond either are dropped.
+    collab_awareness_ids: int = 4
+    collab_awareness_state_bytes: int = 8 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +136,8 @@ class Settings:
             event_history_seconds=_int(env, "EVENT_HISTORY_SECONDS", 24 * 3600),
             collab_sync_burst=_int(env, "COLLAB_SYNC_BURST", 8),
             collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
+            collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),
+            collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]
