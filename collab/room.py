@@ -4,6 +4,14 @@ The server builds one :class:`RoomManager` at startup with a :class:`~collab.sto
 ``authorize`` and a ``recheck`` callable and (with Redis) a relay, and exposes it as
 ``services.rooms``. Other code changes documents only through :meth:`RoomManager.apply` and
 friends, so every change is persisted, broadcast and relayed exactly like a client's.
+
+Text limits (the REST ones): a client update after which ``title`` is over 200 characters or
+``body`` over 200,000 (code points; and longer than before the update) is refused: it is not
+relayed, persisted or answered to anyone, the room's document is rebuilt without it (from a
+checkpoint and the updates applied since), and the socket that sent it is closed with 4413. A
+stock client keeps the refused text and sends it again when it reconnects (refused again); it
+must discard its document. Text over a limit (e.g. two nodes' concurrent edits that are each
+within it) is never materialised into the lesson row.
 """
 
 from __future__ import annotations
@@ -35,9 +43,15 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_LARGE = 4413  # an update would take a text field over its limit
 CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
+TEXT_LIMITS = (("title", 200), ("body", 200_000))  # characters, as REST (server/catalog)
+# The checkpoint a refused update is undone from folds in the updates applied since once they
+# are this many (in the maintenance loop) or this large (at once).
+CHECKPOINT_FOLD_UPDATES = 256
+CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
 FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
 # A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
 # they learn) of the room's; a frame of more entries than this is dropped without parsing it
@@ -122,6 +136,11 @@ class AwarenessRecord:
 class Room:
     lesson_id: str
     doc: Doc[Any]
+    # ``doc`` is ``base`` plus ``tail`` applied in order: what a refused update is undone from
+    # (a CRDT update cannot be taken back out of a document).
+    base: bytes = b""
+    tail: list[bytes] = field(default_factory=list)
+    tail_bytes: int = 0
     peers: list[Peer] = field(default_factory=list)
     awareness: dict[int, AwarenessRecord] = field(default_factory=dict)
     log_rows: int = 0
@@ -138,6 +157,32 @@ class Room:
     def text(self, name: str) -> Text:
         found: Text = self.doc.get(name, type=Text)
         return found
+
+    def remember(self, update: bytes) -> None:
+        """Note an update applied to ``doc`` (see ``base``)."""
+        self.tail.append(update)
+        self.tail_bytes += len(update)
+        if self.tail_bytes > CHECKPOINT_FOLD_BYTES:
+            self.fold()
+
+    def fold(self) -> None:
+        """Merge ``tail`` into ``base`` (merging keeps updates still waiting on a dependency)."""
+        if self.tail:
+            self.base = merge_updates(self.base, *self.tail) if self.base else merge_updates(*self.tail)
+            self.tail = []
+            self.tail_bytes = 0
+
+    def rebuild(self) -> None:
+        """Replace ``doc`` by ``base`` + ``tail``: the document without an update applied since."""
+        doc: Doc[Any] = Doc()
+        if self.base:
+            doc.apply_update(self.base)
+        for update in self.tail:
+            doc.apply_update(update)
+        self.doc = doc
+        for name in TEXT_FIELDS:
+            self.text(name)
+        doc.get("meta", type=Map)
 
     def texts(self) -> tuple[str, str]:
         return str(self.text("title")), str(self.text("body"))
@@ -278,6 +323,8 @@ class RoomManager:
         for update in loaded.updates:
             doc.apply_update(update)
         room = Room(lesson_id, doc, log_rows=loaded.log_rows)
+        if loaded.updates:
+            room.base = merge_updates(*loaded.updates) if len(loaded.updates) > 1 else loaded.updates[0]
         for name in TEXT_FIELDS:
             room.text(name)
         room.doc.get("meta", type=Map)
@@ -407,7 +454,12 @@ class RoomManager:
                 elif frame.sync in (p.SYNC_STEP2, p.SYNC_UPDATE):
                     if not peer.can_write or frame.payload == p.EMPTY_UPDATE:
                         return  # viewers are read-only: dropped, not closed
+                    before = self._text_sizes(room)
                     room.doc.apply_update(frame.payload)
+                    over = self._over_limit(room, before)
+                    if over is not None:
+                        self._refuse(room, peer, over)
+                        return
                     out = data if frame.sync == p.SYNC_UPDATE else p.update_frame(frame.payload)
                     self._changed(room, out, frame.payload, peer.grant.user_id, exclude=peer)
             elif kind == p.MSG_AWARENESS:
@@ -555,9 +607,44 @@ class RoomManager:
                 record.seen = now
                 record.node = node
 
+    # --- text limits ---------------------------------------------------------------------
+
+    def _text_sizes(self, room: Room) -> list[int]:
+        """Per limited field, its length in characters, or 0 when it is surely within its limit:
+        pycrdt's length is in UTF-8 bytes (O(1)), never fewer than the characters, so the text
+        is converted (O(n)) only when that length is over the limit."""
+        sizes = []
+        for name, limit in TEXT_LIMITS:
+            text = room.text(name)
+            sizes.append(len(str(text)) if len(text) > limit else 0)
+        return sizes
+
+    def _over_limit(self, room: Room, before: list[int]) -> str | None:
+        """The field an update just applied took over its limit (and lengthened), if any."""
+        for (name, limit), size_before in zip(TEXT_LIMITS, before, strict=True):
+            text = room.text(name)
+            if len(text) <= limit:
+                continue
+            size = len(str(text))
+            if size > limit and size > size_before:
+                return name
+        return None
+
+    def _refuse(self, room: Room, peer: Peer, name: str) -> None:
+        """Undo the update just applied (rebuild the document without it) and close its sender."""
+        log.warning("collab update refused: %s over its limit", name,
+                    extra={"lesson_id": room.lesson_id, "user_id": peer.grant.user_id})
+        room.rebuild()
+        peer.sender.close(CLOSE_TOO_LARGE, f"The lesson {name} is over its limit.")
+
+    def _within_limits(self, title: str, body: str) -> bool:
+        limits = dict(TEXT_LIMITS)
+        return len(title) <= limits["title"] and len(body) <= limits["body"]
+
     def _changed(self, room: Room, frame: bytes, update: bytes, actor: str | None,
                  exclude: Peer | None = None) -> None:
         """A change made on this node: broadcast, relay, persist (this node only)."""
+        room.remember(update)
         room.broadcast(frame, exclude)
         if self.relay is not None:
             self.relay.publish(room.lesson_id, KIND_UPDATE, frame)
@@ -586,6 +673,7 @@ class RoomManager:
             if frame.type != p.MSG_SYNC or frame.sync not in (p.SYNC_UPDATE, p.SYNC_STEP2):
                 return
             room.doc.apply_update(frame.payload)
+            room.remember(frame.payload)
             room.broadcast(payload)
             room.dirty = True
             room.changed_at = time.monotonic()
@@ -676,6 +764,8 @@ class RoomManager:
         if room.changed_since_version and now - room.last_version_at >= self.version_interval:
             await self.flush()
             await self._record_version(room, "periodic")
+        if len(room.tail) >= CHECKPOINT_FOLD_UPDATES:
+            room.fold()
         if room.log_rows >= self.compact_threshold and not room.compacting:
             room.compacting = True
             self._spawn(self._compact(room), f"collab-compact-{room.lesson_id}")
@@ -689,6 +779,9 @@ class RoomManager:
         room.dirty = False
         room.materialised_at = time.monotonic()
         title, body = room.texts()
+        if not self._within_limits(title, body):  # e.g. concurrent edits of two nodes
+            log.warning("collab text over its limit, not materialised", extra={"lesson_id": room.lesson_id})
+            return
         await self.store.materialise(room.lesson_id, title, body)
 
     async def _record_version(self, room: Room, reason: str) -> str:
