@@ -33,7 +33,7 @@ from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Re
 from collab.sender import Coalescer, Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
-from collab.throttle import AnswerBudget
+from collab.throttle import AnswerBudget, ReceiveBudget
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -141,6 +141,10 @@ class Room:
     base: bytes = b""
     tail: list[bytes] = field(default_factory=list)
     tail_bytes: int = 0
+    # Every limited text field was within its limit in UTF-8 bytes when last measured and nothing
+    # changed the document unmeasured since: then no field can be over its character limit.
+    small: bool = False
+    texts_cache: dict[str, Text] = field(default_factory=dict)
     peers: list[Peer] = field(default_factory=list)
     awareness: dict[int, AwarenessRecord] = field(default_factory=dict)
     log_rows: int = 0
@@ -155,7 +159,9 @@ class Room:
     emptied: bool = False
 
     def text(self, name: str) -> Text:
-        found: Text = self.doc.get(name, type=Text)
+        found = self.texts_cache.get(name)
+        if found is None:  # doc.get costs ~3 us, more than a length
+            found = self.texts_cache[name] = self.doc.get(name, type=Text)
         return found
 
     def remember(self, update: bytes) -> None:
@@ -180,6 +186,8 @@ class Room:
         for update in self.tail:
             doc.apply_update(update)
         self.doc = doc
+        self.texts_cache.clear()
+        self.small = False
         for name in TEXT_FIELDS:
             self.text(name)
         doc.get("meta", type=Map)
@@ -214,6 +222,7 @@ class RoomManager:
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
                  max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
+                 receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 1024,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -231,6 +240,8 @@ class RoomManager:
         self.sync_per_second = sync_per_second
         self.awareness_ids = awareness_ids  # awareness client ids one socket may own
         self.awareness_state_bytes = awareness_state_bytes  # the largest state kept (UTF-8 bytes)
+        self.receive_per_second = receive_per_second  # what one socket may send (collab/throttle.py)
+        self.receive_frame_cost = receive_frame_cost
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._pending: list[PendingUpdate] = []
@@ -389,17 +400,23 @@ class RoomManager:
         peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer),
                     AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()))
         self._join(room, peer)
+        inbound = ReceiveBudget(self.receive_per_second, 2 * self.receive_per_second,
+                                self.receive_frame_cost, time.monotonic())
         handled = 0
         try:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
-                    data = message.get("bytes")
+                    data = message.get("bytes") or b""
                     if data and not peer.sender.closed:  # closed: what is still buffered is moot
                         self._on_frame(room, peer, data)
                     handled += 1
-                    if handled >= FRAMES_PER_TURN:
+                    wait = inbound.spend(len(data), time.monotonic())
+                    if wait > 0:
+                        handled = 0
+                        await asyncio.sleep(wait)
+                    elif handled >= FRAMES_PER_TURN:
                         # receive() does not suspend while frames are buffered: one 256 KB read
                         # of 4-byte frames is 26,000 of them. Let other sockets (and requests) in.
                         handled = 0
@@ -454,7 +471,7 @@ class RoomManager:
                 elif frame.sync in (p.SYNC_STEP2, p.SYNC_UPDATE):
                     if not peer.can_write or frame.payload == p.EMPTY_UPDATE:
                         return  # viewers are read-only: dropped, not closed
-                    before = self._text_sizes(room)
+                    before = None if room.small else self._text_sizes(room)
                     room.doc.apply_update(frame.payload)
                     over = self._over_limit(room, before)
                     if over is not None:
@@ -619,14 +636,20 @@ class RoomManager:
             sizes.append(len(str(text)) if len(text) > limit else 0)
         return sizes
 
-    def _over_limit(self, room: Room, before: list[int]) -> str | None:
-        """The field an update just applied took over its limit (and lengthened), if any."""
-        for (name, limit), size_before in zip(TEXT_LIMITS, before, strict=True):
-            text = room.text(name)
-            if len(text) <= limit:
+    def _over_limit(self, room: Room, before: list[int] | None) -> str | None:
+        """The field an update just applied took over its limit and lengthened, if any.
+        ``before``: the sizes before it (:meth:`_text_sizes`); None when ``room.small``.
+        The common case costs two O(1) lengths in one transaction (~3 us)."""
+        with room.doc.transaction():
+            lengths = [len(room.text(name)) for name, _ in TEXT_LIMITS]
+        room.small = all(length <= limit for length, (_, limit) in zip(lengths, TEXT_LIMITS, strict=True))
+        if room.small:
+            return None
+        for index, (name, limit) in enumerate(TEXT_LIMITS):
+            if lengths[index] <= limit:
                 continue
-            size = len(str(text))
-            if size > limit and size > size_before:
+            size = len(str(room.text(name)))
+            if size > limit and size > (before[index] if before is not None else 0):
                 return name
         return None
 
@@ -674,6 +697,7 @@ class RoomManager:
                 return
             room.doc.apply_update(frame.payload)
             room.remember(frame.payload)
+            room.small = False
             room.broadcast(payload)
             room.dirty = True
             room.changed_at = time.monotonic()
@@ -842,6 +866,7 @@ class RoomManager:
                 result = change(room.doc)
         finally:
             room.doc.unobserve(subscription)
+        room.small = False
         for update in updates:
             self._changed(room, p.update_frame(update), update, actor)
         if not room.peers and room.unload_at is None:

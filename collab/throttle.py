@@ -39,3 +39,31 @@ class AnswerBudget:
         """Seconds until the next answer may be spent."""
         self._refill(now)
         return max(0.0, (1.0 - self._tokens) / self.per_second)
+
+
+class ReceiveBudget:
+    """What one socket may make the server read: ``per_second`` bytes, bursts of ``burst``; a
+    frame costs at least ``frame_cost`` (parsing a frame costs ~10 us whatever its size).
+
+    Over budget, the socket's handler sleeps before taking its next frame; uvicorn stops reading
+    a socket while its frames wait, so the sender is held back by TCP instead of being served
+    at the expense of every other socket.
+    """
+
+    __slots__ = ("_allowance", "_at", "burst", "frame_cost", "per_second")
+
+    def __init__(self, per_second: float, burst: float, frame_cost: int, now: float) -> None:
+        self.per_second = max(per_second, 1.0)
+        self.burst = max(burst, self.per_second)
+        self.frame_cost = frame_cost
+        self._allowance = self.burst
+        self._at = now
+
+    def spend(self, size: int, now: float) -> float:
+        """Charge a frame of ``size`` bytes; returns how long to wait before the next (0: none)."""
+        self._allowance -= max(size, self.frame_cost)
+        if self._allowance >= 0:
+            return 0.0
+        self._allowance = min(self.burst, self._allowance + (now - self._at) * self.per_second)
+        self._at = now
+        return 0.0 if self._allowance >= 0 else -self._allowance / self.per_second

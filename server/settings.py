@@ -88,6 +88,9 @@ class Settings:
     # largest awareness state kept, in UTF-8 bytes; entries beyond either are dropped.
     collab_awareness_ids: int = 4
     collab_awareness_state_bytes: int = 8 * 1024
+    # What one collab socket may make the server read, in bytes a second (bursts of twice that);
+    # a frame counts as at least 1 KiB. Over it the socket is not read for a while.
+    collab_receive_bytes_per_second: int = 8 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -138,6 +141,7 @@ class Settings:
             collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
             collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),
             collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
+            collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]
