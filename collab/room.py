@@ -75,6 +75,15 @@ class Denied(Exception):
         self.reason = reason
 
 
+class TextTooLong(ValueError):
+    """A server change would take a text field over its limit (it was undone)."""
+
+    def __init__(self, field_name: str, limit: int) -> None:
+        super().__init__(f"The lesson {field_name} may have at most {limit} characters.")
+        self.field = field_name
+        self.limit = limit
+
+
 @dataclass
 class Grant:
     """Who is connected and whether they may write; ``subject`` is the server's own data."""
@@ -854,19 +863,34 @@ class RoomManager:
 
     # --- the room API for the rest of the server ------------------------------------------
 
-    async def apply(self, lesson_id: str, change: Callable[[Doc[Any]], T], *, actor: str | None) -> T:
+    async def apply(self, lesson_id: str, change: Callable[[Doc[Any]], T], *, actor: str | None,
+                    enforce_limits: bool = False) -> T:
         """Run ``change(doc)`` on the live document of ``lesson_id`` in ONE transaction (opening
         the room if needed), then persist, broadcast and relay the resulting update like a
-        client's. ``actor`` is the clerk id credited in the log and version contributors."""
+        client's. ``actor`` is the clerk id credited in the log and version contributors.
+
+        With ``enforce_limits``, a change that takes a text field over its limit (as a client's
+        update would be refused) is undone and :class:`TextTooLong` raised. A change that raises
+        is undone too (pycrdt commits what it did before the exception)."""
         room = await self.open(lesson_id)
+        before = None if room.small or not enforce_limits else self._text_sizes(room)
         updates: list[bytes] = []
-        subscription = room.doc.observe(lambda event: updates.append(event.update))
+        doc = room.doc
+        subscription = doc.observe(lambda event: updates.append(event.update))
         try:
-            with room.doc.transaction(origin="server"):
-                result = change(room.doc)
-        finally:
-            room.doc.unobserve(subscription)
-        room.small = False
+            with doc.transaction(origin="server"):
+                result = change(doc)
+        except BaseException:
+            doc.unobserve(subscription)
+            if updates:
+                room.rebuild()
+            raise
+        doc.unobserve(subscription)
+        over = self._over_limit(room, before) if enforce_limits and updates else None
+        if over is not None:
+            room.rebuild()
+            raise TextTooLong(over, dict(TEXT_LIMITS)[over])
+        room.small = room.small and enforce_limits
         for update in updates:
             self._changed(room, p.update_frame(update), update, actor)
         if not room.peers and room.unload_at is None:

@@ -9,11 +9,18 @@ Limits count characters (code points), not pycrdt's UTF-8 length.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
+import pytest
+from pycrdt import Doc, Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from collab.room import Grant, RoomManager, TextTooLong
+from server.db import make_engine, make_sessionmaker
 from server.editing.models import LessonUpdate
+from server.editing.store import PgStore
 from tests.collab_support import YClient, converge, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
 
@@ -81,3 +88,45 @@ async def test_limits_count_characters(server: ServerProcess, client: httpx.Asyn
     await _materialised(db, lesson.id, "x" + "é" * 199_999)
     assert c.close_code is None
     await c.close()
+
+
+async def test_a_server_change_over_a_limit_is_undone(database_url: str, client: httpx.AsyncClient,
+                                                      db: AsyncEngine) -> None:
+    """``RoomManager.apply(..., enforce_limits=True)`` (for accepting suggestions and restores)."""
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="Short", body="Body.")
+    engine = make_engine(database_url)
+    rooms = RoomManager(PgStore(make_sessionmaker(engine)), _grant, _recheck)
+    await rooms.start()
+    try:
+        def lengthen(doc: Doc[Any]) -> None:
+            doc.get("title", type=Text).insert(0, "x" * 196)  # 201 characters
+
+        with pytest.raises(TextTooLong):
+            await rooms.apply(lesson.id, lengthen, actor=author.clerk_id, enforce_limits=True)
+        assert await rooms.texts(lesson.id) == {"title": "Short", "body": "Body."}
+
+        def fits(doc: Doc[Any]) -> None:
+            doc.get("title", type=Text).insert(0, "x" * 195)  # 200
+
+        await rooms.apply(lesson.id, fits, actor=author.clerk_id, enforce_limits=True)
+        assert (await rooms.texts(lesson.id))["title"] == "x" * 195 + "Short"
+
+        def fails(doc: Doc[Any]) -> None:
+            doc.get("body", type=Text).insert(0, "half-done ")
+            raise RuntimeError("the change failed midway")
+
+        with pytest.raises(RuntimeError):
+            await rooms.apply(lesson.id, fails, actor=author.clerk_id)
+        assert (await rooms.texts(lesson.id))["body"] == "Body."
+    finally:
+        await rooms.stop()
+        await engine.dispose()
+
+
+async def _grant(scope: Any, lesson_id: str) -> Grant:
+    return Grant(user_id="user_x", can_write=True)
+
+
+async def _recheck(lesson_id: str, grant: Grant) -> bool:
+    return True
