@@ -154,6 +154,9 @@ class Room:
     # changed the document unmeasured since: then no field can be over its character limit.
     small: bool = False
     texts_cache: dict[str, Text] = field(default_factory=dict)
+    # The answer to a step 1 with an empty state vector (every fresh client's), frame and wire
+    # bytes, until the document changes: joiners and repeated requests share one encode.
+    full_sync: tuple[bytes, bytes] | None = None
     peers: list[Peer] = field(default_factory=list)
     awareness: dict[int, AwarenessRecord] = field(default_factory=dict)
     log_rows: int = 0
@@ -175,6 +178,7 @@ class Room:
 
     def remember(self, update: bytes) -> None:
         """Note an update applied to ``doc`` (see ``base``)."""
+        self.full_sync = None
         self.tail.append(update)
         self.tail_bytes += len(update)
         if self.tail_bytes > CHECKPOINT_FOLD_BYTES:
@@ -195,6 +199,7 @@ class Room:
         for update in self.tail:
             doc.apply_update(update)
         self.doc = doc
+        self.full_sync = None
         self.texts_cache.clear()
         self.small = False
         for name in TEXT_FIELDS:
@@ -214,6 +219,17 @@ class Room:
             if peer is not exclude:
                 peer.sender.push(frame, message, wire)
 
+    def send_step2(self, peer: Peer, state_vector: bytes) -> None:
+        """Answer a sync step 1: what ``state_vector`` lacks (the whole document is cached)."""
+        if state_vector != FULL_STATE:
+            peer.sender.push(p.step2_frame(self.doc.get_update(state_vector)))
+            return
+        if self.full_sync is None:
+            frame = p.step2_frame(self.doc.get_update(state_vector))
+            self.full_sync = (frame, wire_frame(frame))
+        frame, wire = self.full_sync
+        peer.sender.push(frame, None, wire)
+
     def awareness_frame(self) -> bytes | None:
         entries = [rec.entry for rec in self.awareness.values() if not rec.entry.removed]
         if not entries:
@@ -231,7 +247,7 @@ class RoomManager:
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
                  max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
-                 receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 1024,
+                 receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -519,7 +535,7 @@ class RoomManager:
 
     def _answer_step1(self, room: Room, peer: Peer, state_vector: bytes) -> None:
         if peer.deferred is None and peer.budget.take(time.monotonic()):
-            peer.sender.push(p.step2_frame(room.doc.get_update(state_vector)))
+            room.send_step2(peer, state_vector)
             return
         if peer.want_sync is None or peer.want_sync == state_vector:
             peer.want_sync = state_vector
@@ -549,7 +565,7 @@ class RoomManager:
         try:
             if peer.want_sync is not None and peer.budget.take(now):
                 state_vector, peer.want_sync = peer.want_sync, None
-                peer.sender.push(p.step2_frame(room.doc.get_update(state_vector)))
+                room.send_step2(peer, state_vector)
             if peer.want_awareness and peer.budget.take(now):
                 peer.want_awareness = False
                 frame = room.awareness_frame()

@@ -147,6 +147,8 @@ class Sender:
             self.close(CLOSE_TOO_SLOW, drop=True)
 
     def _push_slow(self, frame: bytes, message: dict[str, Any] | None) -> None:
+        if self.closed:  # e.g. closed as too slow by an earlier frame of the same flush
+            return
         if message is None:
             message = {"type": "websocket.send", "bytes": frame}
         if not self._busy:

@@ -23,7 +23,7 @@ from collab import protocol as p
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
 from tests.collab_support import YClient, make_lesson
-from tests.support import ServerProcess, dev_user
+from tests.support import ServerProcess, dev_user, eventually
 
 MiB = 1024 * 1024
 LIMIT = 16 * MiB
@@ -71,6 +71,7 @@ async def test_a_non_reader_asking_for_the_document_is_closed_4008_at_16_mib(
         # 60 whole-document requests (~140 MB of answers) in one 240-byte write, then no reading.
         await attacker.send_frames([EMPTY_STEP1] * 60)
         await editor.roundtrip()  # most likely after the attacker's write; the count below holds either way
+        await eventually(lambda: _at_least(watch.during, 10), within=20)  # the innocent client's samples
     got = await attacker.read_until_close(give_up_after=LIMIT + doc_size + 64 * 1024, within=15)
     attacker.close()
     print(f"\nnon-reader: {got.payload_bytes / MiB:.1f} MiB queued, close {got.close_code}, "
@@ -78,6 +79,7 @@ async def test_a_non_reader_asking_for_the_document_is_closed_4008_at_16_mib(
     assert got.payload_bytes <= LIMIT + doc_size, f"{got.payload_bytes / MiB:.1f} MiB were queued for one socket"
     assert got.close_code == 4008
     assert watch.rss_growth < 3 * LIMIT, f"the node grew by {watch.rss_growth / MiB:.0f} MiB"
+    watch.assert_unharmed()
     # The room goes on for everyone else.
     editor.body.insert(0, "still here ")
     await editor.roundtrip()
@@ -122,3 +124,8 @@ async def test_a_step1_storm_is_throttled_and_does_not_hold_the_loop(
     finally:
         reader.cancel()
         attacker.close()
+
+
+async def _at_least(samples: list[float], count: int) -> bool:
+    await asyncio.sleep(0)
+    return len(samples) >= count
