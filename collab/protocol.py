@@ -132,6 +132,12 @@ class AwarenessEntry:
         return self.state in ("null", "")
 
 
+def awareness_count(update: bytes) -> int:
+    """How many entries an awareness update claims (read without parsing them)."""
+    count, _ = read_var_uint(update, 0)
+    return count
+
+
 def parse_awareness(update: bytes) -> list[AwarenessEntry]:
     count, pos = read_var_uint(update, 0)
     entries: list[AwarenessEntry] = []

@@ -4,6 +4,14 @@ The server builds one :class:`RoomManager` at startup with a :class:`~collab.sto
 ``authorize`` and a ``recheck`` callable and (with Redis) a relay, and exposes it as
 ``services.rooms``. Other code changes documents only through :meth:`RoomManager.apply` and
 friends, so every change is persisted, broadcast and relayed exactly like a client's.
+
+Text limits (the REST ones): a client update after which ``title`` is over 200 characters or
+``body`` over 200,000 (code points; and longer than before the update) is refused: it is not
+relayed, persisted or answered to anyone, the room's document is rebuilt without it (from a
+checkpoint and the updates applied since), and the socket that sent it is closed with 4413. A
+stock client keeps the refused text and sends it again when it reconnects (refused again); it
+must discard its document. Text over a limit (e.g. two nodes' concurrent edits that are each
+within it) is never materialised into the lesson row.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,6 +33,7 @@ from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Re
 from collab.sender import Coalescer, Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
+from collab.throttle import AnswerBudget, ReceiveBudget
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -33,9 +43,21 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4008
+CLOSE_TOO_LARGE = 4413  # an update would take a text field over its limit
 CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
+TEXT_LIMITS = (("title", 200), ("body", 200_000))  # characters, as REST (server/catalog)
+# The checkpoint a refused update is undone from folds in the updates applied since once they
+# are this many (in the maintenance loop) or this large (at once).
+CHECKPOINT_FOLD_UPDATES = 256
+CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
+FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
+# A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
+# they learn) of the room's; a frame of more entries than this is dropped without parsing it
+# (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing).
+MAX_AWARENESS_ENTRIES = 1024
+FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
 REMOTE_AWARENESS_TIMEOUT_S = 30.0
 DEAD_NODE_S = 7.0  # no message or heartbeat from a node for this long: its cursors go
 
@@ -53,6 +75,15 @@ class Denied(Exception):
         self.reason = reason
 
 
+class TextTooLong(ValueError):
+    """A server change would take a text field over its limit (it was undone)."""
+
+    def __init__(self, field_name: str, limit: int) -> None:
+        super().__init__(f"The lesson {field_name} may have at most {limit} characters.")
+        self.field = field_name
+        self.limit = limit
+
+
 @dataclass
 class Grant:
     """Who is connected and whether they may write; ``subject`` is the server's own data."""
@@ -64,6 +95,13 @@ class Grant:
 
 Authorize = Callable[[Scope, str], Awaitable[Grant]]  # (ASGI scope, lesson id) -> Grant | Denied
 Recheck = Callable[[str, Grant], Awaitable[bool]]  # (lesson id, grant) -> can_write | Denied
+
+
+def lesson_key(lesson_id: str) -> str:
+    """The one spelling of a lesson id that names its room: lowercase hyphenated. Upper case, no
+    hyphens, ``{…}`` and ``urn:uuid:`` spellings used to open separate documents of one lesson
+    that overwrote each other's text. Raises ValueError for what is not a UUID."""
+    return str(uuid.UUID(lesson_id))
 
 
 def seed_update(title: str, body: str) -> bytes:
@@ -81,13 +119,18 @@ def merge_log(updates: list[bytes]) -> tuple[bytes, bytes]:
 
 
 class Peer:
-    __slots__ = ("awareness_ids", "can_write", "grant", "sender")
+    __slots__ = ("awareness_ids", "budget", "can_write", "deferred", "grant", "sender", "want_awareness",
+                 "want_sync")
 
-    def __init__(self, grant: Grant, sender: Sender) -> None:
+    def __init__(self, grant: Grant, sender: Sender, budget: AnswerBudget) -> None:
         self.grant = grant
         self.can_write = grant.can_write
         self.sender = sender
         self.awareness_ids: dict[int, int] = {}  # client id -> last clock
+        self.budget = budget  # answers to sync step 1 and query-awareness
+        self.want_sync: bytes | None = None  # state vector of a step 1 waiting for the budget
+        self.want_awareness = False  # a query-awareness waiting for the budget
+        self.deferred: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -102,6 +145,18 @@ class AwarenessRecord:
 class Room:
     lesson_id: str
     doc: Doc[Any]
+    # ``doc`` is ``base`` plus ``tail`` applied in order: what a refused update is undone from
+    # (a CRDT update cannot be taken back out of a document).
+    base: bytes = b""
+    tail: list[bytes] = field(default_factory=list)
+    tail_bytes: int = 0
+    # Every limited text field was within its limit in UTF-8 bytes when last measured and nothing
+    # changed the document unmeasured since: then no field can be over its character limit.
+    small: bool = False
+    texts_cache: dict[str, Text] = field(default_factory=dict)
+    # The answer to a step 1 with an empty state vector (every fresh client's), frame and wire
+    # bytes, until the document changes: joiners and repeated requests share one encode.
+    full_sync: tuple[bytes, bytes] | None = None
     peers: list[Peer] = field(default_factory=list)
     awareness: dict[int, AwarenessRecord] = field(default_factory=dict)
     log_rows: int = 0
@@ -116,8 +171,40 @@ class Room:
     emptied: bool = False
 
     def text(self, name: str) -> Text:
-        found: Text = self.doc.get(name, type=Text)
+        found = self.texts_cache.get(name)
+        if found is None:  # doc.get costs ~3 us, more than a length
+            found = self.texts_cache[name] = self.doc.get(name, type=Text)
         return found
+
+    def remember(self, update: bytes) -> None:
+        """Note an update applied to ``doc`` (see ``base``)."""
+        self.full_sync = None
+        self.tail.append(update)
+        self.tail_bytes += len(update)
+        if self.tail_bytes > CHECKPOINT_FOLD_BYTES:
+            self.fold()
+
+    def fold(self) -> None:
+        """Merge ``tail`` into ``base`` (merging keeps updates still waiting on a dependency)."""
+        if self.tail:
+            self.base = merge_updates(self.base, *self.tail) if self.base else merge_updates(*self.tail)
+            self.tail = []
+            self.tail_bytes = 0
+
+    def rebuild(self) -> None:
+        """Replace ``doc`` by ``base`` + ``tail``: the document without an update applied since."""
+        doc: Doc[Any] = Doc()
+        if self.base:
+            doc.apply_update(self.base)
+        for update in self.tail:
+            doc.apply_update(update)
+        self.doc = doc
+        self.full_sync = None
+        self.texts_cache.clear()
+        self.small = False
+        for name in TEXT_FIELDS:
+            self.text(name)
+        doc.get("meta", type=Map)
 
     def texts(self) -> tuple[str, str]:
         return str(self.text("title")), str(self.text("body"))
@@ -131,6 +218,17 @@ class Room:
         for peer in self.peers:
             if peer is not exclude:
                 peer.sender.push(frame, message, wire)
+
+    def send_step2(self, peer: Peer, state_vector: bytes) -> None:
+        """Answer a sync step 1: what ``state_vector`` lacks (the whole document is cached)."""
+        if state_vector != FULL_STATE:
+            peer.sender.push(p.step2_frame(self.doc.get_update(state_vector)))
+            return
+        if self.full_sync is None:
+            frame = p.step2_frame(self.doc.get_update(state_vector))
+            self.full_sync = (frame, wire_frame(frame))
+        frame, wire = self.full_sync
+        peer.sender.push(frame, None, wire)
 
     def awareness_frame(self) -> bytes | None:
         entries = [rec.entry for rec in self.awareness.values() if not rec.entry.removed]
@@ -147,7 +245,9 @@ class RoomManager:
                  *, flush_interval: float = 0.05, materialise_delay: float = 1.0,
                  version_interval: float = 60.0, unload_after: float = 60.0,
                  recheck_interval: float = 2.0, compact_threshold: int = 500,
-                 max_queued: int = 16 * 1024 * 1024,
+                 max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
+                 awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
+                 receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -161,6 +261,12 @@ class RoomManager:
         self.recheck_interval = recheck_interval
         self.compact_threshold = compact_threshold
         self.max_queued = max_queued
+        self.sync_burst = sync_burst
+        self.sync_per_second = sync_per_second
+        self.awareness_ids = awareness_ids  # awareness client ids one socket may own
+        self.awareness_state_bytes = awareness_state_bytes  # the largest state kept (UTF-8 bytes)
+        self.receive_per_second = receive_per_second  # what one socket may send (collab/throttle.py)
+        self.receive_frame_cost = receive_frame_cost
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._pending: list[PendingUpdate] = []
@@ -219,6 +325,7 @@ class RoomManager:
 
     async def open(self, lesson_id: str) -> Room:
         """The live room of a lesson, loaded (and seeded once) from the store when needed."""
+        lesson_id = lesson_key(lesson_id)
         room = self.rooms.get(lesson_id)
         if room is not None:
             return room
@@ -252,6 +359,8 @@ class RoomManager:
         for update in loaded.updates:
             doc.apply_update(update)
         room = Room(lesson_id, doc, log_rows=loaded.log_rows)
+        if loaded.updates:
+            room.base = merge_updates(*loaded.updates) if len(loaded.updates) > 1 else loaded.updates[0]
         for name in TEXT_FIELDS:
             room.text(name)
         room.doc.get("meta", type=Map)
@@ -288,7 +397,12 @@ class RoomManager:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
-        lesson_id = str(scope.get("path_params", {}).get("lesson_id", ""))
+        try:
+            lesson_id = lesson_key(str(scope.get("path_params", {}).get("lesson_id", "")))
+        except ValueError:
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": CLOSE_NOT_FOUND, "reason": "No such lesson."})
+            return
         try:
             grant = await self.authorize(scope, lesson_id)
             room = await self.open(lesson_id)
@@ -308,16 +422,30 @@ class RoomManager:
         await send({"type": "websocket.accept"})
         while self.rooms.get(lesson_id) is not room:  # unloaded meanwhile: open it again
             room = await self.open(lesson_id)
-        peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer))
+        peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer),
+                    AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()))
         self._join(room, peer)
+        inbound = ReceiveBudget(self.receive_per_second, 2 * self.receive_per_second,
+                                self.receive_frame_cost, time.monotonic())
+        handled = 0
         try:
             while True:
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
-                    data = message.get("bytes")
-                    if data:
+                    data = message.get("bytes") or b""
+                    if data and not peer.sender.closed:  # closed: what is still buffered is moot
                         self._on_frame(room, peer, data)
+                    handled += 1
+                    wait = inbound.spend(len(data), time.monotonic())
+                    if wait > 0:
+                        handled = 0
+                        await asyncio.sleep(wait)
+                    elif handled >= FRAMES_PER_TURN:
+                        # receive() does not suspend while frames are buffered: one 256 KB read
+                        # of 4-byte frames is 26,000 of them. Let other sockets (and requests) in.
+                        handled = 0
+                        await asyncio.sleep(0)
                 elif kind == "websocket.disconnect":
                     break
         finally:
@@ -336,6 +464,9 @@ class RoomManager:
     def _leave(self, room: Room, peer: Peer) -> None:
         with contextlib.suppress(ValueError):
             room.peers.remove(peer)
+        if peer.deferred is not None:
+            peer.deferred.cancel()
+            peer.deferred = None
         if peer.awareness_ids:
             gone = []
             for client_id in peer.awareness_ids:
@@ -361,23 +492,35 @@ class RoomManager:
             if kind == p.MSG_SYNC:
                 frame = p.parse_frame(data)
                 if frame.sync == p.SYNC_STEP1:
-                    peer.sender.push(p.step2_frame(room.doc.get_update(frame.payload)))
+                    self._answer_step1(room, peer, frame.payload)
                 elif frame.sync in (p.SYNC_STEP2, p.SYNC_UPDATE):
                     if not peer.can_write or frame.payload == p.EMPTY_UPDATE:
                         return  # viewers are read-only: dropped, not closed
+                    before = None if room.small else self._text_sizes(room)
                     room.doc.apply_update(frame.payload)
+                    over = self._over_limit(room, before)
+                    if over is not None:
+                        self._refuse(room, peer, over)
+                        return
                     out = data if frame.sync == p.SYNC_UPDATE else p.update_frame(frame.payload)
                     self._changed(room, out, frame.payload, peer.grant.user_id, exclude=peer)
             elif kind == p.MSG_AWARENESS:
+                _, start = p.read_var_uint(data, 1)  # the payload's length; then its entry count
+                if p.read_var_uint(data, start)[0] > MAX_AWARENESS_ENTRIES:
+                    return  # dropped unread (and uncopied)
                 frame = p.parse_frame(data)
-                self._on_awareness(room, frame.payload, peer)
-                room.broadcast(data, exclude=peer)
+                accepted = self._claim_awareness(room, frame.payload, peer)
+                if accepted is None:
+                    out = data  # all of it: relayed unchanged
+                elif accepted:
+                    out = p.awareness_frame(p.encode_awareness(accepted))
+                else:
+                    return
+                room.broadcast(out, exclude=peer)
                 if self.relay is not None:
-                    self.relay.publish(room.lesson_id, KIND_AWARENESS, data)
+                    self.relay.publish(room.lesson_id, KIND_AWARENESS, out)
             elif kind == p.MSG_QUERY_AWARENESS:
-                awareness = room.awareness_frame()
-                if awareness is not None:
-                    peer.sender.push(awareness)
+                self._answer_query_awareness(room, peer)
             elif kind == p.MSG_QUERY_SAVED:
                 nonce, _ = p.read_var_uint(data, 1)
                 if self._persisted >= self._enqueued:
@@ -387,34 +530,169 @@ class RoomManager:
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
 
-    def _on_awareness(self, room: Room, update: bytes, peer: Peer | None, node: str | None = None) -> None:
-        """Track who controls which awareness client. Clients (y-websocket) echo the states of
-        others they learn about, so only a client id seen for the first time is owned by the
-        peer that sent it (as the Node reference server does)."""
+    # Answers that encode the whole document (or room awareness) come out of the socket's budget
+    # (collab/throttle.py); beyond it, requests coalesce into one answer sent when it allows.
+
+    def _answer_step1(self, room: Room, peer: Peer, state_vector: bytes) -> None:
+        if peer.deferred is None and peer.budget.take(time.monotonic()):
+            room.send_step2(peer, state_vector)
+            return
+        if peer.want_sync is None or peer.want_sync == state_vector:
+            peer.want_sync = state_vector
+        else:  # two different state vectors: the whole document answers both
+            peer.want_sync = FULL_STATE
+        self._answer_later(room, peer)
+
+    def _answer_query_awareness(self, room: Room, peer: Peer) -> None:
+        if peer.deferred is None and peer.budget.take(time.monotonic()):
+            frame = room.awareness_frame()
+            if frame is not None:
+                peer.sender.push(frame)
+            return
+        peer.want_awareness = True
+        self._answer_later(room, peer)
+
+    def _answer_later(self, room: Room, peer: Peer) -> None:
+        if peer.deferred is None:
+            delay = peer.budget.wait(time.monotonic())
+            peer.deferred = asyncio.get_running_loop().call_later(delay, self._answer_deferred, room, peer)
+
+    def _answer_deferred(self, room: Room, peer: Peer) -> None:
+        peer.deferred = None
+        if peer.sender.closed:
+            return
         now = time.monotonic()
-        for entry in p.parse_awareness(update):
+        try:
+            if peer.want_sync is not None and peer.budget.take(now):
+                state_vector, peer.want_sync = peer.want_sync, None
+                room.send_step2(peer, state_vector)
+            if peer.want_awareness and peer.budget.take(now):
+                peer.want_awareness = False
+                frame = room.awareness_frame()
+                if frame is not None:
+                    peer.sender.push(frame)
+        except Exception as exc:  # a malformed state vector: nothing to answer
+            peer.want_sync = None
+            log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
+        if peer.want_sync is not None or peer.want_awareness:
+            self._answer_later(room, peer)
+
+    def _state_too_big(self, entry: p.AwarenessEntry) -> bool:
+        limit = self.awareness_state_bytes
+        size = len(entry.state)  # characters: at most 4 bytes each
+        return size > limit or (size * 4 > limit and len(entry.state.encode("utf-8")) > limit)
+
+    def _claim_awareness(self, room: Room, update: bytes, peer: Peer) -> list[p.AwarenessEntry] | None:
+        """Apply a local socket's awareness update under its ownership rules; returns the
+        entries to relay, or None when every entry was accepted (the frame goes on unchanged).
+
+        A socket owns the ids it announced first, at most ``awareness_ids`` of them (one for
+        y-websocket's own clients), each state at most ``awareness_state_bytes``. Entries for ids
+        another user's socket (or another node) owns are dropped: clients echo states they learn
+        about, and nobody may move someone else's cursor. The same user reconnecting takes its
+        id over from its old socket. Dropped entries are not relayed; the socket stays open."""
+        if p.awareness_count(update) > MAX_AWARENESS_ENTRIES:
+            return []
+        entries = p.parse_awareness(update)
+        accepted: list[p.AwarenessEntry] = []
+        now = time.monotonic()
+        for entry in entries:
             record = room.awareness.get(entry.client_id)
-            if record is not None and entry.clock < record.entry.clock:
+            if record is None:
+                if (entry.removed or len(peer.awareness_ids) >= self.awareness_ids
+                        or self._state_too_big(entry)):
+                    continue
+                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now)
+                peer.awareness_ids[entry.client_id] = entry.clock
+                accepted.append(entry)
+                continue
+            owner = record.peer
+            if owner is not peer:
+                if (owner is None or owner.grant.user_id != peer.grant.user_id
+                        or entry.clock < record.entry.clock or len(peer.awareness_ids) >= self.awareness_ids):
+                    continue
+                owner.awareness_ids.pop(entry.client_id, None)  # the same user's new socket
+                record.peer = peer
+                peer.awareness_ids[entry.client_id] = record.entry.clock
+            if entry.clock < record.entry.clock:
                 continue  # stale
             if entry.removed:
-                if record is not None:
-                    del room.awareness[entry.client_id]
-                    if record.peer is not None:
-                        record.peer.awareness_ids.pop(entry.client_id, None)
+                del room.awareness[entry.client_id]
+                peer.awareness_ids.pop(entry.client_id, None)
+            elif self._state_too_big(entry):
                 continue
-            if record is None:
-                room.awareness[entry.client_id] = AwarenessRecord(entry, peer, now, node)
-                if peer is not None:
-                    peer.awareness_ids[entry.client_id] = entry.clock
             else:
                 record.entry = entry
                 record.seen = now
-                if record.peer is not None:
-                    record.peer.awareness_ids[entry.client_id] = entry.clock
+                peer.awareness_ids[entry.client_id] = entry.clock
+            accepted.append(entry)
+        return None if len(accepted) == len(entries) else accepted
+
+    def _on_remote_awareness(self, room: Room, update: bytes, node: str) -> None:
+        """Track the awareness of clients on another node (which applied the rules of
+        :meth:`_claim_awareness` to its own sockets). Ids a local socket owns stay its own."""
+        if p.awareness_count(update) > MAX_AWARENESS_ENTRIES:
+            return
+        now = time.monotonic()
+        for entry in p.parse_awareness(update):
+            record = room.awareness.get(entry.client_id)
+            if record is not None and (record.peer is not None or entry.clock < record.entry.clock):
+                continue  # a local socket's, or stale
+            if entry.removed:
+                if record is not None:
+                    del room.awareness[entry.client_id]
+                continue
+            if record is None:
+                room.awareness[entry.client_id] = AwarenessRecord(entry, None, now, node)
+            else:
+                record.entry = entry
+                record.seen = now
+                record.node = node
+
+    # --- text limits ---------------------------------------------------------------------
+
+    def _text_sizes(self, room: Room) -> list[int]:
+        """Per limited field, its length in characters, or 0 when it is surely within its limit:
+        pycrdt's length is in UTF-8 bytes (O(1)), never fewer than the characters, so the text
+        is converted (O(n)) only when that length is over the limit."""
+        sizes = []
+        for name, limit in TEXT_LIMITS:
+            text = room.text(name)
+            sizes.append(len(str(text)) if len(text) > limit else 0)
+        return sizes
+
+    def _over_limit(self, room: Room, before: list[int] | None) -> str | None:
+        """The field an update just applied took over its limit and lengthened, if any.
+        ``before``: the sizes before it (:meth:`_text_sizes`); None when ``room.small``.
+        The common case costs two O(1) lengths in one transaction (~3 us)."""
+        with room.doc.transaction():
+            lengths = [len(room.text(name)) for name, _ in TEXT_LIMITS]
+        room.small = all(length <= limit for length, (_, limit) in zip(lengths, TEXT_LIMITS, strict=True))
+        if room.small:
+            return None
+        for index, (name, limit) in enumerate(TEXT_LIMITS):
+            if lengths[index] <= limit:
+                continue
+            size = len(str(room.text(name)))
+            if size > limit and size > (before[index] if before is not None else 0):
+                return name
+        return None
+
+    def _refuse(self, room: Room, peer: Peer, name: str) -> None:
+        """Undo the update just applied (rebuild the document without it) and close its sender."""
+        log.warning("collab update refused: %s over its limit", name,
+                    extra={"lesson_id": room.lesson_id, "user_id": peer.grant.user_id})
+        room.rebuild()
+        peer.sender.close(CLOSE_TOO_LARGE, f"The lesson {name} is over its limit.")
+
+    def _within_limits(self, title: str, body: str) -> bool:
+        limits = dict(TEXT_LIMITS)
+        return len(title) <= limits["title"] and len(body) <= limits["body"]
 
     def _changed(self, room: Room, frame: bytes, update: bytes, actor: str | None,
                  exclude: Peer | None = None) -> None:
         """A change made on this node: broadcast, relay, persist (this node only)."""
+        room.remember(update)
         room.broadcast(frame, exclude)
         if self.relay is not None:
             self.relay.publish(room.lesson_id, KIND_UPDATE, frame)
@@ -443,12 +721,14 @@ class RoomManager:
             if frame.type != p.MSG_SYNC or frame.sync not in (p.SYNC_UPDATE, p.SYNC_STEP2):
                 return
             room.doc.apply_update(frame.payload)
+            room.remember(frame.payload)
+            room.small = False
             room.broadcast(payload)
             room.dirty = True
             room.changed_at = time.monotonic()
         elif kind == KIND_AWARENESS:
             frame = p.parse_frame(payload)
-            self._on_awareness(room, frame.payload, None, origin)
+            self._on_remote_awareness(room, frame.payload, origin)
             room.broadcast(payload)
         elif kind in (KIND_QUERY, KIND_STATE):
             assert self.relay is not None
@@ -533,6 +813,8 @@ class RoomManager:
         if room.changed_since_version and now - room.last_version_at >= self.version_interval:
             await self.flush()
             await self._record_version(room, "periodic")
+        if len(room.tail) >= CHECKPOINT_FOLD_UPDATES:
+            room.fold()
         if room.log_rows >= self.compact_threshold and not room.compacting:
             room.compacting = True
             self._spawn(self._compact(room), f"collab-compact-{room.lesson_id}")
@@ -546,6 +828,9 @@ class RoomManager:
         room.dirty = False
         room.materialised_at = time.monotonic()
         title, body = room.texts()
+        if not self._within_limits(title, body):  # e.g. concurrent edits of two nodes
+            log.warning("collab text over its limit, not materialised", extra={"lesson_id": room.lesson_id})
+            return
         await self.store.materialise(room.lesson_id, title, body)
 
     async def _record_version(self, room: Room, reason: str) -> str:
@@ -594,18 +879,34 @@ class RoomManager:
 
     # --- the room API for the rest of the server ------------------------------------------
 
-    async def apply(self, lesson_id: str, change: Callable[[Doc[Any]], T], *, actor: str | None) -> T:
+    async def apply(self, lesson_id: str, change: Callable[[Doc[Any]], T], *, actor: str | None,
+                    enforce_limits: bool = False) -> T:
         """Run ``change(doc)`` on the live document of ``lesson_id`` in ONE transaction (opening
         the room if needed), then persist, broadcast and relay the resulting update like a
-        client's. ``actor`` is the clerk id credited in the log and version contributors."""
+        client's. ``actor`` is the clerk id credited in the log and version contributors.
+
+        With ``enforce_limits``, a change that takes a text field over its limit (as a client's
+        update would be refused) is undone and :class:`TextTooLong` raised. A change that raises
+        is undone too (pycrdt commits what it did before the exception)."""
         room = await self.open(lesson_id)
+        before = None if room.small or not enforce_limits else self._text_sizes(room)
         updates: list[bytes] = []
-        subscription = room.doc.observe(lambda event: updates.append(event.update))
+        doc = room.doc
+        subscription = doc.observe(lambda event: updates.append(event.update))
         try:
-            with room.doc.transaction(origin="server"):
-                result = change(room.doc)
-        finally:
-            room.doc.unobserve(subscription)
+            with doc.transaction(origin="server"):
+                result = change(doc)
+        except BaseException:
+            doc.unobserve(subscription)
+            if updates:
+                room.rebuild()
+            raise
+        doc.unobserve(subscription)
+        over = self._over_limit(room, before) if enforce_limits and updates else None
+        if over is not None:
+            room.rebuild()
+            raise TextTooLong(over, dict(TEXT_LIMITS)[over])
+        room.small = room.small and enforce_limits
         for update in updates:
             self._changed(room, p.update_frame(update), update, actor)
         if not room.peers and room.unload_at is None:
@@ -639,7 +940,7 @@ class RoomManager:
 
         changed = await self.apply(lesson_id, change, actor=actor)
         if changed:
-            room = self.rooms.get(lesson_id)
+            room = self.rooms.get(lesson_key(lesson_id))
             if room is not None:
                 await self._materialise(room)
         return changed
@@ -652,7 +953,7 @@ class RoomManager:
 
     async def materialise(self, lesson_id: str) -> None:
         """Write the live text into the lesson row now (no-op when the room is not loaded)."""
-        room = self.rooms.get(lesson_id)
+        room = self.rooms.get(lesson_key(lesson_id))
         if room is not None:
             await self._materialise(room)
 
@@ -662,5 +963,5 @@ class RoomManager:
 
     def connected(self, lesson_id: str) -> int:
         """How many clients of this node are in the lesson's room."""
-        room = self.rooms.get(lesson_id)
+        room = self.rooms.get(lesson_key(lesson_id))
         return len(room.peers) if room else 0

@@ -7,8 +7,13 @@ is written straight to every writable transport: encoded once per broadcast, no 
 An ASGI ``send`` coroutine normally completes without suspending (the transport takes the
 bytes); only when the transport is paused does it wait. A :class:`Sender` steps the coroutine
 itself: the common case costs one ``coro.send(None)``, and a paused transport parks the
-coroutine on its future while later frames queue up (bounded: over ``max_queued`` bytes the
-connection is closed as too slow).
+coroutine on its future while later frames queue up.
+
+Every byte waiting for the client counts toward ``max_queued`` (16 MiB; over it the connection is
+closed 4008 as too slow): frames gathered for this iteration's write, frames queued behind a paused
+transport, and what the transport itself still buffers. Counting only the queue behind a paused
+transport let one write of 2,000 sync step 1 frames from a client that never reads queue 2,000
+whole-document answers (~0.5 GB) in a single iteration, before the transport could pause.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
 CLOSE_TOO_SLOW = 4008
 _STATE_OPEN = 1  # websockets.protocol.State.OPEN
+# A socket closed as too slow still holds what its transport buffers until the close frame gets
+# through; a client that never reads never lets it, so the connection is dropped after this long.
+ABORT_AFTER_S = 10.0
 
 
 def wire_frame(payload: bytes) -> bytes:
@@ -80,8 +88,10 @@ class Sender:
         self._send = send
         self._out: list[tuple[bytes, bytes]] = []
         self._coalescer = coalescer or Coalescer()
+        self._out_bytes = 0  # encoded size of ``_out``
         self._queue: deque[dict[str, Any]] = deque()
         self._queued = 0
+        self._buffered = 0  # the transport's write buffer when last looked at (direct path)
         self._busy = False
         self._max = max_queued
         self._proto = raw_protocol(send)
@@ -92,7 +102,8 @@ class Sender:
 
     @property
     def queued_bytes(self) -> int:
-        return self._queued
+        """Bytes waiting for the client: gathered, queued and (direct path) buffered."""
+        return self._out_bytes + self._queued + self._buffer_size()
 
     @property
     def direct(self) -> bool:
@@ -110,11 +121,34 @@ class Sender:
         if self._proto is not None and not self._busy:
             if not self._out:
                 self._coalescer.add(self)
-            self._out.append((frame, wire if wire is not None else wire_frame(frame)))
+            if wire is None:
+                wire = wire_frame(frame)
+            self._out.append((frame, wire))
+            self._out_bytes += len(wire)
+            # Two additions and a comparison per frame; the transport is asked only near the limit.
+            if self._out_bytes + self._queued + self._buffered > self._max:
+                self._check_limit()
             return
         self._push_slow(frame, message)
 
+    def _buffer_size(self) -> int:
+        proto = self._proto
+        if proto is None or proto.transport is None:
+            return 0
+        size: int = proto.transport.get_write_buffer_size()
+        return size
+
+    def _check_limit(self) -> None:
+        """Close as too slow when more than ``max_queued`` bytes wait (the buffer looked at now)."""
+        self._buffered = self._buffer_size()
+        waiting = self._out_bytes + self._queued + self._buffered
+        if waiting > self._max:
+            log.warning("collab connection too slow, closing", extra={"queued": waiting})
+            self.close(CLOSE_TOO_SLOW, drop=True)
+
     def _push_slow(self, frame: bytes, message: dict[str, Any] | None) -> None:
+        if self.closed:  # e.g. closed as too slow by an earlier frame of the same flush
+            return
         if message is None:
             message = {"type": "websocket.send", "bytes": frame}
         if not self._busy:
@@ -122,9 +156,8 @@ class Sender:
             return
         self._queue.append(message)
         self._queued += len(frame)
-        if self._queued > self._max:
-            log.warning("collab connection too slow, closing", extra={"queued": self._queued})
-            self.close(CLOSE_TOO_SLOW)
+        if self._queued + self._buffered > self._max:
+            self._check_limit()
 
     def flush_out(self) -> None:
         """Write the frames gathered this iteration: one write when the transport takes them."""
@@ -132,21 +165,28 @@ class Sender:
         if not out:
             return
         self._out = []
+        self._out_bytes = 0
         if self.closed:
             return
         proto = self._proto
         if (not self._busy and proto.writable.is_set() and not proto.close_sent
                 and proto.conn.state == _STATE_OPEN):
             proto.transport.write(out[0][1] if len(out) == 1 else b"".join(wire for _, wire in out))
+            self._buffered = proto.transport.get_write_buffer_size()
             return
         for frame, _ in out:  # paused or closing: the ASGI path queues (and bounds) them
             self._push_slow(frame, None)
 
-    def close(self, code: int, reason: str = "") -> None:
-        """Drop what waits and close the socket with ``code`` (once)."""
+    def close(self, code: int, reason: str = "", *, drop: bool = False) -> None:
+        """Close the socket with ``code`` (once). Frames gathered this iteration are written
+        first unless ``drop`` (too slow: nothing more is queued for it); queued ones are dropped."""
         if self.closed:
             return
-        self.flush_out()
+        if drop:
+            self._out = []
+            self._out_bytes = 0
+        else:
+            self.flush_out()
         self.closed = True
         self._queue.clear()
         self._queued = 0
@@ -155,6 +195,14 @@ class Sender:
             self._queue.append(message)
         else:
             self._run(message)
+        if drop and self._proto is not None:
+            asyncio.get_running_loop().call_later(ABORT_AFTER_S, self._abort)
+
+    def _abort(self) -> None:
+        proto = self._proto
+        if proto is not None and not proto.disconnected and proto.transport is not None:
+            log.info("collab connection did not take its close frame, dropping it")
+            proto.transport.abort()
 
     # --- stepping the ASGI send coroutine ------------------------------------------------
 

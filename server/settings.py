@@ -125,6 +125,19 @@ class Settings:
     ws_frame_burst: float = 300.0
     # How often the rights of open /ws subscriptions are re-checked (§7: within 15 s).
     ws_recheck_seconds: float = 5.0
+    # Live co-editing (§5), per collab socket: answers to sync step 1 and query-awareness (each
+    # encodes the whole document or room awareness) come out of a bucket of ``collab_sync_burst``
+    # refilled ``collab_sync_per_second``; more requests wait and coalesce into one answer.
+    collab_sync_burst: int = 8
+    collab_sync_per_second: float = 2.0
+    # Awareness client ids one collab socket may own (y-websocket clients use one), and the
+    # largest awareness state kept, in UTF-8 bytes; entries beyond either are dropped.
+    collab_awareness_ids: int = 4
+    collab_awareness_state_bytes: int = 8 * 1024
+    # What one collab socket may make the server read, in bytes a second (bursts of twice that);
+    # a frame counts as at least 4 KiB (parsing one costs ~10 us whatever its size: 2,048 tiny
+    # frames a second, bursts of 4,096). Over it the socket is not read for a while.
+    collab_receive_bytes_per_second: int = 8 * 1024 * 1024
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -183,6 +196,11 @@ class Settings:
             ws_frames_per_second=_float(env, "WS_FRAMES_PER_SECOND", 30.0),
             ws_frame_burst=_float(env, "WS_FRAME_BURST", 300.0),
             ws_recheck_seconds=_float(env, "WS_RECHECK_SECONDS", 5.0),
+            collab_sync_burst=_int(env, "COLLAB_SYNC_BURST", 8),
+            collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
+            collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),
+            collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
+            collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
         )
         if not 0 < kwargs["ws_recheck_seconds"] <= 15:
             raise SettingsError("WS_RECHECK_SECONDS must be in (0, 15] (§7: rights end within 15 s)")

@@ -7,6 +7,7 @@ import contextlib
 import uuid
 
 import httpx
+from pycrdt import Map
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.exceptions import ConnectionClosed
@@ -204,8 +205,9 @@ async def test_a_reader_that_falls_too_far_behind_is_closed_4008(
     writer = await YClient.connect(server.ws_url, lesson.id, author.token)
     slow.ws.transport.pause_reading()  # stops reading: the kernel buffers fill, then the server's queue
     chunk = "x" * (1024 * 1024)
-    for _ in range(30):  # 30 MiB towards a reader that takes nothing
-        writer.body.insert(0, chunk)
+    meta = writer.doc.get("meta", type=Map)  # the body is capped at 200,000 characters
+    for n in range(30):  # 30 MiB towards a reader that takes nothing
+        meta[f"chunk{n}"] = chunk
         await asyncio.sleep(0.01)
     await asyncio.sleep(0.5)
     slow.ws.transport.resume_reading()

@@ -87,7 +87,12 @@ def build_rooms(svc: Services) -> RoomManager:
     if svc.settings.redis_url:
         relay = RedisRelay(svc.settings.redis_url, svc.settings.redis_prefix, svc.settings.node_id)
     metrics = svc.metrics
+    settings = svc.settings
     rooms = RoomManager(PgStore(svc.sessions), make_authorize(svc), make_recheck(svc), relay,
+                        sync_burst=settings.collab_sync_burst, sync_per_second=settings.collab_sync_per_second,
+                        awareness_ids=settings.collab_awareness_ids,
+                        awareness_state_bytes=settings.collab_awareness_state_bytes,
+                        receive_per_second=settings.collab_receive_bytes_per_second,
                         on_update=metrics.collab_updates.inc if metrics is not None else None)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
