@@ -5,8 +5,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -14,12 +15,20 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
-from server.errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed, field_error
+from server.errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed, field_error, validation
 
 M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+# Deeper bodies are refused (422): nothing we accept nests past a handful of levels, and deep
+# JSON would later break PostgreSQL's jsonb parser and our own json.loads of the stored value.
+MAX_JSON_DEPTH = 64
+# A cursor is a handful of scalars we made (timestamps, ids, names, small numbers).
+MAX_CURSOR_CHARS = 2048
+MAX_CURSOR_VALUES = 4
+MAX_CURSOR_TEXT = 512
+_CURSOR_INT = 2**31  # positions are int4: anything larger would overflow the bind parameter
 
 
 def _default(value: Any) -> Any:
@@ -78,7 +87,8 @@ def parse_uuid(raw: Any) -> uuid.UUID | None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    # isascii: "²".isdigit() is true but int("²") raises; long digit runs are over the limit anyway.
+    if declared and declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > limit):
         raise PayloadTooLarge(f"The request body is over {limit} bytes.")
     chunks: list[bytes] = []
     size = 0
@@ -106,14 +116,57 @@ async def read_json(request: Request, model: type[M]) -> M:
     from server.state import services
 
     raw = await read_body(request, services(request).settings.body_max_bytes)
+    return validate(model, parse_json_body(raw))
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """A request body as JSON: 400 if it is not JSON, 422 if nested too deeply or holding NUL.
+
+    ``json.loads`` raises RecursionError (not a ValueError) from about 1,000 levels; below that,
+    :func:`check_json_tree` keeps what we store to :data:`MAX_JSON_DEPTH` levels and free of NUL
+    characters, which PostgreSQL refuses in text and jsonb.
+    """
     if not raw.strip():
-        data: Any = {}
-    else:
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"The body is not valid JSON: {exc}") from None
-    return validate(model, data)
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"The body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise _too_deep("body") from None
+    # Cheap pre-checks on the raw text spare the walk for ordinary bodies.
+    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH or b"\\u0000" in raw:
+        check_json_tree(data, "body")
+    return data
+
+
+def _too_deep(loc: str) -> ValidationFailed:
+    return ValidationFailed("The request has invalid fields.", errors=[
+        field_error(loc, f"nested deeper than {MAX_JSON_DEPTH} levels", "too_deep")])
+
+
+def check_json_tree(data: Any, loc: str) -> None:
+    """422 if ``data`` nests deeper than :data:`MAX_JSON_DEPTH` or has a NUL in a string (iterative)."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+            if any("\x00" in key for key in value):
+                raise validation(loc, "text may not contain NUL characters")
+        elif isinstance(value, list):
+            children = value
+        else:
+            if isinstance(value, str) and "\x00" in value:
+                raise validation(loc, "text may not contain NUL characters")
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise _too_deep(loc)
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+            elif isinstance(child, str) and "\x00" in child:
+                raise validation(loc, "text may not contain NUL characters")
 
 
 # --- keyset pagination -------------------------------------------------------------
@@ -140,18 +193,59 @@ def encode_cursor(values: Sequence[Any]) -> str:
 
 
 def decode_cursor(request: HTTPConnection) -> list[Any] | None:
-    """The ``cursor`` query parameter as the list of values it was made from, or None."""
+    """The ``cursor`` query parameter as the list of values it was made from, or None.
+
+    Anyone can send any cursor: it must be a short list of scalars we could have made (text
+    without NUL, integers within int4, finite floats, booleans, null), else 422. Callers still
+    check each value's type (a UUID, a timestamp) and catch ``ValueError``.
+    """
     raw = request.query_params.get("cursor")
     if not raw:
         return None
     try:
+        if len(raw) > MAX_CURSOR_CHARS:
+            raise ValueError("cursor too long")
         padded = raw + "=" * (-len(raw) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if not isinstance(values, list):
-            raise ValueError("cursor is not a list")
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_CURSOR_VALUES:
+            raise ValueError("cursor is not a short list")
+        for value in values:
+            _check_cursor_value(value)
         return values
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, RecursionError):  # binascii, JSON and Unicode errors are ValueErrors
         raise ValidationFailed("Invalid query.", errors=[field_error("query.cursor", "malformed cursor")]) from None
+
+
+def _check_cursor_value(value: Any) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, str):
+        if len(value) > MAX_CURSOR_TEXT or "\x00" in value:
+            raise ValueError("cursor text")
+    elif isinstance(value, int):
+        if not -_CURSOR_INT < value < _CURSOR_INT:
+            raise ValueError("cursor integer out of range")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or abs(value) >= _CURSOR_INT:
+            raise ValueError("cursor number out of range")
+    else:
+        raise ValueError("cursor value is not a scalar")
+
+
+def cursor_key(cursor: list[Any], *parsers: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """A decoded cursor's values, one parser each (e.g. ``parse_datetime, cursor_uuid``); 422 if any fails."""
+    try:
+        if len(cursor) != len(parsers):
+            raise ValueError("wrong number of cursor values")
+        return tuple(parse(value) for parse, value in zip(parsers, cursor, strict=True))
+    except (ValueError, TypeError):
+        raise ValidationFailed("Invalid query.", errors=[field_error("query.cursor", "malformed cursor")]) from None
+
+
+def cursor_uuid(value: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise ValueError("not a UUID")
+    return uuid.UUID(value)
 
 
 def page(items: list[Any], limit: int, key: Any) -> dict[str, Any]:
@@ -162,9 +256,20 @@ def page(items: list[Any], limit: int, key: Any) -> dict[str, Any]:
 
 
 def parse_datetime(value: Any) -> dt.datetime:
-    if isinstance(value, dt.datetime):
-        return value
-    return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    """An aware UTC timestamp from one we made; ``ValueError`` for anything else.
+
+    A naive value is taken as UTC; one that falls outside years 1-9999 once in UTC (e.g.
+    ``0001-01-01T00:00-23:59``) would overflow in the database driver, so it is refused here.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, dt.datetime)):
+        raise ValueError("not a timestamp")
+    parsed = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range") from None
 
 
 def jsonable(value: Any) -> Any:

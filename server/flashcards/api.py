@@ -328,7 +328,7 @@ async def flashcard_stats(request: Request) -> Response:
     me = await require_user(request)
     svc = services(request)
     raw = request.query_params.get("days") or "30"
-    if not raw.isdigit() or not 1 <= int(raw) <= 365:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3) or not 1 <= int(raw) <= 365:  # "²".isdigit()
         raise validation("query.days", "must be an integer from 1 to 365")
     now = svc.clock.now()
     async with svc.sessions() as session:

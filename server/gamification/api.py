@@ -56,9 +56,12 @@ def _query_date(request: Request, name: str) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
         raise validation(f"query.{name}", "must be a date (YYYY-MM-DD)") from None
+    if not 1000 <= value.year <= 9000:  # a year of days before 0001-01-01 would overflow
+        raise validation(f"query.{name}", "must be a date between the years 1000 and 9000")
+    return value
 
 
 @api.get("/me/activity", query={"from": "first date (YYYY-MM-DD; default a year before `to`)",

@@ -1,0 +1,184 @@
+"""Hostile request input never gives a 5xx (§3): deep JSON bodies, tampered cursors, odd query values.
+
+Every route comes from ``/openapi.json``, so a route added later is swept too: each JSON-body route
+gets a body nested 100,000 deep, each paginated list a set of tampered cursors, and the query
+parameters that are numbers or dates get values Python's parsers choke on.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.catalog_helpers import build_course, enroll, ok
+from tests.support import DevUser
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+DEEP_OBJECT = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
+
+
+def cursor_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+UUID0 = "00000000-0000-0000-0000-000000000000"
+TAMPERED_CURSORS = [
+    "!!!not-base64!!!",
+    "a",  # one base64 character: invalid padding
+    cursor_of(b"\xff\xfe\xfd"),  # not UTF-8
+    cursor_of(b"[1"),  # not JSON
+    cursor_of(b"{}"),  # not a list
+    cursor_of(b"[]"),
+    cursor_of(b"[1]"),  # too short
+    cursor_of(json.dumps(["x", "y", "z", "w", "v"]).encode()),  # too long
+    cursor_of(b"[" * 3000 + b"]" * 3000),  # nested past json.loads' recursion limit
+    cursor_of(json.dumps([{"a": 1}, [2]]).encode()),
+    cursor_of(json.dumps([None, None]).encode()),
+    cursor_of(json.dumps([True, UUID0]).encode()),
+    cursor_of(json.dumps(["2024-01-01", "not-a-uuid"]).encode()),
+    cursor_of(json.dumps(["2024-01-01T00:00:00", UUID0]).encode()),  # naive timestamp
+    cursor_of(json.dumps(["0001-01-01T00:00:00-23:59", UUID0]).encode()),  # before year 1 in UTC
+    cursor_of(json.dumps(["9999-12-31T23:59:59+00:00", UUID0, 1]).encode()),
+    cursor_of(json.dumps([10**30, UUID0]).encode()),  # over any integer column
+    cursor_of(json.dumps([10**30, "2024-01-01T00:00:00Z", UUID0]).encode()),
+    cursor_of(json.dumps(["2024-01-01T00:00:00Z", 10**30, UUID0]).encode()),
+    cursor_of(b"[1e999, \"" + UUID0.encode() + b"\"]"),  # float overflow
+    cursor_of(json.dumps(["x" * 5_000, UUID0]).encode()),
+    cursor_of(json.dumps(["\u0000", UUID0]).encode()),  # NUL: PostgreSQL refuses it in text
+    cursor_of(json.dumps([False, "2024-01-01T00:00:00Z", UUID0]).encode()),
+]
+ODD_VALUES = ["9" * 5000, "²", "-1", "1e3", "\u0000", "2024-13-45", "x" * 10_000, "0001-01-01", "9999-12-31"]
+
+
+def problem(response: httpx.Response, what: str) -> list[str]:
+    """What is wrong with an answer to hostile input: a 5xx, or an error that is not problem+json."""
+    if response.status_code >= 500:
+        return [f"{what} -> {response.status_code} {response.text[:200]}"]
+    if response.status_code >= 400 and not response.headers.get("content-type", "").startswith(
+            "application/problem+json"):
+        return [f"{what} -> {response.status_code} {response.headers.get('content-type')}"]
+    return []
+
+
+def assert_none(failures: list[str]) -> None:
+    assert not failures, f"{len(failures)} bad answers:\n" + "\n".join(failures[:40])
+
+
+async def world(client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser, bob: DevUser) -> dict[str, str]:
+    """One object of each kind a path can name, owned by Alice (Bob is enrolled in her course)."""
+    course = await build_course(client, alice)
+    await enroll(db, bob, course.id)
+    lesson = course.first_lesson
+    post = ok(await client.post(f"/api/courses/{course.id}/forum/posts", headers=alice.headers,
+                                json={"title": "T", "content": "C"}), 201)
+    reply = ok(await client.post(f"/api/forum/posts/{post['id']}/replies", headers=alice.headers,
+                                 json={"content": "R"}), 201)
+    cards = ok(await client.post("/api/flashcard-sets", headers=alice.headers, json={"title": "S"}), 201)
+    card = ok(await client.post(f"/api/flashcard-sets/{cards['id']}/cards", headers=alice.headers,
+                                json={"front": "f", "back": "b"}), 201)
+    quiz = ok(await client.post(f"/api/lessons/{lesson}/quizzes", headers=alice.headers, json={
+        "title": "Q", "pass_score": 0.5,
+        "questions": [{"id": "q1", "kind": "single", "prompt": "p", "options": ["a", "b"], "answer": 0}]}), 201)
+    return {"course": course.id, "unit": course.units[0], "lesson": lesson, "post": post["id"],
+            "reply": reply["id"], "set": cards["id"], "card": card["id"], "quiz": quiz["id"]}
+
+
+def fill(path: str, ids: dict[str, str], user: DevUser) -> str:
+    """A concrete URL for an OpenAPI path template, naming objects of ``ids``."""
+    path = path.removeprefix("/api")
+    by_prefix = {"/courses/": "course", "/units/": "unit", "/lessons/": "lesson", "/forum/posts/": "post",
+                 "/forum/replies/": "reply", "/flashcard-sets/": "set", "/flashcards/": "card",
+                 "/quizzes/": "quiz"}
+
+    def name(match: re.Match[str]) -> str:
+        param = match.group(1)
+        if param == "clerk_id":
+            return user.clerk_id
+        before = path[: match.start()]
+        for prefix, key in by_prefix.items():
+            if before.endswith(prefix):
+                return ids[key]
+        return UUID0
+
+    return "/api" + re.sub(r"\{(\w+)\}", name, path)
+
+
+async def spec(client: httpx.AsyncClient) -> dict[str, Any]:
+    loaded: dict[str, Any] = ok(await client.get("/openapi.json"))
+    return loaded
+
+
+async def test_deeply_nested_json_bodies_are_422(client: httpx.AsyncClient, db: AsyncEngine,
+                                                 alice: DevUser, bob: DevUser) -> None:
+    ids = await world(client, db, alice, bob)
+    failures: list[str] = []
+    checked = 0
+    for path, methods in (await spec(client))["paths"].items():
+        for method, operation in methods.items():
+            if "requestBody" not in operation or "webhooks" in path:
+                continue
+            url = fill(path, ids, alice)
+            for body in (DEEP, DEEP_OBJECT):
+                response = await client.request(method.upper(), url, content=body, headers={
+                    **alice.headers, "Content-Type": "application/json"})
+                failures += problem(response, f"{method.upper()} {url} deep body")
+                if response.status_code not in (401, 403, 404, 409, 415, 422):
+                    failures.append(f"{method.upper()} {url}: {response.status_code} {response.text[:200]}")
+                checked += 1
+    assert_none(failures)
+    assert checked >= 30
+
+
+async def test_tampered_cursors_are_4xx(client: httpx.AsyncClient, db: AsyncEngine,
+                                        alice: DevUser, bob: DevUser) -> None:
+    ids = await world(client, db, alice, bob)
+    failures: list[str] = []
+    checked = 0
+    for path, methods in (await spec(client))["paths"].items():
+        operation = methods.get("get")
+        if operation is None or not any(p["name"] == "cursor" for p in operation.get("parameters", [])):
+            continue
+        url = fill(path, ids, alice)
+        for cursor in TAMPERED_CURSORS:
+            for extra in ({}, {"q": "course"}, {"sort": "recent"}):
+                response = await client.get(url, params={"cursor": cursor, **extra}, headers=alice.headers)
+                failures += problem(response, f"GET {url} cursor={cursor[:40]} {extra}")
+                checked += 1
+    assert_none(failures)
+    assert checked >= 12 * len(TAMPERED_CURSORS)
+
+
+async def test_odd_query_values_are_4xx(client: httpx.AsyncClient, db: AsyncEngine,
+                                        alice: DevUser, bob: DevUser) -> None:
+    ids = await world(client, db, alice, bob)
+    failures: list[str] = []
+    for path, methods in (await spec(client))["paths"].items():
+        operation = methods.get("get")
+        if operation is None:
+            continue
+        names = [p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"]
+        url = fill(path, ids, alice)
+        for name in [*names, "limit", "days"]:
+            for value in ODD_VALUES:
+                response = await client.get(url, params={name: value}, headers=alice.headers)
+                failures += problem(response, f"GET {url} {name}={value[:20]}")
+    assert_none(failures)
+
+
+@pytest.mark.parametrize("content_length", ["9" * 5000, "1" + "0" * 30])
+async def test_odd_content_length(client: httpx.AsyncClient, alice: DevUser, content_length: str) -> None:
+    """A Content-Length that is digits to ``str.isdigit`` but not to ``int`` (the server may also refuse it
+    before the app sees it: any 4xx will do)."""
+    try:
+        response = await client.post("/api/flashcard-sets", content=b'{"title":"x"}',
+                                     headers={**alice.headers, "Content-Type": "application/json",
+                                              "Content-Length": content_length})
+    except httpx.HTTPError:
+        return  # refused at the protocol level, never reached the app
+    assert response.status_code < 500, response.text
