@@ -201,7 +201,7 @@ def achievement_payload(a: Achievement, earned_at: Any, progress: float | None) 
             "progress": float(progress or 0.0)}
 
 
-@api.get("/achievements", auth="optional", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/achievements", query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_achievements(request: Request) -> Response:
     """The achievement catalogue, with whether you earned each and your progress (0–100)."""
     me = await current_user(request)

@@ -103,7 +103,7 @@ async def get_progress(request: Request) -> Response:
 # --- quizzes ---------------------------------------------------------------------------------
 
 
-@api.get("/lessons/{id}/quizzes", auth="optional")
+@api.get("/lessons/{id}/quizzes")
 async def list_quizzes(request: Request) -> Response:
     """The quizzes of a lesson (answers only for its editors)."""
     lesson_id = path_id(request)
@@ -145,7 +145,7 @@ async def _quiz_for(request: Request, session: Any, *, lock: bool = False) -> tu
     return quiz, access
 
 
-@api.get("/quizzes/{id}", auth="optional")
+@api.get("/quizzes/{id}")
 async def get_quiz(request: Request) -> Response:
     """One quiz (answers only for its editors)."""
     async with services(request).sessions() as session:

@@ -78,7 +78,7 @@ async def add_media(request: Request) -> Response:
     return json_response(service.media_payload(media), 201)
 
 
-@api.get("/lessons/{id}/media", auth="optional")
+@api.get("/lessons/{id}/media")
 async def list_media(request: Request) -> Response:
     """Media of a lesson, oldest first."""
     lesson_id = path_id(request)
