@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import json
 import math
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -49,9 +50,91 @@ def _default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# One encoder (json.dumps with options builds a new one per call: a third of a small dump's cost).
+_ENCODER = json.JSONEncoder(default=_default, separators=(",", ":"), ensure_ascii=False)
+
+
+def _flat(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
 def dumps(value: Any) -> bytes:
-    """Serialise to compact UTF-8 JSON (UUIDs as strings, timestamps as RFC 3339 UTC)."""
-    return json.dumps(value, default=_default, separators=(",", ":"), ensure_ascii=False).encode()
+    """Serialise to compact UTF-8 JSON (UUIDs as strings, timestamps as RFC 3339 UTC).
+
+    Any depth: the C encoder recurses and raises RecursionError at about 1,000 levels (a reply
+    chain ~500 deep: every reply is a dict in a list), so such values take :func:`_dumps_deep`.
+    """
+    try:
+        return _flat(value).encode()
+    except RecursionError:
+        out: list[str] = []
+        for _ in _dumps_deep(value, out):
+            pass
+        return "".join(out).encode()
+
+
+async def dumps_yielding(value: Any) -> bytes:
+    """:func:`dumps` for values of unbounded size (a thread page's reply trees): encoded in steps
+    of :data:`_STEP` containers, letting the event loop serve others between steps."""
+    out: list[str] = []
+    for _ in _dumps_deep(value, out):
+        await asyncio.sleep(0)
+    return "".join(out).encode()
+
+
+class _Text(str):
+    """JSON text already encoded, on :func:`_dumps_deep`'s stack."""
+
+
+_NESTED = (dict, list, tuple)
+
+
+_STEP = 100  # containers encoded between two yields of _dumps_deep (about 2 ms)
+
+
+def _dumps_deep(value: Any, out: list[str]) -> Iterator[None]:
+    """Append the JSON of ``value`` to ``out`` without recursion, yielding every :data:`_STEP`
+    containers: containers go through an explicit stack, and every dict or list whose members
+    are all scalars is encoded in one call of the C encoder (one C call per reply of a tree)."""
+    stack: list[Any] = [value]
+    steps = 0
+    while stack:
+        steps += 1
+        if steps % _STEP == 0:
+            yield
+        item = stack.pop()
+        if isinstance(item, _Text):
+            out.append(item)
+            continue
+        if isinstance(item, dict):
+            nested = [(k, v) for k, v in item.items() if isinstance(v, _NESTED)]
+            if not nested:
+                out.append(_flat(item))
+                continue
+            flat = _flat({k: v for k, v in item.items() if not isinstance(v, _NESTED)})
+            stack.append(_Text("}"))
+            for index in range(len(nested) - 1, -1, -1):
+                key, child = nested[index]
+                stack.append(child)
+                comma = "," if index > 0 or flat != "{}" else ""
+                stack.append(_Text(comma + _flat(str(key)) + ":"))
+            out.append(flat[:-1])  # the scalar members first, then the nested ones
+        elif isinstance(item, (list, tuple)):
+            if not any(isinstance(v, _NESTED) for v in item):
+                out.append(_flat(item))
+                continue
+            stack.append(_Text("]"))
+            for index in range(len(item) - 1, -1, -1):
+                stack.append(item[index])
+                if index:
+                    stack.append(_Text(","))
+            out.append("[")
+        else:
+            converted = item if isinstance(item, (str, int, float, bool)) or item is None else _default(item)
+            if isinstance(converted, _NESTED):
+                stack.append(converted)  # e.g. a set, now a list
+            else:
+                out.append(_flat(converted))
 
 
 class JSON(Response):
@@ -63,6 +146,12 @@ class JSON(Response):
 
 def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSON:
     return JSON(content, status_code=status, headers=headers)
+
+
+async def json_response_in_steps(content: Any, status: int = 200) -> Response:
+    """Like :func:`json_response`, for payloads whose size no limit bounds (a thread page carries
+    whole reply trees): encoded at any depth, in steps that never hold the event loop for long."""
+    return Response(await dumps_yielding(content), status_code=status, media_type="application/json")
 
 
 def no_content() -> Response:
