@@ -124,6 +124,7 @@ async def create_quiz(request: Request) -> Response:
         access = await lesson_access(session, lesson_id, user)
         require(access.can_edit, "Only the course's editors can add quizzes.")
         body = await read_json(request, quizzes.QuizCreate)
+        await quizzes.check_room_for_quiz(session, lesson_id)
         quiz = Quiz(lesson_id=lesson_id, title=body.title, pass_score=body.pass_score,
                     questions=quizzes.dump_questions(body.questions))
         session.add(quiz)
@@ -188,6 +189,7 @@ async def attempt_quiz(request: Request) -> Response:
     """Submit answers; a passing attempt completes the lesson for an enrolled learner."""
     user = await require_user(request)
     body = await read_json(request, quizzes.AttemptBody)
+    services(request).rate_limiter.hit(user.clerk_id, "quiz_attempt")  # each attempt is a stored row
 
     async def submit() -> dict[str, Any]:
         async with services(request).sessions.begin() as session:
