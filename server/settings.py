@@ -56,6 +56,8 @@ class Settings:
     data_dir: Path = Path(".data")
     media_dir: Path = Path(".data/media")
     media_max_bytes: int = 50 * 1024 * 1024
+    # Bytes of uploaded files one user may keep (sum of their uploads' sizes); 0 turns it off.
+    media_quota_bytes: int = 1024 * 1024 * 1024
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "info"
     rate_limit_per_minute: int = 60
@@ -107,6 +109,7 @@ class Settings:
             data_dir=data_dir,
             media_dir=media_dir,
             media_max_bytes=_int(env, "MEDIA_MAX_BYTES", 50 * 1024 * 1024),
+            media_quota_bytes=_int(env, "MEDIA_QUOTA_BYTES", 1024 * 1024 * 1024),
             allowed_origins=tuple(o.rstrip("/") for o in _split(env.get("ALLOWED_ORIGINS"))),
             log_level=log_level,
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),

@@ -12,6 +12,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Media
 from server.errors import PayloadTooLarge, UnsupportedMediaType, validation
@@ -196,7 +198,7 @@ async def store_upload(
     if not boundary:
         raise validation("body", "a multipart body needs a boundary")
     # The multipart framing adds a few hundred bytes; far over the cap is refused unread.
-    if content_length and content_length.isdigit() and int(content_length) > max_bytes + 64 * 1024:
+    if content_length and content_length.isascii() and content_length.isdigit() and int(content_length) > max_bytes + 64 * 1024:
         raise PayloadTooLarge(f"The file is over {max_bytes} bytes.")
     state = _UploadState(media_dir=media_dir, max_bytes=max_bytes)
     parser = MultipartParser(boundary, callbacks={
@@ -231,6 +233,28 @@ async def store_upload(
     finally:
         if state.file is not None:
             state.file.close()
+
+
+# --- per-user quota ------------------------------------------------------------------------------
+
+
+async def used_bytes(session: AsyncSession, user_id: str, *, lock: bool = False) -> int:
+    """Bytes of files ``user_id`` uploaded. ``lock`` serialises one user's quota checks until commit
+    (two uploads streamed side by side must not both fit in what is left for one)."""
+    if lock:
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                              {"key": f"media-quota:{user_id}"})
+    used = (await session.execute(
+        select(func.coalesce(func.sum(Media.size_bytes), 0)).where(Media.user_id == user_id)
+    )).scalar_one()
+    return int(used or 0)
+
+
+def over_quota(quota: int, used: int, size: int | None = None) -> PayloadTooLarge:
+    what = "This upload would take you over" if size else "You have used"
+    return PayloadTooLarge(
+        f"{what} your storage quota of {quota} bytes ({used} used); delete media to make room.",
+        quota_bytes=quota, used_bytes=used)
 
 
 def remove_files(media_dir: Path, names: Iterable[str]) -> None:
