@@ -71,6 +71,12 @@ class Settings:
     # ``event_history_seconds``; the outbox keeps published rows as long.
     event_history: int = 1000
     event_history_seconds: int = 24 * 3600
+    # Lesson version history (each version holds the text and the whole document state): every
+    # version of the last ``version_keep_days`` days, plus the ``version_keep_older`` newest older
+    # ones, and never more than ``version_max_per_lesson`` in all (pruned as versions are recorded).
+    version_keep_days: int = 30
+    version_keep_older: int = 50
+    version_max_per_lesson: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -118,6 +124,9 @@ class Settings:
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
             event_history=_int(env, "EVENT_HISTORY", 1000),
             event_history_seconds=_int(env, "EVENT_HISTORY_SECONDS", 24 * 3600),
+            version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
+            version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),
+            version_max_per_lesson=_int(env, "VERSION_MAX_PER_LESSON", 500),
         )
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]

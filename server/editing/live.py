@@ -24,7 +24,7 @@ from collab.room import (
 )
 from server.access import lesson_access
 from server.auth import Principal
-from server.editing.store import PgStore
+from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.state import Services, services
 from server.users.models import User
@@ -87,7 +87,10 @@ def build_rooms(svc: Services) -> RoomManager:
     if svc.settings.redis_url:
         relay = RedisRelay(svc.settings.redis_url, svc.settings.redis_prefix, svc.settings.node_id)
     metrics = svc.metrics
-    rooms = RoomManager(PgStore(svc.sessions), make_authorize(svc), make_recheck(svc), relay,
+    settings = svc.settings
+    retention = VersionRetention(settings.version_keep_days, settings.version_keep_older,
+                                 settings.version_max_per_lesson)
+    rooms = RoomManager(PgStore(svc.sessions, retention), make_authorize(svc), make_recheck(svc), relay,
                         on_update=metrics.collab_updates.inc if metrics is not None else None)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
