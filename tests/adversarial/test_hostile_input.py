@@ -182,3 +182,40 @@ async def test_odd_content_length(client: httpx.AsyncClient, alice: DevUser, con
     except httpx.HTTPError:
         return  # refused at the protocol level, never reached the app
     assert response.status_code < 500, response.text
+
+
+async def test_nul_in_json_text_is_422(client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser,
+                                       bob: DevUser) -> None:
+    """PostgreSQL refuses NUL in text and jsonb: before, each of these was a 500."""
+    ids = await world(client, db, alice, bob)
+    failures: list[str] = []
+    for method, url, body in (
+        ("POST", "/api/courses", {"title": "a\u0000b"}),
+        ("PATCH", "/api/me", {"name": "\u0000"}),
+        ("POST", f"/api/courses/{ids['course']}/forum/posts", {"title": "t", "content": "x\u0000"}),
+        ("PATCH", f"/api/lessons/{ids['lesson']}", {"content": {"body": "b", "video_url\u0000": "x"}}),
+        ("POST", "/api/flashcard-sets", {"title": "s", "description": "\u0000"}),
+    ):
+        response = await client.request(method, url, json=body, headers=alice.headers)
+        failures += problem(response, f"{method} {url}")
+        if response.status_code != 422:
+            failures.append(f"{method} {url}: {response.status_code} {response.text[:200]}")
+    assert_none(failures)
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_hostile_tokens_are_401(client: httpx.AsyncClient) -> None:
+    """A token is parsed before its signature is checked: its header must not be able to break that."""
+    failures: list[str] = []
+    for header in (b"[" * 5000 + b"]" * 5000, b'{"alg":"RS256","kid":' + b"[" * 5000 + b"]" * 5000 + b"}",
+                   b"\xff\xfe", b'{"alg":"RS256"}', b"null", b"1e999"):
+        jwt = f"{b64url(header)}.{b64url(b'{}')}.{b64url(b'sig')}"
+        for headers in ({"Authorization": f"Bearer {jwt}"}, {"Cookie": f"__session={jwt}"}):
+            response = await client.get("/api/me", headers=headers)
+            failures += problem(response, f"token header {header[:20]!r} via {next(iter(headers))}")
+            if response.status_code != 401:
+                failures.append(f"{header[:20]!r}: {response.status_code}")
+    assert_none(failures)
