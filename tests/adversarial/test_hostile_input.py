@@ -219,3 +219,25 @@ async def test_hostile_tokens_are_401(client: httpx.AsyncClient) -> None:
             if response.status_code != 401:
                 failures.append(f"{header[:20]!r}: {response.status_code}")
     assert_none(failures)
+
+
+async def test_malformed_multipart_is_4xx(client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser,
+                                          bob: DevUser) -> None:
+    ids = await world(client, db, alice, bob)
+    url = f"/api/lessons/{ids['lesson']}/media"
+    failures: list[str] = []
+    cases = [
+        ("multipart/form-data; boundary=xyz", b"garbage without any boundary"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\n" + b"X" * 100_000 + b"\r\n\r\ndata\r\n--xyz--\r\n"),
+        ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n"
+         b"\x89PNG\r\n\x1a\n" + b"\x00" * 64),  # never closed
+        ("multipart/form-data; boundary=" + "b" * 5000, b"--x"),
+        ("multipart/form-data; boundary=\"a b\"", b"--a b\r\n\r\n"),
+    ]
+    for content_type, body in cases:
+        response = await client.post(url, content=body, headers={**alice.headers, "Content-Type": content_type})
+        failures += problem(response, f"multipart {body[:30]!r}")
+        if response.status_code < 400:
+            failures.append(f"multipart {body[:30]!r}: {response.status_code}")
+    assert_none(failures)
