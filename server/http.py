@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 import math
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
@@ -209,7 +210,8 @@ async def read_json(request: Request, model: type[M]) -> M:
 
 
 def parse_json_body(raw: bytes) -> Any:
-    """A request body as JSON: 400 if it is not JSON, 422 if nested too deeply or holding NUL.
+    """A request body as JSON: 400 if it is not JSON (NaN and Infinity are not), 422 if nested too
+    deeply, holding NUL or a number outside a 32-bit integer's range.
 
     ``json.loads`` raises RecursionError (not a ValueError) from about 1,000 levels; below that,
     :func:`check_json_tree` keeps what we store to :data:`MAX_JSON_DEPTH` levels and free of NUL
@@ -218,15 +220,26 @@ def parse_json_body(raw: bytes) -> Any:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN/Infinity
         raise BadRequest(f"The body is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep("body") from None
     # Cheap pre-checks on the raw text spare the walk for ordinary bodies.
-    if raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH or b"\\u0000" in raw:
+    if (raw.count(b"[") + raw.count(b"{") > MAX_JSON_DEPTH or b"\\u0000" in raw
+            or _LONG_NUMBER.search(raw) is not None):
         check_json_tree(data, "body")
     return data
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Request numbers fit a 32-bit integer column (positions, counts): a larger one would fail in the
+# database as a 500. Ten digits or an exponent is where a number may be that large.
+MAX_JSON_NUMBER = 2**31 - 1
+_LONG_NUMBER = re.compile(rb"\d{10}|\d[eE]")
 
 
 def _too_deep(loc: str) -> ValidationFailed:
@@ -235,7 +248,8 @@ def _too_deep(loc: str) -> ValidationFailed:
 
 
 def check_json_tree(data: Any, loc: str) -> None:
-    """422 if ``data`` nests deeper than :data:`MAX_JSON_DEPTH` or has a NUL in a string (iterative)."""
+    """422 if ``data`` nests deeper than :data:`MAX_JSON_DEPTH`, has a NUL in a string or a number
+    beyond :data:`MAX_JSON_NUMBER` (iterative)."""
     stack: list[tuple[Any, int]] = [(data, 1)]
     while stack:
         value, depth = stack.pop()
@@ -246,16 +260,24 @@ def check_json_tree(data: Any, loc: str) -> None:
         elif isinstance(value, list):
             children = value
         else:
-            if isinstance(value, str) and "\x00" in value:
-                raise validation(loc, "text may not contain NUL characters")
+            _check_scalar(value, loc)
             continue
         if depth > MAX_JSON_DEPTH:
             raise _too_deep(loc)
         for child in children:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
-            elif isinstance(child, str) and "\x00" in child:
-                raise validation(loc, "text may not contain NUL characters")
+            else:
+                _check_scalar(child, loc)
+
+
+def _check_scalar(value: Any, loc: str) -> None:
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise validation(loc, "text may not contain NUL characters")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not (math.isfinite(value) and -MAX_JSON_NUMBER <= value <= MAX_JSON_NUMBER):
+            raise validation(loc, f"numbers must lie between -{MAX_JSON_NUMBER} and {MAX_JSON_NUMBER}")
 
 
 # --- keyset pagination -------------------------------------------------------------

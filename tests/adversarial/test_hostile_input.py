@@ -66,6 +66,15 @@ def problem(response: httpx.Response, what: str) -> list[str]:
     return []
 
 
+async def send(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """One request; retried once on a new connection when the server dropped the previous one
+    (it closes a keep-alive connection after an unhandled error, and the next request sees that)."""
+    try:
+        return await client.request(method, url, **kwargs)
+    except httpx.TransportError:
+        return await client.request(method, url, **kwargs)
+
+
 def assert_none(failures: list[str]) -> None:
     assert not failures, f"{len(failures)} bad answers:\n" + "\n".join(failures[:40])
 
@@ -240,4 +249,28 @@ async def test_malformed_multipart_is_4xx(client: httpx.AsyncClient, db: AsyncEn
         failures += problem(response, f"multipart {body[:30]!r}")
         if response.status_code < 400:
             failures.append(f"multipart {body[:30]!r}: {response.status_code}")
+    assert_none(failures)
+
+
+async def test_out_of_range_numbers_are_4xx(client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser,
+                                            bob: DevUser) -> None:
+    """Numbers PostgreSQL columns cannot hold (int4 positions, CHECKed ranges) and JSON's
+    non-standard NaN/Infinity: before, some of these reached the database and failed as 500s."""
+    ids = await world(client, db, alice, bob)
+    failures: list[str] = []
+    raw_bodies = [
+        ("POST", f"/api/flashcard-sets/{ids['set']}/cards", '{"front": "f", "back": "b", "position": %s}'),
+        ("PATCH", f"/api/flashcards/{ids['card']}", '{"position": %s}'),
+        ("POST", f"/api/courses/{ids['course']}/units", '{"title": "U", "position": %s}'),
+        ("POST", f"/api/units/{ids['unit']}/lessons", '{"title": "L", "content_type": "text", "position": %s}'),
+        ("PATCH", f"/api/lessons/{ids['lesson']}", '{"position": %s}'),
+        ("PATCH", f"/api/quizzes/{ids['quiz']}", '{"pass_score": %s}'),
+        ("POST", f"/api/courses/{ids['course']}/feedback", '{"rating": %s}'),
+        ("POST", "/api/me/goals", '{"title": "G", "target_type": "lessons", "target_value": %s}'),
+    ]
+    for method, url, template in raw_bodies:
+        for number in ("1" + "0" * 30, str(2**31), "-" + str(2**31), "1e999", "NaN", "Infinity", "1e10"):
+            response = await send(client, method, url, content=(template % number).encode(),
+                                  headers={**alice.headers, "Content-Type": "application/json"})
+            failures += problem(response, f"{method} {url} {number}")
     assert_none(failures)
