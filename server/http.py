@@ -320,6 +320,18 @@ def page_limit(request: HTTPConnection) -> int:
     return value
 
 
+MAX_QUERY_TEXT = 200
+
+
+def query_text(request: HTTPConnection, name: str, max_chars: int = MAX_QUERY_TEXT) -> str | None:
+    """A text query parameter (stripped; None when empty), 422 over ``max_chars``: a search of
+    30,000 words made PostgreSQL's websearch_to_tsquery exceed its stack depth (a 500)."""
+    raw = (request.query_params.get(name) or "").strip()
+    if len(raw) > max_chars:
+        raise ValidationFailed("Invalid query.", errors=[field_error(f"query.{name}", f"at most {max_chars} characters")])
+    return raw or None
+
+
 def encode_cursor(values: Sequence[Any]) -> str:
     raw = dumps(list(values))
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

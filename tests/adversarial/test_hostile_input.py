@@ -311,3 +311,16 @@ async def test_odd_range_headers_on_media(client: httpx.AsyncClient, db: AsyncEn
         if response.status_code >= 500:
             failures.append(f"Range {value[:40]} -> {response.status_code}")
     assert_none(failures)
+
+
+async def test_long_searches_are_422(client: httpx.AsyncClient, alice: DevUser) -> None:
+    """A 30,000-word ``q`` made websearch_to_tsquery exceed PostgreSQL's stack depth: a 500."""
+    failures: list[str] = []
+    for name in ("q", "tag", "author", "language"):
+        for value in ("a " * 30_000, "a&b|" * 5_000, "x" * 201):
+            response = await send(client, "GET", "/api/courses", params={name: value}, headers=alice.headers)
+            failures += problem(response, f"{name}={value[:12]!r}")
+            if response.status_code != 422:
+                failures.append(f"{name}={value[:12]!r}: {response.status_code}")
+    ok(await client.get("/api/courses", params={"q": "x" * 200}, headers=alice.headers))
+    assert_none(failures)
