@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,9 @@ from pycrdt import Doc, Text, TextEvent
 
 FIELDS = ("title", "body")
 ANCHOR_KIND = "yjs-state-v1"
+# The same state, zlib-compressed before base64: every suggestion stores the whole document, and a
+# lesson's state (mostly its text) shrinks several times over. Rows of the older kind still resolve.
+ANCHOR_KIND_ZLIB = "yjs-state-v1+zlib"
 
 
 class SuggestionError(ValueError):
@@ -116,7 +120,8 @@ def anchor(doc: Doc[Any], field: str, raw_changes: Sequence[dict[str, Any]], *, 
              "original": text[c.index:c.index + c.delete]}
             for c in changes
         ],
-        "anchor": {"kind": ANCHOR_KIND, "state": base64.b64encode(doc.get_update()).decode("ascii")},
+        "anchor": {"kind": ANCHOR_KIND_ZLIB,
+                   "state": base64.b64encode(zlib.compress(doc.get_update(), 6)).decode("ascii")},
     }
 
 
@@ -218,8 +223,11 @@ def resolve(doc: Doc[Any], payload: dict[str, Any]) -> list[Resolved]:
     changes = payload["changes"]
     ops: list[Op] | None = None
     anchor_data = payload.get("anchor") or {}
-    if anchor_data.get("kind") == ANCHOR_KIND:
-        base, delta = _delta_since(doc, field, base64.b64decode(anchor_data["state"]))
+    if anchor_data.get("kind") in (ANCHOR_KIND, ANCHOR_KIND_ZLIB):
+        state = base64.b64decode(anchor_data["state"])
+        if anchor_data["kind"] == ANCHOR_KIND_ZLIB:
+            state = zlib.decompress(state)
+        base, delta = _delta_since(doc, field, state)
         ops = None if delta is None else _delta_in_code_points(base, delta)
         if ops is not None and _apply_ops(base, ops) != current:
             ops = None  # the anchored state is not an ancestor of this document (e.g. it was reset)

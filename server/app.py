@@ -367,5 +367,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.editing.live import CollabFastPath
 
     app.add_middleware(CollabFastPath)
+    from server.nul_guard import RefuseNul
+
+    app.add_middleware(RefuseNul)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

@@ -263,7 +263,11 @@ class Authenticator:
         return principal
 
     async def resolve_user(self, claims: dict[str, Any]) -> Principal:
-        """The user of ``sub``, created just in time from its claims; later claims fill empty fields."""
+        """The user of ``sub``, created just in time from its claims; later claims fill empty fields.
+
+        A user deleted in Clerk (``users.deleted_at``) is refused with 401 even with a token that is
+        still valid: the row stays anonymised and the account unusable.
+        """
         sub = str(claims["sub"])
         fields = {k: claims[k] for k in ("email", "name", "image_url") if isinstance(claims.get(k), str)}
         # Hot path: one autocommit SELECT (no BEGIN/COMMIT round trips) for a known user whose
@@ -273,13 +277,20 @@ class Authenticator:
             async with engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 row = (await conn.execute(select(*_PRINCIPAL_COLUMNS).where(User.clerk_id == sub))).first()
+            if row is not None and row.deleted_at is not None:
+                raise Unauthorized("This account has been deleted.")
             if row is not None and all(getattr(row, key) is not None for key in fields):
                 return Principal(clerk_id=row.clerk_id, id=str(row.id), email=row.email, name=row.name,
                                  image_url=row.image_url, role=row.role, timezone=row.timezone)
         async with self.sessions() as session, session.begin():
-            user = (await session.execute(select(User).where(User.clerk_id == sub))).scalar_one_or_none()
+            # FOR UPDATE: a ``user.deleted`` committing meanwhile must not be overwritten by claims.
+            user = (await session.execute(
+                select(User).where(User.clerk_id == sub).with_for_update()
+            )).scalar_one_or_none()
             if user is None:
                 user = await _create_user(session, sub, fields)
+            elif user.deleted_at is not None:
+                raise Unauthorized("This account has been deleted.")
             else:
                 # Claims fill gaps only: a name set with PATCH /me or by a webhook is not
                 # overwritten by a token minted earlier, and an absent claim never blanks.
@@ -292,7 +303,8 @@ class Authenticator:
             return Principal.from_user(user)
 
 
-_PRINCIPAL_COLUMNS = (User.clerk_id, User.id, User.email, User.name, User.image_url, User.role, User.timezone)
+_PRINCIPAL_COLUMNS = (User.clerk_id, User.id, User.email, User.name, User.image_url, User.role, User.timezone,
+                      User.deleted_at)
 
 
 async def _email_taken(session: AsyncSession, email: str, sub: str) -> bool:

@@ -81,7 +81,7 @@ async def seed_achievements(conn: object) -> None:
     await conn.execute(stmt)  # type: ignore[attr-defined]
 
 
-# Rows whose Markdown was stored before its HTML was (migration 0007_render; lessons created over
+# Rows whose Markdown was stored before its HTML was (migration 0007; lessons created over
 # REST had no content.html): table, then the statements that find them and store the HTML.
 _UNRENDERED = [
     ("flashcards", "SELECT id, front AS body FROM flashcards WHERE front_html IS NULL",

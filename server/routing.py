@@ -1,7 +1,14 @@
-"""Declaring REST routes once: the Starlette route and its OpenAPI description together."""
+"""Declaring REST routes once: the Starlette route and its OpenAPI description together.
+
+The declared ``auth`` is enforced here, not only documented: a route that needs a user (the
+default) answers 401 to a caller without a token before its handler runs, so a handler that reads
+the caller with ``current_user`` cannot serve anonymous callers by accident. Only routes declared
+``auth="optional"`` or ``"none"`` are reachable without a token (§2's public catalogue).
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,6 +33,17 @@ class Operation:
     auth: AuthNeed = "user"
     query: dict[str, str] = field(default_factory=dict)
     multipart: bool = False
+
+
+def _signed_in_only(endpoint: Endpoint) -> Endpoint:
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        from server.auth import require_user  # server.auth imports the domain models
+
+        await require_user(request)  # memoised on the request: the handler's own call is free
+        return await endpoint(request)
+
+    return guarded
 
 
 class Api:
@@ -55,7 +73,8 @@ class Api:
             self.operations.append(
                 Operation(method, full, doc, self.tag, status, body, auth, dict(query or {}), multipart)
             )
-            self.routes.append(Route(full, endpoint, methods=[method], name=f"{self.tag}.{endpoint.__name__}"))
+            handler = _signed_in_only(endpoint) if auth == "user" else endpoint
+            self.routes.append(Route(full, handler, methods=[method], name=f"{self.tag}.{endpoint.__name__}"))
             return endpoint
 
         return register

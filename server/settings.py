@@ -90,6 +90,8 @@ class Settings:
     data_dir: Path = Path(".data")
     media_dir: Path = Path(".data/media")
     media_max_bytes: int = 50 * 1024 * 1024
+    # Bytes of uploaded files one user may keep (sum of their uploads' sizes); 0 turns it off.
+    media_quota_bytes: int = 1024 * 1024 * 1024
     allowed_origins: tuple[str, ...] = ()
     log_level: str = "info"
     rate_limit_per_minute: int = 60
@@ -138,6 +140,12 @@ class Settings:
     # a frame counts as at least 4 KiB (parsing one costs ~10 us whatever its size: 2,048 tiny
     # frames a second, bursts of 4,096). Over it the socket is not read for a while.
     collab_receive_bytes_per_second: int = 8 * 1024 * 1024
+    # Lesson version history (each version holds the text and the whole document state): every
+    # version of the last ``version_keep_days`` days, plus the ``version_keep_older`` newest older
+    # ones, and never more than ``version_max_per_lesson`` in all (pruned as versions are recorded).
+    version_keep_days: int = 30
+    version_keep_older: int = 50
+    version_max_per_lesson: int = 500
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -177,6 +185,7 @@ class Settings:
             data_dir=data_dir,
             media_dir=media_dir,
             media_max_bytes=_int(env, "MEDIA_MAX_BYTES", 50 * 1024 * 1024),
+            media_quota_bytes=_int(env, "MEDIA_QUOTA_BYTES", 1024 * 1024 * 1024),
             allowed_origins=tuple(o.rstrip("/") for o in _split(env.get("ALLOWED_ORIGINS"))),
             log_level=log_level,
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 60),
@@ -201,6 +210,9 @@ class Settings:
             collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),
             collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
+            version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
+            version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),
+            version_max_per_lesson=_int(env, "VERSION_MAX_PER_LESSON", 500),
         )
         if not 0 < kwargs["ws_recheck_seconds"] <= 15:
             raise SettingsError("WS_RECHECK_SECONDS must be in (0, 15] (§7: rights end within 15 s)")

@@ -46,13 +46,14 @@ CASES: list[Case] = [
          published="401 403 201 403 403 403 403", draft="401 404 404 403 403 403 403"),
     Case("PUT", "/feedback/{feedback}/upvote", published=SIGNED_IN, draft=SIGNED_IN_DRAFT),
     Case("DELETE", "/feedback/{feedback}/upvote", published=SIGNED_IN, draft=SIGNED_IN_DRAFT),
+    # Media and quizzes: signed-in only (§2: not part of the public catalogue)
     # Media
-    Case("GET", "/lessons/{lesson}/media", published=READ_ALL, draft=READ_DRAFT),
+    Case("GET", "/lessons/{lesson}/media", published=SIGNED_IN, draft=SIGNED_IN_DRAFT),
     Case("POST", "/lessons/{lesson}/media", {"url": "https://example.org/a.png"}, **edit(201)),
     Case("DELETE", "/media/{media}", **edit(204)),
     # Quizzes
-    Case("GET", "/lessons/{lesson}/quizzes", published=READ_ALL, draft=READ_DRAFT),
-    Case("GET", "/quizzes/{quiz}", published=READ_ALL, draft=READ_DRAFT),
+    Case("GET", "/lessons/{lesson}/quizzes", published=SIGNED_IN, draft=SIGNED_IN_DRAFT),
+    Case("GET", "/quizzes/{quiz}", published=SIGNED_IN, draft=SIGNED_IN_DRAFT),
     Case("POST", "/lessons/{lesson}/quizzes", QUIZ, **edit(201)),
     Case("PATCH", "/quizzes/{quiz}", {"title": "Renamed"}, **edit(200)),
     Case("DELETE", "/quizzes/{quiz}", **edit(204)),

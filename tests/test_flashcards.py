@@ -87,7 +87,7 @@ async def test_private_set_is_404_to_others(client: httpx.AsyncClient, alice: De
                  f"/api/flashcard-sets/{private['id']}/due"):
         assert (await client.get(path, headers=bob.headers)).status_code == 404, path
         assert (await client.get(path, headers=alice.headers)).status_code == 200, path
-    assert (await client.get(f"/api/flashcard-sets/{private['id']}")).status_code == 404  # anonymous
+    assert (await client.get(f"/api/flashcard-sets/{private['id']}")).status_code == 401  # anonymous (§2)
     r = await client.post(f"/api/flashcards/{card['id']}/review", json={"rating": "good"}, headers=bob.headers)
     assert r.status_code == 404
     assert (await client.patch(f"/api/flashcards/{card['id']}", json={"back": "x"}, headers=bob.headers)).status_code == 404
@@ -105,7 +105,7 @@ async def test_public_set_readable_but_owner_writes(client: httpx.AsyncClient, a
     assert "<em>comer</em>" in card["front_html"]
     got = await client.get(f"/api/flashcard-sets/{public['id']}", headers=bob.headers)
     assert got.status_code == 200 and got.json()["card_count"] == 1
-    assert (await client.get(f"/api/flashcard-sets/{public['id']}")).status_code == 200  # anonymous
+    assert (await client.get(f"/api/flashcard-sets/{public['id']}")).status_code == 401  # anonymous (§2)
     cards = (await client.get(f"/api/flashcard-sets/{public['id']}/cards", headers=bob.headers)).json()["items"]
     assert [c["id"] for c in cards] == [card["id"]]
     forbidden = [
@@ -204,7 +204,8 @@ async def test_sets_of_a_course(client: httpx.AsyncClient, db: AsyncEngine, alic
     assert {s["id"] for s in listed} == {about["id"], own_private["id"]}
     mine = (await client.get("/api/flashcard-sets", params={"mine": "true"}, headers=bob.headers)).json()["items"]
     assert own_private["id"] in [s["id"] for s in mine] and other["id"] not in [s["id"] for s in mine]
-    assert (await client.get("/api/flashcard-sets", params={"course_id": "nope"})).status_code == 422
+    assert (await client.get("/api/flashcard-sets", params={"course_id": "nope"},
+                             headers=bob.headers)).status_code == 422
 
 
 async def test_retention_stats(client: httpx.AsyncClient) -> None:

@@ -175,10 +175,10 @@ async def test_who_may_upload_list_and_delete(
     created = await upload(mclient, editor, lesson, GIF, "a.gif", "image/gif")
     assert created.status_code == 201
     media = created.json()
-    for viewer in (learner, None):
-        listed = await mclient.get(f"/api/lessons/{lesson}/media", headers=viewer.headers if viewer else {})
-        assert listed.status_code == 200
-        assert media["id"] in [m["id"] for m in listed.json()["items"]]
+    listed = await mclient.get(f"/api/lessons/{lesson}/media", headers=learner.headers)
+    assert listed.status_code == 200
+    assert media["id"] in [m["id"] for m in listed.json()["items"]]
+    assert (await mclient.get(f"/api/lessons/{lesson}/media")).status_code == 401  # signed-in only (§2)
     assert (await mclient.delete(f"/api/media/{media['id']}", headers=learner.headers)).status_code == 403
     assert (await mclient.delete(f"/api/media/{media['id']}")).status_code == 401
     name = media["url"].removeprefix("/media/")

@@ -38,7 +38,8 @@ async def test_staff_see_answers_learners_never(client: httpx.AsyncClient, alice
     staff_view = (await client.get(f"/api/lessons/{lesson}/quizzes", headers=alice.headers)).json()["items"]
     assert staff_view[0]["questions"][0]["answer"] == 1
     await enroll(client, bob, course.id)
-    for headers in (bob.headers, {}):
+    assert (await client.get(f"/api/lessons/{lesson}/quizzes")).status_code == 401  # signed-in only (§2)
+    for headers in (bob.headers,):
         items = (await client.get(f"/api/lessons/{lesson}/quizzes", headers=headers)).json()["items"]
         assert [q["id"] for q in items] == [quiz["id"]]
         for question in items[0]["questions"]:

@@ -18,7 +18,16 @@ from server.catalog import service
 from server.catalog.content import ContentType, prerender
 from server.db import autocommit
 from server.errors import validation
-from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
+from server.http import (
+    decode_cursor,
+    json_response,
+    no_content,
+    page,
+    page_limit,
+    path_id,
+    query_text,
+    read_json,
+)
 from server.routing import Api
 from server.state import services
 
@@ -159,9 +168,9 @@ async def list_courses(request: Request) -> Response:
     cursor = decode_cursor(request)
     async with reading(request) as conn:
         result = await service.list_courses(
-            conn, user=user, limit=limit, cursor=cursor, q=(params.get("q") or "").strip() or None,
-            tag=params.get("tag") or None, language=params.get("language") or None,
-            difficulty=difficulty, author=params.get("author") or None,
+            conn, user=user, limit=limit, cursor=cursor, q=query_text(request, "q"),
+            tag=query_text(request, "tag"), language=query_text(request, "language"),
+            difficulty=difficulty, author=query_text(request, "author"),
         )
     return raw_json(result)
 

@@ -133,6 +133,10 @@ class Media(IdMixin, TimestampMixin, Base):
     size_bytes: Mapped[int | None] = mapped_column(Integer)
     # Path relative to MEDIA_DIR for uploaded files; null for external URLs.
     storage_path: Mapped[str | None] = mapped_column(Text)
+    # Who added it: uploads count against that user's MEDIA_QUOTA_BYTES (null before 0007).
+    user_id: Mapped[str | None] = mapped_column(
+        Text, ForeignKey("users.clerk_id", ondelete="SET NULL"), index=True
+    )
 
 
 class Quiz(IdMixin, TimestampMixin, Base):

@@ -24,7 +24,7 @@ from collab.room import (
 )
 from server.access import lesson_access
 from server.auth import Principal
-from server.editing.store import PgStore
+from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.state import Services, services
 from server.users.models import User
@@ -88,7 +88,9 @@ def build_rooms(svc: Services) -> RoomManager:
         relay = RedisRelay(svc.settings.redis_url, svc.settings.redis_prefix, svc.settings.node_id)
     metrics = svc.metrics
     settings = svc.settings
-    rooms = RoomManager(PgStore(svc.sessions), make_authorize(svc), make_recheck(svc), relay,
+    retention = VersionRetention(settings.version_keep_days, settings.version_keep_older,
+                                 settings.version_max_per_lesson)
+    rooms = RoomManager(PgStore(svc.sessions, retention), make_authorize(svc), make_recheck(svc), relay,
                         sync_burst=settings.collab_sync_burst, sync_per_second=settings.collab_sync_per_second,
                         awareness_ids=settings.collab_awareness_ids,
                         awareness_state_bytes=settings.collab_awareness_state_bytes,

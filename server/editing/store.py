@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -31,9 +32,38 @@ _APPEND = text("""
 """)
 
 
+@dataclass(frozen=True)
+class VersionRetention:
+    """Which versions of a lesson are kept (see the ``version_*`` settings)."""
+
+    keep_days: int = 30
+    keep_older: int = 50
+    max_per_lesson: int = 500
+
+
+# Versions of one lesson beyond the retention, newest first: past ``max`` in all, or older than
+# ``days`` and past ``older`` of those. Runs on the (lesson_id, created_at) index, over at most
+# max + 1 rows, in the transaction that records a version: the history never grows past the cap
+# whatever the rate of recording (each join/leave cycle of an editor records one).
+_PRUNE = text("""
+    DELETE FROM lesson_versions v
+    USING (
+        SELECT id,
+               row_number() OVER (ORDER BY created_at DESC, id DESC) AS n,
+               row_number() OVER (PARTITION BY created_at < now() - make_interval(days => :days)
+                                  ORDER BY created_at DESC, id DESC) AS m,
+               created_at < now() - make_interval(days => :days) AS old
+        FROM lesson_versions WHERE lesson_id = :lesson
+    ) ranked
+    WHERE v.id = ranked.id AND (ranked.n > :max OR (ranked.old AND ranked.m > :older))
+""")
+
+
 class PgStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 retention: VersionRetention | None = None) -> None:
         self.sessions = sessions
+        self.retention = retention or VersionRetention()
 
     async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
         lid = uuid.UUID(lesson_id)
@@ -124,4 +154,7 @@ class PgStore:
                                     contributors=contributors, reason=reason)
             session.add(version)
             await session.flush()
+            keep = self.retention
+            await session.execute(_PRUNE, {"lesson": version.lesson_id, "days": keep.keep_days,
+                                           "older": keep.keep_older, "max": max(1, keep.max_per_lesson)})
             return str(version.id)

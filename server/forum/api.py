@@ -16,6 +16,7 @@ from server.http import (
     decode_cursor,
     encode_cursor,
     json_response,
+    json_response_in_steps,
     no_content,
     page_limit,
     path_id,
@@ -166,7 +167,7 @@ async def list_replies(request: Request) -> Response:
         last_id = await last_event_id(svc, service.thread_channel(post_id))
         items, next_key = await service.thread_page(session, post_id=post_id, viewer=user,
                                                     limit=limit, cursor=cursor)
-    return json_response(_page(items, next_key) | {"last_event_id": last_id})
+    return await json_response_in_steps(_page(items, next_key) | {"last_event_id": last_id})
 
 
 @api.post("/forum/posts/{id}/replies", status=201, body=ReplyCreate)

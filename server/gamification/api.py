@@ -56,9 +56,12 @@ def _query_date(request: Request, name: str) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        value = date.fromisoformat(raw)
     except ValueError:
         raise validation(f"query.{name}", "must be a date (YYYY-MM-DD)") from None
+    if not 1000 <= value.year <= 9000:  # a year of days before 0001-01-01 would overflow
+        raise validation(f"query.{name}", "must be a date between the years 1000 and 9000")
+    return value
 
 
 @api.get("/me/activity", query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
@@ -198,7 +201,7 @@ def achievement_payload(a: Achievement, earned_at: Any, progress: float | None) 
             "progress": float(progress or 0.0)}
 
 
-@api.get("/achievements", auth="optional", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/achievements", query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_achievements(request: Request) -> Response:
     """The achievement catalogue, with whether you earned each and your progress (0–100)."""
     me = await current_user(request)

@@ -103,7 +103,7 @@ async def get_progress(request: Request) -> Response:
 # --- quizzes ---------------------------------------------------------------------------------
 
 
-@api.get("/lessons/{id}/quizzes", auth="optional")
+@api.get("/lessons/{id}/quizzes")
 async def list_quizzes(request: Request) -> Response:
     """The quizzes of a lesson (answers only for its editors)."""
     lesson_id = path_id(request)
@@ -124,6 +124,7 @@ async def create_quiz(request: Request) -> Response:
         access = await lesson_access(session, lesson_id, user)
         require(access.can_edit, "Only the course's editors can add quizzes.")
         body = await read_json(request, quizzes.QuizCreate)
+        await quizzes.check_room_for_quiz(session, lesson_id)
         quiz = Quiz(lesson_id=lesson_id, title=body.title, pass_score=body.pass_score,
                     questions=quizzes.dump_questions(body.questions))
         session.add(quiz)
@@ -145,7 +146,7 @@ async def _quiz_for(request: Request, session: Any, *, lock: bool = False) -> tu
     return quiz, access
 
 
-@api.get("/quizzes/{id}", auth="optional")
+@api.get("/quizzes/{id}")
 async def get_quiz(request: Request) -> Response:
     """One quiz (answers only for its editors)."""
     async with services(request).sessions() as session:
@@ -188,6 +189,7 @@ async def attempt_quiz(request: Request) -> Response:
     """Submit answers; a passing attempt completes the lesson for an enrolled learner."""
     user = await require_user(request)
     body = await read_json(request, quizzes.AttemptBody)
+    services(request).rate_limiter.hit(user.clerk_id, "quiz_attempt")  # each attempt is a stored row
 
     async def submit() -> dict[str, Any]:
         async with services(request).sessions.begin() as session:

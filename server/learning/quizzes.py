@@ -6,26 +6,38 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Quiz
-from server.errors import ValidationFailed, field_error
+from server.errors import Conflict, ValidationFailed, field_error
 from server.learning.models import QuizAttempt
 
-Text = Annotated[str, Field(min_length=1, max_length=2000)]
+# Every part of a quiz and of an attempt is bounded (attempts are stored, one row each, so an
+# unbounded answer was up to 1 MiB of storage per request). Documented in the README.
+MAX_QUESTIONS = 200
+MAX_OPTIONS = 20
+MAX_OPTION_CHARS = 500
+MAX_PROMPT_CHARS = 2000
+MAX_ACCEPTED = 20  # accepted spellings of one short answer
+MAX_SHORT_ANSWER_CHARS = 1000  # also the longest accepted spelling
+MAX_QUESTION_ID_CHARS = 100
+MAX_QUIZZES_PER_LESSON = 50
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_PROMPT_CHARS)]
+Option = Annotated[str, Field(min_length=1, max_length=MAX_OPTION_CHARS)]
 
 
 class _Question(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: Annotated[str, Field(min_length=1, max_length=100)]
+    id: Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_ID_CHARS)]
     prompt: Text
 
 
 class SingleChoice(_Question):
     kind: Literal["single"]
-    options: Annotated[list[Text], Field(min_length=2, max_length=50)]
+    options: Annotated[list[Option], Field(min_length=2, max_length=MAX_OPTIONS)]
     answer: StrictInt
 
     @model_validator(mode="after")
@@ -37,8 +49,8 @@ class SingleChoice(_Question):
 
 class MultipleChoice(_Question):
     kind: Literal["multiple"]
-    options: Annotated[list[Text], Field(min_length=2, max_length=50)]
-    answer: Annotated[list[StrictInt], Field(min_length=1)]
+    options: Annotated[list[Option], Field(min_length=2, max_length=MAX_OPTIONS)]
+    answer: Annotated[list[StrictInt], Field(min_length=1, max_length=MAX_OPTIONS)]
 
     @model_validator(mode="after")
     def _answers_in_range(self) -> MultipleChoice:
@@ -51,7 +63,8 @@ class MultipleChoice(_Question):
 
 class ShortAnswer(_Question):
     kind: Literal["short"]
-    accepted: Annotated[list[Annotated[str, Field(min_length=1, max_length=500)]], Field(min_length=1)]
+    accepted: Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_SHORT_ANSWER_CHARS)]],
+                        Field(min_length=1, max_length=MAX_ACCEPTED)]
 
 
 Question = Annotated[SingleChoice | MultipleChoice | ShortAnswer, Field(discriminator="kind")]
@@ -68,7 +81,7 @@ class QuizCreate(BaseModel):
 
     title: Annotated[str, Field(min_length=1, max_length=300)]
     pass_score: Annotated[float, Field(ge=0, le=1)] = 0.7
-    questions: Annotated[list[Question], Field(min_length=1, max_length=200)]
+    questions: Annotated[list[Question], Field(min_length=1, max_length=MAX_QUESTIONS)]
 
     @model_validator(mode="after")
     def _check(self) -> QuizCreate:
@@ -81,7 +94,7 @@ class QuizPatch(BaseModel):
 
     title: Annotated[str, Field(min_length=1, max_length=300)] | None = None
     pass_score: Annotated[float, Field(ge=0, le=1)] | None = None
-    questions: Annotated[list[Question], Field(min_length=1, max_length=200)] | None = None
+    questions: Annotated[list[Question], Field(min_length=1, max_length=MAX_QUESTIONS)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> QuizPatch:
@@ -93,7 +106,12 @@ class QuizPatch(BaseModel):
 class AttemptBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    answers: dict[str, StrictInt | list[StrictInt] | StrictStr]
+    answers: Annotated[dict[
+        Annotated[str, Field(max_length=MAX_QUESTION_ID_CHARS)],
+        StrictInt
+        | Annotated[list[StrictInt], Field(max_length=MAX_OPTIONS)]
+        | Annotated[StrictStr, Field(max_length=MAX_SHORT_ANSWER_CHARS)],
+    ], Field(max_length=MAX_QUESTIONS)]
 
 
 HIDDEN = ("answer", "accepted")
@@ -110,6 +128,15 @@ def quiz_payload(quiz: Quiz, *, staff: bool) -> dict[str, Any]:
 
 def dump_questions(questions: list[Any]) -> list[dict[str, Any]]:
     return [q.model_dump() for q in questions]
+
+
+async def check_room_for_quiz(session: AsyncSession, lesson_id: uuid.UUID) -> None:
+    """409 when the lesson already has :data:`MAX_QUIZZES_PER_LESSON` quizzes."""
+    count = (await session.execute(
+        select(func.count()).select_from(Quiz).where(Quiz.lesson_id == lesson_id)
+    )).scalar_one()
+    if count >= MAX_QUIZZES_PER_LESSON:
+        raise Conflict(f"A lesson has at most {MAX_QUIZZES_PER_LESSON} quizzes.")
 
 
 async def lesson_quizzes(session: AsyncSession, lesson_id: uuid.UUID) -> list[Quiz]:

@@ -18,7 +18,7 @@ from server.auth import Principal
 from server.catalog.models import Course, Lesson, Unit
 from server.errors import Conflict, NotFound
 from server.gamification.service import record_action
-from server.http import parse_datetime
+from server.http import cursor_key, cursor_uuid, parse_datetime
 from server.learning.models import UserCourse
 from server.users.models import User
 
@@ -220,7 +220,7 @@ async def my_courses(
         .limit(limit + 1)
     )
     if after is not None:
-        created, last_id = parse_datetime(after[0]), uuid.UUID(str(after[1]))
+        created, last_id = cursor_key(after, parse_datetime, cursor_uuid)
         query = query.where(
             (UserCourse.created_at < created)
             | ((UserCourse.created_at == created) & (UserCourse.id < last_id))

@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 from server.access import lesson_access, require
 from server.auth import current_user, require_user
 from server.catalog.models import Media
-from server.errors import NotFound, UnsupportedMediaType
+from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from server.http import json_response, no_content, path_id, read_json
 from server.media import service
 from server.routing import Api
@@ -43,15 +43,18 @@ async def add_media(request: Request) -> Response:
     lesson_id = path_id(request)
     user = await require_user(request)
     svc = services(request)
+    quota = svc.settings.media_quota_bytes
     async with svc.sessions() as session:
         access = await lesson_access(session, lesson_id, user)
         require(access.can_edit, "Only the course's editors can add media.")
+        used = await service.used_bytes(session, user.clerk_id) if quota else 0
     content_type = request.headers.get("content-type", "")
     media_kind = content_type.split(";")[0].strip().lower()
     if media_kind == "application/json":
         body = await read_json(request, MediaUrlBody)
         media_type, mime = service.external_kind(body.url)
-        media = Media(lesson_id=lesson_id, media_type=media_type, url=body.url, mime_type=mime)
+        media = Media(lesson_id=lesson_id, media_type=media_type, url=body.url, mime_type=mime,
+                      user_id=user.clerk_id)
         async with svc.sessions.begin() as session:
             session.add(media)
             await session.flush()
@@ -59,16 +62,30 @@ async def add_media(request: Request) -> Response:
         return json_response(service.media_payload(media), 201)
     if media_kind != "multipart/form-data":
         raise UnsupportedMediaType("Send multipart/form-data with a 'file' field, or JSON {\"url\": ...}.")
-    stored = await service.store_upload(
-        content_type, request.headers.get("content-length"), request.stream(),
-        media_dir=svc.settings.media_dir, max_bytes=svc.settings.media_max_bytes)
+    max_bytes = svc.settings.media_max_bytes
+    if quota:
+        if used >= quota:
+            raise service.over_quota(quota, used)
+        max_bytes = min(max_bytes, quota - used)  # streaming stops where the quota ends
+    try:
+        stored = await service.store_upload(
+            content_type, request.headers.get("content-length"), request.stream(),
+            media_dir=svc.settings.media_dir, max_bytes=max_bytes)
+    except PayloadTooLarge:
+        if max_bytes < svc.settings.media_max_bytes:
+            raise service.over_quota(quota, used, max_bytes + 1) from None
+        raise
     try:
         async with svc.sessions.begin() as session:
             # Access again: the lesson may have gone while the file streamed in.
             await lesson_access(session, lesson_id, user)
+            if quota:
+                used = await service.used_bytes(session, user.clerk_id, lock=True)
+                if used + stored.size > quota:
+                    raise service.over_quota(quota, used, stored.size)
             media = Media(lesson_id=lesson_id, media_type=stored.kind.media_type,
                           url=f"/media/{stored.path.name}", mime_type=stored.kind.mime,
-                          size_bytes=stored.size, storage_path=stored.path.name)
+                          size_bytes=stored.size, storage_path=stored.path.name, user_id=user.clerk_id)
             session.add(media)
             await session.flush()
             await session.refresh(media)
@@ -78,7 +95,7 @@ async def add_media(request: Request) -> Response:
     return json_response(service.media_payload(media), 201)
 
 
-@api.get("/lessons/{id}/media", auth="optional")
+@api.get("/lessons/{id}/media")
 async def list_media(request: Request) -> Response:
     """Media of a lesson, oldest first."""
     lesson_id = path_id(request)

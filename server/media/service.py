@@ -12,6 +12,8 @@ from typing import IO, Any
 from urllib.parse import urlsplit
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.catalog.models import Media
 from server.errors import PayloadTooLarge, UnsupportedMediaType, validation
@@ -57,6 +59,9 @@ ALIASES: dict[Kind, set[str]] = {
 GENERIC = {"", "application/octet-stream", "binary/octet-stream"}
 
 SNIFF_BYTES = 64
+# A part's headers are a few hundred bytes; growing them with ``+=`` up to the upload cap would
+# copy megabytes per chunk (quadratic), so a longer header is refused.
+MAX_PART_HEADER_BYTES = 16 * 1024
 
 
 def sniff(head: bytes) -> Kind | None:
@@ -129,15 +134,23 @@ class _UploadState:
     size: int = 0
     too_large: bool = False
     files_seen: int = 0
+    file_complete: bool = False
+    ended: bool = False
 
     def part_begin(self) -> None:
         self.headers, self.header_field, self.header_value = {}, b"", b""
 
     def header_field_data(self, data: bytes, start: int, end: int) -> None:
         self.header_field += data[start:end]
+        self._check_header()
 
     def header_value_data(self, data: bytes, start: int, end: int) -> None:
         self.header_value += data[start:end]
+        self._check_header()
+
+    def _check_header(self) -> None:
+        if len(self.header_field) + len(self.header_value) > MAX_PART_HEADER_BYTES:
+            raise validation("body", f"a multipart header is over {MAX_PART_HEADER_BYTES} bytes")
 
     def header_end(self) -> None:
         self.headers[self.header_field.strip().lower()] = self.header_value.strip()
@@ -171,7 +184,11 @@ class _UploadState:
     def part_end(self) -> None:
         if self.in_file and self.file is not None:
             self.file.close()
+            self.file_complete = True
         self.in_file = False
+
+    def end(self) -> None:
+        self.ended = True
 
     def discard(self) -> None:
         if self.file is not None:
@@ -196,25 +213,35 @@ async def store_upload(
     if not boundary:
         raise validation("body", "a multipart body needs a boundary")
     # The multipart framing adds a few hundred bytes; far over the cap is refused unread.
-    if content_length and content_length.isdigit() and int(content_length) > max_bytes + 64 * 1024:
+    if content_length and content_length.isascii() and content_length.isdigit() and int(content_length) > max_bytes + 64 * 1024:
         raise PayloadTooLarge(f"The file is over {max_bytes} bytes.")
+    if len(boundary) > 200:  # RFC 2046: at most 70 characters
+        raise validation("body", "the multipart boundary is too long")
     state = _UploadState(media_dir=media_dir, max_bytes=max_bytes)
     parser = MultipartParser(boundary, callbacks={
         "on_part_begin": state.part_begin, "on_header_field": state.header_field_data,
         "on_header_value": state.header_value_data, "on_header_end": state.header_end,
         "on_headers_finished": state.headers_finished, "on_part_data": state.part_data,
-        "on_part_end": state.part_end,
+        "on_part_end": state.part_end, "on_end": state.end,
     })
     try:
         async for chunk in body:
-            if state.too_large:
-                continue  # drain the rest so the client reads our 413
-            parser.write(chunk)
+            if state.too_large or state.ended:
+                continue  # drain the rest so the client reads our answer
+            try:
+                parser.write(chunk)
+            except ValueError:  # python_multipart's parse errors are ValueErrors
+                raise validation("body", "the multipart body is malformed") from None
         if state.too_large:
             raise PayloadTooLarge(f"The file is over {max_bytes} bytes.")
-        parser.finalize()
+        try:
+            parser.finalize()
+        except ValueError:
+            raise validation("body", "the multipart body is malformed") from None
         if state.path is None or state.files_seen == 0:
             raise validation("body.file", "a file is required in the multipart field 'file'")
+        if not (state.file_complete and state.ended):
+            raise validation("body", "the multipart body ends before its closing boundary")
         kind = sniff(state.head)
         if kind is None:
             raise UnsupportedMediaType(
@@ -231,6 +258,28 @@ async def store_upload(
     finally:
         if state.file is not None:
             state.file.close()
+
+
+# --- per-user quota ------------------------------------------------------------------------------
+
+
+async def used_bytes(session: AsyncSession, user_id: str, *, lock: bool = False) -> int:
+    """Bytes of files ``user_id`` uploaded. ``lock`` serialises one user's quota checks until commit
+    (two uploads streamed side by side must not both fit in what is left for one)."""
+    if lock:
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                              {"key": f"media-quota:{user_id}"})
+    used = (await session.execute(
+        select(func.coalesce(func.sum(Media.size_bytes), 0)).where(Media.user_id == user_id)
+    )).scalar_one()
+    return int(used or 0)
+
+
+def over_quota(quota: int, used: int, size: int | None = None) -> PayloadTooLarge:
+    what = "This upload would take you over" if size else "You have used"
+    return PayloadTooLarge(
+        f"{what} your storage quota of {quota} bytes ({used} used); delete media to make room.",
+        quota_bytes=quota, used_bytes=used)
 
 
 def remove_files(media_dir: Path, names: Iterable[str]) -> None:

@@ -87,7 +87,7 @@ async def clerk_webhook(request: Request) -> Response:
         event_type, data = str(event["type"]), event["data"]
         if not isinstance(data, dict):
             raise TypeError("data is not an object")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise BadRequest(f"Malformed webhook payload: {exc}") from None
     async with svc.sessions.begin() as session:
         outcome = await service.apply_clerk_event(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, CheckConstraint, Text
+from datetime import datetime
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, IdMixin, TimestampMixin
@@ -18,6 +20,9 @@ class User(IdMixin, TimestampMixin, Base):
     timezone: Mapped[str] = mapped_column(Text, nullable=False, server_default="UTC")
     # Last Clerk ``updated_at`` (ms) applied from a webhook; older deliveries are ignored.
     clerk_updated_at: Mapped[int | None] = mapped_column(BigInteger)
+    # Set by ``user.deleted``: the row stays (anonymised) for foreign keys, and nothing refills
+    # it — neither a later ``user.updated`` nor a still-valid token's claims (which get 401).
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WebhookDelivery(IdMixin, TimestampMixin, Base):

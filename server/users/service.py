@@ -5,7 +5,7 @@ from __future__ import annotations
 import zoneinfo
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,9 +76,11 @@ async def apply_clerk_event(session: AsyncSession, *, svix_id: str, event_type: 
     if not isinstance(clerk_id, str) or not clerk_id:
         return "ignored"
     if event_type == "user.deleted":
+        # A tombstone even for a user we never saw: a late ``user.created`` must not create them.
         await session.execute(insert(User).values(clerk_id=clerk_id).on_conflict_do_nothing())
         await session.execute(
-            update(User).where(User.clerk_id == clerk_id).values(email=None, name=None, image_url=None)
+            update(User).where(User.clerk_id == clerk_id)
+            .values(email=None, name=None, image_url=None, deleted_at=func.coalesce(User.deleted_at, func.now()))
         )
         return "anonymised"
     if event_type not in ("user.created", "user.updated"):
@@ -90,6 +92,8 @@ async def apply_clerk_event(session: AsyncSession, *, svix_id: str, event_type: 
     user = (await session.execute(
         select(User).where(User.clerk_id == clerk_id).with_for_update()
     )).scalar_one()
+    if user.deleted_at is not None:
+        return "deleted"  # deleted is final, whatever the delivery's updated_at
     if stamp is not None and user.clerk_updated_at is not None and stamp < user.clerk_updated_at:
         return "stale"
     if fields["email"]:

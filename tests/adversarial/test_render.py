@@ -149,7 +149,7 @@ async def test_rows_stored_before_html_was_get_it_once_at_migration(server: Serv
     author = await dev_user(client, "Author")
     course = await make_course(db, author)
     post = await create_post(client, course, author, content="![" * 5_000)
-    async with db.begin() as conn:  # as written before migration 0007_render
+    async with db.begin() as conn:  # as written before migration 0007
         await conn.execute(text("UPDATE forum_posts SET html = NULL WHERE id = :id"), {"id": post["id"]})
     # Meanwhile a read shows it escaped rather than rendering 10,000 characters on the loop.
     legacy = ok(await client.get(f"/api/forum/posts/{post['id']}"))

@@ -1,6 +1,6 @@
 """Rendered HTML stored with flashcards, forum posts and forum replies
 
-Revision ID: 0007_render
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-02
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0007_render'
+revision: str = '0007'
 down_revision: str | None = '0006'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
