@@ -8,6 +8,7 @@ load. An editor could so break a lesson for good. The room must refuse the updat
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import httpx
@@ -37,3 +38,28 @@ async def test_a_poisoned_update_is_refused_and_the_room_goes_on(
     assert attacker.close_code is None and late.close_code is None
     await attacker.close()
     await late.close()
+
+
+def _huge_header(clients: int) -> bytes:
+    """A 15-byte update that declares ``clients`` client groups: yrs reserves room for all of
+    them before it finds the update truncated (measured: 3e8 -> +384 MB, 0.44 s)."""
+    return p.write_var_uint(clients) + b"\x01\x05\x00\x04\x01\x04body\x01a\x00"
+
+
+async def test_updates_declaring_millions_of_clients_are_refused_cheaply(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    from tests.adversarial.probe import AttackWatch
+
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, body="Steady")
+    attacker = await YClient.connect(server.ws_url, lesson.id, author.token)
+    async with AttackWatch(server) as watch:
+        for _ in range(30):  # 0.6 s of attack, so the innocent client measures during it
+            await attacker.ws.send(p.update_frame(_huge_header(300_000_000)))
+            await asyncio.sleep(0.02)
+        await attacker.roundtrip()  # answered after all of them
+    watch.assert_unharmed()
+    # Bound: refusing one costs nothing like the 384 MB yrs would reserve.
+    assert watch.rss_growth < 64 * 1024 * 1024, watch.rss_growth
+    assert attacker.close_code is None and attacker.text()["body"] == "Steady"
+    await attacker.close()
