@@ -63,3 +63,22 @@ async def test_updates_declaring_millions_of_clients_are_refused_cheaply(
     assert watch.rss_growth < 64 * 1024 * 1024, watch.rss_growth
     assert attacker.close_code is None and attacker.text()["body"] == "Steady"
     await attacker.close()
+
+
+async def test_a_state_vector_declaring_trillions_of_clients_is_refused_cheaply(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """A viewer may send sync step 1; 9 bytes of it used to hold the loop 1.3 s and reserve 1 GB."""
+    from tests.adversarial.probe import AttackWatch
+
+    author, viewer = await dev_user(client, "Author"), await dev_user(client, "Viewer")
+    lesson = await make_lesson(db, author.clerk_id, body="Steady", viewers=(viewer.clerk_id,))
+    attacker = await YClient.connect(server.ws_url, lesson.id, viewer.token)
+    async with AttackWatch(server) as watch:
+        for _ in range(30):
+            await attacker.ws.send(p.step1_frame(p.write_var_uint(2_530_264_186_677) + b"\x00"))
+            await asyncio.sleep(0.02)
+        await attacker.roundtrip()
+    watch.assert_unharmed()
+    assert watch.rss_growth < 64 * 1024 * 1024, watch.rss_growth
+    assert attacker.close_code is None and attacker.text()["body"] == "Steady"
+    await attacker.close()
