@@ -31,10 +31,6 @@ BUDGET_S: dict[str, float] = {
     "suggestion": 0.1,
     "markdown": 0.25,  # linear rendering is ~7 µs a character: 30 ms for 4 KiB, with room for a busy machine
 }
-# Rendered HTML may be at most this many times the Markdown, plus a constant: a lesson body is
-# stored rendered and sent on every read, so growth beyond this is an amplification.
-MARKDOWN_GROWTH = 64
-MARKDOWN_SLACK = 4096
 
 
 class Finding(AssertionError):
@@ -338,11 +334,12 @@ def suggestion(data: bytes) -> None:
 
 def markdown(data: bytes) -> None:
     """render_markdown: never raises, and the HTML is bounded by the Markdown's size."""
-    from server.markdown import render_markdown
+    from server.markdown import MAX_GROWTH, MAX_SLACK, render_markdown
 
     body = data.decode("utf-8", "replace")
     html = render_markdown(body)
-    if len(html) > MARKDOWN_GROWTH * len(body) + MARKDOWN_SLACK:
+    # Stored and sent on every read: growth past this bound is an amplification.
+    if len(html) > MAX_GROWTH * len(body) + MAX_SLACK:
         raise Finding(f"{len(body)} characters of Markdown rendered to {len(html)} of HTML")
     lowered = html.lower()
     if "<script" in lowered or "javascript:" in lowered or " onerror=" in lowered:
