@@ -379,10 +379,11 @@ def seeds(name: str) -> list[bytes]:
         return [b'{"type":"ping"}', b'{"type":"subscribe","channel":"user:me","since":0}',
                 b'{"type":"subscribe","channel":"thread:00000000-0000-4000-8000-000000000000"}\x1e'
                 b'{"type":"typing","channel":"thread:00000000-0000-4000-8000-000000000000"}',
-                b'{"type":"unsubscribe","channel":"user:me"}', b"[1,2]", b'{"type":[[[]]]}']
+                b'{"type":"unsubscribe","channel":"user:me"}', b"[1,2]", b'{"type":[[[]]]}',
+                b'{"type":' + b"[" * 1500]  # deep nesting: a bad_request, never a closed socket (§7)
     if name == "cursor":
         return [json.dumps(v).encode() for v in (["2024-01-01T00:00:00+00:00", "00000000-0000-4000-8000-000000000000"],
-                                                 [3, "tag"], [True, "2024-01-01T00:00:00Z", "x"])]
+                                                 [3, "tag"], [True, "2024-01-01T00:00:00Z", "x"])] + [b"[" * 1500]
     if name == "requirement":
         return [b'{"lessons_completed": 3}', b'{"all": [{"streak_days": 2}, {"any": [{"forum_posts": 1}]}]}',
                 b'{"any": [{"likes_received": 10}, {"flashcards_reviewed": 5}]}']
