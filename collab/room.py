@@ -159,7 +159,10 @@ class Room:
         return found
 
     def texts(self) -> tuple[str, str]:
-        return str(self.text("title")), str(self.text("body"))
+        """Title and body as they are stored: a NUL, valid in a Y.Text but refused by PostgreSQL
+        text and jsonb, reads as U+FFFD (else materialising and versions failed on every try)."""
+        return (str(self.text("title")).replace("\x00", "\ufffd"),
+                str(self.text("body")).replace("\x00", "\ufffd"))
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         """Write one encoded frame to every local peer (same bytes, same ASGI message)."""
