@@ -82,3 +82,22 @@ async def test_a_state_vector_declaring_trillions_of_clients_is_refused_cheaply(
     assert watch.rss_growth < 64 * 1024 * 1024, watch.rss_growth
     assert attacker.close_code is None and attacker.text()["body"] == "Steady"
     await attacker.close()
+
+
+async def test_updates_that_panic_together_are_dropped(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """Each update passes check_update alone; applied in turn the second made yrs panic, and the
+    panic (a BaseException) ended the socket's handler. It is dropped; the socket and room go on."""
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="A lesson", body="Some body text, ünïcödé and 🙂.")
+    attacker = await YClient.connect(server.ws_url, lesson.id, author.token)
+    for update in ("0101a3c98a7aceb98dcef9f9000000007720ff06ff", "0101a3c98a7a00010000000000004c002f6e0f0500"):
+        await attacker.ws.send(p.step2_frame(bytes.fromhex(update)))
+    attacker.body += "!"
+    await attacker.roundtrip()
+    late = await YClient.connect(server.ws_url, lesson.id, author.token)
+    texts = await converge([attacker, late])
+    assert texts["body"].endswith("🙂.!")
+    assert attacker.close_code is None
+    await attacker.close()
+    await late.close()
