@@ -26,6 +26,7 @@ class Operation:
     auth: AuthNeed = "user"
     query: dict[str, str] = field(default_factory=dict)
     multipart: bool = False
+    also: tuple[int, ...] = ()  # other success statuses (e.g. 200 when a create updates instead)
 
 
 class Api:
@@ -48,12 +49,13 @@ class Api:
         auth: AuthNeed = "user",
         query: dict[str, str] | None = None,
         multipart: bool = False,
+        also: tuple[int, ...] = (),
     ) -> Callable[[Endpoint], Endpoint]:
         def register(endpoint: Endpoint) -> Endpoint:
             full = self.prefix + path
             doc = (endpoint.__doc__ or endpoint.__name__.replace("_", " ")).strip().splitlines()[0]
             self.operations.append(
-                Operation(method, full, doc, self.tag, status, body, auth, dict(query or {}), multipart)
+                Operation(method, full, doc, self.tag, status, body, auth, dict(query or {}), multipart, also)
             )
             self.routes.append(Route(full, endpoint, methods=[method], name=f"{self.tag}.{endpoint.__name__}"))
             return endpoint
