@@ -3,7 +3,8 @@
     TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test \\
         python -m bench.fuzz.api_long --positive 25 --negative 15 --rounds 2 --out bench/fuzz/api_long.json
 
-Each round re-seeds the world (deletes in the previous round may have removed the seeded rows) and
+Each round is a stateless pass over every operation, then ``--scenarios`` stateful scenarios
+(tests/fuzz/api_stateful.py). Each round re-seeds the world (deletes in the previous round may have removed the seeded rows) and
 draws from another hypothesis seed. Prints the summary and every distinct failure; writes them as
 JSON to ``--out``; exits 1 when anything failed or the server logged a traceback.
 """
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from server.migrate import upgrade
-from tests.fuzz import api_fuzz
+from tests.fuzz import api_fuzz, api_stateful
 from tests.fuzz.api_world import seed
 from tests.support import Postgres, ServerProcess
 
@@ -30,6 +31,7 @@ def main() -> int:
     parser.add_argument("--negative", type=int, default=15)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--scenarios", type=int, default=150, help="stateful scenarios per round")
     parser.add_argument("--out", type=Path, default=Path("bench/fuzz/api_long.json"))
     args = parser.parse_args()
 
@@ -51,6 +53,11 @@ def main() -> int:
                             "seconds": round(report.seconds, 1), "statuses": report.statuses,
                             "failures": sorted(report.failures)})
             failures.update(report.failures)
+            stateful = api_stateful.run(world, scenarios=args.scenarios, derandomize=False)
+            print(f"round {n} stateful: {stateful.summary()}", flush=True)
+            results.append({"round": n, "stateful": True, "cases": stateful.cases, "statuses": stateful.statuses,
+                             "failures": sorted(stateful.failures)})
+            failures.update(stateful.failures)
     finally:
         server.stop()
         asyncio.run(postgres.drop_database(url))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fuzz import api_fuzz
+from tests.fuzz import api_fuzz, api_stateful
 from tests.fuzz.api_world import seed
 from tests.support import ServerProcess
 
@@ -33,3 +33,17 @@ def test_every_operation_under_schemathesis(server: ServerProcess) -> None:
         log.seek(log_start)
         tail = log.read().decode(errors="replace")
     assert "Traceback" not in tail, tail[-5000:]
+
+
+def test_stateful_scenarios_over_create_links(server: ServerProcess) -> None:
+    """Create → read/change/delete chains (links added by tests/fuzz/api_stateful.py), as the author."""
+    world = seed(server.base_url, tag="stateful")
+    _, links = api_stateful.linked_spec(server.base_url)
+    assert links >= 40, links
+
+    report = api_stateful.run(world, scenarios=12)
+
+    print(report.summary())
+    assert report.statuses.get(201, 0) >= 3, report.summary()  # the chains do create things
+    failures = "\n".join(f"{key}\n    {example}" for key, example in sorted(report.failures.items()))
+    assert not report.failures, f"{report.summary()}\n{failures}"
