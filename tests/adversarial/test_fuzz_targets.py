@@ -43,3 +43,15 @@ def test_fuzz_target_short_run(target: str) -> None:
     result = json.loads(stats.read_text())
     assert result["inputs"] >= RUNS[target], result
     assert result["slowest_s"] <= BUDGET_S[target], result
+
+
+def test_fuzz_crash_files_stay_fixed() -> None:
+    """Every input a fuzz run crashed on (bench/fuzz/crashes/<target>-…) passes its target now."""
+    crashes = sorted((ROOT / "bench" / "fuzz" / "crashes").iterdir())
+    assert crashes
+    for path in crashes:
+        target = path.name.split("-", 1)[0]
+        assert target in RUNS, path.name
+        proc = subprocess.run([sys.executable, "-m", "tests.fuzz.run", target, str(path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, f"{path.name}:\n{proc.stderr[-3000:]}"
