@@ -113,6 +113,45 @@ def seed_update(title: str, body: str) -> bytes:
     return doc.get_update()
 
 
+def check_update(update: bytes) -> None:
+    """Raise :class:`~collab.protocol.ProtocolError` for an update that would break a document.
+
+    yrs 0.28 applies some malformed updates without complaint (e.g. a 27-byte one holding a
+    struct of length zero, found by tests/fuzz) and then panics in every ``get_update`` of the
+    document: each joiner's sync answer, compaction and materialisation fail, and the update
+    log replays the damage on every load. So a client's update is first applied to an empty
+    document and encoded back (about 40 µs for a keystroke, 10 ms for 500 KB). pycrdt raises a
+    Rust panic as ``PanicException``, which derives from BaseException.
+
+    Before that, the update's first varuint (how many clients it holds structs of) must not
+    exceed its length: yrs reserves room for that many up front, so a 15-byte update declaring
+    3e8 clients cost 384 MB and 0.44 s before failing as truncated.
+    """
+    clients, _ = p.read_var_uint(update, 0)
+    if clients > len(update):
+        raise p.ProtocolError(f"update declares {clients} clients in {len(update)} bytes")
+    scratch: Doc[Any] = Doc()
+    try:
+        scratch.apply_update(update)
+        scratch.get_update()
+    except Exception as exc:
+        raise p.ProtocolError(f"malformed update: {exc}") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise p.ProtocolError(f"update breaks the document: {exc}") from None
+
+
+def check_state_vector(state_vector: bytes) -> None:
+    """Raise :class:`~collab.protocol.ProtocolError` for a sync step 1 state vector that claims
+    more clients than it has bytes: yrs reserves room for them all before reading one, so 9 bytes
+    declaring 2.5e12 clients cost 1 GB and 1.3 s of event loop (found by tests/fuzz); any reader,
+    viewers included, may send a step 1."""
+    clients, _ = p.read_var_uint(state_vector, 0)
+    if clients > len(state_vector):
+        raise p.ProtocolError(f"state vector declares {clients} clients in {len(state_vector)} bytes")
+
+
 def merge_log(updates: list[bytes]) -> tuple[bytes, bytes]:
     merged = merge_updates(*updates) if len(updates) > 1 else updates[0]
     return merged, update_state_vector(merged)
@@ -207,7 +246,10 @@ class Room:
         doc.get("meta", type=Map)
 
     def texts(self) -> tuple[str, str]:
-        return str(self.text("title")), str(self.text("body"))
+        """Title and body as they are stored: a NUL, valid in a Y.Text but refused by PostgreSQL
+        text and jsonb, reads as U+FFFD (else materialising and versions failed on every try)."""
+        return (str(self.text("title")).replace("\x00", "\ufffd"),
+                str(self.text("body")).replace("\x00", "\ufffd"))
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         """Write one encoded frame to every local peer (same bytes, same ASGI message)."""
@@ -492,10 +534,12 @@ class RoomManager:
             if kind == p.MSG_SYNC:
                 frame = p.parse_frame(data)
                 if frame.sync == p.SYNC_STEP1:
+                    check_state_vector(frame.payload)
                     self._answer_step1(room, peer, frame.payload)
                 elif frame.sync in (p.SYNC_STEP2, p.SYNC_UPDATE):
                     if not peer.can_write or frame.payload == p.EMPTY_UPDATE:
                         return  # viewers are read-only: dropped, not closed
+                    check_update(frame.payload)
                     before = None if room.small else self._text_sizes(room)
                     room.doc.apply_update(frame.payload)
                     over = self._over_limit(room, before)
@@ -529,6 +573,14 @@ class RoomManager:
                     self._saved_waiters.append((self._enqueued, peer, nonce))
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
+        except BaseException as exc:
+            # Two updates that each apply alone can make yrs panic when applied in turn (found by
+            # tests/fuzz); the document stays usable. pycrdt raises the panic as PanicException, a
+            # BaseException, which would otherwise end this socket's handler with a traceback.
+            if type(exc).__name__ != "PanicException":
+                raise
+            log.info("dropped a collab message that made pycrdt panic: %s", exc,
+                     extra={"lesson_id": room.lesson_id})
 
     # Answers that encode the whole document (or room awareness) come out of the socket's budget
     # (collab/throttle.py); beyond it, requests coalesce into one answer sent when it allows.

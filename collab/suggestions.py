@@ -263,7 +263,9 @@ def apply(doc: Doc[Any], payload: dict[str, Any]) -> str:
         text = field_text(doc, payload["field"])
         spans = resolve(doc, payload)
         current = str(text)
-        for span in sorted(spans, key=lambda s: s.start, reverse=True):
+        # From the end, and at one index the deletion before the insertion: offsets are measured
+        # on the text before any change, so an insertion made first would be what gets deleted.
+        for span in sorted(spans, key=lambda s: (s.start, s.end), reverse=True):
             b_start, b_end = utf8_offset(current, span.start), utf8_offset(current, span.end)
             if b_end > b_start:
                 del text[b_start:b_end]

@@ -58,10 +58,20 @@ def _parser() -> MarkdownIt:
     return MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table").enable("strikethrough")
 
 
+# Rendered HTML is stored and sent on every read: past MAX_GROWTH times the Markdown (plus
+# MAX_SLACK) the text is shown escaped instead. Reference links defined once with a long URL and
+# used thousands of times turned 181 KB into 31 MB (x176), a table header of hundreds of columns
+# padding every row 1.8 KB into 663 KB (x368); this README and API.md render at x1.2.
+MAX_GROWTH = 20
+MAX_SLACK = 64 * 1024
+
+
 def render_markdown(body: str) -> str:
     """Render ``body`` and sanitise the result; safe to embed in any page. Unbounded: on the
     event loop only for short texts (see :func:`render`)."""
     rendered = _parser().render(body or "")
+    if len(rendered) > MAX_GROWTH * len(body or "") + MAX_SLACK:
+        return plain_html(body)  # checked before nh3, which would spend seconds on the megabytes
     return nh3.clean(
         rendered,
         tags=_TAGS,

@@ -32,11 +32,12 @@ def build(operations: list[Operation], *, title: str = "Scriptorium", version: s
         params += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
                    for n, d in op.query.items()]
         responses: dict[str, Any] = {
-            str(op.status): {"description": "Success"} if op.status == 204 else
-            {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}},
-            "default": {"description": "Problem", "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}},
+            str(status): {"description": "Success"} if status == 204 else
+            {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}}
+            for status in (op.status, *op.also)
         }
+        responses["default"] = {"description": "Problem", "content": {
+            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         operation: dict[str, Any] = {
             "summary": op.summary, "tags": [op.tag], "operationId": f"{op.method.lower()}_{op.tag}_{len(paths)}",
             "parameters": params, "responses": responses,

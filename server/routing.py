@@ -33,6 +33,7 @@ class Operation:
     auth: AuthNeed = "user"
     query: dict[str, str] = field(default_factory=dict)
     multipart: bool = False
+    also: tuple[int, ...] = ()  # other success statuses (e.g. 200 when a create updates instead)
 
 
 def _signed_in_only(endpoint: Endpoint) -> Endpoint:
@@ -66,12 +67,13 @@ class Api:
         auth: AuthNeed = "user",
         query: dict[str, str] | None = None,
         multipart: bool = False,
+        also: tuple[int, ...] = (),
     ) -> Callable[[Endpoint], Endpoint]:
         def register(endpoint: Endpoint) -> Endpoint:
             full = self.prefix + path
             doc = (endpoint.__doc__ or endpoint.__name__.replace("_", " ")).strip().splitlines()[0]
             self.operations.append(
-                Operation(method, full, doc, self.tag, status, body, auth, dict(query or {}), multipart)
+                Operation(method, full, doc, self.tag, status, body, auth, dict(query or {}), multipart, also)
             )
             handler = _signed_in_only(endpoint) if auth == "user" else endpoint
             self.routes.append(Route(full, handler, methods=[method], name=f"{self.tag}.{endpoint.__name__}"))

@@ -44,7 +44,7 @@ async def list_feedback(request: Request) -> Response:
     return json_response(page(items, limit, lambda item: service.cursor_of(item, typed_sort)))
 
 
-@api.post("/courses/{id}/feedback", status=201, body=FeedbackBody)
+@api.post("/courses/{id}/feedback", status=201, also=(200,), body=FeedbackBody)
 async def submit_feedback(request: Request) -> Response:
     """Review a course you are enrolled in (a second POST updates your review: 200)."""
     course_id = path_id(request)

@@ -54,18 +54,22 @@ class SetPatch(BaseModel):
     is_public: bool | None = None
 
 
+# flashcards.position is an int4 column: a larger value failed in the driver as a 500.
+MAX_POSITION = 2**31 - 1
+
+
 class CardCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     front: str = Field(min_length=1, max_length=20_000)
     back: str = Field(min_length=1, max_length=20_000)
-    position: int | None = Field(default=None, ge=0)
+    position: int | None = Field(default=None, ge=0, le=MAX_POSITION)
 
 
 class CardPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     front: str | None = Field(default=None, min_length=1, max_length=20_000)
     back: str | None = Field(default=None, min_length=1, max_length=20_000)
-    position: int | None = Field(default=None, ge=0)
+    position: int | None = Field(default=None, ge=0, le=MAX_POSITION)
 
 
 class ReviewBody(BaseModel):
@@ -234,7 +238,8 @@ async def create_card(request: Request) -> Response:
             last = (await session.execute(
                 select(func.max(Flashcard.position)).where(Flashcard.set_id == card_set.id)
             )).scalar_one_or_none()
-            position = 0 if last is None else last + 1
+            # Cards share the last position once it is the largest (order is then by id).
+            position = 0 if last is None else min(last + 1, MAX_POSITION)
         card = Flashcard(set_id=card_set.id, front=body.front, back=body.back, front_html=front_html,
                          back_html=back_html, position=position)
         session.add(card)
