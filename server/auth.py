@@ -216,6 +216,8 @@ class Authenticator:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub.strip():
             raise Unauthorized("The token has no subject.")
+        if not storable_text(sub, MAX_SUB_CHARS):
+            raise Unauthorized("The token's subject is not a usable id.")
         return claims
 
     # requests --------------------------------------------------------------------------
@@ -269,7 +271,10 @@ class Authenticator:
         still valid: the row stays anonymised and the account unusable.
         """
         sub = str(claims["sub"])
-        fields = {k: claims[k] for k in ("email", "name", "image_url") if isinstance(claims.get(k), str)}
+        # Claims PostgreSQL could not store (NUL, a lone surrogate) or absurdly long are ignored,
+        # as if absent: a 500 on someone's first request otherwise.
+        fields = {k: claims[k] for k in ("email", "name", "image_url")
+                  if isinstance(claims.get(k), str) and storable_text(claims[k], MAX_CLAIM_CHARS)}
         # Hot path: one autocommit SELECT (no BEGIN/COMMIT round trips) for a known user whose
         # row needs nothing from these claims; not cached, so role changes apply at once.
         engine = self.sessions.kw.get("bind")
@@ -310,6 +315,21 @@ _PRINCIPAL_COLUMNS = (User.clerk_id, User.id, User.email, User.name, User.image_
 async def _email_taken(session: AsyncSession, email: str, sub: str) -> bool:
     other = await session.execute(select(User.clerk_id).where(User.email == email, User.clerk_id != sub))
     return other.first() is not None
+
+
+MAX_SUB_CHARS = 255
+MAX_CLAIM_CHARS = 2048
+
+
+def storable_text(value: str, max_chars: int) -> bool:
+    """Whether PostgreSQL can store ``value`` as text: no NUL, no lone surrogate, not too long."""
+    if len(value) > max_chars or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 async def _create_user(session: AsyncSession, sub: str, fields: dict[str, str]) -> User:

@@ -388,6 +388,7 @@ def _check_cursor_value(value: Any) -> None:
     if isinstance(value, str):
         if len(value) > MAX_CURSOR_TEXT or "\x00" in value:
             raise ValueError("cursor text")
+        value.encode("utf-8")  # a lone surrogate: UnicodeEncodeError, a ValueError
     elif isinstance(value, int):
         if not -_CURSOR_INT < value < _CURSOR_INT:
             raise ValueError("cursor integer out of range")

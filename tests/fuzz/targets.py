@@ -83,6 +83,9 @@ class _Sink:
         self.bytes += len(frame)
         self.frames += 1
 
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = True
+
 
 _ROOMS: Any = None
 
@@ -111,6 +114,7 @@ def collab_dispatch(data: bytes) -> None:
     from pycrdt import Doc
 
     from collab.room import Grant, Peer, Room, seed_update
+    from collab.throttle import AnswerBudget
 
     logging.getLogger("scriptorium.collab").setLevel(logging.ERROR)  # "dropped a bad collab message" per input
     rooms = _room_manager()
@@ -120,8 +124,13 @@ def collab_dispatch(data: bytes) -> None:
     doc.apply_update(seed_update("A lesson", "Some body text, ünïcödé and 🙂."))
     room = Room("00000000-0000-4000-8000-000000000000", doc)
     writer, other = _Sink(), _Sink()
-    peer = Peer(Grant("user_fuzz", True), writer)  # type: ignore[arg-type]
-    room.peers.extend([peer, Peer(Grant("user_other", False), other)])  # type: ignore[arg-type]
+    # A budget that never runs out within one input's 8 frames: the throttle is tested apart, and a
+    # deferred answer would need an event loop this process does not run.
+    def budget() -> AnswerBudget:
+        return AnswerBudget(16, 1.0, 0.0)
+
+    peer = Peer(Grant("user_fuzz", True), writer, budget())  # type: ignore[arg-type]
+    room.peers.extend([peer, Peer(Grant("user_other", False), other, budget())])  # type: ignore[arg-type]
     doc_size = len(doc.get_update())
     for frame in _split(data, b"\xff\xfe\xfd"):
         if frame:
