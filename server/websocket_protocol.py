@@ -1,0 +1,96 @@
+"""uvicorn's websockets-sansio protocol, parsing what one socket sent a bounded slice at a time.
+
+uvicorn's ``data_received`` parses every frame of one socket read before it returns: a 256 KiB
+read of tiny frames (6-8 bytes each, ~4.5 us per frame in the parser, more with uvicorn's
+per-frame handling) held the event loop 150-400 ms, once per read, on ``/collab`` and ``/ws``
+alike, before any of our code (budgets, limits) saw a frame. Here a read is fed to the parser
+in slices of ``SLICE_BYTES`` until ``TURN_SECONDS`` of one loop turn are spent; the rest waits
+for a ``call_soon`` continuation with the socket's reading paused, so other sockets, timers and
+the loop-lag watcher run in between. Bytes are parsed in the order they arrived; a socket keeps
+at most what two reads brought in waiting (512 KiB with uvloop's 256 KiB reads).
+
+Large frames are cheap per byte (a 1 MB frame parses in ~1 ms), so an honest client's big
+update still goes through in one turn; only floods of small frames are spread out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from uvicorn._types import ASGIReceiveEvent
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+SLICE_BYTES = 1024  # at most ~170 minimal frames: under 1 ms of parsing
+TURN_SECONDS = 0.0005  # parsing one socket's bytes stops after this much of a loop turn
+
+
+class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
+    """:class:`WebSocketsSansIOProtocol` with the parsing of each read bounded per loop turn."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting: deque[memoryview] = deque()  # read, not yet parsed, in arrival order
+        self.paced_pause = False  # reading paused here (uvicorn's own pause is ``read_paused``)
+        self.continuation: asyncio.Handle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiting:
+            # Still parsing an earlier read (reading was resumed meanwhile, e.g. by a close):
+            # queue behind it, in order, and stop reading again.
+            self.waiting.append(memoryview(data))
+            self._pause()
+            return
+        if len(data) <= SLICE_BYTES:  # the common case: no copies, no bookkeeping
+            super().data_received(data)
+            return
+        self.waiting.append(memoryview(data))
+        self._parse_some()
+
+    def _pause(self) -> None:
+        self.paced_pause = True
+        self.transport.pause_reading()
+
+    def _parse_some(self) -> None:
+        """Feed waiting bytes to the parser for up to ``TURN_SECONDS``; schedule the rest."""
+        self.continuation = None
+        deadline = time.perf_counter() + TURN_SECONDS
+        waiting = self.waiting
+        while waiting:
+            if self.disconnected or self.transport.is_closing() or self.conn.parser_exc is not None:
+                waiting.clear()  # nothing more will be read from this socket
+                return
+            head = waiting[0]
+            if len(head) > SLICE_BYTES:
+                waiting[0] = head[SLICE_BYTES:]
+                head = head[:SLICE_BYTES]
+            else:
+                waiting.popleft()
+            super().data_received(bytes(head))
+            if waiting and time.perf_counter() >= deadline:
+                self._pause()
+                self.continuation = self.loop.call_soon(self._parse_some)
+                return
+        if self.paced_pause:
+            self.paced_pause = False
+            if not self.read_paused and not self.disconnected and not self.transport.is_closing():
+                self.transport.resume_reading()  # unless the app has messages still to take
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.continuation is not None:
+            self.continuation.cancel()
+            self.continuation = None
+        self.waiting.clear()
+        super().connection_lost(exc)
+
+    async def receive(self) -> ASGIReceiveEvent:
+        # uvicorn resumes reading once the app has taken every queued message; not while bytes
+        # already read still wait to be parsed (that would let them pile up).
+        message = await self.queue.get()
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not self.waiting:
+                self.transport.resume_reading()
+        return message

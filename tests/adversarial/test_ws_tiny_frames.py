@@ -1,0 +1,69 @@
+"""Floods of tiny WebSocket frames (issue 11, collab follow-up 3).
+
+uvicorn's websockets-sansio protocol parsed every frame of one socket read before returning to
+the event loop: a 256 KiB read of minimal frames held the loop for hundreds of milliseconds,
+once per read, on ``/collab`` and ``/ws`` alike, before any of our budgets saw a frame.
+Unsolicited pongs never reach the app at all, so nothing downstream throttles them. Now each
+read is parsed in 4 KiB slices, at most ~2 ms per loop turn (server/websocket_protocol.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.adversarial.probe import AttackWatch
+from tests.adversarial.rawws import OP_CLOSE, OP_PING, RawSocket, client_frame
+from tests.collab_support import make_lesson
+from tests.support import ServerProcess, dev_user
+
+OP_PONG = 0xA
+FLOOD_BYTES = 4 * 1024 * 1024
+RSS_BOUND = 48 * 1024 * 1024  # the whole 4 MB flood, parsed: no per-frame memory is kept
+
+
+def _flood(opcode: int, payload: bytes) -> bytes:
+    frame = client_frame(payload, opcode)  # one mask for all: the parser's cost is the same
+    return frame * (FLOOD_BYTES // len(frame))
+
+
+async def _until_pong(sock: RawSocket, marker: bytes) -> None:
+    """Read (and drop) what the server sends until its pong to our marker ping: by then every
+    byte sent before the ping was parsed."""
+    while True:
+        opcode, payload = await sock.read_frame()
+        if opcode == OP_PONG and payload == marker:
+            return
+        assert opcode != OP_CLOSE, f"closed with {int.from_bytes(payload[:2], 'big')}"
+
+
+@pytest.mark.parametrize(("endpoint", "opcode", "payload"), [
+    ("collab", OP_PONG, b""),
+    ("ws", OP_PONG, b""),
+])
+async def test_a_flood_of_tiny_frames_does_not_hold_the_loop(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine,
+        endpoint: str, opcode: int, payload: bytes) -> None:
+    author = await dev_user(client, "Author")
+    if endpoint == "collab":
+        lesson = await make_lesson(db, author.clerk_id)
+        path = f"/collab/lessons/{lesson.id}?token={author.token}"
+    else:
+        path = f"/ws?token={author.token}"
+    flood = _flood(opcode, payload) + client_frame(b"end", OP_PING)
+    sock = await RawSocket.open("127.0.0.1", server.port, path)
+    started = asyncio.get_running_loop().time()
+    async with AttackWatch(server) as watch:
+        await sock.send_raw(flood)
+        await asyncio.wait_for(_until_pong(sock, b"end"), 120)
+    elapsed = asyncio.get_running_loop().time() - started
+    print(f"\n{endpoint} {len(flood):,} bytes of {len(client_frame(payload, opcode))}-byte frames: "
+          f"parsed in {elapsed:.1f} s, late loop wake-ups {watch.late_wakeups:.0f}, innocent median "
+          f"{watch.during_median * 1000:.1f} ms (idle {watch.idle_median * 1000:.1f} ms), "
+          f"RSS growth {watch.rss_growth / 2**20:.1f} MiB")
+    watch.assert_unharmed()
+    assert watch.rss_growth < RSS_BOUND
+    sock.close()
