@@ -58,8 +58,9 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
         self._parse_some()
 
     def _pause(self) -> None:
-        self.paced_pause = True
-        self.transport.pause_reading()
+        if not self.transport.is_closing():
+            self.paced_pause = True
+            self.transport.pause_reading()
 
     def _parse_some(self) -> None:
         """Feed waiting bytes to the parser for up to ``TURN_SECONDS``; schedule the rest."""

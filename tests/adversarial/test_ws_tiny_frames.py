@@ -10,6 +10,9 @@ read is parsed in 4 KiB slices, at most ~2 ms per loop turn (server/websocket_pr
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+from typing import Any
 
 import httpx
 import pytest
@@ -109,3 +112,74 @@ def _rss_now(server: ServerProcess) -> int:
     from tests.adversarial.probe import server_rss
 
     return server_rss(server)
+
+
+class _Transport(asyncio.Transport):
+    """Takes writes; counts as reading unless paused. Reads still arrive while paused (as after
+    uvicorn resumes reading on a close), to check they queue behind the waiting bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 1), "peername": ("127.0.0.1", 2)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+async def test_paced_parsing_keeps_every_message_in_order() -> None:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from server.websocket_protocol import PacedWebSocketProtocol
+
+    got: list[bytes] = []
+    all_in = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            got.append(message["bytes"])
+            if len(got) == len(payloads):
+                all_in.set()
+
+    config = Config(app=app, ws_max_size=2 * 1024 * 1024, lifespan="off", log_level="warning")
+    config.load()
+    state = ServerState()
+    proto = PacedWebSocketProtocol(config=config, server_state=state, app_state={})
+    transport = _Transport()
+    proto.connection_made(transport)
+    key = base64.b64encode(os.urandom(16)).decode()
+    proto.data_received(f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    payloads = [os.urandom(n) for n in [1, 2, 3000, 70_000, 5] * 40] + [i.to_bytes(4, "big") for i in range(5000)]
+    wire = b"".join(client_frame(p) for p in payloads)
+    for start in range(0, len(wire), 100_000):  # reads of 100 KB, cutting frames anywhere
+        proto.data_received(wire[start:start + 100_000])
+    await asyncio.wait_for(all_in.wait(), 30)
+    assert got == payloads
+    assert not proto.waiting and transport.reading
+    proto.connection_lost(None)
+    await asyncio.gather(*state.tasks)
