@@ -162,7 +162,7 @@ async def test_paced_parsing_keeps_every_message_in_order() -> None:
         await send({"type": "websocket.accept"})
         while (message := await receive())["type"] == "websocket.receive":
             got.append(message["bytes"])
-            if len(got) == len(payloads):
+            if len(got) == 1 + len(payloads):
                 all_in.set()
 
     config = Config(app=app, ws_max_size=2 * 1024 * 1024, lifespan="off", log_level="warning")
@@ -174,12 +174,17 @@ async def test_paced_parsing_keeps_every_message_in_order() -> None:
     key = base64.b64encode(os.urandom(16)).decode()
     proto.data_received(f"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    big = client_frame(os.urandom(100_000))
+    proto.data_received(big[:50_000])
+    # A large frame goes to the parser in one step once its size is known (not 1 KiB slices).
+    assert proto._payload_wanted() == len(big) - 50_000
+    proto.data_received(big[50_000:])
     payloads = [os.urandom(n) for n in [1, 2, 3000, 70_000, 5] * 40] + [i.to_bytes(4, "big") for i in range(5000)]
     wire = b"".join(client_frame(p) for p in payloads)
     for start in range(0, len(wire), 100_000):  # reads of 100 KB, cutting frames anywhere
         proto.data_received(wire[start:start + 100_000])
     await asyncio.wait_for(all_in.wait(), 30)
-    assert got == payloads
+    assert got[1:] == payloads and len(got[0]) == 100_000
     assert not proto.waiting and transport.reading
     proto.connection_lost(None)
     await asyncio.gather(*state.tasks)
