@@ -6,9 +6,12 @@ per-frame handling) held the event loop 150-400 ms, once per read, on ``/collab`
 alike, before any of our code (budgets, limits) saw a frame. Here a read is fed to the parser
 in slices of ``SLICE_BYTES`` until ``TURN_SECONDS`` of one loop turn are spent; the rest waits
 for a ``call_soon`` continuation with the socket's reading paused, so other sockets, timers and
-the loop-lag watcher run in between. Bytes are parsed in the order they arrived. Per socket,
-at most what two reads brought in (512 KiB with uvloop's 256 KiB reads) waits unparsed; what
-is parsed waits for the app in uvicorn's queue as before (reading pauses until it is taken).
+the loop-lag watcher run in between. Parsing also waits while the app has ``QUEUED_MESSAGES``
+of the socket's messages still to take. Bytes are parsed in the order they arrived. Per socket,
+at most what two reads brought in (512 KiB with uvloop's 256 KiB reads) waits unparsed, and
+about ``QUEUED_MESSAGES`` plus one slice's messages wait for the app. Once the app has closed
+the socket the cap is lifted (uvicorn drops messages then): a peer that stopped reading because
+its sends were blocked must have its bytes read to get to our close frame.
 
 Large frames are cheap per byte (a 1 MB frame parses in ~1 ms), so an honest client's big
 update still goes through within a few loop turns; reads of at most ``SLICE_BYTES`` (every
@@ -22,11 +25,15 @@ import time
 from collections import deque
 from typing import Any
 
-from uvicorn._types import ASGIReceiveEvent
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 SLICE_BYTES = 1024  # at most ~170 minimal frames: under 1 ms of parsing
 TURN_SECONDS = 0.0005  # parsing one socket's bytes stops after this much of a loop turn
+# Parsing also waits while the app has this many of the socket's messages still to take: a
+# 256 KiB read of 8-byte frames is 32,000 queued messages (~8 MB) otherwise, held for seconds
+# by an app that throttles the socket (collab: 2,048 frames a second).
+QUEUED_MESSAGES = 64
 
 
 class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -37,6 +44,7 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.waiting: deque[memoryview] = deque()  # read, not yet parsed, in arrival order
         self.paced_pause = False  # reading paused here (uvicorn's own pause is ``read_paused``)
         self.continuation: asyncio.Handle | None = None
+        self.stalled = False  # parsing waits for the app to take queued messages
 
     def data_received(self, data: bytes) -> None:
         if self.waiting:
@@ -73,6 +81,10 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
             else:
                 waiting.popleft()
             super().data_received(bytes(head))
+            if waiting and self.queue.qsize() >= QUEUED_MESSAGES and not self.close_sent:
+                self._pause()
+                self.stalled = True  # receive() goes on once the app has taken most of them
+                return
             if waiting and time.perf_counter() >= deadline:
                 self._pause()
                 self.continuation = self.loop.call_soon(self._parse_some)
@@ -107,10 +119,22 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.waiting.clear()
         super().connection_lost(exc)
 
+    async def send(self, message: ASGISendEvent) -> None:
+        await super().send(message)
+        if self.stalled and self.close_sent:
+            # The app closed and takes no more messages (uvicorn drops them now): parse on, so
+            # the peer's close reply is read and a peer blocked sending can read our close.
+            self.stalled = False
+            self.continuation = self.loop.call_soon(self._parse_some)
+
     async def receive(self) -> ASGIReceiveEvent:
         # uvicorn resumes reading once the app has taken every queued message; not while bytes
-        # already read still wait to be parsed (that would let them pile up).
+        # already read still wait to be parsed (that would let them pile up). Stalled parsing
+        # goes on once the app has taken half of what it waited on.
         message = await self.queue.get()
+        if self.stalled and self.queue.qsize() <= QUEUED_MESSAGES // 2:
+            self.stalled = False
+            self.continuation = self.loop.call_soon(self._parse_some)
         if self.read_paused and self.queue.empty():
             self.read_paused = False
             if not self.waiting:

@@ -72,6 +72,48 @@ async def test_a_flood_of_tiny_frames_does_not_hold_the_loop(
     sock.close()
 
 
+
+ATTACKERS = 16
+READ_BYTES = 256 * 1024  # one socket read (uvloop)
+QUEUE_BOUND = 24 * 1024 * 1024  # all attackers together; unbounded parsing queued ~8 MB each
+
+
+async def test_tiny_messages_wait_unparsed_while_the_app_throttles_the_socket(
+        server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
+    """Tiny binary messages reach the room, which takes 2,048 a second from one socket: what
+    uvicorn parsed ahead of it waited as ~250 bytes per message. Parsing now waits while a
+    socket has 64 messages queued, so the bytes wait instead (8 per frame, one read at most)."""
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id)
+    path = f"/collab/lessons/{lesson.id}?token={author.token}"
+    socks = [await RawSocket.open("127.0.0.1", server.port, path) for _ in range(ATTACKERS)]
+    flood = client_frame(b"\x63\x63", 0x2) * (READ_BYTES // 8)  # not a y-protocol kind: ignored
+    peak = 0
+    async with AttackWatch(server) as watch:
+        base = watch.rss_before
+        for sock in socks:
+            await sock.send_raw(flood)
+        # The server reads each socket at once (loopback); watch its memory while the room
+        # works through the queued messages (~16 s each at 2,048 a second).
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 4
+        while loop.time() < until and peak < QUEUE_BOUND:
+            peak = max(peak, await asyncio.to_thread(_rss_now, server) - base)
+            await asyncio.sleep(0.1)
+    print(f"\n{ATTACKERS} sockets x {len(flood):,} bytes of 8-byte frames: peak RSS growth "
+          f"{peak / 2**20:.1f} MiB, late loop wake-ups {watch.late_wakeups:.0f}, innocent median "
+          f"{watch.during_median * 1000:.1f} ms (idle {watch.idle_median * 1000:.1f} ms)")
+    assert peak < QUEUE_BOUND
+    watch.assert_unharmed()
+    for sock in socks:
+        sock.close()
+
+
+def _rss_now(server: ServerProcess) -> int:
+    from tests.adversarial.probe import server_rss
+
+    return server_rss(server)
+
 class _Transport(asyncio.Transport):
     """Takes writes; counts as reading unless paused. Reads still arrive while paused (as after
     uvicorn resumes reading on a close), to check they queue behind the waiting bytes."""
