@@ -990,7 +990,8 @@ class RoomManager:
                 changed = apply_text(doc.get(name, type=Text), value) or changed
             return changed
 
-        changed = await self.apply(lesson_id, change, actor=actor)
+        # REST validates each field first, so the limits hold here; checked anyway (cheap).
+        changed = await self.apply(lesson_id, change, actor=actor, enforce_limits=True)
         if changed:
             room = self.rooms.get(lesson_key(lesson_id))
             if room is not None:

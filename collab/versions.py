@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from pycrdt import Doc, Text
 
+from collab.textdiff import common_affixes
+
 T = TypeVar("T")
 
 # Myers steps (one per diagonal probed and per slice comparison along it, see _snake) per diff
@@ -47,29 +49,6 @@ class Planned:
 
     current: str
     edits: list[Edit]
-
-
-def _common_prefix(a: str, b: str) -> int:
-    """Length of the common prefix, by binary search on slice equality (C-speed compares)."""
-    lo, hi = 0, min(len(a), len(b))
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[:mid] == b[:mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def _common_suffix(a: str, b: str, limit: int) -> int:
-    lo, hi = 0, limit
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[len(a) - mid:] == b[len(b) - mid:]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 class _Budget:
@@ -198,9 +177,7 @@ def diff(current: str, target: str, *, budget: int = STEP_BUDGET) -> list[Edit]:
     """
     if current == target:
         return []
-    prefix = _common_prefix(current, target)
-    limit = min(len(current), len(target)) - prefix
-    suffix = _common_suffix(current, target, limit)
+    prefix, suffix = common_affixes(current, target)
     a = current[prefix:len(current) - suffix]
     b = target[prefix:len(target) - suffix]
     return [Edit(prefix + i1, prefix + i2, b[j1:j2]) for i1, i2, j1, j2 in _diff_middle(a, b, _Budget(budget))]

@@ -147,7 +147,10 @@ class DirectWriter:
     def for_socket(cls, ws: WebSocket) -> DirectWriter | None:
         send = ws.scope.get("state", {}).get("asgi_send")
         protocol = getattr(send, "__self__", None)
-        if protocol is None or type(protocol).__name__ != "WebSocketsSansIOProtocol":
+        # By name (realtime does not import uvicorn); subclasses count (the server paces parsing
+        # in one, server/websocket_protocol.py).
+        if protocol is None or not any(cls.__name__ == "WebSocketsSansIOProtocol"
+                                       for cls in type(protocol).__mro__):
             return None
         if not all(hasattr(protocol, name) for name in ("transport", "conn", "close_sent")):
             return None

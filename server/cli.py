@@ -116,6 +116,7 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
 
     from server import logs
     from server.migrate import run_upgrade
+    from server.websocket_protocol import PacedWebSocketProtocol
 
     logs.configure(settings.log_level)
     url = _database_url(settings)
@@ -136,7 +137,8 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
         host=host,
         port=port,
         workers=workers if workers > 1 else None,
-        ws="websockets-sansio",
+        # websockets-sansio, parsing each socket read a bounded slice per loop turn.
+        ws=PacedWebSocketProtocol,
         loop="uvloop",
         http="httptools",
         ws_max_size=2 * 1024 * 1024,

@@ -17,6 +17,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collab import suggestions, versions
+from collab.room import TEXT_LIMITS, TextTooLong
 from server.access import CourseAccess, Role, lesson_access, require
 from server.auth import Principal
 from server.catalog.models import Collaborator, Lesson
@@ -34,6 +35,14 @@ def lesson_text(lesson: Lesson, field: str) -> str:
         return lesson.title
     body = (lesson.content or {}).get("body")
     return body if isinstance(body, str) else ""
+
+
+def too_long(refused: TextTooLong, change: str) -> ValidationFailed:
+    """422 for a server change the live document's limits refused (the room undid it)."""
+    return ValidationFailed(
+        f"{change} would make the lesson {refused.field} longer than {refused.limit:,} characters "
+        "(API.md §5); nothing was changed.",
+        errors=[field_error(refused.field, f"at most {refused.limit} characters")])
 
 
 def require_rooms(rooms: Any) -> Any:
@@ -98,6 +107,12 @@ async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: Any
         if version is None or version.lesson_id != lesson_id:
             raise NotFound("No such version.")
         title, body = version.title, version.body
+    # The result is exactly the version's text: refuse one over a limit (a version recorded
+    # before the limits) before recording the current text, so a refusal leaves no trace.
+    for name, text in (("title", title), ("body", body)):
+        limit = dict(TEXT_LIMITS)[name]
+        if len(text) > limit:
+            raise too_long(TextTooLong(name, limit), "Restoring this version")
     rooms = require_rooms(rooms)
     key = str(lesson_id)
     saved = await rooms.record_version(key, "restore")
@@ -110,7 +125,10 @@ async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: Any
     def change(doc: Doc[Any]) -> int:
         return versions.restore(doc, title=title, body=body, planned=planned)
 
-    edits = await rooms.apply(key, change, actor=user.clerk_id)
+    try:
+        edits = await rooms.apply(key, change, actor=user.clerk_id, enforce_limits=True)
+    except TextTooLong as refused:
+        raise too_long(refused, "Restoring this version") from None
     await rooms.materialise(key)
     return {"restored": str(version_id), "saved_version_id": str(saved) if saved else None,
             "edits": edits, "title": title, "body": body}
@@ -294,7 +312,9 @@ async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: A
             payload = dict(row.payload)
             try:
                 result_text = await live.apply(str(row.lesson_id), lambda doc: suggestions.apply(doc, payload),
-                                               actor=user.clerk_id)
+                                               actor=user.clerk_id, enforce_limits=True)
+            except TextTooLong as refused:  # undone in the room; the rollback keeps it open
+                raise too_long(refused, "Accepting this suggestion") from None
             except suggestions.AnchorConflict as conflict:
                 raise Conflict("The suggested text was changed meanwhile; the suggestion stays open.",
                                current_text=conflict.current_text, change=conflict.change) from None
