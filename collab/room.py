@@ -429,6 +429,8 @@ class RoomManager:
             await self._materialise(room)
             if room.changed_since_version and not room.peers:
                 await self._record_version(room, "close")
+        except LessonGone:
+            log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
         except Exception:
             log.exception("closing room failed", extra={"lesson_id": room.lesson_id})
 
@@ -848,6 +850,8 @@ class RoomManager:
             for room in list(self.rooms.values()):
                 try:
                     await self._maintain(room, now, resync=(tick % 60 == 0))
+                except LessonGone:  # deleted under the room: the access re-check closes its sockets
+                    log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
                 except Exception:
                     log.exception("collab room maintenance failed", extra={"lesson_id": room.lesson_id})
 

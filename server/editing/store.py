@@ -150,6 +150,13 @@ class PgStore:
     async def record_version(self, lesson_id: str, *, title: str, body: str, state: bytes,
                              contributors: list[str], reason: str) -> str:
         async with self.sessions() as session, session.begin():
+            # FOR KEY SHARE: a lesson deleted under an open room is LessonGone, not a foreign-key
+            # error (a traceback from the room's maintenance every minute until the room closes).
+            found = (await session.execute(
+                select(Lesson.id).where(Lesson.id == uuid.UUID(lesson_id)).with_for_update(read=True, key_share=True)
+            )).first()
+            if found is None:
+                raise LessonGone(lesson_id)
             version = LessonVersion(lesson_id=uuid.UUID(lesson_id), title=title, body=body, state=state,
                                     contributors=contributors, reason=reason)
             session.add(version)
