@@ -641,10 +641,9 @@ class RoomManager:
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
         except BaseException as exc:
-            # Two updates that each apply alone can make yrs panic when applied in turn (found by
-            # tests/fuzz); the document stays usable. pycrdt raises the panic as PanicException, a
-            # BaseException, which would otherwise end this socket's handler with a traceback.
-            if type(exc).__name__ != "PanicException":
+            # A panic outside the update path (which apply_checked guards and undoes) must not end
+            # this socket's handler with a traceback: pycrdt raises it as a BaseException.
+            if not is_panic(exc):
                 raise
             log.info("dropped a collab message that made pycrdt panic: %s", exc,
                      extra={"lesson_id": room.lesson_id})
