@@ -137,9 +137,36 @@ def check_update(update: bytes) -> None:
     except Exception as exc:
         raise p.ProtocolError(f"malformed update: {exc}") from None
     except BaseException as exc:
-        if type(exc).__name__ != "PanicException":
+        if not is_panic(exc):
             raise
         raise p.ProtocolError(f"update breaks the document: {exc}") from None
+
+
+def is_panic(exc: BaseException) -> bool:
+    """pycrdt raises a Rust panic as ``PanicException``, a BaseException it does not export."""
+    return type(exc).__name__ == "PanicException"
+
+
+def apply_checked(doc: Doc[Any], update: bytes) -> bool:
+    """Apply ``update`` to ``doc``; False when that failed or left ``doc`` poisoned (then ``doc``
+    must be rebuilt without it).
+
+    Updates that each pass :func:`check_update` can, applied in turn to one document, leave it so
+    that every ``get_update`` panics in yrs 0.28 (store.rs, found by tests/fuzz): no joiner could
+    sync, and the logged updates broke the lesson on every load. Encoding just what the update
+    added (the delta from the state before it) walks the blocks it touched and reliably panics in
+    that state; it costs ~15 µs per keystroke on a 50 KB body (apply alone: ~5 µs)."""
+    state = doc.get_state()
+    try:
+        doc.apply_update(update)
+        doc.get_update(state)
+    except Exception:
+        return False
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        return False
+    return True
 
 
 def check_state_vector(state_vector: bytes) -> None:
@@ -153,8 +180,45 @@ def check_state_vector(state_vector: bytes) -> None:
 
 
 def merge_log(updates: list[bytes]) -> tuple[bytes, bytes]:
+    """Compaction's merge. A log poisoned before updates were checked is merged without the
+    updates that poison it (else the snapshot itself would be poisoned, and skipped whole)."""
+    if _replay(updates) is None:
+        _, updates = _replay_skipping("(compaction)", updates)
     merged = merge_updates(*updates) if len(updates) > 1 else updates[0]
     return merged, update_state_vector(merged)
+
+
+def _replay(updates: list[bytes]) -> Doc[Any] | None:
+    """The document of a stored log, or None when the log breaks it (then see
+    :func:`_replay_skipping`). One full encode checks the whole log (~1 ms per 100 KB)."""
+    doc: Doc[Any] = Doc()
+    try:
+        for update in updates:
+            doc.apply_update(update)
+        doc.get_update()
+    except Exception:
+        return None
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        return None
+    return doc
+
+
+def _replay_skipping(lesson_id: str, updates: list[bytes]) -> tuple[Doc[Any], list[bytes]]:
+    """The document of a poisoned log without the updates that poison it, and the updates kept.
+    Each skipped update is logged once per load; compaction then merges only the kept ones."""
+    doc: Doc[Any] = Doc()
+    kept: list[bytes] = []
+    for index, update in enumerate(updates):
+        if apply_checked(doc, update):
+            kept.append(update)
+            continue
+        log.warning("skipped stored update %d that breaks the document", index, extra={"lesson_id": lesson_id})
+        rebuilt = _replay(kept)
+        assert rebuilt is not None  # every kept update applied cleanly in turn
+        doc = rebuilt
+    return doc, kept
 
 
 class Peer:
@@ -397,12 +461,13 @@ class RoomManager:
     async def _load(self, lesson_id: str) -> Room:
         await self.flush()  # what an unloaded room of this lesson still had pending
         loaded = await self.store.load(lesson_id, seed_update)
-        doc: Doc[Any] = Doc()
-        for update in loaded.updates:
-            doc.apply_update(update)
+        updates = loaded.updates
+        doc = _replay(updates)
+        if doc is None:  # a log poisoned before updates were checked (apply_checked)
+            doc, updates = _replay_skipping(lesson_id, updates)
         room = Room(lesson_id, doc, log_rows=loaded.log_rows)
-        if loaded.updates:
-            room.base = merge_updates(*loaded.updates) if len(loaded.updates) > 1 else loaded.updates[0]
+        if updates:
+            room.base = merge_updates(*updates) if len(updates) > 1 else updates[0]
         for name in TEXT_FIELDS:
             room.text(name)
         room.doc.get("meta", type=Map)
@@ -543,7 +608,9 @@ class RoomManager:
                         return  # viewers are read-only: dropped, not closed
                     check_update(frame.payload)
                     before = None if room.small else self._text_sizes(room)
-                    room.doc.apply_update(frame.payload)
+                    if not apply_checked(room.doc, frame.payload):
+                        self._drop_poison(room, peer)
+                        return
                     over = self._over_limit(room, before)
                     if over is not None:
                         self._refuse(room, peer, over)
@@ -576,10 +643,9 @@ class RoomManager:
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
         except BaseException as exc:
-            # Two updates that each apply alone can make yrs panic when applied in turn (found by
-            # tests/fuzz); the document stays usable. pycrdt raises the panic as PanicException, a
-            # BaseException, which would otherwise end this socket's handler with a traceback.
-            if type(exc).__name__ != "PanicException":
+            # A panic outside the update path (which apply_checked guards and undoes) must not end
+            # this socket's handler with a traceback: pycrdt raises it as a BaseException.
+            if not is_panic(exc):
                 raise
             log.info("dropped a collab message that made pycrdt panic: %s", exc,
                      extra={"lesson_id": room.lesson_id})
@@ -738,6 +804,14 @@ class RoomManager:
                     extra={"lesson_id": room.lesson_id, "user_id": peer.grant.user_id})
         room.rebuild()
         peer.sender.close(CLOSE_TOO_LARGE, f"The lesson {name} is over its limit.")
+
+    def _drop_poison(self, room: Room, peer: Peer) -> None:
+        """An update failed to apply or poisoned the document (see :func:`apply_checked`): rebuild
+        the document without it. Dropped like any malformed message, the socket stays open (a
+        stock client never sends one; the next sync step 1 resynchronises an honest one)."""
+        log.warning("dropped a collab update that breaks the document",
+                    extra={"lesson_id": room.lesson_id, "user_id": peer.grant.user_id})
+        room.rebuild()
 
     def _within_limits(self, title: str, body: str) -> bool:
         limits = dict(TEXT_LIMITS)
