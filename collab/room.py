@@ -55,8 +55,13 @@ CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
 FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
 # A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
 # they learn) of the room's; a frame of more entries than this is dropped without parsing it
-# (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing).
+# (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing). Frames from sockets are
+# held to far fewer (:attr:`RoomManager.awareness_entries`); this bounds the relay's.
 MAX_AWARENESS_ENTRIES = 1024
+# Entries a socket's frame may hold, beyond the ids it may own: y-websocket sends one (its own),
+# a removal lists only its own ids. Parsing is ~2.3 us per entry in Python, so a frame of 1,024
+# minimal entries (6 KB) cost 2.4 ms and passed the byte budget ~1,300 times a second.
+AWARENESS_ENTRIES_CAP = 16
 FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
 REMOTE_AWARENESS_TIMEOUT_S = 30.0
 DEAD_NODE_S = 7.0  # no message or heartbeat from a node for this long: its cursors go
@@ -371,6 +376,8 @@ class RoomManager:
         self.sync_per_second = sync_per_second
         self.awareness_ids = awareness_ids  # awareness client ids one socket may own
         self.awareness_state_bytes = awareness_state_bytes  # the largest state kept (UTF-8 bytes)
+        # a socket's frame of more entries is dropped unread (an echo of others' ids is moot)
+        self.awareness_entries = min(AWARENESS_ENTRIES_CAP, max(1, 2 * awareness_ids))
         self.receive_per_second = receive_per_second  # what one socket may send (collab/throttle.py)
         self.receive_frame_cost = receive_frame_cost
         self.rooms: dict[str, Room] = {}
@@ -546,7 +553,7 @@ class RoomManager:
                     if data and not peer.sender.closed:  # closed: what is still buffered is moot
                         self._on_frame(room, peer, data)
                     handled += 1
-                    wait = inbound.spend(len(data), time.monotonic())
+                    wait = inbound.spend(self._receive_cost(data), time.monotonic())
                     if wait > 0:
                         handled = 0
                         await asyncio.sleep(wait)
@@ -560,6 +567,18 @@ class RoomManager:
         finally:
             peer.sender.closed = True
             self._leave(room, peer)
+
+    def _receive_cost(self, data: bytes) -> int:
+        """What a frame is charged to its socket's receive budget, in bytes: an awareness frame
+        costs a frame per entry it claims (parsing is per entry, not per byte)."""
+        if len(data) > 2 and data[0] == p.MSG_AWARENESS:
+            try:
+                _, start = p.read_var_uint(data, 1)
+                entries = min(p.read_var_uint(data, start)[0], self.awareness_entries + 1)
+            except Exception:
+                entries = 1
+            return max(len(data), entries * self.receive_frame_cost)
+        return len(data)
 
     def _join(self, room: Room, peer: Peer) -> None:
         room.peers.append(peer)
@@ -619,7 +638,7 @@ class RoomManager:
                     self._changed(room, out, frame.payload, peer.grant.user_id, exclude=peer)
             elif kind == p.MSG_AWARENESS:
                 _, start = p.read_var_uint(data, 1)  # the payload's length; then its entry count
-                if p.read_var_uint(data, start)[0] > MAX_AWARENESS_ENTRIES:
+                if p.read_var_uint(data, start)[0] > self.awareness_entries:
                     return  # dropped unread (and uncopied)
                 frame = p.parse_frame(data)
                 accepted = self._claim_awareness(room, frame.payload, peer)
