@@ -227,10 +227,11 @@ def _replay_skipping(lesson_id: str, updates: list[bytes]) -> tuple[Doc[Any], li
 
 
 class Peer:
-    __slots__ = ("awareness_ids", "budget", "can_write", "deferred", "grant", "sender", "want_awareness",
-                 "want_sync")
+    __slots__ = ("awareness_budget", "awareness_ids", "awareness_later", "awareness_pending", "budget",
+                 "can_write", "deferred", "grant", "sender", "want_awareness", "want_sync")
 
-    def __init__(self, grant: Grant, sender: Sender, budget: AnswerBudget) -> None:
+    def __init__(self, grant: Grant, sender: Sender, budget: AnswerBudget,
+                 awareness_budget: AnswerBudget | None = None) -> None:
         self.grant = grant
         self.can_write = grant.can_write
         self.sender = sender
@@ -239,6 +240,11 @@ class Peer:
         self.want_sync: bytes | None = None  # state vector of a step 1 waiting for the budget
         self.want_awareness = False  # a query-awareness waiting for the budget
         self.deferred: asyncio.TimerHandle | None = None
+        # awareness this socket sends is fanned out to every peer and node: a token bucket, and
+        # beyond it the newest entry per client id waits for a deferred send (coalesced)
+        self.awareness_budget = awareness_budget or AnswerBudget(20, 10.0, time.monotonic())
+        self.awareness_pending: dict[int, p.AwarenessEntry] = {}
+        self.awareness_later: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -359,6 +365,7 @@ class RoomManager:
                  max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
+                 awareness_burst: int = 20, awareness_per_second: float = 10.0,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -377,6 +384,8 @@ class RoomManager:
         self.awareness_ids = awareness_ids  # awareness client ids one socket may own
         self.awareness_state_bytes = awareness_state_bytes  # the largest state kept (UTF-8 bytes)
         # a socket's frame of more entries is dropped unread (an echo of others' ids is moot)
+        self.awareness_burst = awareness_burst  # awareness frames one socket fans out at once
+        self.awareness_per_second = awareness_per_second  # ... and then per second (coalesced)
         self.awareness_entries = min(AWARENESS_ENTRIES_CAP, max(1, 2 * awareness_ids))
         self.receive_per_second = receive_per_second  # what one socket may send (collab/throttle.py)
         self.receive_frame_cost = receive_frame_cost
@@ -539,7 +548,8 @@ class RoomManager:
         while self.rooms.get(lesson_id) is not room:  # unloaded meanwhile: open it again
             room = await self.open(lesson_id)
         peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer),
-                    AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()))
+                    AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()),
+                    AnswerBudget(self.awareness_burst, self.awareness_per_second, time.monotonic()))
         self._join(room, peer)
         inbound = ReceiveBudget(self.receive_per_second, 2 * self.receive_per_second,
                                 self.receive_frame_cost, time.monotonic())
@@ -595,6 +605,10 @@ class RoomManager:
         if peer.deferred is not None:
             peer.deferred.cancel()
             peer.deferred = None
+        if peer.awareness_later is not None:  # its removal below supersedes what waits
+            peer.awareness_later.cancel()
+            peer.awareness_later = None
+        peer.awareness_pending.clear()
         if peer.awareness_ids:
             gone = []
             for client_id in peer.awareness_ids:
@@ -642,15 +656,18 @@ class RoomManager:
                     return  # dropped unread (and uncopied)
                 frame = p.parse_frame(data)
                 accepted = self._claim_awareness(room, frame.payload, peer)
-                if accepted is None:
-                    out = data  # all of it: relayed unchanged
-                elif accepted:
-                    out = p.awareness_frame(p.encode_awareness(accepted))
-                else:
+                if accepted is not None and not accepted:
                     return
-                room.broadcast(out, exclude=peer)
-                if self.relay is not None:
-                    self.relay.publish(room.lesson_id, KIND_AWARENESS, out)
+                if peer.awareness_later is None and peer.awareness_budget.take(time.monotonic()):
+                    out = data if accepted is None else p.awareness_frame(p.encode_awareness(accepted))
+                    self._fan_out_awareness(room, peer, out)
+                    return
+                for entry in p.parse_awareness(frame.payload) if accepted is None else accepted:
+                    peer.awareness_pending[entry.client_id] = entry  # the newest wins
+                if peer.awareness_later is None:
+                    delay = peer.awareness_budget.wait(time.monotonic())
+                    peer.awareness_later = asyncio.get_running_loop().call_later(
+                        delay, self._awareness_deferred, room, peer)
             elif kind == p.MSG_QUERY_AWARENESS:
                 self._answer_query_awareness(room, peer)
             elif kind == p.MSG_QUERY_SAVED:
@@ -715,6 +732,21 @@ class RoomManager:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
         if peer.want_sync is not None or peer.want_awareness:
             self._answer_later(room, peer)
+
+    def _fan_out_awareness(self, room: Room, peer: Peer, frame: bytes) -> None:
+        room.broadcast(frame, exclude=peer)
+        if self.relay is not None:
+            self.relay.publish(room.lesson_id, KIND_AWARENESS, frame)
+
+    def _awareness_deferred(self, room: Room, peer: Peer) -> None:
+        """Send the newest of the awareness a socket sent over its budget, as one frame."""
+        peer.awareness_later = None
+        if peer.sender.closed or not peer.awareness_pending:
+            return
+        peer.awareness_budget.take(time.monotonic())
+        entries = list(peer.awareness_pending.values())
+        peer.awareness_pending.clear()
+        self._fan_out_awareness(room, peer, p.awareness_frame(p.encode_awareness(entries)))
 
     def _state_too_big(self, entry: p.AwarenessEntry) -> bool:
         limit = self.awareness_state_bytes
