@@ -33,6 +33,7 @@ from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Re
 from collab.sender import Coalescer, Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
+from collab.textsize import CharBounds
 from collab.throttle import AnswerBudget, ReceiveBudget
 
 log = logging.getLogger("scriptorium.collab")
@@ -268,6 +269,7 @@ class Room:
     # changed the document unmeasured since: then no field can be over its character limit.
     small: bool = False
     texts_cache: dict[str, Text] = field(default_factory=dict)
+    char_bounds: CharBounds | None = None  # of ``doc``'s limited fields (collab/textsize.py)
     # The answer to a step 1 with an empty state vector (every fresh client's), frame and wire
     # bytes, until the document changes: joiners and repeated requests share one encode.
     full_sync: tuple[bytes, bytes] | None = None
@@ -822,30 +824,50 @@ class RoomManager:
 
     # --- text limits ---------------------------------------------------------------------
 
-    def _text_sizes(self, room: Room) -> list[int]:
-        """Per limited field, its length in characters, or 0 when it is surely within its limit:
-        pycrdt's length is in UTF-8 bytes (O(1)), never fewer than the characters, so the text
-        is converted (O(n)) only when that length is over the limit."""
+    def _char_bounds(self, room: Room) -> CharBounds:
+        bounds = room.char_bounds
+        if bounds is None or bounds.doc is not room.doc:  # first needed, or the doc was rebuilt
+            bounds = CharBounds(room.doc, {name: room.text(name) for name, _ in TEXT_LIMITS})
+            room.char_bounds = bounds
+        return bounds
+
+    def _text_sizes(self, room: Room) -> list[tuple[int, int]]:
+        """Per limited field, bounds of its length in characters before an update (O(1)):
+        pycrdt's length is in UTF-8 bytes, and :class:`CharBounds` follows the Text events."""
+        bounds = self._char_bounds(room)
         sizes = []
         for name, limit in TEXT_LIMITS:
             text = room.text(name)
-            sizes.append(len(str(text)) if len(text) > limit else 0)
+            low, high = bounds.get(name, text)
+            if high > limit and low != high:  # maybe over: counted, then followed exactly
+                low = high = bounds.exact(name, text)
+            sizes.append((low, high))
         return sizes
 
-    def _over_limit(self, room: Room, before: list[int] | None) -> str | None:
+    def _over_limit(self, room: Room, before: list[tuple[int, int]] | None) -> str | None:
         """The field an update just applied took over its limit and lengthened, if any.
-        ``before``: the sizes before it (:meth:`_text_sizes`); None when ``room.small``.
-        The common case costs two O(1) lengths in one transaction (~3 us)."""
+        ``before``: the bounds before it (:meth:`_text_sizes`); None when ``room.small``.
+        The common case costs two O(1) lengths in one transaction (~3 us); a long multibyte
+        text costs O(update), and a count (O(n)) only when the bounds straddle the limit."""
         with room.doc.transaction():
             lengths = [len(room.text(name)) for name, _ in TEXT_LIMITS]
         room.small = all(length <= limit for length, (_, limit) in zip(lengths, TEXT_LIMITS, strict=True))
         if room.small:
             return None
+        bounds = self._char_bounds(room)
         for index, (name, limit) in enumerate(TEXT_LIMITS):
             if lengths[index] <= limit:
                 continue
-            size = len(str(room.text(name)))
-            if size > limit and size > (before[index] if before is not None else 0):
+            text = room.text(name)
+            low, high = bounds.get(name, text)
+            if high <= limit:
+                continue
+            size = low if low == high else bounds.exact(name, text)
+            if size <= limit:
+                continue
+            # Over: refused only if it surely grew (an over-limit text may still be shortened).
+            was = before[index][1] if before is not None else 0
+            if size > was:
                 return name
         return None
 
