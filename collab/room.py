@@ -801,16 +801,20 @@ class RoomManager:
             accepted.append(entry)
         return None if len(accepted) == len(entries) else accepted
 
-    def _on_remote_awareness(self, room: Room, update: bytes, node: str) -> None:
+    def _on_remote_awareness(self, room: Room, update: bytes, node: str) -> list[p.AwarenessEntry] | None:
         """Track the awareness of clients on another node (which applied the rules of
-        :meth:`_claim_awareness` to its own sockets). Ids a local socket owns stay its own."""
+        :meth:`_claim_awareness` to its own sockets). Ids a local socket owns stay its own.
+        Returns the entries to pass on to local sockets, or None when all of them are."""
         if p.awareness_count(update) > MAX_AWARENESS_ENTRIES:
-            return
+            return []
         now = time.monotonic()
-        for entry in p.parse_awareness(update):
+        entries = p.parse_awareness(update)
+        accepted = []
+        for entry in entries:
             record = room.awareness.get(entry.client_id)
             if record is not None and (record.peer is not None or entry.clock < record.entry.clock):
-                continue  # a local socket's, or stale
+                continue  # a local socket's, or stale: not passed on either
+            accepted.append(entry)
             if entry.removed:
                 if record is not None:
                     del room.awareness[entry.client_id]
@@ -821,6 +825,7 @@ class RoomManager:
                 record.entry = entry
                 record.seen = now
                 record.node = node
+        return None if len(accepted) == len(entries) else accepted
 
     # --- text limits ---------------------------------------------------------------------
 
@@ -929,8 +934,11 @@ class RoomManager:
             room.changed_at = time.monotonic()
         elif kind == KIND_AWARENESS:
             frame = p.parse_frame(payload)
-            self._on_remote_awareness(room, frame.payload, origin)
-            room.broadcast(payload)
+            accepted = self._on_remote_awareness(room, frame.payload, origin)
+            if accepted is None:
+                room.broadcast(payload)
+            elif accepted:
+                room.broadcast(p.awareness_frame(p.encode_awareness(accepted)))
         elif kind in (KIND_QUERY, KIND_STATE):
             assert self.relay is not None
             missing = room.doc.get_update(payload)
