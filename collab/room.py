@@ -398,7 +398,9 @@ class RoomManager:
         # updates are queued and committed in order, so "saved?" is a comparison of two counters
         self._enqueued = 0  # updates ever queued for the log
         self._persisted = 0  # of those, committed
-        self._saved_waiters: list[tuple[int, Peer, int]] = []  # (queued count, peer, nonce)
+        # peer -> (queued count, nonce): only a socket's newest query waits (answering it tells
+        # the client that everything it sent before is saved too), so the map is one per socket
+        self._saved_waiters: dict[Peer, tuple[int, int]] = {}
         self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -611,6 +613,7 @@ class RoomManager:
             peer.awareness_later.cancel()
             peer.awareness_later = None
         peer.awareness_pending.clear()
+        self._saved_waiters.pop(peer, None)
         if peer.awareness_ids:
             gone = []
             for client_id in peer.awareness_ids:
@@ -677,7 +680,7 @@ class RoomManager:
                 if self._persisted >= self._enqueued:
                     peer.sender.push(p.saved_frame(nonce))
                 else:  # answered when the batch holding this socket's last update commits
-                    self._saved_waiters.append((self._enqueued, peer, nonce))
+                    self._saved_waiters[peer] = (self._enqueued, nonce)
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
         except BaseException as exc:
@@ -974,14 +977,13 @@ class RoomManager:
                     self._answer_saved()
 
     def _answer_saved(self) -> None:
-        waiting = []
-        for entry in self._saved_waiters:
-            queued, peer, nonce = entry
+        waiting = {}
+        for peer, (queued, nonce) in self._saved_waiters.items():
             if queued <= self._persisted:
                 if not peer.sender.closed:
                     peer.sender.push(p.saved_frame(nonce))
             else:
-                waiting.append(entry)
+                waiting[peer] = (queued, nonce)
         self._saved_waiters = waiting
 
     async def _flush_loop(self) -> None:
