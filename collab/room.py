@@ -33,6 +33,7 @@ from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Re
 from collab.sender import Coalescer, Sender, wire_frame
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
+from collab.textsize import CharBounds
 from collab.throttle import AnswerBudget, ReceiveBudget
 
 log = logging.getLogger("scriptorium.collab")
@@ -55,8 +56,13 @@ CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
 FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
 # A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
 # they learn) of the room's; a frame of more entries than this is dropped without parsing it
-# (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing).
+# (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing). Frames from sockets are
+# held to far fewer (:attr:`RoomManager.awareness_entries`); this bounds the relay's.
 MAX_AWARENESS_ENTRIES = 1024
+# Entries a socket's frame may hold, beyond the ids it may own: y-websocket sends one (its own),
+# a removal lists only its own ids. Parsing is ~2.3 us per entry in Python, so a frame of 1,024
+# minimal entries (6 KB) cost 2.4 ms and passed the byte budget ~1,300 times a second.
+AWARENESS_ENTRIES_CAP = 16
 FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
 REMOTE_AWARENESS_TIMEOUT_S = 30.0
 DEAD_NODE_S = 7.0  # no message or heartbeat from a node for this long: its cursors go
@@ -222,10 +228,11 @@ def _replay_skipping(lesson_id: str, updates: list[bytes]) -> tuple[Doc[Any], li
 
 
 class Peer:
-    __slots__ = ("awareness_ids", "budget", "can_write", "deferred", "grant", "sender", "want_awareness",
-                 "want_sync")
+    __slots__ = ("awareness_budget", "awareness_ids", "awareness_later", "awareness_pending", "budget",
+                 "can_write", "deferred", "grant", "sender", "want_awareness", "want_sync")
 
-    def __init__(self, grant: Grant, sender: Sender, budget: AnswerBudget) -> None:
+    def __init__(self, grant: Grant, sender: Sender, budget: AnswerBudget,
+                 awareness_budget: AnswerBudget | None = None) -> None:
         self.grant = grant
         self.can_write = grant.can_write
         self.sender = sender
@@ -234,6 +241,11 @@ class Peer:
         self.want_sync: bytes | None = None  # state vector of a step 1 waiting for the budget
         self.want_awareness = False  # a query-awareness waiting for the budget
         self.deferred: asyncio.TimerHandle | None = None
+        # awareness this socket sends is fanned out to every peer and node: a token bucket, and
+        # beyond it the newest entry per client id waits for a deferred send (coalesced)
+        self.awareness_budget = awareness_budget or AnswerBudget(20, 10.0, time.monotonic())
+        self.awareness_pending: dict[int, p.AwarenessEntry] = {}
+        self.awareness_later: asyncio.TimerHandle | None = None
 
 
 @dataclass
@@ -257,6 +269,7 @@ class Room:
     # changed the document unmeasured since: then no field can be over its character limit.
     small: bool = False
     texts_cache: dict[str, Text] = field(default_factory=dict)
+    char_bounds: CharBounds | None = None  # of ``doc``'s limited fields (collab/textsize.py)
     # The answer to a step 1 with an empty state vector (every fresh client's), frame and wire
     # bytes, until the document changes: joiners and repeated requests share one encode.
     full_sync: tuple[bytes, bytes] | None = None
@@ -354,6 +367,7 @@ class RoomManager:
                  max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
+                 awareness_burst: int = 20, awareness_per_second: float = 10.0,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -371,6 +385,10 @@ class RoomManager:
         self.sync_per_second = sync_per_second
         self.awareness_ids = awareness_ids  # awareness client ids one socket may own
         self.awareness_state_bytes = awareness_state_bytes  # the largest state kept (UTF-8 bytes)
+        # a socket's frame of more entries is dropped unread (an echo of others' ids is moot)
+        self.awareness_burst = awareness_burst  # awareness frames one socket fans out at once
+        self.awareness_per_second = awareness_per_second  # ... and then per second (coalesced)
+        self.awareness_entries = min(AWARENESS_ENTRIES_CAP, max(1, 2 * awareness_ids))
         self.receive_per_second = receive_per_second  # what one socket may send (collab/throttle.py)
         self.receive_frame_cost = receive_frame_cost
         self.rooms: dict[str, Room] = {}
@@ -380,7 +398,9 @@ class RoomManager:
         # updates are queued and committed in order, so "saved?" is a comparison of two counters
         self._enqueued = 0  # updates ever queued for the log
         self._persisted = 0  # of those, committed
-        self._saved_waiters: list[tuple[int, Peer, int]] = []  # (queued count, peer, nonce)
+        # peer -> (queued count, nonce): only a socket's newest query waits (answering it tells
+        # the client that everything it sent before is saved too), so the map is one per socket
+        self._saved_waiters: dict[Peer, tuple[int, int]] = {}
         self._flush_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -532,7 +552,8 @@ class RoomManager:
         while self.rooms.get(lesson_id) is not room:  # unloaded meanwhile: open it again
             room = await self.open(lesson_id)
         peer = Peer(grant, Sender(send, max_queued=self.max_queued, coalescer=self._coalescer),
-                    AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()))
+                    AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()),
+                    AnswerBudget(self.awareness_burst, self.awareness_per_second, time.monotonic()))
         self._join(room, peer)
         inbound = ReceiveBudget(self.receive_per_second, 2 * self.receive_per_second,
                                 self.receive_frame_cost, time.monotonic())
@@ -546,7 +567,7 @@ class RoomManager:
                     if data and not peer.sender.closed:  # closed: what is still buffered is moot
                         self._on_frame(room, peer, data)
                     handled += 1
-                    wait = inbound.spend(len(data), time.monotonic())
+                    wait = inbound.spend(self._receive_cost(data), time.monotonic())
                     if wait > 0:
                         handled = 0
                         await asyncio.sleep(wait)
@@ -560,6 +581,18 @@ class RoomManager:
         finally:
             peer.sender.closed = True
             self._leave(room, peer)
+
+    def _receive_cost(self, data: bytes) -> int:
+        """What a frame is charged to its socket's receive budget, in bytes: an awareness frame
+        costs a frame per entry it claims (parsing is per entry, not per byte)."""
+        if len(data) > 2 and data[0] == p.MSG_AWARENESS:
+            try:
+                _, start = p.read_var_uint(data, 1)
+                entries = min(p.read_var_uint(data, start)[0], self.awareness_entries + 1)
+            except Exception:
+                entries = 1
+            return max(len(data), entries * self.receive_frame_cost)
+        return len(data)
 
     def _join(self, room: Room, peer: Peer) -> None:
         room.peers.append(peer)
@@ -576,6 +609,11 @@ class RoomManager:
         if peer.deferred is not None:
             peer.deferred.cancel()
             peer.deferred = None
+        if peer.awareness_later is not None:  # its removal below supersedes what waits
+            peer.awareness_later.cancel()
+            peer.awareness_later = None
+        peer.awareness_pending.clear()
+        self._saved_waiters.pop(peer, None)
         if peer.awareness_ids:
             gone = []
             for client_id in peer.awareness_ids:
@@ -619,19 +657,22 @@ class RoomManager:
                     self._changed(room, out, frame.payload, peer.grant.user_id, exclude=peer)
             elif kind == p.MSG_AWARENESS:
                 _, start = p.read_var_uint(data, 1)  # the payload's length; then its entry count
-                if p.read_var_uint(data, start)[0] > MAX_AWARENESS_ENTRIES:
+                if p.read_var_uint(data, start)[0] > self.awareness_entries:
                     return  # dropped unread (and uncopied)
                 frame = p.parse_frame(data)
                 accepted = self._claim_awareness(room, frame.payload, peer)
-                if accepted is None:
-                    out = data  # all of it: relayed unchanged
-                elif accepted:
-                    out = p.awareness_frame(p.encode_awareness(accepted))
-                else:
+                if accepted is not None and not accepted:
                     return
-                room.broadcast(out, exclude=peer)
-                if self.relay is not None:
-                    self.relay.publish(room.lesson_id, KIND_AWARENESS, out)
+                if peer.awareness_later is None and peer.awareness_budget.take(time.monotonic()):
+                    out = data if accepted is None else p.awareness_frame(p.encode_awareness(accepted))
+                    self._fan_out_awareness(room, peer, out)
+                    return
+                for entry in p.parse_awareness(frame.payload) if accepted is None else accepted:
+                    peer.awareness_pending[entry.client_id] = entry  # the newest wins
+                if peer.awareness_later is None:
+                    delay = peer.awareness_budget.wait(time.monotonic())
+                    peer.awareness_later = asyncio.get_running_loop().call_later(
+                        delay, self._awareness_deferred, room, peer)
             elif kind == p.MSG_QUERY_AWARENESS:
                 self._answer_query_awareness(room, peer)
             elif kind == p.MSG_QUERY_SAVED:
@@ -639,7 +680,7 @@ class RoomManager:
                 if self._persisted >= self._enqueued:
                     peer.sender.push(p.saved_frame(nonce))
                 else:  # answered when the batch holding this socket's last update commits
-                    self._saved_waiters.append((self._enqueued, peer, nonce))
+                    self._saved_waiters[peer] = (self._enqueued, nonce)
         except Exception as exc:
             log.info("dropped a bad collab message: %s", exc, extra={"lesson_id": room.lesson_id})
         except BaseException as exc:
@@ -697,6 +738,21 @@ class RoomManager:
         if peer.want_sync is not None or peer.want_awareness:
             self._answer_later(room, peer)
 
+    def _fan_out_awareness(self, room: Room, peer: Peer, frame: bytes) -> None:
+        room.broadcast(frame, exclude=peer)
+        if self.relay is not None:
+            self.relay.publish(room.lesson_id, KIND_AWARENESS, frame)
+
+    def _awareness_deferred(self, room: Room, peer: Peer) -> None:
+        """Send the newest of the awareness a socket sent over its budget, as one frame."""
+        peer.awareness_later = None
+        if peer.sender.closed or not peer.awareness_pending:
+            return
+        peer.awareness_budget.take(time.monotonic())
+        entries = list(peer.awareness_pending.values())
+        peer.awareness_pending.clear()
+        self._fan_out_awareness(room, peer, p.awareness_frame(p.encode_awareness(entries)))
+
     def _state_too_big(self, entry: p.AwarenessEntry) -> bool:
         limit = self.awareness_state_bytes
         size = len(entry.state)  # characters: at most 4 bytes each
@@ -748,16 +804,20 @@ class RoomManager:
             accepted.append(entry)
         return None if len(accepted) == len(entries) else accepted
 
-    def _on_remote_awareness(self, room: Room, update: bytes, node: str) -> None:
+    def _on_remote_awareness(self, room: Room, update: bytes, node: str) -> list[p.AwarenessEntry] | None:
         """Track the awareness of clients on another node (which applied the rules of
-        :meth:`_claim_awareness` to its own sockets). Ids a local socket owns stay its own."""
+        :meth:`_claim_awareness` to its own sockets). Ids a local socket owns stay its own.
+        Returns the entries to pass on to local sockets, or None when all of them are."""
         if p.awareness_count(update) > MAX_AWARENESS_ENTRIES:
-            return
+            return []
         now = time.monotonic()
-        for entry in p.parse_awareness(update):
+        entries = p.parse_awareness(update)
+        accepted = []
+        for entry in entries:
             record = room.awareness.get(entry.client_id)
             if record is not None and (record.peer is not None or entry.clock < record.entry.clock):
-                continue  # a local socket's, or stale
+                continue  # a local socket's, or stale: not passed on either
+            accepted.append(entry)
             if entry.removed:
                 if record is not None:
                     del room.awareness[entry.client_id]
@@ -768,33 +828,54 @@ class RoomManager:
                 record.entry = entry
                 record.seen = now
                 record.node = node
+        return None if len(accepted) == len(entries) else accepted
 
     # --- text limits ---------------------------------------------------------------------
 
-    def _text_sizes(self, room: Room) -> list[int]:
-        """Per limited field, its length in characters, or 0 when it is surely within its limit:
-        pycrdt's length is in UTF-8 bytes (O(1)), never fewer than the characters, so the text
-        is converted (O(n)) only when that length is over the limit."""
+    def _char_bounds(self, room: Room) -> CharBounds:
+        bounds = room.char_bounds
+        if bounds is None or bounds.doc is not room.doc:  # first needed, or the doc was rebuilt
+            bounds = CharBounds(room.doc, {name: room.text(name) for name, _ in TEXT_LIMITS})
+            room.char_bounds = bounds
+        return bounds
+
+    def _text_sizes(self, room: Room) -> list[tuple[int, int]]:
+        """Per limited field, bounds of its length in characters before an update (O(1)):
+        pycrdt's length is in UTF-8 bytes, and :class:`CharBounds` follows the Text events."""
+        bounds = self._char_bounds(room)
         sizes = []
         for name, limit in TEXT_LIMITS:
             text = room.text(name)
-            sizes.append(len(str(text)) if len(text) > limit else 0)
+            low, high = bounds.get(name, text)
+            if high > limit and low != high:  # maybe over: counted, then followed exactly
+                low = high = bounds.exact(name, text)
+            sizes.append((low, high))
         return sizes
 
-    def _over_limit(self, room: Room, before: list[int] | None) -> str | None:
+    def _over_limit(self, room: Room, before: list[tuple[int, int]] | None) -> str | None:
         """The field an update just applied took over its limit and lengthened, if any.
-        ``before``: the sizes before it (:meth:`_text_sizes`); None when ``room.small``.
-        The common case costs two O(1) lengths in one transaction (~3 us)."""
+        ``before``: the bounds before it (:meth:`_text_sizes`); None when ``room.small``.
+        The common case costs two O(1) lengths in one transaction (~3 us); a long multibyte
+        text costs O(update), and a count (O(n)) only when the bounds straddle the limit."""
         with room.doc.transaction():
             lengths = [len(room.text(name)) for name, _ in TEXT_LIMITS]
         room.small = all(length <= limit for length, (_, limit) in zip(lengths, TEXT_LIMITS, strict=True))
         if room.small:
             return None
+        bounds = self._char_bounds(room)
         for index, (name, limit) in enumerate(TEXT_LIMITS):
             if lengths[index] <= limit:
                 continue
-            size = len(str(room.text(name)))
-            if size > limit and size > (before[index] if before is not None else 0):
+            text = room.text(name)
+            low, high = bounds.get(name, text)
+            if high <= limit:
+                continue
+            size = low if low == high else bounds.exact(name, text)
+            if size <= limit:
+                continue
+            # Over: refused only if it surely grew (an over-limit text may still be shortened).
+            was = before[index][1] if before is not None else 0
+            if size > was:
                 return name
         return None
 
@@ -856,8 +937,11 @@ class RoomManager:
             room.changed_at = time.monotonic()
         elif kind == KIND_AWARENESS:
             frame = p.parse_frame(payload)
-            self._on_remote_awareness(room, frame.payload, origin)
-            room.broadcast(payload)
+            accepted = self._on_remote_awareness(room, frame.payload, origin)
+            if accepted is None:
+                room.broadcast(payload)
+            elif accepted:
+                room.broadcast(p.awareness_frame(p.encode_awareness(accepted)))
         elif kind in (KIND_QUERY, KIND_STATE):
             assert self.relay is not None
             missing = room.doc.get_update(payload)
@@ -893,14 +977,13 @@ class RoomManager:
                     self._answer_saved()
 
     def _answer_saved(self) -> None:
-        waiting = []
-        for entry in self._saved_waiters:
-            queued, peer, nonce = entry
+        waiting = {}
+        for peer, (queued, nonce) in self._saved_waiters.items():
             if queued <= self._persisted:
                 if not peer.sender.closed:
                     peer.sender.push(p.saved_frame(nonce))
             else:
-                waiting.append(entry)
+                waiting[peer] = (queued, nonce)
         self._saved_waiters = waiting
 
     async def _flush_loop(self) -> None:

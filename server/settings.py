@@ -136,6 +136,11 @@ class Settings:
     # largest awareness state kept, in UTF-8 bytes; entries beyond either are dropped.
     collab_awareness_ids: int = 4
     collab_awareness_state_bytes: int = 8 * 1024
+    # Awareness frames one collab socket fans out to the room and other nodes: bursts of
+    # ``collab_awareness_burst``, then ``collab_awareness_per_second``; more wait and coalesce
+    # into one frame of the newest states (a cursor at 10 Hz still looks live).
+    collab_awareness_burst: int = 20
+    collab_awareness_per_second: float = 10.0
     # What one collab socket may make the server read, in bytes a second (bursts of twice that);
     # a frame counts as at least 4 KiB (parsing one costs ~10 us whatever its size: 2,048 tiny
     # frames a second, bursts of 4,096). Over it the socket is not read for a while.
@@ -209,6 +214,8 @@ class Settings:
             collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
             collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),
             collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
+            collab_awareness_burst=_int(env, "COLLAB_AWARENESS_BURST", 20),
+            collab_awareness_per_second=_float(env, "COLLAB_AWARENESS_PER_SECOND", 10.0),
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),

@@ -94,6 +94,8 @@ def build_rooms(svc: Services) -> RoomManager:
                         sync_burst=settings.collab_sync_burst, sync_per_second=settings.collab_sync_per_second,
                         awareness_ids=settings.collab_awareness_ids,
                         awareness_state_bytes=settings.collab_awareness_state_bytes,
+                        awareness_burst=settings.collab_awareness_burst,
+                        awareness_per_second=settings.collab_awareness_per_second,
                         receive_per_second=settings.collab_receive_bytes_per_second,
                         on_update=metrics.collab_updates.inc if metrics is not None else None)
     if metrics is not None:
