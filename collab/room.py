@@ -50,6 +50,10 @@ CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
 TEXT_LIMITS = (("title", 200), ("body", 200_000))  # characters, as REST (server/catalog)
+ROOT_NAMES = frozenset(("title", "body", "meta"))
+# The whole document's stored history: a 200,000-character body (up to 800 KB of UTF-8) typed
+# and rewritten many times over, plus meta, stays far below it; an attacker's growth stops here.
+DOCUMENT_MAX_BYTES = 32 * 1024 * 1024
 # The checkpoint a refused update is undone from folds in the updates applied since once they
 # are this many (in the maintenance loop) or this large (at once).
 CHECKPOINT_FOLD_UPDATES = 256
@@ -651,7 +655,7 @@ class RoomManager:
                         room.note_seen(digest)
                         return
                     room.note_seen(digest)
-                    over = self._over_limit(room, before)
+                    over = self._over_limit(room, before) or self._document_over(room, frame.payload)
                     if over is not None:
                         self._refuse(room, peer, over)
                         return
@@ -836,6 +840,18 @@ class RoomManager:
             size = len(str(room.text(name)))
             if size > limit and size > (before[index] if before is not None else 0):
                 return name
+        return None
+
+    def _document_over(self, room: Room, update: bytes) -> str | None:
+        """"document" when an update just applied takes the document past DOCUMENT_MAX_BYTES or
+        adds a root type other than title/body/meta (TEXT_LIMITS bound only title and body: a
+        writer could grow ``meta`` or new roots forever, and with them every version row and
+        joiner's step 2). The size is that of the room's stored history (``base`` + ``tail``,
+        which the document's encoding never exceeds by much): O(1), no encode."""
+        if len(room.base) + room.tail_bytes + len(update) > DOCUMENT_MAX_BYTES:
+            return "document"
+        if not set(room.doc.keys()) <= ROOT_NAMES:
+            return "document"
         return None
 
     def _refuse(self, room: Room, peer: Peer, name: str) -> None:
