@@ -297,6 +297,7 @@ class Room:
     emptied: bool = False
     # Digests of the last large updates applied or found to change nothing (see update_digest).
     seen_updates: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    materialised: tuple[str, str] | None = None  # title and body this room last materialised
 
     def note_seen(self, digest: bytes | None) -> None:
         if digest is None:
@@ -1014,10 +1015,13 @@ class RoomManager:
         room.dirty = False
         room.materialised_at = time.monotonic()
         title, body = room.texts()
+        if room.materialised == (title, body):
+            return  # nothing changed since this room last wrote it: no query, no render
         if not self._within_limits(title, body):  # e.g. concurrent edits of two nodes
             log.warning("collab text over its limit, not materialised", extra={"lesson_id": room.lesson_id})
             return
         await self.store.materialise(room.lesson_id, title, body)
+        room.materialised = (title, body)
 
     async def _record_version(self, room: Room, reason: str) -> str:
         title, body = room.texts()

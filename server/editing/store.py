@@ -149,6 +149,14 @@ class PgStore:
 
     async def materialise(self, lesson_id: str, title: str, body: str) -> bool:
         lid = uuid.UUID(lesson_id)
+        # Compared before rendering: the last peer leaving materialised (and rendered a 200,000-
+        # character body on the single render worker) on every connect/disconnect cycle.
+        async with self.sessions() as session:
+            stored = (await session.execute(select(Lesson.title, Lesson.content).where(Lesson.id == lid))).first()
+        if stored is None:
+            return False
+        if stored.title == title and dict(stored.content or {}).get("body") == body:
+            return False
         html = await render(body)  # before the transaction: a long text renders in the worker
         async with self.sessions() as session, session.begin():
             current = (await session.execute(
