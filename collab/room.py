@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -49,10 +51,17 @@ CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
 TEXT_LIMITS = (("title", 200), ("body", 200_000))  # characters, as REST (server/catalog)
+ROOT_NAMES = frozenset(("title", "body", "meta"))
+# The whole document's stored history: a 200,000-character body (up to 800 KB of UTF-8) typed
+# and rewritten many times over, plus meta, stays far below it; an attacker's growth stops here.
+DOCUMENT_MAX_BYTES = 32 * 1024 * 1024
 # The checkpoint a refused update is undone from folds in the updates applied since once they
 # are this many (in the maintenance loop) or this large (at once).
 CHECKPOINT_FOLD_UPDATES = 256
 CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
+# Updates at least this large are remembered by digest (see update_digest), the last few per room.
+SEEN_UPDATE_MIN_BYTES = 16 * 1024
+SEEN_UPDATES_KEPT = 32
 FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
 # A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
 # they learn) of the room's; a frame of more entries than this is dropped without parsing it
@@ -146,6 +155,20 @@ def check_update(update: bytes) -> None:
         if not is_panic(exc):
             raise
         raise p.ProtocolError(f"update breaks the document: {exc}") from None
+
+
+def update_digest(update: bytes) -> bytes | None:
+    """A digest by which a re-sent copy of a large update is recognised before any pycrdt work
+    (blake2b: ~1 ms per MiB against 120 ms to check it on a scratch document); None for small
+    updates, which are cheap to check again."""
+    if len(update) < SEEN_UPDATE_MIN_BYTES:
+        return None
+    return hashlib.blake2b(update, digest_size=16).digest()
+
+
+def deletes_only(update: bytes) -> bool:
+    """An update with no structs (its first varuint, the count of clients with structs, is 0)."""
+    return p.read_var_uint(update, 0)[0] == 0
 
 
 def is_panic(exc: BaseException) -> bool:
@@ -285,6 +308,17 @@ class Room:
     compacting: bool = False
     unload_at: float | None = None
     emptied: bool = False
+    # Digests of the last large updates applied or found to change nothing (see update_digest).
+    seen_updates: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
+    materialised: tuple[str, str] | None = None  # title and body this room last materialised
+
+    def note_seen(self, digest: bytes | None) -> None:
+        if digest is None:
+            return
+        self.seen_updates[digest] = None
+        self.seen_updates.move_to_end(digest)
+        while len(self.seen_updates) > SEEN_UPDATES_KEPT:
+            self.seen_updates.popitem(last=False)
 
     def text(self, name: str) -> Text:
         found = self.texts_cache.get(name)
@@ -644,12 +678,23 @@ class RoomManager:
                 elif frame.sync in (p.SYNC_STEP2, p.SYNC_UPDATE):
                     if not peer.can_write or frame.payload == p.EMPTY_UPDATE:
                         return  # viewers are read-only: dropped, not closed
+                    digest = update_digest(frame.payload)
+                    if digest is not None and digest in room.seen_updates:
+                        return  # a copy of an update already applied: changes nothing
                     check_update(frame.payload)
                     before = None if room.small else self._text_sizes(room)
+                    state = room.doc.get_state()
                     if not apply_checked(room.doc, frame.payload):
                         self._drop_poison(room, peer)
                         return
-                    over = self._over_limit(room, before)
+                    if room.doc.get_state() == state and not deletes_only(frame.payload):
+                        # Every struct was known already: re-sent, it would cost a 2 MiB row,
+                        # broadcast and relay per copy. (A delete-only update never moves the
+                        # state vector, so it is kept.)
+                        room.note_seen(digest)
+                        return
+                    room.note_seen(digest)
+                    over = self._over_limit(room, before) or self._document_over(room, frame.payload)
                     if over is not None:
                         self._refuse(room, peer, over)
                         return
@@ -879,6 +924,18 @@ class RoomManager:
                 return name
         return None
 
+    def _document_over(self, room: Room, update: bytes) -> str | None:
+        """"document" when an update just applied takes the document past DOCUMENT_MAX_BYTES or
+        adds a root type other than title/body/meta (TEXT_LIMITS bound only title and body: a
+        writer could grow ``meta`` or new roots forever, and with them every version row and
+        joiner's step 2). The size is that of the room's stored history (``base`` + ``tail``,
+        which the document's encoding never exceeds by much): O(1), no encode."""
+        if len(room.base) + room.tail_bytes + len(update) > DOCUMENT_MAX_BYTES:
+            return "document"
+        if not set(room.doc.keys()) <= ROOT_NAMES:
+            return "document"
+        return None
+
     def _refuse(self, room: Room, peer: Peer, name: str) -> None:
         """Undo the update just applied (rebuild the document without it) and close its sender."""
         log.warning("collab update refused: %s over its limit", name,
@@ -1041,10 +1098,13 @@ class RoomManager:
         room.dirty = False
         room.materialised_at = time.monotonic()
         title, body = room.texts()
+        if room.materialised == (title, body):
+            return  # nothing changed since this room last wrote it: no query, no render
         if not self._within_limits(title, body):  # e.g. concurrent edits of two nodes
             log.warning("collab text over its limit, not materialised", extra={"lesson_id": room.lesson_id})
             return
         await self.store.materialise(room.lesson_id, title, body)
+        room.materialised = (title, body)
 
     async def _record_version(self, room: Room, reason: str) -> str:
         title, body = room.texts()

@@ -1,0 +1,57 @@
+"""The live document is bounded as a whole, not only its title and body (issue 11; API.md §5).
+
+TEXT_LIMITS covered title and body only: a writer could add ``meta`` keys or new root types
+forever, growing room memory, the log, every version row and each joiner's step 2. Now an update
+that adds a root other than title/body/meta, or takes the document's stored history past
+``DOCUMENT_MAX_BYTES`` (32 MiB, above the 16 MiB a socket may queue), is refused like an over-long text: rebuilt without, 4413.
+"""
+
+from __future__ import annotations
+
+import httpx
+from pycrdt import Doc, Map, Text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from collab import protocol as p
+from collab.room import DOCUMENT_MAX_BYTES
+from tests.collab_support import YClient, make_lesson
+from tests.support import ServerProcess, dev_user
+
+TOO_LARGE = 4413
+
+
+async def test_a_new_root_type_is_refused(server: ServerProcess, client: httpx.AsyncClient,
+                                          db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="Roots", body="Body.")
+    attacker = await YClient.connect(server.ws_url, lesson.id, author.token)
+    attacker.doc["junk"] = Text("x" * 1000)
+    assert await attacker.wait_closed() == TOO_LARGE
+    late = await YClient.connect(server.ws_url, lesson.id, author.token)
+    assert "junk" not in set(late.doc.keys())
+    await late.close()
+
+
+async def test_meta_cannot_grow_the_document_without_bound(server: ServerProcess, client: httpx.AsyncClient,
+                                                           db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="Meta", body="Body.")
+    attacker = await YClient.connect(server.ws_url, lesson.id, author.token)
+    doc: Doc = Doc()
+    doc.apply_update(attacker.doc.get_update())
+    meta = doc.get("meta", type=Map)
+    sent = 0
+    frames = 0
+    while sent <= DOCUMENT_MAX_BYTES + 2 * 1024 * 1024:
+        state = doc.get_state()
+        meta[f"k{frames}"] = "v" * 1_500_000
+        frame = p.update_frame(doc.get_update(state))
+        try:
+            await attacker.ws.send(frame)
+        except Exception:
+            break
+        sent += len(frame)
+        frames += 1
+    code = await attacker.wait_closed(within=60)
+    print(f"\nsent {frames} frames, {sent / 1e6:.1f} MB of meta: closed with {code}")
+    assert code == TOO_LARGE
