@@ -77,6 +77,8 @@ def make_recheck(svc: Services) -> Any:
             user = (await session.execute(select(User).where(User.clerk_id == grant.user_id))).scalar_one_or_none()
         if user is None:
             raise Denied(CLOSE_FORBIDDEN, "The user is gone.")
+        if user.deleted_at is not None:  # §2: a deleted user's token is 401, so is their socket
+            raise Denied(CLOSE_UNAUTHORIZED, "The user was deleted.")
         return await _decide(svc, lesson_id, Principal.from_user(user))
 
     return recheck
