@@ -456,7 +456,8 @@ async def component(svc: Services) -> AsyncIterator[None]:
         broker.on_reconnect = drain.kick
     settings = svc.settings
     limits = HubLimits(frames_per_second=settings.ws_frames_per_second, frame_burst=settings.ws_frame_burst,
-                       recheck_seconds=settings.ws_recheck_seconds)
+                       recheck_seconds=settings.ws_recheck_seconds,
+                       sockets_per_user=settings.ws_sockets_per_user)
     granted = TtlCache(ACCESS_CACHE_S)
     hub = Hub(broker, make_authenticate(svc), make_authorize(svc, granted), limits,
               recheck=make_recheck(svc, granted), held=held_channel)
