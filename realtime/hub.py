@@ -92,8 +92,12 @@ class HubLimits:
     frame_burst: float = 300.0
     # Rights of open subscriptions are re-checked this often (§7: within 15 s).
     recheck_seconds: float = 5.0
+    # Open sockets of one user on this node: every other budget is per socket, so one account
+    # opening N sockets would multiply them. The next one is accepted and closed 4429. 0: off.
+    sockets_per_user: int = 16
 
 
+CLOSE_TOO_MANY = 4429  # "too many connections" (a 429 for sockets; §5/§7 use 4008, 44xx for rights)
 FRAME_COST_BYTES = 16 * 1024
 # Bytes counted per queued frame on top of its text (the queue entry and its tuple), so the
 # 1 MiB bounds the memory a socket holds even with tiny frames (a pong is 15 bytes).
@@ -357,6 +361,7 @@ class Hub:
         self._serial = 0
         self._release_task: asyncio.Task[None] | None = None
         self._recheck_task: asyncio.Task[None] | None = None
+        self._per_user: dict[str, int] = {}  # open sockets per user id (sockets_per_user)
         self._subs: dict[str, set[Subscription]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._connections: set[Connection] = set()
@@ -544,6 +549,11 @@ class Hub:
         except ConnectionDenied as denied:
             await ws.close(denied.code, denied.reason[:120])
             return
+        cap = self.limits.sockets_per_user
+        if cap and self._per_user.get(user.clerk_id, 0) >= cap:
+            await ws.close(CLOSE_TOO_MANY, "Too many connections.")
+            return
+        self._per_user[user.clerk_id] = self._per_user.get(user.clerk_id, 0) + 1
         conn = Connection(self, ws, user)
         self._connections.add(conn)
         writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
@@ -557,6 +567,9 @@ class Hub:
                 with contextlib.suppress(BaseException):
                     await task
             self._connections.discard(conn)
+            left = self._per_user.pop(user.clerk_id, 1) - 1
+            if left:
+                self._per_user[user.clerk_id] = left
             for sub in list(conn.subs.values()):
                 await self._detach(sub)
             conn.subs.clear()

@@ -344,7 +344,18 @@ def make_recheck(svc: Services, granted: TtlCache) -> Any:
         threads: set[uuid.UUID] = set()
         courses: set[uuid.UUID] = set()
         wanted: list[tuple[Principal, str, str, uuid.UUID]] = []
+        denied: dict[tuple[str, str], ChannelDenied] = {}
+        # A deleted user (§2) loses every subscription, user:me included, each ended with
+        # not_found; the socket itself stays open with nothing to receive (it can subscribe
+        # again only to be refused), which ends their live data without a hub-level close.
+        async with svc.sessions() as session:
+            deleted = set((await session.scalars(
+                select(UserRow.clerk_id).where(UserRow.clerk_id.in_({u.clerk_id for u, _ in pairs}),
+                                               UserRow.deleted_at.is_not(None)))).all())
         for user, channel in pairs:
+            if user.clerk_id in deleted:
+                denied[(user.clerk_id, channel)] = ChannelDenied("not_found", "The user was deleted.")
+                continue
             kind, _, rest = channel.partition(":")
             if kind not in ("course", "thread"):
                 continue
@@ -353,8 +364,7 @@ def make_recheck(svc: Services, granted: TtlCache) -> Any:
             (courses if kind == "course" else threads).add(ident)
             wanted.append((user, channel, kind, ident))
         if not wanted:
-            return {}
-        denied: dict[tuple[str, str], ChannelDenied] = {}
+            return denied
         gone = ChannelDenied("not_found", "No such channel (access was lost).")
         async with svc.sessions() as session:
             thread_course: dict[uuid.UUID, uuid.UUID] = {}
@@ -446,7 +456,8 @@ async def component(svc: Services) -> AsyncIterator[None]:
         broker.on_reconnect = drain.kick
     settings = svc.settings
     limits = HubLimits(frames_per_second=settings.ws_frames_per_second, frame_burst=settings.ws_frame_burst,
-                       recheck_seconds=settings.ws_recheck_seconds)
+                       recheck_seconds=settings.ws_recheck_seconds,
+                       sockets_per_user=settings.ws_sockets_per_user)
     granted = TtlCache(ACCESS_CACHE_S)
     hub = Hub(broker, make_authenticate(svc), make_authorize(svc, granted), limits,
               recheck=make_recheck(svc, granted), held=held_channel)

@@ -127,6 +127,8 @@ class Settings:
     ws_frame_burst: float = 300.0
     # How often the rights of open /ws subscriptions are re-checked (§7: within 15 s).
     ws_recheck_seconds: float = 5.0
+    ws_sockets_per_user: int = 16
+    collab_sockets_per_user: int = 32
     # Live co-editing (§5), per collab socket: answers to sync step 1 and query-awareness (each
     # encodes the whole document or room awareness) come out of a bucket of ``collab_sync_burst``
     # refilled ``collab_sync_per_second``; more requests wait and coalesce into one answer.
@@ -210,6 +212,8 @@ class Settings:
             ws_frames_per_second=_float(env, "WS_FRAMES_PER_SECOND", 30.0),
             ws_frame_burst=_float(env, "WS_FRAME_BURST", 300.0),
             ws_recheck_seconds=_float(env, "WS_RECHECK_SECONDS", 5.0),
+            ws_sockets_per_user=_int(env, "WS_SOCKETS_PER_USER", 16),
+            collab_sockets_per_user=_int(env, "COLLAB_SOCKETS_PER_USER", 32),
             collab_sync_burst=_int(env, "COLLAB_SYNC_BURST", 8),
             collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
             collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),

@@ -34,6 +34,13 @@ TURN_SECONDS = 0.0005  # parsing one socket's bytes stops after this much of a l
 # 256 KiB read of 8-byte frames is 32,000 queued messages (~8 MB) otherwise, held for seconds
 # by an app that throttles the socket (collab: 2,048 frames a second).
 QUEUED_MESSAGES = 64
+# uvicorn writes a pong for every ping straight to the transport, and pings queue nothing for
+# the app, so a peer that pings and never reads grew the write buffer without bound (RSS
+# 32 MB -> 437 MB in 24 s). Once a pong leaves more than this waiting to be sent, reading stops
+# until the transport has drained (resume_writing). It is the /ws backlog (§7), so the app's
+# own limits (1 MiB /ws, 16 MiB collab: close 4008) still decide about frames the app sends;
+# only pongs, which the app never sees, are held back here.
+PONG_BACKLOG_BYTES = 1024 * 1024
 
 
 class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
@@ -45,6 +52,26 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
         self.paced_pause = False  # reading paused here (uvicorn's own pause is ``read_paused``)
         self.continuation: asyncio.Handle | None = None
         self.stalled = False  # parsing waits for the app to take queued messages
+        self.write_pause = False  # reading paused: the peer does not read the pongs to its pings
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if not self.write_pause:
+            return
+        self.write_pause = False
+        # Only if no other pause holds: uvicorn's (the app has messages to take) or ours (bytes
+        # wait to be parsed; the continuation resumes reading when they are).
+        if (not self.read_paused and not self.paced_pause and not self.waiting
+                and not self.disconnected and not self.transport.is_closing()):
+            self.transport.resume_reading()
+
+    def handle_ping(self) -> None:
+        super().handle_ping()
+        # Past the high-water mark, so the transport calls resume_writing once it has drained.
+        if (self.transport.get_write_buffer_size() > PONG_BACKLOG_BYTES and not self.write_pause
+                and not self.transport.is_closing()):
+            self.write_pause = True
+            self.transport.pause_reading()
 
     def data_received(self, data: bytes) -> None:
         if self.waiting:
@@ -91,7 +118,8 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
                 return
         if self.paced_pause:
             self.paced_pause = False
-            if not self.read_paused and not self.disconnected and not self.transport.is_closing():
+            if (not self.read_paused and not self.write_pause and not self.disconnected
+                    and not self.transport.is_closing()):
                 self.transport.resume_reading()  # unless the app has messages still to take
 
     def _payload_wanted(self) -> int:
@@ -137,6 +165,6 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
             self.continuation = self.loop.call_soon(self._parse_some)
         if self.read_paused and self.queue.empty():
             self.read_paused = False
-            if not self.waiting:
+            if not self.waiting and not self.write_pause:
                 self.transport.resume_reading()
         return message

@@ -52,7 +52,35 @@ async def _decide(svc: Services, lesson_id: str, principal: Principal) -> bool:
     raise Denied(CLOSE_FORBIDDEN, "Only the author, collaborators and admins may join.")
 
 
-def make_authorize(svc: Services) -> Any:
+CLOSE_TOO_MANY = 4429  # "too many connections", as on /ws (§5 uses 4008 and 44xx for rights)
+SOCKET_USER = "scriptorium.collab_user"  # scope key: the user this socket counts against
+
+
+class SocketCounts:
+    """Open collab sockets per user on this node: every collab budget is per socket, so one
+    account opening N sockets would multiply them (``COLLAB_SOCKETS_PER_USER``; 0: off)."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: dict[str, int] = {}
+
+    def take(self, scope: Scope, user_id: str) -> None:
+        if SOCKET_USER in scope:  # already counted (authorize is asked once per socket)
+            return
+        if self.cap and self.open.get(user_id, 0) >= self.cap:
+            raise Denied(CLOSE_TOO_MANY, "Too many connections.")
+        self.open[user_id] = self.open.get(user_id, 0) + 1
+        scope[SOCKET_USER] = user_id
+
+    def release(self, scope: Scope) -> None:
+        user_id = scope.pop(SOCKET_USER, None)
+        if user_id is not None:
+            left = self.open.pop(user_id, 1) - 1
+            if left:
+                self.open[user_id] = left
+
+
+def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:
     async def authorize(scope: Scope, lesson_id: str) -> Grant:
         _lesson_uuid(lesson_id)
         conn = HTTPConnection(scope)
@@ -65,6 +93,8 @@ def make_authorize(svc: Services) -> Any:
         if principal is None:
             raise Denied(CLOSE_UNAUTHORIZED, "Sign in to edit lessons.")
         can_write = await _decide(svc, lesson_id, principal)
+        if counts is not None:
+            counts.take(scope, principal.clerk_id)
         return Grant(user_id=principal.clerk_id, can_write=can_write, subject=principal)
 
     return authorize
@@ -77,12 +107,14 @@ def make_recheck(svc: Services) -> Any:
             user = (await session.execute(select(User).where(User.clerk_id == grant.user_id))).scalar_one_or_none()
         if user is None:
             raise Denied(CLOSE_FORBIDDEN, "The user is gone.")
+        if user.deleted_at is not None:  # §2: a deleted user's token is 401, so is their socket
+            raise Denied(CLOSE_UNAUTHORIZED, "The user was deleted.")
         return await _decide(svc, lesson_id, Principal.from_user(user))
 
     return recheck
 
 
-def build_rooms(svc: Services) -> RoomManager:
+def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManager:
     relay = None
     if svc.settings.redis_url:
         relay = RedisRelay(svc.settings.redis_url, svc.settings.redis_prefix, svc.settings.node_id)
@@ -90,7 +122,7 @@ def build_rooms(svc: Services) -> RoomManager:
     settings = svc.settings
     retention = VersionRetention(settings.version_keep_days, settings.version_keep_older,
                                  settings.version_max_per_lesson)
-    rooms = RoomManager(PgStore(svc.sessions, retention), make_authorize(svc), make_recheck(svc), relay,
+    rooms = RoomManager(PgStore(svc.sessions, retention), make_authorize(svc, counts), make_recheck(svc), relay,
                         sync_burst=settings.collab_sync_burst, sync_per_second=settings.collab_sync_per_second,
                         awareness_ids=settings.collab_awareness_ids,
                         awareness_state_bytes=settings.collab_awareness_state_bytes,
@@ -107,21 +139,36 @@ def build_rooms(svc: Services) -> RoomManager:
 @asynccontextmanager
 async def component(svc: Services) -> AsyncIterator[None]:
     """Starts the room manager with the app (``services.rooms``); flushes everything at stop."""
-    rooms = build_rooms(svc)
+    counts = SocketCounts(svc.settings.collab_sockets_per_user)
+    rooms = build_rooms(svc, counts)
     svc.rooms = rooms
+    _counts[id(svc)] = counts
     await rooms.start()
     try:
         yield
     finally:
+        _counts.pop(id(svc), None)
         await rooms.stop()
+
+
+_counts: dict[int, SocketCounts] = {}  # per Services (one per app)
+
+
+async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
+    svc = services(HTTPConnection(scope))
+    try:
+        await svc.rooms.handle(scope, receive, send)
+    finally:
+        counts = _counts.get(id(svc))
+        if counts is not None:
+            counts.release(scope)
 
 
 class CollabEndpoint:
     """ASGI endpoint of ``WS /collab/lessons/{lesson_id}``: hands the socket to the rooms."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rooms: RoomManager = services(HTTPConnection(scope)).rooms
-        await rooms.handle(scope, receive, send)  # type: ignore[arg-type]
+        await _handle(scope, receive, send)
 
 
 def websocket_routes() -> list[BaseRoute]:
@@ -143,7 +190,6 @@ class CollabFastPath:
         path: str = scope.get("path", "")
         if scope["type"] == "websocket" and path.startswith(COLLAB_PREFIX) and "/" not in path[len(COLLAB_PREFIX):]:
             scope["path_params"] = {"lesson_id": path[len(COLLAB_PREFIX):]}
-            rooms: RoomManager = services(HTTPConnection(scope)).rooms
-            await rooms.handle(scope, receive, send)  # type: ignore[arg-type]
+            await _handle(scope, receive, send)
             return
         await self.app(scope, receive, send)
