@@ -63,6 +63,16 @@ CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
 SEEN_UPDATE_MIN_BYTES = 16 * 1024
 SEEN_UPDATES_KEPT = 32
 FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves others
+# Updates up to this size are tried on an empty scratch document before the room's (see
+# check_update); a keystroke is a few dozen bytes.
+SCRATCH_CHECK_MAX_BYTES = 64 * 1024
+# A frame's cost to its user's receive budget is at least the event-loop time it took, at this
+# many budget bytes a second: with the default 8 MiB/s budget, one user's collab frames may take
+# at most 1/CPU_SHARE_DIVISOR (a fifth) of this process's loop, sustained, whatever they hold.
+CPU_SHARE_DIVISOR = 5
+# After a frame that took longer than this, the socket lets the loop serve others before its next
+# frame (its buffered frames are otherwise handled back to back, up to FRAMES_PER_TURN).
+SLOW_FRAME_S = 0.01
 # A frame is an awareness update of the sender's own ids, or (y-websocket clients echo what
 # they learn) of the room's; a frame of more entries than this is dropped without parsing it
 # (a 2 MiB frame holds ~300,000 minimal entries, ~0.3 s of parsing). Frames from sockets are
@@ -145,6 +155,11 @@ def check_update(update: bytes) -> None:
     clients, _ = p.read_var_uint(update, 0)
     if clients > len(update):
         raise p.ProtocolError(f"update declares {clients} clients in {len(update)} bytes")
+    if len(update) > SCRATCH_CHECK_MAX_BYTES:
+        # Large updates skip the scratch document: applying one costs ~2 us a struct (a 2 MiB
+        # update of 110,000 map keys: ~200 ms, on top of the room's own apply), and the room's
+        # apply_checked() catches every known poison anyway (this check only spares a rebuild).
+        return
     scratch: Doc[Any] = Doc()
     try:
         scratch.apply_update(update)
@@ -425,6 +440,7 @@ class RoomManager:
         self.awareness_entries = min(AWARENESS_ENTRIES_CAP, max(1, 2 * awareness_ids))
         self.receive_per_second = receive_per_second  # what one socket may send (collab/throttle.py)
         self.receive_frame_cost = receive_frame_cost
+        self._inbound: dict[str, list[Any]] = {}  # user id -> [ReceiveBudget, sockets]
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self._pending: list[PendingUpdate] = []
@@ -589,8 +605,8 @@ class RoomManager:
                     AnswerBudget(self.sync_burst, self.sync_per_second, time.monotonic()),
                     AnswerBudget(self.awareness_burst, self.awareness_per_second, time.monotonic()))
         self._join(room, peer)
-        inbound = ReceiveBudget(self.receive_per_second, 2 * self.receive_per_second,
-                                self.receive_frame_cost, time.monotonic())
+        user_id = grant.user_id
+        inbound = self._user_budget(user_id)
         handled = 0
         try:
             while True:
@@ -598,14 +614,16 @@ class RoomManager:
                 kind = message["type"]
                 if kind == "websocket.receive":
                     data = message.get("bytes") or b""
+                    started = time.perf_counter()
                     if data and not peer.sender.closed:  # closed: what is still buffered is moot
                         self._on_frame(room, peer, data)
+                    spent = time.perf_counter() - started
                     handled += 1
-                    wait = inbound.spend(self._receive_cost(data), time.monotonic())
+                    wait = inbound.spend(self._frame_cost(data, spent), time.monotonic())
                     if wait > 0:
                         handled = 0
                         await asyncio.sleep(wait)
-                    elif handled >= FRAMES_PER_TURN:
+                    elif handled >= FRAMES_PER_TURN or spent > SLOW_FRAME_S:
                         # receive() does not suspend while frames are buffered: one 256 KB read
                         # of 4-byte frames is 26,000 of them. Let other sockets (and requests) in.
                         handled = 0
@@ -615,6 +633,32 @@ class RoomManager:
         finally:
             peer.sender.closed = True
             self._leave(room, peer)
+            self._release_budget(user_id)
+
+    def _user_budget(self, user_id: str) -> ReceiveBudget:
+        """The receive budget shared by all of one user's collab sockets on this node (so that
+        opening more sockets does not buy more of the loop)."""
+        entry = self._inbound.get(user_id)
+        if entry is None:
+            entry = self._inbound[user_id] = [ReceiveBudget(
+                self.receive_per_second, 2 * self.receive_per_second, self.receive_frame_cost,
+                time.monotonic()), 0]
+        entry[1] += 1
+        budget: ReceiveBudget = entry[0]
+        return budget
+
+    def _release_budget(self, user_id: str) -> None:
+        entry = self._inbound.get(user_id)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] <= 0:
+                del self._inbound[user_id]
+
+    def _frame_cost(self, data: bytes, spent: float) -> int:
+        """A handled frame's charge to its user's receive budget: its bytes (see _receive_cost), or
+        the loop time it took, whichever is more (applying an update costs per struct, not per
+        byte: 12,500 tiny map entries are ~260 KB and ~45 ms)."""
+        return max(self._receive_cost(data), int(spent * CPU_SHARE_DIVISOR * self.receive_per_second))
 
     def _receive_cost(self, data: bytes) -> int:
         """What a frame is charged to its socket's receive budget, in bytes: an awareness frame
