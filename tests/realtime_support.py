@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,9 +16,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from websockets.asyncio.client import ClientConnection, connect
 
 from server.catalog.models import Course
+from server.db import make_engine
 from server.events import emit
 from server.forum.models import ForumPost
-from tests.support import DevUser, ServerProcess, dev_user
+from server.migrate import upgrade
+from tests.support import DevUser, Postgres, ServerProcess, dev_user
 
 
 @dataclass
@@ -103,3 +108,24 @@ async def nothing_more(live: Live, sockets: ClientConnection | list[ClientConnec
         frame = await recv(ws)
         assert frame["type"] == "event" and frame["event"] == "marker", frame
         assert frame["data"]["marker"] == marker, frame
+
+
+@asynccontextmanager
+async def live_deployment(backend: str, postgres: Postgres, data_dir: Path,
+                          redis_url: str) -> AsyncIterator[Live]:
+    """A server with the in-process broker (``backend="memory"``) or one with Redis, on a database
+    of its own (the outbox of a database is drained by the servers that use it)."""
+    url = await postgres.create_database()
+    await upgrade(url)
+    server = ServerProcess(database_url=url, data_dir=data_dir,
+                           redis_url=redis_url if backend == "redis" else None,
+                           env={"RATE_LIMIT_PER_MINUTE": "0"})
+    await asyncio.to_thread(server.start)
+    engine = make_engine(url)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            yield Live(backend, server, engine, client)
+    finally:
+        server.stop()
+        await engine.dispose()
+        await postgres.drop_database(url)

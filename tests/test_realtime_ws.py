@@ -6,35 +6,18 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from server.db import make_engine
-from server.migrate import upgrade
-from tests.realtime_support import Live, events, nothing_more, recv, send, subscribe
-from tests.support import Postgres, ServerProcess
+from tests.realtime_support import Live, events, live_deployment, nothing_more, recv, send, subscribe
+from tests.support import Postgres
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
 async def live(request: pytest.FixtureRequest, postgres: Postgres, data_dir: Path,
                redis_url: str) -> AsyncIterator[Live]:
-    """A server with the in-process broker, or one with Redis (its own database: the outbox
-    of a database is drained by the servers that use it)."""
-    url = await postgres.create_database()
-    await upgrade(url)
-    server = ServerProcess(database_url=url, data_dir=data_dir,
-                           redis_url=redis_url if request.param == "redis" else None,
-                           env={"RATE_LIMIT_PER_MINUTE": "0"})
-    await asyncio.to_thread(server.start)
-    engine = make_engine(url)
-    try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-            yield Live(request.param, server, engine, client)
-    finally:
-        server.stop()
-        await engine.dispose()
-        await postgres.drop_database(url)
+    async with live_deployment(request.param, postgres, data_dir, redis_url) as deployment:
+        yield deployment
 
 
 async def test_live_event_reaches_a_subscriber(live: Live) -> None:

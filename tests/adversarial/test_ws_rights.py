@@ -10,16 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
-from server.db import make_engine
-from server.migrate import upgrade
 from tests.catalog_helpers import add_collaborator, make_admin, ok
-from tests.realtime_support import Live, events, recv, send, subscribe
-from tests.support import Postgres, ServerProcess
+from tests.realtime_support import Live, events, live_deployment, recv, send, subscribe
+from tests.support import Postgres
 
 WITHIN_S = 15.0  # §7
 
@@ -27,20 +24,8 @@ WITHIN_S = 15.0  # §7
 @pytest.fixture(scope="module", params=["memory", "redis"])
 async def live(request: pytest.FixtureRequest, postgres: Postgres, data_dir: Path,
                redis_url: str) -> AsyncIterator[Live]:
-    url = await postgres.create_database()
-    await upgrade(url)
-    server = ServerProcess(database_url=url, data_dir=data_dir,
-                           redis_url=redis_url if request.param == "redis" else None,
-                           env={"RATE_LIMIT_PER_MINUTE": "0"})
-    await asyncio.to_thread(server.start)
-    engine = make_engine(url)
-    try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-            yield Live(request.param, server, engine, client)
-    finally:
-        server.stop()
-        await engine.dispose()
-        await postgres.drop_database(url)
+    async with live_deployment(request.param, postgres, data_dir, redis_url) as deployment:
+        yield deployment
 
 
 async def _ended(ws: ClientConnection, channels: set[str]) -> list[dict[str, Any]]:
