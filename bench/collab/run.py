@@ -254,7 +254,10 @@ def main() -> None:
 
         asyncio.run(upgrade(database_url))
         node = ServerProcess(database_url=database_url, data_dir=Path(tempfile.mkdtemp(prefix="scr-bench-")),
-                             redis_url=redis.url, env={"RATE_LIMIT_PER_MINUTE": "0"}).start()
+                             # The load harness connects all its clients with one account's token:
+                             # lift the per-user socket cap (COLLAB_SOCKETS_PER_USER, 32) for it.
+                             redis_url=redis.url, env={"RATE_LIMIT_PER_MINUTE": "0",
+                                                       "COLLAB_SOCKETS_PER_USER": "0"}).start()
         try:
             assert node.proc is not None
             token, lessons = asyncio.run(scriptorium_setup(database_url, 1 + args.idle_rooms, node.base_url))
