@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,17 @@ class ServerProcess:
     def kill(self) -> None:
         """kill -9 of the whole server (all workers), no graceful shutdown."""
         self.stop(signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(proc: ServerProcess) -> Iterator[ServerProcess]:
+    """Start ``proc`` and stop it when the block ends, also when it fails: the body of a module
+    fixture for a server with settings of its own (``with running(ServerProcess(...)) as s: yield s``)."""
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
 
 
 # --- users ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from svix.webhooks import Webhook
 from server.auth import Authenticator, JwksCache
 from server.errors import Unauthorized
 from server.settings import Settings, SettingsError
-from tests.support import ServerProcess
+from tests.support import ServerProcess, running
 
 ISSUER = "https://clerk.scriptorium.test"
 PARTY = "https://app.scriptorium.test"
@@ -49,14 +49,17 @@ def token(key: Any = KEY, alg: str = "RS256", headers: dict[str, Any] | None = N
     return jwt.encode(claims, key, algorithm=alg, headers=headers)
 
 
+def clerk_env(**extra: str) -> dict[str, str]:
+    """The settings of a Clerk-mode server that accepts :func:`token` and :func:`signed` webhooks."""
+    return {"CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_ISSUER": ISSUER, "CLERK_AUTHORIZED_PARTIES": PARTY,
+            "CLERK_WEBHOOK_SECRET": WEBHOOK_SECRET, **extra}
+
+
 @pytest.fixture(scope="module")
 def clerk_server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, data_dir=data_dir, env={
-        "CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_ISSUER": ISSUER, "CLERK_AUTHORIZED_PARTIES": PARTY,
-        "CLERK_WEBHOOK_SECRET": WEBHOOK_SECRET, "ALLOWED_ORIGINS": "https://partner.test",
-    }).start()
-    yield proc
-    proc.stop()
+    with running(ServerProcess(database_url=database_url, data_dir=data_dir,
+                               env=clerk_env(ALLOWED_ORIGINS="https://partner.test"))) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from collab import protocol as p
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
 from tests.collab_support import YClient, make_lesson
-from tests.support import ServerProcess, dev_user, eventually
+from tests.support import ServerProcess, dev_user, eventually, running
 
 MiB = 1024 * 1024
 LIMIT = 16 * MiB
@@ -34,11 +34,10 @@ EMPTY_STEP1 = p.step1_frame(b"\x00")  # "send me everything": 4 bytes
 
 @pytest.fixture(scope="module")
 def flood_server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, data_dir=data_dir, env={
-        "RATE_LIMIT_PER_MINUTE": "0", "COLLAB_SYNC_BURST": str(BURST),
-        "COLLAB_SYNC_PER_SECOND": str(PER_SECOND)}).start()
-    yield proc
-    proc.stop()
+    with running(ServerProcess(database_url=database_url, data_dir=data_dir, env={
+            "RATE_LIMIT_PER_MINUTE": "0", "COLLAB_SYNC_BURST": str(BURST),
+            "COLLAB_SYNC_PER_SECOND": str(PER_SECOND)})) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -19,22 +19,19 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import connect
 
-from tests.adversarial.test_deleted_users import ISSUER, PARTY, deliver
+from tests.adversarial.test_deleted_users import deliver
 from tests.collab_support import YClient, make_lesson
-from tests.support import ServerProcess
-from tests.test_auth import PUBLIC_PEM, WEBHOOK_SECRET, token
+from tests.support import ServerProcess, running
+from tests.test_auth import clerk_env, token
 
 WS_RECHECK = 1.0
 
 
 @pytest.fixture(scope="module")
 def clerk_server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, data_dir=data_dir, env={
-        "CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_ISSUER": ISSUER, "CLERK_AUTHORIZED_PARTIES": PARTY,
-        "CLERK_WEBHOOK_SECRET": WEBHOOK_SECRET, "WS_RECHECK_SECONDS": str(WS_RECHECK),
-    }).start()
-    yield proc
-    proc.stop()
+    with running(ServerProcess(database_url=database_url, data_dir=data_dir,
+                               env=clerk_env(WS_RECHECK_SECONDS=str(WS_RECHECK)))) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

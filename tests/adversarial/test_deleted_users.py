@@ -15,21 +15,14 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import ServerProcess
-from tests.test_auth import PUBLIC_PEM, WEBHOOK_SECRET, _user_row, clerk_user, signed, token
-
-ISSUER = "https://clerk.scriptorium.test"
-PARTY = "https://app.scriptorium.test"
+from tests.support import ServerProcess, running
+from tests.test_auth import _user_row, clerk_env, clerk_user, signed, token
 
 
 @pytest.fixture(scope="module")
 def clerk_server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, data_dir=data_dir, env={
-        "CLERK_JWT_KEY": PUBLIC_PEM, "CLERK_ISSUER": ISSUER, "CLERK_AUTHORIZED_PARTIES": PARTY,
-        "CLERK_WEBHOOK_SECRET": WEBHOOK_SECRET,
-    }).start()
-    yield proc
-    proc.stop()
+    with running(ServerProcess(database_url=database_url, data_dir=data_dir, env=clerk_env())) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.catalog_helpers import build_course, ok
-from tests.support import DevUser, ServerProcess, dev_user
+from tests.support import DevUser, ServerProcess, dev_user, running
 
 QUOTA = 4096
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * (1500 - 16)  # 1,500 bytes
@@ -28,11 +28,10 @@ def media_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def quota_server(database_url: str, media_dir: Path) -> Iterator[ServerProcess]:
-    proc = ServerProcess(database_url=database_url, data_dir=media_dir.parent / (media_dir.name + "-data"),
-                         env={"RATE_LIMIT_PER_MINUTE": "0", "MEDIA_QUOTA_BYTES": str(QUOTA),
-                              "MEDIA_DIR": str(media_dir)}).start()
-    yield proc
-    proc.stop()
+    with running(ServerProcess(database_url=database_url, data_dir=media_dir.parent / (media_dir.name + "-data"),
+                               env={"RATE_LIMIT_PER_MINUTE": "0", "MEDIA_QUOTA_BYTES": str(QUOTA),
+                                    "MEDIA_DIR": str(media_dir)})) as proc:
+        yield proc
 
 
 @pytest.fixture(scope="module")
