@@ -2,12 +2,28 @@
 
 Roles on a course, strongest first: admin, author, editor, viewer, learner (enrolled), member
 (signed in), anonymous. Drafts are invisible (404) to anyone below viewer.
+
+Routes name their policy here and the router enforces it before the handler runs
+(``@api.patch("/courses/{id}", access=edit_course("id"))``, see server/routing.py). The policies:
+
+- ``PUBLIC``: anyone; the caller's identity is not read.
+- ``VISITOR``: anyone; what they see depends on who they are (drafts, enrolment).
+- ``SIGNED_IN``: any signed-in user, acting on their own rows (the handler's queries are scoped
+  to the caller: their profile, notifications, goals, cards).
+- ``ADMIN``: platform admins.
+- ``read_course`` / ``edit_course`` / ``manage_course`` / ``enrolled_in`` (and the unit and
+  lesson variants): the caller's role on the course that a path parameter names; 404 when the
+  course is hidden from them, 403 when it is visible but the role is too weak.
+- ``owned(...)``: the row a path parameter names belongs to the caller (404 otherwise).
+
+A new rule is a new function here, named for what it allows, never a check inside a handler.
 """
 
 from __future__ import annotations
 
 import enum
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -18,8 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.auth import Principal
 from server.catalog.models import Collaborator, Course, Lesson, Unit
+from server.db import autocommit
 from server.errors import Forbidden, NotFound
+from server.http import path_id
 from server.learning.models import UserCourse
+from server.routing import Access
+from server.state import services
 
 
 class Role(enum.IntEnum):
@@ -220,3 +240,83 @@ def require(allowed: bool, detail: str = "You may not do this.") -> None:
     """403 for a signed-in caller who can see the resource but not change it."""
     if not allowed:
         raise Forbidden(detail)
+
+
+# --- route policies (enforced by server/routing.py before the handler runs) -----------------
+
+PUBLIC = Access("public", "none")
+VISITOR = Access("visitor", "optional")
+SIGNED_IN = Access("signed-in", "user")
+
+
+async def _admin_only(request: Any, user: Principal | None) -> None:
+    require(user is not None and user.is_admin, "Only admins can do this.")
+
+
+ADMIN = Access("admin", "user", _admin_only)
+
+_Via = Any  # "course" | "unit" | "lesson"
+
+
+def _on_course(name: str, param: str, via: str, need: Any, detail: str, auth: Any) -> Access:
+    lookups: dict[str, Callable[[AsyncConnection, uuid.UUID, Principal | None], Awaitable[CourseAccess]]] = {
+        "course": course_access, "unit": unit_access, "lesson": lesson_access}  # type: ignore[dict-item]
+    lookup = lookups[via]
+
+    async def check(request: Any, user: Principal | None) -> CourseAccess:
+        key = path_id(request, param)
+        async with autocommit(services(request).engine) as conn:
+            access: CourseAccess = await lookup(conn, key, user)
+        if need is not None:
+            require(need(access), detail)
+        return access
+
+    return Access(f"{name} ({via} {{{param}}})", auth, check)
+
+
+def read_course(param: str = "id", *, via: str = "course") -> Access:
+    """Anyone who can see the course (published, or a collaborator/admin on a draft)."""
+    return _on_course("read", param, via, None, "", "optional")
+
+
+def member_of(param: str = "id", *, via: str = "course") -> Access:
+    """A signed-in user who can see the course (e.g. to post in its forum, enrol, review)."""
+    return _on_course("signed-in reader", param, via, None, "", "user")
+
+
+def enrolled_in(param: str = "id", *, via: str = "course",
+                detail: str = "Only enrolled learners can do this.") -> Access:
+    return _on_course("enrolled", param, via, lambda a: a.enrolled or a.role >= Role.VIEWER, detail, "user")
+
+
+def edit_course(param: str = "id", *, via: str = "course",
+                detail: str = "Only editors may change this course.") -> Access:
+    """Editors, the author and admins: structure, content, co-editing, suggestions' decisions."""
+    return _on_course("edit", param, via, lambda a: a.can_edit, detail, "user")
+
+
+def staff_of(param: str = "id", *, via: str = "course",
+             detail: str = "Only the course's staff can do this.") -> Access:
+    """Course staff (editors and up): forum moderation."""
+    return _on_course("staff", param, via, lambda a: a.is_staff, detail, "user")
+
+
+def manage_course(param: str = "id", *, via: str = "course",
+                  detail: str = "Only the author may do this.") -> Access:
+    """The author and admins: delete, publish, collaborators."""
+    return _on_course("manage", param, via, lambda a: a.can_manage, detail, "user")
+
+
+def owned(table: str, param: str, owner_column: Any, id_column: Any, *, missing: str = "Not found.") -> Access:
+    """The row ``id_column == {param}`` exists and ``owner_column`` is the caller (404 otherwise)."""
+    stmt = select(owner_column).where(id_column == bindparam("key"))
+
+    async def check(request: Any, user: Principal | None) -> None:
+        assert user is not None
+        key = path_id(request, param)
+        async with autocommit(services(request).engine) as conn:
+            owner = (await conn.execute(stmt, {"key": key})).scalar_one_or_none()
+        if owner is None or owner != user.clerk_id:
+            raise NotFound(missing)
+
+    return Access(f"owner of the {table} {{{param}}}", "user", check)

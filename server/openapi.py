@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from pydantic import TypeAdapter
+from pydantic.json_schema import JsonSchemaMode
+
 from server.routing import Operation
 
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
@@ -19,6 +22,19 @@ PROBLEM = {
 }
 
 
+def _schema_ref(model: Any, schemas: dict[str, Any], mode: JsonSchemaMode = "serialization") -> dict[str, Any]:
+    """``model``'s JSON schema into ``components.schemas`` (with its sub-models), as a ``$ref``."""
+    schema = TypeAdapter(model).json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+    for name, sub in schema.pop("$defs", {}).items():
+        schemas[name] = sub
+    name = getattr(model, "__name__", None)
+    if name is None or not isinstance(model, type):
+        return schema  # e.g. list[X]: inline, its items point into components
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)  # Page[Course] -> Page_Course_ (OpenAPI's name pattern)
+    schemas[name] = schema
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 def build(operations: list[Operation], *, title: str = "Scriptorium", version: str = "0.1.0") -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Problem": PROBLEM}
@@ -31,28 +47,25 @@ def build(operations: list[Operation], *, title: str = "Scriptorium", version: s
         ]
         params += [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}, "description": d}
                    for n, d in op.query.items()]
+        success = _schema_ref(op.response, schemas) if op.response is not None else {"type": "object"}
         responses: dict[str, Any] = {
             str(status): {"description": "Success"} if status == 204 else
-            {"description": "Success", "content": {"application/json": {"schema": {"type": "object"}}}}
+            {"description": "Success", "content": {"application/json": {"schema": success}}}
             for status in (op.status, *op.also)
         }
         responses["default"] = {"description": "Problem", "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         operation: dict[str, Any] = {
             "summary": op.summary, "tags": [op.tag], "operationId": f"{op.method.lower()}_{op.tag}_{len(paths)}",
-            "parameters": params, "responses": responses,
+            "parameters": params, "responses": responses, "x-access": op.access.name,
         }
         if op.auth == "user":
             operation["security"] = [{"bearer": []}, {"cookie": []}]
         elif op.auth == "optional":
             operation["security"] = [{}, {"bearer": []}, {"cookie": []}]
         if op.body is not None:
-            schema = op.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            for name, sub in schema.pop("$defs", {}).items():
-                schemas[name] = sub
-            schemas[op.body.__name__] = schema
             operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}}}
+                "application/json": {"schema": _schema_ref(op.body, schemas, mode="validation")}}}
         if op.multipart:
             operation["requestBody"] = {"content": {
                 "multipart/form-data": {"schema": {"type": "object", "properties": {

@@ -1,25 +1,59 @@
-"""Declaring REST routes once: the Starlette route and its OpenAPI description together.
+"""Declaring REST routes once: the Starlette route, who may call it, what it answers, and its
+OpenAPI description, together.
 
-The declared ``auth`` is enforced here, not only documented: a route that needs a user (the
-default) answers 401 to a caller without a token before its handler runs, so a handler that reads
-the caller with ``current_user`` cannot serve anonymous callers by accident. Only routes declared
-``auth="optional"`` or ``"none"`` are reachable without a token (§2's public catalogue).
+Every route declares ``access=`` (required: a route cannot be registered without one). The wrapper
+built here enforces it before the handler runs, in this order:
+
+1. identity: ``access.auth`` — ``"user"`` answers 401 to a caller without a valid token;
+   ``"optional"`` reads the caller if there is one; ``"none"`` never looks.
+2. the named policy (``access.check``, from :mod:`server.access`): e.g. "editors of the course
+   at ``{id}``". It raises 404 (hidden or unknown) or 403 (visible but not yours) and returns what
+   it learned (a :class:`~server.access.CourseAccess`, or ``None``), which the handler reads with
+   :func:`granted` instead of asking again.
+
+Only then does the handler run, so a handler cannot forget a check, and the access table test
+(tests/api/test_access_table.py) can list every route with its policy from ``Operation.access``.
+
+Responses: ``response=`` names the pydantic model of the success body (omitted only for 204). It
+is published in /openapi.json and, when the server runs with ``CHECK_RESPONSES=1`` (the test suite
+always sets it), every JSON success body is validated against it: a body that does not match is
+logged and answered 500, so a test that gets an undeclared shape fails where it happened.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+if TYPE_CHECKING:
+    from server.auth import Principal
+
 Endpoint = Callable[[Request], Awaitable[Response]]
 AuthNeed = Literal["none", "optional", "user"]
+Check = Callable[[Request, "Principal | None"], Awaitable[Any]]
+
+logger = logging.getLogger("scriptorium.routing")
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call a route: an identity need and, optionally, a named policy check.
+
+    Build them in :mod:`server.access` (``PUBLIC``, ``VISITOR``, ``SIGNED_IN``, ``edit_course(...)``),
+    never inline in a handler.
+    """
+
+    name: str
+    auth: AuthNeed
+    check: Check | None = None
 
 
 @dataclass
@@ -28,27 +62,77 @@ class Operation:
     path: str
     summary: str
     tag: str
+    access: Access
     status: int = 200
     body: type[BaseModel] | None = None
-    auth: AuthNeed = "user"
+    response: Any = None  # a pydantic model (or a type a TypeAdapter accepts); None only for 204
     query: dict[str, str] = field(default_factory=dict)
     multipart: bool = False
     also: tuple[int, ...] = ()  # other success statuses (e.g. 200 when a create updates instead)
 
+    @property
+    def auth(self) -> AuthNeed:
+        return self.access.auth
 
-def _signed_in_only(endpoint: Endpoint) -> Endpoint:
+
+def granted(request: Request) -> Any:
+    """What the route's policy learned (e.g. the caller's :class:`~server.access.CourseAccess`)."""
+    return request.state.granted
+
+
+@functools.cache
+def _adapter(model: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(model)
+
+
+def _check_response(op: Operation, response: Response) -> Response:
+    """Validate a JSON success body against the declared model (CHECK_RESPONSES=1 only)."""
+    if op.response is None or response.status_code not in (op.status, *op.also):
+        return response
+    if not (response.media_type or "").startswith("application/json"):
+        return response
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes | bytearray | memoryview):
+        return response  # streamed: not checked here
+    try:
+        _adapter(op.response).validate_json(bytes(body), strict=False)
+    except ValidationError as exc:
+        logger.error("response schema mismatch: %s %s -> %s: %s", op.method, op.path, _name(op.response),
+                     exc.errors(include_url=False)[:5])
+        from server.errors import ProblemError
+
+        raise ProblemError(f"{op.method} {op.path} answered a body that does not match {_name(op.response)}.") from None
+    return response
+
+
+def _name(model: Any) -> str:
+    return getattr(model, "__name__", repr(model))
+
+
+def _wrap(endpoint: Endpoint, op: Operation) -> Endpoint:
+    access = op.access
+
     @functools.wraps(endpoint)
     async def guarded(request: Request) -> Response:
-        from server.auth import require_user  # server.auth imports the domain models
+        from server.auth import current_user, require_user  # server.auth imports the domain models
+        from server.state import services
 
-        await require_user(request)  # memoised on the request: the handler's own call is free
-        return await endpoint(request)
+        user: Principal | None = None
+        if access.auth == "user":
+            user = await require_user(request)  # memoised on the request: the handler's own call is free
+        elif access.auth == "optional" and access.check is not None:
+            user = await current_user(request)
+        request.state.granted = await access.check(request, user) if access.check is not None else None
+        response = await endpoint(request)
+        if services(request).settings.check_responses:
+            response = _check_response(op, response)
+        return response
 
     return guarded
 
 
 class Api:
-    """A domain's routes: ``api = Api("forum")`` then ``@api.get("/forum/posts/{id}")``."""
+    """A domain's routes: ``api = Api("forum")`` then ``@api.get("/forum/posts/{id}", access=...)``."""
 
     prefix = "/api"
 
@@ -62,21 +146,25 @@ class Api:
         method: str,
         path: str,
         *,
+        access: Access,
         status: int = 200,
         body: type[BaseModel] | None = None,
-        auth: AuthNeed = "user",
+        response: Any = None,
         query: dict[str, str] | None = None,
         multipart: bool = False,
         also: tuple[int, ...] = (),
     ) -> Callable[[Endpoint], Endpoint]:
+        if not isinstance(access, Access):
+            raise TypeError(f"{method} {path}: access= must be an Access from server.access")
+
         def register(endpoint: Endpoint) -> Endpoint:
             full = self.prefix + path
             doc = (endpoint.__doc__ or endpoint.__name__.replace("_", " ")).strip().splitlines()[0]
-            self.operations.append(
-                Operation(method, full, doc, self.tag, status, body, auth, dict(query or {}), multipart, also)
-            )
-            handler = _signed_in_only(endpoint) if auth == "user" else endpoint
-            self.routes.append(Route(full, handler, methods=[method], name=f"{self.tag}.{endpoint.__name__}"))
+            op = Operation(method, full, doc, self.tag, access, status, body, response, dict(query or {}),
+                           multipart, also)
+            self.operations.append(op)
+            self.routes.append(Route(full, _wrap(endpoint, op), methods=[method],
+                                     name=f"{self.tag}.{endpoint.__name__}"))
             return endpoint
 
         return register

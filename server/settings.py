@@ -112,6 +112,9 @@ class Settings:
     demo_on_empty: bool = False
     # Tests and benchmarks: count SQL statements per request into an ``X-SQL-Statements`` header.
     sql_statement_header: bool = False
+    # Tests: validate every JSON success body against its route's declared response model
+    # (server/routing.py); a mismatch is logged and answered 500.
+    check_responses: bool = False
     # Live event history per channel (§7): at least this many events, and all of the last
     # ``event_history_seconds``; the outbox keeps published rows as long.
     event_history: int = 1000
@@ -204,6 +207,7 @@ class Settings:
             markdown_renders_per_user=_int(env, "MARKDOWN_RENDERS_PER_USER", 2),
             demo_on_empty=(env.get("DEMO_ON_EMPTY", "").lower() in ("1", "true", "yes")),
             sql_statement_header=(env.get("SQL_STATEMENT_HEADER", "").lower() in ("1", "true", "yes")),
+            check_responses=_flag(env, "CHECK_RESPONSES"),
             event_history=_int(env, "EVENT_HISTORY", 1000),
             event_history_seconds=_int(env, "EVENT_HISTORY_SECONDS", 24 * 3600),
             allow_dev_auth_on_network=_flag(env, "ALLOW_DEV_AUTH_ON_NETWORK"),

@@ -188,6 +188,7 @@ class ServerProcess:
             MEDIA_DIR=str(self.data_dir / "media"), PYTHONUNBUFFERED="1",
             # Off by default in the server; tests (tests/adversarial/probe.py…) read /metrics.
             METRICS="on",
+            CHECK_RESPONSES="1",
         )
         env.pop("REDIS_URL", None)
         env.pop("AUTH_MODE", None)

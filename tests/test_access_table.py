@@ -38,6 +38,9 @@ class Case:
     body: Any = None
     published: str = ""
     draft: str | None = None
+    # Writes: a GET path that shows the write's effect, read as the admin before and after each
+    # call. A refused write must leave it unchanged; an allowed one must change it.
+    probe: str | None = None
 
     def expected(self, variant: str) -> dict[str, int | None]:
         raw = self.published if variant == "published" else self.draft
@@ -179,6 +182,7 @@ async def check_case(case: Case, variant: str, client: httpx.AsyncClient, db: As
         if case.method != "GET" and 200 <= expected < 300:
             world = await make(client, db, cast, published=published)
         user = cast.users[role]
+        before = await _observe(client, case, world, cast)
         response = await client.request(
             case.method, "/api" + fill(case.path, world.ids),
             json=fill(case.body, world.ids) if case.body is not None else None,
@@ -186,9 +190,25 @@ async def check_case(case: Case, variant: str, client: httpx.AsyncClient, db: As
         )
         if response.status_code != expected:
             mismatches.append(f"{role}: expected {expected}, got {response.status_code} {response.text[:200]}")
-        elif expected >= 400:
+            continue
+        if expected >= 400:
             assert response.headers["content-type"] == "application/problem+json"
+        after = await _observe(client, case, world, cast)
+        if expected >= 400 and after != before:
+            mismatches.append(f"{role}: refused with {expected}, yet {case.probe} changed: {before} -> {after}")
+        elif expected < 300 and case.probe is not None and after == before:
+            mismatches.append(f"{role}: allowed with {expected}, yet {case.probe} did not change")
     assert not mismatches, f"{case.id} ({variant}):\n" + "\n".join(mismatches)
+
+
+async def _observe(client: httpx.AsyncClient, case: Case, world: World, cast: Cast) -> Any:
+    """What the write's probe shows (read as the admin, who sees drafts); None for reads."""
+    if case.method == "GET" or case.probe is None:  # tests/test_route_coverage.py wants a probe on every write
+        return None
+    admin = cast.users["admin"]
+    assert admin is not None
+    response = await client.get("/api" + fill(case.probe, world.ids), headers=admin.headers)
+    return response.status_code, response.content
 
 
 @pytest.mark.parametrize(("case", "variant"), PARAMS)

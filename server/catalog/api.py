@@ -12,7 +12,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import CourseAccess, course_access, lesson_access, require, unit_access
+from server.access import (
+    PUBLIC,
+    SIGNED_IN,
+    VISITOR,
+    CourseAccess,
+    course_access,
+    lesson_access,
+    require,
+    unit_access,
+)
 from server.auth import Principal, current_user, require_user
 from server.catalog import service
 from server.catalog.content import ContentType, prerender
@@ -133,7 +142,7 @@ async def _writer(request: Request) -> Principal:
 # --- languages and tags ------------------------------------------------------------------
 
 
-@api.get("/languages", auth="none")
+@api.get("/languages", access=PUBLIC)
 async def list_languages(request: Request) -> Response:
     """Languages a course can be written in."""
     async with services(request).sessions() as session:
@@ -141,7 +150,7 @@ async def list_languages(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.get("/tags", auth="none", query={"cursor": "string", "limit": "integer"})
+@api.get("/tags", access=PUBLIC, query={"cursor": "string", "limit": "integer"})
 async def list_tags(request: Request) -> Response:
     """Tags in use, by name."""
     limit = page_limit(request)
@@ -154,7 +163,7 @@ async def list_tags(request: Request) -> Response:
 # --- courses -----------------------------------------------------------------------------
 
 
-@api.get("/courses", auth="optional", query={"q": "string", "tag": "string", "language": "string",
+@api.get("/courses", access=VISITOR, query={"q": "string", "tag": "string", "language": "string",
                                              "difficulty": "string", "author": "string",
                                              "cursor": "string", "limit": "integer"})
 async def list_courses(request: Request) -> Response:
@@ -175,7 +184,7 @@ async def list_courses(request: Request) -> Response:
     return raw_json(result)
 
 
-@api.post("/courses", status=201, body=CourseCreate)
+@api.post("/courses", access=SIGNED_IN, status=201, body=CourseCreate)
 async def create_course(request: Request) -> Response:
     """Create a draft course; you are its author."""
     me = await _writer(request)
@@ -189,7 +198,7 @@ async def create_course(request: Request) -> Response:
     return raw_json(payload, 201)
 
 
-@api.get("/courses/{id}", auth="optional")
+@api.get("/courses/{id}", access=VISITOR)
 async def get_course(request: Request) -> Response:
     """One course."""
     course_id = path_id(request, "id")
@@ -199,7 +208,7 @@ async def get_course(request: Request) -> Response:
     return raw_json(payload)
 
 
-@api.patch("/courses/{id}", body=CoursePatch)
+@api.patch("/courses/{id}", access=SIGNED_IN, body=CoursePatch)
 async def patch_course(request: Request) -> Response:
     """Change a course's title, description, difficulty, language or tags (editors and up)."""
     me = await _writer(request)
@@ -213,7 +222,7 @@ async def patch_course(request: Request) -> Response:
     return raw_json(payload)
 
 
-@api.delete("/courses/{id}", status=204)
+@api.delete("/courses/{id}", access=SIGNED_IN, status=204)
 async def delete_course(request: Request) -> Response:
     """Delete a course and everything in it (author and admins)."""
     me = await _writer(request)
@@ -237,19 +246,19 @@ async def _publish(request: Request, published: bool) -> Response:
     return raw_json(payload)
 
 
-@api.post("/courses/{id}/publish")
+@api.post("/courses/{id}/publish", access=SIGNED_IN)
 async def publish_course(request: Request) -> Response:
     """Publish (409 when the course has no lesson)."""
     return await _publish(request, True)
 
 
-@api.post("/courses/{id}/unpublish")
+@api.post("/courses/{id}/unpublish", access=SIGNED_IN)
 async def unpublish_course(request: Request) -> Response:
     """Back to draft."""
     return await _publish(request, False)
 
 
-@api.get("/courses/{id}/outline", auth="optional")
+@api.get("/courses/{id}/outline", access=VISITOR)
 async def course_outline(request: Request) -> Response:
     """The course with its units and lessons in order, and your status per lesson when enrolled."""
     course_id = path_id(request, "id")
@@ -268,7 +277,7 @@ async def _edit_course(session: Any, course_id: uuid.UUID, me: Principal) -> Cou
     return access
 
 
-@api.post("/courses/{id}/units", status=201, body=UnitCreate)
+@api.post("/courses/{id}/units", access=SIGNED_IN, status=201, body=UnitCreate)
 async def create_unit(request: Request) -> Response:
     """Add a unit (last unless ``position`` is given)."""
     me = await _writer(request)
@@ -282,7 +291,7 @@ async def create_unit(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/units/{id}", body=UnitPatch)
+@api.patch("/units/{id}", access=SIGNED_IN, body=UnitPatch)
 async def patch_unit(request: Request) -> Response:
     """Rename a unit or move it (``position``)."""
     me = await _writer(request)
@@ -296,7 +305,7 @@ async def patch_unit(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/units/{id}", status=204)
+@api.delete("/units/{id}", access=SIGNED_IN, status=204)
 async def delete_unit(request: Request) -> Response:
     """Delete a unit and its lessons."""
     me = await _writer(request)
@@ -309,7 +318,7 @@ async def delete_unit(request: Request) -> Response:
     return no_content()
 
 
-@api.post("/courses/{id}/reorder", body=UnitOrder)
+@api.post("/courses/{id}/reorder", access=SIGNED_IN, body=UnitOrder)
 async def reorder_units(request: Request) -> Response:
     """Set the order of all units of a course (the full list of unit ids)."""
     me = await _writer(request)
@@ -325,7 +334,7 @@ async def reorder_units(request: Request) -> Response:
 # --- lessons -----------------------------------------------------------------------------
 
 
-@api.post("/units/{id}/lessons", status=201, body=LessonCreate)
+@api.post("/units/{id}/lessons", access=SIGNED_IN, status=201, body=LessonCreate)
 async def create_lesson(request: Request) -> Response:
     """Add a lesson to a unit (last unless ``position`` is given)."""
     me = await _writer(request)
@@ -341,7 +350,7 @@ async def create_lesson(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/lessons/{id}", auth="optional")
+@api.get("/lessons/{id}", access=VISITOR)
 async def get_lesson(request: Request) -> Response:
     """A lesson with its content (Markdown ``body`` and sanitised ``html``) and ``version``."""
     lesson_id = path_id(request, "id")
@@ -351,7 +360,7 @@ async def get_lesson(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.patch("/lessons/{id}", body=LessonPatch)
+@api.patch("/lessons/{id}", access=SIGNED_IN, body=LessonPatch)
 async def patch_lesson(request: Request) -> Response:
     """Change a lesson (title, content, type, position, unit); text edits go through a live room if open."""
     me = await _writer(request)
@@ -389,7 +398,7 @@ async def patch_lesson(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/lessons/{id}", status=204)
+@api.delete("/lessons/{id}", access=SIGNED_IN, status=204)
 async def delete_lesson(request: Request) -> Response:
     """Delete a lesson (its uploaded media files go too)."""
     me = await _writer(request)
@@ -402,7 +411,7 @@ async def delete_lesson(request: Request) -> Response:
     return no_content()
 
 
-@api.post("/units/{id}/reorder", body=LessonOrder)
+@api.post("/units/{id}/reorder", access=SIGNED_IN, body=LessonOrder)
 async def reorder_lessons(request: Request) -> Response:
     """Set the order of all lessons of a unit (the full list of lesson ids)."""
     me = await _writer(request)
@@ -427,7 +436,7 @@ async def _manage(session: Any, request: Request, me: Principal) -> uuid.UUID:
     return course_id
 
 
-@api.get("/courses/{id}/collaborators")
+@api.get("/courses/{id}/collaborators", access=SIGNED_IN)
 async def list_collaborators(request: Request) -> Response:
     """Collaborators of a course (author and admins)."""
     me = await require_user(request)
@@ -438,7 +447,7 @@ async def list_collaborators(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.post("/courses/{id}/collaborators", status=201, body=CollaboratorAdd)
+@api.post("/courses/{id}/collaborators", access=SIGNED_IN, status=201, body=CollaboratorAdd)
 async def add_collaborator(request: Request) -> Response:
     """Add an editor or viewer (the user must exist); they are notified."""
     me = await _writer(request)
@@ -451,7 +460,7 @@ async def add_collaborator(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/courses/{id}/collaborators/{clerk_id}", body=CollaboratorPatch)
+@api.patch("/courses/{id}/collaborators/{clerk_id}", access=SIGNED_IN, body=CollaboratorPatch)
 async def patch_collaborator(request: Request) -> Response:
     """Change a collaborator's role."""
     me = await _writer(request)
@@ -464,7 +473,7 @@ async def patch_collaborator(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/courses/{id}/collaborators/{clerk_id}", status=204)
+@api.delete("/courses/{id}/collaborators/{clerk_id}", access=SIGNED_IN, status=204)
 async def remove_collaborator(request: Request) -> Response:
     """Remove a collaborator."""
     me = await _writer(request)

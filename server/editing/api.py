@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
+from server.access import SIGNED_IN
 from server.auth import require_user
 from server.editing import service
 from server.http import decode_cursor, json_response, page_limit, path_id, read_json
@@ -41,7 +42,7 @@ class SuggestionIn(BaseModel):
 # --- versions ---------------------------------------------------------------------------------
 
 
-@api.get("/lessons/{id}/versions", query={"limit": "page size (≤ 100)", "cursor": "next_cursor"})
+@api.get("/lessons/{id}/versions", access=SIGNED_IN, query={"limit": "page size (≤ 100)", "cursor": "next_cursor"})
 async def list_versions(request: Request) -> Response:
     """A lesson's versions, newest first: {id, created_at, contributors}."""
     user = await require_user(request)
@@ -51,7 +52,7 @@ async def list_versions(request: Request) -> Response:
             session, lesson_id, user, limit=page_limit(request), cursor=decode_cursor(request)))
 
 
-@api.get("/lessons/{id}/versions/{vid}")
+@api.get("/lessons/{id}/versions/{vid}", access=SIGNED_IN)
 async def get_version(request: Request) -> Response:
     """One version with the title and body text it had."""
     user = await require_user(request)
@@ -61,7 +62,7 @@ async def get_version(request: Request) -> Response:
         return json_response(service.version_detail(version))
 
 
-@api.post("/lessons/{id}/versions/{vid}/restore")
+@api.post("/lessons/{id}/versions/{vid}/restore", access=SIGNED_IN)
 async def restore_version(request: Request) -> Response:
     """Restore a version as a new live change (the current text is saved as a version first)."""
     user = await require_user(request)
@@ -74,7 +75,7 @@ async def restore_version(request: Request) -> Response:
 # --- suggested edits ----------------------------------------------------------------------------
 
 
-@api.post("/lessons/{id}/suggested-edits", status=201, body=SuggestionIn)
+@api.post("/lessons/{id}/suggested-edits", access=SIGNED_IN, status=201, body=SuggestionIn)
 async def create_suggestion(request: Request) -> Response:
     """Suggest changes (code-point indexes against the text of `base_version`)."""
     user = await require_user(request)
@@ -88,7 +89,7 @@ async def create_suggestion(request: Request) -> Response:
     return json_response(created, status=201)
 
 
-@api.get("/lessons/{id}/suggested-edits", query={"status": "open|accepted|rejected|withdrawn",
+@api.get("/lessons/{id}/suggested-edits", access=SIGNED_IN, query={"status": "open|accepted|rejected|withdrawn",
                                                  "limit": "page size (≤ 100)", "cursor": "next_cursor"})
 async def list_suggestions(request: Request) -> Response:
     """Suggestions on a lesson, newest first (the course team sees all, others their own)."""
@@ -100,7 +101,7 @@ async def list_suggestions(request: Request) -> Response:
             limit=page_limit(request), cursor=decode_cursor(request)))
 
 
-@api.get("/suggested-edits/{id}")
+@api.get("/suggested-edits/{id}", access=SIGNED_IN)
 async def get_suggestion(request: Request) -> Response:
     """One suggested edit."""
     user = await require_user(request)
@@ -116,19 +117,19 @@ async def _decide(request: Request, decision: str) -> Response:
     return json_response(await service.decide_suggestion(svc.sessions, svc.rooms, suggestion_id, user, decision))
 
 
-@api.post("/suggested-edits/{id}/accept")
+@api.post("/suggested-edits/{id}/accept", access=SIGNED_IN)
 async def accept_suggestion(request: Request) -> Response:
     """Apply it to the live lesson as one change (409 with `current_text` if its text changed)."""
     return await _decide(request, "accept")
 
 
-@api.post("/suggested-edits/{id}/reject")
+@api.post("/suggested-edits/{id}/reject", access=SIGNED_IN)
 async def reject_suggestion(request: Request) -> Response:
     """Reject it (author, editors, admins)."""
     return await _decide(request, "reject")
 
 
-@api.post("/suggested-edits/{id}/withdraw")
+@api.post("/suggested-edits/{id}/withdraw", access=SIGNED_IN)
 async def withdraw_suggestion(request: Request) -> Response:
     """Withdraw your own open suggestion."""
     return await _decide(request, "withdraw")

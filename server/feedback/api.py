@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import course_access, require
+from server.access import SIGNED_IN, VISITOR, course_access, require
 from server.auth import current_user, require_user
 from server.errors import NotFound, validation
 from server.feedback import service
@@ -26,7 +26,7 @@ class FeedbackBody(BaseModel):
     comment: Annotated[str, Field(max_length=10_000)] | None = None
 
 
-@api.get("/courses/{id}/feedback", auth="optional",
+@api.get("/courses/{id}/feedback", access=VISITOR,
          query={"sort": "upvotes (default) or recent", "limit": "page size", "cursor": "from next_cursor"})
 async def list_feedback(request: Request) -> Response:
     """Reviews of a course, most upvoted or most recent first."""
@@ -44,7 +44,7 @@ async def list_feedback(request: Request) -> Response:
     return json_response(page(items, limit, lambda item: service.cursor_of(item, typed_sort)))
 
 
-@api.post("/courses/{id}/feedback", status=201, also=(200,), body=FeedbackBody)
+@api.post("/courses/{id}/feedback", access=SIGNED_IN, status=201, also=(200,), body=FeedbackBody)
 async def submit_feedback(request: Request) -> Response:
     """Review a course you are enrolled in (a second POST updates your review: 200)."""
     course_id = path_id(request)
@@ -73,13 +73,13 @@ async def _upvote(request: Request, on: bool) -> Response:
     return json_response(result)
 
 
-@api.put("/feedback/{id}/upvote")
+@api.put("/feedback/{id}/upvote", access=SIGNED_IN)
 async def upvote(request: Request) -> Response:
     """Upvote someone's review (idempotent)."""
     return await _upvote(request, True)
 
 
-@api.delete("/feedback/{id}/upvote")
+@api.delete("/feedback/{id}/upvote", access=SIGNED_IN)
 async def remove_upvote(request: Request) -> Response:
     """Take back an upvote (idempotent)."""
     return await _upvote(request, False)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import course_access
+from server.access import SIGNED_IN, course_access
 from server.auth import current_user, require_user
 from server.errors import NotFound, validation
 from server.flashcards import service
@@ -105,7 +105,7 @@ async def _check_course(session: AsyncSession, course_id: uuid.UUID | None, requ
 # --- sets -------------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets",
+@api.get("/flashcard-sets", access=SIGNED_IN,
          query={"course_id": "only sets of this course", "mine": "true: only your own sets",
                 "limit": "page size", "cursor": "from next_cursor"})
 async def list_sets(request: Request) -> Response:
@@ -140,7 +140,7 @@ async def list_sets(request: Request) -> Response:
                           "next_cursor": encode_cursor([items[-1]["created_at"], items[-1]["id"]]) if more else None})
 
 
-@api.post("/flashcard-sets", status=201, body=SetCreate)
+@api.post("/flashcard-sets", access=SIGNED_IN, status=201, body=SetCreate)
 async def create_set(request: Request) -> Response:
     """Create a flashcard set (private unless `is_public`; optionally about a course)."""
     me = await require_user(request)
@@ -156,7 +156,7 @@ async def create_set(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/flashcard-sets/{id}")
+@api.get("/flashcard-sets/{id}", access=SIGNED_IN)
 async def get_set(request: Request) -> Response:
     """A flashcard set (a private set is 404 to everyone but its owner)."""
     me = await current_user(request)
@@ -166,7 +166,7 @@ async def get_set(request: Request) -> Response:
     return json_response(set_payload(card_set, int(count)))
 
 
-@api.patch("/flashcard-sets/{id}", body=SetPatch)
+@api.patch("/flashcard-sets/{id}", access=SIGNED_IN, body=SetPatch)
 async def patch_set(request: Request) -> Response:
     """Change a set you own."""
     me = await require_user(request)
@@ -188,7 +188,7 @@ async def patch_set(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/flashcard-sets/{id}", status=204)
+@api.delete("/flashcard-sets/{id}", access=SIGNED_IN, status=204)
 async def delete_set(request: Request) -> Response:
     """Delete a set you own, with its cards and everyone's progress on them."""
     me = await require_user(request)
@@ -201,7 +201,7 @@ async def delete_set(request: Request) -> Response:
 # --- cards ------------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets/{id}/cards", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/flashcard-sets/{id}/cards", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_cards(request: Request) -> Response:
     """The cards of a set, in order."""
     me = await current_user(request)
@@ -224,7 +224,7 @@ async def list_cards(request: Request) -> Response:
                           "next_cursor": encode_cursor([items[-1]["position"], items[-1]["id"]]) if more else None})
 
 
-@api.post("/flashcard-sets/{id}/cards", status=201, body=CardCreate)
+@api.post("/flashcard-sets/{id}/cards", access=SIGNED_IN, status=201, body=CardCreate)
 async def create_card(request: Request) -> Response:
     """Add a card (front and back are Markdown; `front_html`/`back_html` are the sanitised render)."""
     me = await require_user(request)
@@ -249,7 +249,7 @@ async def create_card(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/flashcards/{id}", body=CardPatch)
+@api.patch("/flashcards/{id}", access=SIGNED_IN, body=CardPatch)
 async def patch_card(request: Request) -> Response:
     """Change a card of a set you own."""
     me = await require_user(request)
@@ -271,7 +271,7 @@ async def patch_card(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/flashcards/{id}", status=204)
+@api.delete("/flashcards/{id}", access=SIGNED_IN, status=204)
 async def delete_card(request: Request) -> Response:
     """Delete a card of a set you own."""
     me = await require_user(request)
@@ -284,7 +284,7 @@ async def delete_card(request: Request) -> Response:
 # --- studying ---------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets/{id}/due", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/flashcard-sets/{id}/due", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
 async def due_cards(request: Request) -> Response:
     """Your cards of this set that are due, soonest first (a card you never reviewed is due now)."""
     me = await require_user(request)
@@ -322,7 +322,7 @@ async def due_cards(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@api.post("/flashcards/{id}/review", body=ReviewBody)
+@api.post("/flashcards/{id}/review", access=SIGNED_IN, body=ReviewBody)
 async def review_card(request: Request) -> Response:
     """Record how well you recalled a card; FSRS schedules your next review."""
     me = await require_user(request)
@@ -334,7 +334,7 @@ async def review_card(request: Request) -> Response:
     return json_response(result)
 
 
-@api.get("/me/flashcard-stats", query={"days": "look-back window in days (default 30, at most 365)"})
+@api.get("/me/flashcard-stats", access=SIGNED_IN, query={"days": "look-back window in days (default 30, at most 365)"})
 async def flashcard_stats(request: Request) -> Response:
     """Your review history summed up: reviews per rating, retention (share not rated "again"), due now."""
     me = await require_user(request)

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import course_access
+from server.access import SIGNED_IN, VISITOR, course_access
 from server.auth import current_user, require_user
 from server.forum import service
 from server.http import (
@@ -77,7 +77,7 @@ def _page(items: list[dict[str, Any]], next_key: list[Any] | None) -> dict[str, 
 # --- posts -------------------------------------------------------------------------------------
 
 
-@api.get("/courses/{id}/forum/posts", auth="optional",
+@api.get("/courses/{id}/forum/posts", access=VISITOR,
          query={**PAGE_QUERY, "lesson_id": "Only posts about this lesson of the course"})
 async def list_posts(request: Request) -> Response:
     """A course's forum posts: pinned first, then newest first, with ``last_event_id`` of the
@@ -95,7 +95,7 @@ async def list_posts(request: Request) -> Response:
     return json_response(_page(items, next_key) | {"last_event_id": last_id})
 
 
-@api.post("/courses/{id}/forum/posts", status=201, body=PostCreate)
+@api.post("/courses/{id}/forum/posts", access=SIGNED_IN, status=201, body=PostCreate)
 async def create_post(request: Request) -> Response:
     """Start a thread in a course forum (optionally about one of its lessons)."""
     course_id = path_id(request)
@@ -113,7 +113,7 @@ async def create_post(request: Request) -> Response:
     return json_response(post, 201)
 
 
-@api.get("/forum/posts/{id}", auth="optional")
+@api.get("/forum/posts/{id}", access=VISITOR)
 async def get_post(request: Request) -> Response:
     """One post, with ``last_event_id`` of its ``thread:<id>`` channel."""
     post_id = path_id(request)
@@ -126,7 +126,7 @@ async def get_post(request: Request) -> Response:
     return json_response(post | {"last_event_id": last_id})
 
 
-@api.patch("/forum/posts/{id}", body=PostPatch)
+@api.patch("/forum/posts/{id}", access=SIGNED_IN, body=PostPatch)
 async def update_post(request: Request) -> Response:
     """Edit a post (author or staff); pin or lock it (staff only)."""
     post_id = path_id(request)
@@ -141,7 +141,7 @@ async def update_post(request: Request) -> Response:
     return json_response(post)
 
 
-@api.delete("/forum/posts/{id}", status=204)
+@api.delete("/forum/posts/{id}", access=SIGNED_IN, status=204)
 async def delete_post(request: Request) -> Response:
     """Delete a post (author or staff)."""
     post_id = path_id(request)
@@ -155,7 +155,7 @@ async def delete_post(request: Request) -> Response:
 # --- replies -----------------------------------------------------------------------------------
 
 
-@api.get("/forum/posts/{id}/replies", auth="optional", query=PAGE_QUERY)
+@api.get("/forum/posts/{id}/replies", access=VISITOR, query=PAGE_QUERY)
 async def list_replies(request: Request) -> Response:
     """A page of top-level replies, oldest first, each with its whole subtree under ``replies``."""
     post_id = path_id(request)
@@ -170,7 +170,7 @@ async def list_replies(request: Request) -> Response:
     return await json_response_in_steps(_page(items, next_key) | {"last_event_id": last_id})
 
 
-@api.post("/forum/posts/{id}/replies", status=201, body=ReplyCreate)
+@api.post("/forum/posts/{id}/replies", access=SIGNED_IN, status=201, body=ReplyCreate)
 async def create_reply(request: Request) -> Response:
     """Reply to a post, or to one of its replies with ``parent_reply_id``."""
     post_id = path_id(request)
@@ -186,7 +186,7 @@ async def create_reply(request: Request) -> Response:
     return json_response(reply, 201)
 
 
-@api.patch("/forum/replies/{id}", body=ReplyPatch)
+@api.patch("/forum/replies/{id}", access=SIGNED_IN, body=ReplyPatch)
 async def update_reply(request: Request) -> Response:
     """Edit a reply (author or staff)."""
     reply_id = path_id(request)
@@ -199,7 +199,7 @@ async def update_reply(request: Request) -> Response:
     return json_response(reply)
 
 
-@api.delete("/forum/replies/{id}", status=204)
+@api.delete("/forum/replies/{id}", access=SIGNED_IN, status=204)
 async def delete_reply(request: Request) -> Response:
     """Delete a reply (author or staff); one with replies stays as ``[deleted]``."""
     reply_id = path_id(request)
@@ -231,25 +231,25 @@ async def _reply_like(request: Request, liked: bool) -> Response:
     return json_response(state)
 
 
-@api.put("/forum/posts/{id}/like")
+@api.put("/forum/posts/{id}/like", access=SIGNED_IN)
 async def like_post(request: Request) -> Response:
     """Like a post (idempotent; not your own)."""
     return await _post_like(request, True)
 
 
-@api.delete("/forum/posts/{id}/like")
+@api.delete("/forum/posts/{id}/like", access=SIGNED_IN)
 async def unlike_post(request: Request) -> Response:
     """Take back a like on a post (idempotent)."""
     return await _post_like(request, False)
 
 
-@api.put("/forum/replies/{id}/like")
+@api.put("/forum/replies/{id}/like", access=SIGNED_IN)
 async def like_reply(request: Request) -> Response:
     """Like a reply (idempotent; not your own)."""
     return await _reply_like(request, True)
 
 
-@api.delete("/forum/replies/{id}/like")
+@api.delete("/forum/replies/{id}/like", access=SIGNED_IN)
 async def unlike_reply(request: Request) -> Response:
     """Take back a like on a reply (idempotent)."""
     return await _reply_like(request, False)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import require
+from server.access import SIGNED_IN, require
 from server.auth import current_user, require_user
 from server.errors import Conflict, NotFound, validation
 from server.gamification import service, streaks
@@ -40,7 +40,7 @@ MAX_ACTIVITY_DAYS = 3 * 366
 # --- streak and activity ----------------------------------------------------------------------
 
 
-@api.get("/me/streak")
+@api.get("/me/streak", access=SIGNED_IN)
 async def get_streak(request: Request) -> Response:
     """Your streak: current and longest run of active days, and the last active date."""
     me = await require_user(request)
@@ -64,7 +64,7 @@ def _query_date(request: Request, name: str) -> date | None:
     return value
 
 
-@api.get("/me/activity", query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
+@api.get("/me/activity", access=SIGNED_IN, query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
                                 "to": "last date (default today in your time zone)"})
 async def get_activity(request: Request) -> Response:
     """Your active days (local dates) between two dates, for a calendar heatmap."""
@@ -113,7 +113,7 @@ async def _own_goal(session: AsyncSession, request: Request, user_id: str) -> Le
     return goal
 
 
-@api.get("/me/goals", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/me/goals", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_goals(request: Request) -> Response:
     """Your learning goals with their progress in the current period."""
     me = await require_user(request)
@@ -138,7 +138,7 @@ async def list_goals(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@api.post("/me/goals", status=201, body=GoalCreate)
+@api.post("/me/goals", access=SIGNED_IN, status=201, body=GoalCreate)
 async def create_goal(request: Request) -> Response:
     """Set a learning goal (lessons, minutes or flashcards per day, week, or once by a date)."""
     me = await require_user(request)
@@ -158,7 +158,7 @@ async def create_goal(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/me/goals/{id}", body=GoalPatch)
+@api.patch("/me/goals/{id}", access=SIGNED_IN, body=GoalPatch)
 async def patch_goal(request: Request) -> Response:
     """Change a goal; its progress is recomputed (a changed target can complete it)."""
     me = await require_user(request)
@@ -182,7 +182,7 @@ async def patch_goal(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/me/goals/{id}", status=204)
+@api.delete("/me/goals/{id}", access=SIGNED_IN, status=204)
 async def delete_goal(request: Request) -> Response:
     """Delete a goal."""
     me = await require_user(request)
@@ -201,7 +201,7 @@ def achievement_payload(a: Achievement, earned_at: Any, progress: float | None) 
             "progress": float(progress or 0.0)}
 
 
-@api.get("/achievements", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/achievements", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_achievements(request: Request) -> Response:
     """The achievement catalogue, with whether you earned each and your progress (0–100)."""
     me = await current_user(request)
@@ -232,7 +232,7 @@ class AchievementCreate(BaseModel):
     requirement: Any
 
 
-@api.post("/achievements", status=201, body=AchievementCreate)
+@api.post("/achievements", access=SIGNED_IN, status=201, body=AchievementCreate)
 async def create_achievement(request: Request) -> Response:
     """Admins: add an achievement (its requirement is checked against the §9 grammar)."""
     me = await require_user(request)
@@ -250,7 +250,7 @@ async def create_achievement(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/me/achievements", query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/me/achievements", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
 async def my_achievements(request: Request) -> Response:
     """The achievements you earned, newest first."""
     me = await require_user(request)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import course_access, lesson_access, require
+from server.access import SIGNED_IN, course_access, lesson_access, require
 from server.auth import current_user, require_user
 from server.catalog.models import Quiz
 from server.db import autocommit
@@ -30,7 +30,7 @@ class ProgressBody(BaseModel):
 # --- enrollment and progress ----------------------------------------------------------------
 
 
-@api.put("/courses/{id}/enrollment")
+@api.put("/courses/{id}/enrollment", access=SIGNED_IN)
 async def enroll(request: Request) -> Response:
     """Enroll in a published course (idempotent)."""
     course_id = path_id(request)
@@ -43,7 +43,7 @@ async def enroll(request: Request) -> Response:
     return json_response(state.payload(course_id))
 
 
-@api.delete("/courses/{id}/enrollment")
+@api.delete("/courses/{id}/enrollment", access=SIGNED_IN)
 async def unenroll(request: Request) -> Response:
     """Leave a course (idempotent)."""
     course_id = path_id(request)
@@ -54,7 +54,7 @@ async def unenroll(request: Request) -> Response:
     return json_response(state.payload(course_id))
 
 
-@api.get("/me/courses", query={"limit": "page size (1-100)", "cursor": "from next_cursor"})
+@api.get("/me/courses", access=SIGNED_IN, query={"limit": "page size (1-100)", "cursor": "from next_cursor"})
 async def my_courses(request: Request) -> Response:
     """The courses I am enrolled in, with my progress."""
     user = await require_user(request)
@@ -67,7 +67,7 @@ async def my_courses(request: Request) -> Response:
     return json_response(result)
 
 
-@api.put("/lessons/{id}/progress", body=ProgressBody)
+@api.put("/lessons/{id}/progress", access=SIGNED_IN, body=ProgressBody)
 async def set_progress(request: Request) -> Response:
     """Set my status of a lesson; returns it with the new course progress."""
     lesson_id = path_id(request)
@@ -89,7 +89,7 @@ async def set_progress(request: Request) -> Response:
     return json_response(written.payload)
 
 
-@api.get("/courses/{id}/progress")
+@api.get("/courses/{id}/progress", access=SIGNED_IN)
 async def get_progress(request: Request) -> Response:
     """My progress in a course."""
     course_id = path_id(request)
@@ -103,7 +103,7 @@ async def get_progress(request: Request) -> Response:
 # --- quizzes ---------------------------------------------------------------------------------
 
 
-@api.get("/lessons/{id}/quizzes")
+@api.get("/lessons/{id}/quizzes", access=SIGNED_IN)
 async def list_quizzes(request: Request) -> Response:
     """The quizzes of a lesson (answers only for its editors)."""
     lesson_id = path_id(request)
@@ -115,7 +115,7 @@ async def list_quizzes(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.post("/lessons/{id}/quizzes", status=201, body=quizzes.QuizCreate)
+@api.post("/lessons/{id}/quizzes", access=SIGNED_IN, status=201, body=quizzes.QuizCreate)
 async def create_quiz(request: Request) -> Response:
     """Add a quiz to a lesson (editors)."""
     lesson_id = path_id(request)
@@ -146,7 +146,7 @@ async def _quiz_for(request: Request, session: Any, *, lock: bool = False) -> tu
     return quiz, access
 
 
-@api.get("/quizzes/{id}")
+@api.get("/quizzes/{id}", access=SIGNED_IN)
 async def get_quiz(request: Request) -> Response:
     """One quiz (answers only for its editors)."""
     async with services(request).sessions() as session:
@@ -154,7 +154,7 @@ async def get_quiz(request: Request) -> Response:
     return json_response(quizzes.quiz_payload(quiz, staff=access.can_edit))
 
 
-@api.patch("/quizzes/{id}", body=quizzes.QuizPatch)
+@api.patch("/quizzes/{id}", access=SIGNED_IN, body=quizzes.QuizPatch)
 async def update_quiz(request: Request) -> Response:
     """Change a quiz (editors)."""
     await require_user(request)
@@ -173,7 +173,7 @@ async def update_quiz(request: Request) -> Response:
     return json_response(quizzes.quiz_payload(quiz, staff=True))
 
 
-@api.delete("/quizzes/{id}", status=204)
+@api.delete("/quizzes/{id}", access=SIGNED_IN, status=204)
 async def delete_quiz(request: Request) -> Response:
     """Remove a quiz (editors)."""
     await require_user(request)
@@ -184,7 +184,7 @@ async def delete_quiz(request: Request) -> Response:
     return no_content()
 
 
-@api.post("/quizzes/{id}/attempts", body=quizzes.AttemptBody)
+@api.post("/quizzes/{id}/attempts", access=SIGNED_IN, body=quizzes.AttemptBody)
 async def attempt_quiz(request: Request) -> Response:
     """Submit answers; a passing attempt completes the lesson for an enrolled learner."""
     user = await require_user(request)

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from server.access import lesson_access, require
+from server.access import SIGNED_IN, lesson_access, require
 from server.auth import current_user, require_user
 from server.catalog.models import Media
 from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -37,7 +37,7 @@ class MediaUrlBody(BaseModel):
         return value
 
 
-@api.post("/lessons/{id}/media", status=201, body=MediaUrlBody, multipart=True)
+@api.post("/lessons/{id}/media", access=SIGNED_IN, status=201, body=MediaUrlBody, multipart=True)
 async def add_media(request: Request) -> Response:
     """Upload a file (multipart field ``file``) or link an external ``{url}`` (editors)."""
     lesson_id = path_id(request)
@@ -95,7 +95,7 @@ async def add_media(request: Request) -> Response:
     return json_response(service.media_payload(media), 201)
 
 
-@api.get("/lessons/{id}/media")
+@api.get("/lessons/{id}/media", access=SIGNED_IN)
 async def list_media(request: Request) -> Response:
     """Media of a lesson, oldest first."""
     lesson_id = path_id(request)
@@ -109,7 +109,7 @@ async def list_media(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.delete("/media/{id}", status=204)
+@api.delete("/media/{id}", access=SIGNED_IN, status=204)
 async def delete_media(request: Request) -> Response:
     """Remove a media item and its stored file (editors)."""
     media_id = path_id(request)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from svix.webhooks import Webhook, WebhookVerificationError
 
+from server.access import PUBLIC, SIGNED_IN
 from server.auth import Principal, require_user
 from server.errors import BadRequest, Forbidden, ServiceUnavailable
 from server.http import json_response, read_body, read_json
@@ -41,13 +42,13 @@ class DevTokenRequest(BaseModel):
     email: str | None = Field(default=None, max_length=320)
 
 
-@api.get("/me")
+@api.get("/me", access=SIGNED_IN)
 async def get_me(request: Request) -> Response:
     """The signed-in user."""
     return json_response(user_payload(await require_user(request)))
 
 
-@api.patch("/me", body=MePatch)
+@api.patch("/me", access=SIGNED_IN, body=MePatch)
 async def patch_me(request: Request) -> Response:
     """Change your name or time zone (IANA)."""
     me = await require_user(request)
@@ -58,7 +59,7 @@ async def patch_me(request: Request) -> Response:
         return json_response(user_payload(user))
 
 
-@api.post("/dev/token", body=DevTokenRequest, auth="none")
+@api.post("/dev/token", body=DevTokenRequest, access=PUBLIC)
 async def dev_token(request: Request) -> Response:
     """Dev mode only: a signed token for any user id (refused when Clerk is configured)."""
     svc = services(request)
@@ -69,7 +70,7 @@ async def dev_token(request: Request) -> Response:
     return json_response({"token": token, "expires_at": expires_at, "sub": body.sub})
 
 
-@api.post("/webhooks/clerk", auth="none")
+@api.post("/webhooks/clerk", access=PUBLIC)
 async def clerk_webhook(request: Request) -> Response:
     """Clerk user.created / user.updated / user.deleted, Svix-signed."""
     svc = services(request)

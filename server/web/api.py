@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import CourseAccess, course_access, lesson_access
+from server.access import PUBLIC, VISITOR, CourseAccess, course_access, lesson_access
 from server.auth import current_user
 from server.http import json_response, path_id
 from server.routing import Api
@@ -16,7 +16,7 @@ from server.state import services
 api = Api("web")
 
 
-@api.get("/config", auth="none")
+@api.get("/config", access=PUBLIC)
 async def web_config(request: Request) -> Response:
     """Public settings for the browser: the auth mode and Clerk's publishable key (never a secret)."""
     settings = services(request).settings
@@ -36,7 +36,7 @@ def access_payload(access: CourseAccess) -> dict[str, Any]:
     }
 
 
-@api.get("/courses/{id}/access", auth="optional")
+@api.get("/courses/{id}/access", access=VISITOR)
 async def my_course_access(request: Request) -> Response:
     """The caller's role in a course (anonymous, member, learner, viewer, editor, author, admin)."""
     course_id = path_id(request)
@@ -45,7 +45,7 @@ async def my_course_access(request: Request) -> Response:
         return json_response(access_payload(await course_access(session, course_id, user)))
 
 
-@api.get("/lessons/{id}/access", auth="optional")
+@api.get("/lessons/{id}/access", access=VISITOR)
 async def my_lesson_access(request: Request) -> Response:
     """The caller's role in the course of a lesson, and that course's id."""
     lesson_id = path_id(request)
