@@ -11,7 +11,13 @@ import { defaultKeymap, history, historyKeymap } from '@codemirror/commands'
 import { markdownLanguage } from '@codemirror/lang-markdown'
 import { syntaxHighlighting, defaultHighlightStyle } from '@codemirror/language'
 import { marked } from 'marked'
-import { h, clear, auth, get, post, put, toast, showError, errorText, timeAgo, fmtTime, ApiError } from './lib.js'
+import { h, clear } from '../lib/dom.js'
+import { auth } from '../lib/auth.js'
+import { get, post, put } from '../lib/api.js'
+import { ApiError, errorText } from '../lib/errors.js'
+import { toast, showError } from '../lib/toast.js'
+import { timeAgo, fmtTime } from '../lib/format.js'
+import { state, onLeave } from '../lib/router.js'
 
 const MSG_SAVED = 100 // collab protocol extension (see collab/protocol.py)
 const MSG_QUERY_SAVED = 101
@@ -87,7 +93,7 @@ function makeEditor (parent, { ytext, awareness, undo, readOnly, doc, single, la
 
 // --- the page -----------------------------------------------------------------------------
 
-export async function lessonPage (id, { main, onLeave, state }) {
+export default async function lessonPage (main, id) {
   const lesson = await get(`/lessons/${id}`)
   const access = auth.signedIn ? await get(`/lessons/${id}/access`).catch(() => ({ role: 'member' })) : { role: 'anonymous' }
   if (!main.isConnected) return // left the page while it loaded: open no sockets

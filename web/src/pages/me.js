@@ -1,9 +1,13 @@
 // The "Me" page: streak, activity heatmap, goals, achievements, flashcard review.
-import { h, clear, get, post, patch, del, getAll, toast, showError, errorText } from './lib.js'
+import { h, clear } from '../lib/dom.js'
+import { get, post, del, getAll } from '../lib/api.js'
+import { errorText } from '../lib/errors.js'
+import { toast, showError } from '../lib/toast.js'
+import { onLeave } from '../lib/router.js'
 
 const iso = (d) => d.toISOString().slice(0, 10)
 
-export async function mePage ({ main, onLeave }) {
+export default async function mePage (main) {
   const streakBox = h('section.box', { 'aria-labelledby': 'st-h' })
   const heat = h('section.box', { 'aria-labelledby': 'act-h' })
   const goals = h('section.box', { 'aria-labelledby': 'goal-h' })
@@ -140,5 +144,4 @@ export async function mePage ({ main, onLeave }) {
     cards.append(stage)
     draw()
   }
-  void patch
 }
