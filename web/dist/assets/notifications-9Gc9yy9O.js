@@ -1,1 +1,0 @@
-import{h as e,m as t}from"./toast-B8S8Rv1D.js";import{n}from"./index-B3FZhNsx.js";async function r(r){let i=e(`section.box`);t(r,i),await n(i,!1)}export{r as default};
