@@ -25,6 +25,7 @@ export function stars (avg, count) {
     ` ${Number(avg).toFixed(1)} (${count ?? 0})`)
 }
 
-export const userName = (u) => u?.name || u?.user_name || u?.author_name || u?.clerk_id || u?.user_id || 'Someone'
-export const authorOf = (x) => x?.author?.name || x?.user?.name || x?.author_name || x?.user_name || x?.user_id || 'Someone'
+// Forum posts and replies (REST and their live events) carry `author: {clerk_id, name, image_url}`,
+// null on a deleted reply (server/forum/service.py, _author).
+export const authorOf = (x) => x?.author?.name || 'Someone'
 export const tagName = (t) => (typeof t === 'string' ? t : t?.name)

@@ -4,7 +4,7 @@ import { auth } from '../lib/auth.js'
 import { get, post, put, del, getAll } from '../lib/api.js'
 import { live } from '../lib/live.js'
 import { toast, showError } from '../lib/toast.js'
-import { stars, userName, authorOf, tagName } from '../lib/format.js'
+import { stars, authorOf, tagName } from '../lib/format.js'
 import { navigate, onLeave, render } from '../lib/router.js'
 
 export default async function coursePage (main, id) {
@@ -92,18 +92,18 @@ async function renderFeedback (box, courseId, enrolled) {
   const list = h('ul.feedback')
   const { items } = await getAll(`/courses/${courseId}/feedback?limit=50`, 2).catch(() => ({ items: [] }))
   for (const f of items) {
-    let count = f.upvote_count ?? f.upvotes ?? 0
-    let mine = !!(f.upvoted_by_me ?? f.voted_by_me)
+    let count = f.upvotes
+    let mine = f.upvoted_by_me
     const btn = h('button.small', { type: 'button', 'aria-pressed': String(mine) })
     const label = () => { btn.textContent = `▲ ${count}`; btn.setAttribute('aria-label', `Upvote (${count})`); btn.setAttribute('aria-pressed', String(mine)) }
     label()
     btn.onclick = async () => {
       try {
         const r = mine ? await del(`/feedback/${f.id}/upvote`) : await put(`/feedback/${f.id}/upvote`, {})
-        count = r.upvote_count ?? r.count ?? r.upvotes ?? count + (mine ? -1 : 1); mine = r.upvoted_by_me ?? r.upvoted ?? !mine; label()
+        count = r.upvotes; mine = r.upvoted_by_me; label()
       } catch (e) { showError(e) }
     }
-    list.append(h('li', h('span.rating', { 'aria-label': `${f.rating} stars` }, '★'.repeat(f.rating) + '☆'.repeat(5 - f.rating)), ' ', h('strong', userName(f.author || f.user || f)), h('p', f.comment || ''), btn))
+    list.append(h('li', h('span.rating', { 'aria-label': `${f.rating} stars` }, '★'.repeat(f.rating) + '☆'.repeat(5 - f.rating)), ' ', h('strong', f.author.name || f.author.clerk_id), h('p', f.comment || ''), btn))
   }
   if (!items.length) list.append(h('li.muted', 'No feedback yet.'))
   let form = null

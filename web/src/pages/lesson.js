@@ -323,9 +323,8 @@ export default async function lessonPage (main, id) {
       const ranges = []
       const text = bodyView.state.doc.toString()
       for (const s of items) {
-        const p = s.payload || s
-        if ((p.field || 'body') !== 'body') continue
-        for (const c of p.changes || []) {
+        if ((s.field || 'body') !== 'body') continue
+        for (const c of s.changes || []) {
           let from = utf16At(text, c.index)
           let to = utf16At(text, c.index + (c.delete || 0))
           if (c.original) { // the anchored text may have moved: take its occurrence nearest the original index
@@ -335,7 +334,7 @@ export default async function lessonPage (main, id) {
             }
             if (best >= 0) { from = best; to = best + c.original.length } else continue
           }
-          if (from < to && to <= text.length) ranges.push(Decoration.mark({ class: 'cm-suggestion', attributes: { title: p.comment || 'Suggested edit' } }).range(from, to))
+          if (from < to && to <= text.length) ranges.push(Decoration.mark({ class: 'cm-suggestion', attributes: { title: s.comment || 'Suggested edit' } }).range(from, to))
         }
       }
       ranges.sort((a, b) => a.from - b.from)
@@ -355,7 +354,6 @@ export default async function lessonPage (main, id) {
       } catch (e) { clear(list, h('li.error', errorText(e))) }
     }
     const suggestionItem = (s) => {
-      const p = s.payload || s
       const out = h('p.result', { role: 'status' })
       const decide = async (action) => {
         try {
@@ -368,10 +366,10 @@ export default async function lessonPage (main, id) {
           } else out.textContent = errorText(err)
         }
       }
-      const changes = (p.changes || []).map((c) => h('div.change', c.delete ? h('del', c.deleted_text ?? c.original ?? c.old ?? `${c.delete} characters`) : null, c.insert ? h('ins', c.insert) : null))
+      const changes = (s.changes || []).map((c) => h('div.change', c.delete ? h('del', c.original ?? `${c.delete} characters`) : null, c.insert ? h('ins', c.insert) : null))
       return h('li.suggestion', { 'data-testid': 'suggestion', dataset: { id: String(s.id) } },
-        h('div', h('strong', s.user_name || s.user?.name || s.user_id || 'Someone'), h('small.muted', ` on the ${p.field || 'body'} · ${timeAgo(s.created_at)}`)),
-        changes, p.comment ? h('p', p.comment) : null,
+        h('div', h('strong', s.user_id), h('small.muted', ` on the ${s.field || 'body'} · ${timeAgo(s.created_at)}`)),
+        changes, s.comment ? h('p', s.comment) : null,
         h('div.row', h('button.primary.small', { type: 'button', onclick: () => decide('accept'), 'data-testid': 'accept' }, 'Accept'),
           h('button.small', { type: 'button', onclick: () => decide('reject'), 'data-testid': 'reject' }, 'Reject')), out)
     }

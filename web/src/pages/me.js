@@ -34,7 +34,7 @@ export default async function mePage (main) {
     const days = new Set()
     try {
       const r = await get(`/me/activity?from=${iso(from)}&to=${iso(to)}`)
-      for (const d of r.items || r.days || r) days.add(typeof d === 'string' ? d : d.day || d.date)
+      for (const d of r.days) days.add(d) // local dates, YYYY-MM-DD (server/gamification/api.py, get_activity)
     } catch (e) { clear(heat, h('h2#act-h', 'Activity'), h('p.error', errorText(e))); return }
     const grid = h('div.heatmap', { role: 'img', 'aria-label': `${days.size} active days in the last 16 weeks` })
     const start = new Date(from); start.setUTCDate(start.getUTCDate() - start.getUTCDay())

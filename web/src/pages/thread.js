@@ -19,7 +19,7 @@ export default async function threadPage (main, id) {
   const likeButton = (kind, obj) => {
     let count = obj.like_count ?? 0
     let mine = !!obj.liked_by_me
-    const own = (obj.user_id || obj.author?.clerk_id) === me
+    const own = obj.author?.clerk_id === me
     const btn = h('button.small.like', { type: 'button', disabled: own || !auth.signedIn, 'data-testid': `like-${kind}` })
     const label = () => { btn.textContent = `♥ ${count}`; btn.setAttribute('aria-pressed', String(mine)); btn.setAttribute('aria-label', `Like (${count} likes)`) }
     label()
@@ -83,7 +83,7 @@ export default async function threadPage (main, id) {
       }
     }, 'Reply') : null
     // your own reply: edit in place, delete with an inline confirmation (no dialog)
-    const own = auth.signedIn && !deleted && (r.user_id || r.author?.clerk_id) === me
+    const own = auth.signedIn && !deleted && r.author?.clerk_id === me
     const ownControls = own ? h('span.row') : null
     if (own) {
       const editBtn = h('button.small.link', { type: 'button', 'data-testid': 'edit-reply' }, 'Edit')
@@ -122,7 +122,7 @@ export default async function threadPage (main, id) {
     nodes.set(r.id, { li, children, likeBtn, body, setToggle, ownControls })
     const parent = r.parent_reply_id ? nodes.get(r.parent_reply_id) : null
     if (parent) { parent.children.append(li); parent.setToggle() } else root.append(li)
-    for (const c of r.replies || r.children || []) addReply(c)
+    for (const c of r.replies || []) addReply(c) // GET …/replies nests each subtree under `replies`
   }
   const updateReply = (r) => {
     const n = nodes.get(r.id)
@@ -140,15 +140,7 @@ export default async function threadPage (main, id) {
     if (deleted) n.ownControls?.remove()
     if (r.like_count !== undefined) n.likeBtn.setCount(r.like_count)
   }
-  // flat lists arrive parents-first thanks to ordering; trees via replies/children
-  const flat = repliesPage.items
-  const pending = [...flat]
-  for (let pass = 0; pass < 5 && pending.length; pass++) {
-    for (let i = 0; i < pending.length;) {
-      const r = pending[i]
-      if (!r.parent_reply_id || nodes.has(r.parent_reply_id)) { addReply(r); pending.splice(i, 1) } else i++
-    }
-  }
+  for (const r of repliesPage.items) addReply(r) // the top-level replies, oldest first, each with its subtree
 
   const postLike = likeButton('post', postObj)
   const typers = new Map()
@@ -160,7 +152,7 @@ export default async function threadPage (main, id) {
     onLeave(live.subscribe(`thread:${id}`, since, (ev, data) => {
       if (ev === 'reply.created') {
         addReply(data)
-        const who = data.author?.clerk_id || data.user_id
+        const who = data.author.clerk_id
         if (typers.has(who)) { clearTimeout(typers.get(who).timer); typers.delete(who); showTyping() }
       }
       else if (ev === 'reply.updated' || ev === 'reply.deleted') updateReply(ev === 'reply.deleted' ? { ...data, deleted_at: data.deleted_at || 'now' } : data)

@@ -1,1 +1,0 @@
-import{D as e,E as t,n}from"./shell-DwnxPRZ1.js";async function r(r){let i=e(`section.box`);t(r,i),await n(i,!1)}export{r as default};
