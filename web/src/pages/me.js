@@ -1,9 +1,13 @@
 // The "Me" page: streak, activity heatmap, goals, achievements, flashcard review.
-import { h, clear, get, post, patch, del, getAll, toast, showError, errorText } from './lib.js'
+import { h, clear } from '../lib/dom.js'
+import { get, post, del, getAll } from '../lib/api.js'
+import { errorText } from '../lib/errors.js'
+import { toast, showError } from '../lib/toast.js'
+import { onLeave } from '../lib/router.js'
 
 const iso = (d) => d.toISOString().slice(0, 10)
 
-export async function mePage ({ main, onLeave }) {
+export default async function mePage (main) {
   const streakBox = h('section.box', { 'aria-labelledby': 'st-h' })
   const heat = h('section.box', { 'aria-labelledby': 'act-h' })
   const goals = h('section.box', { 'aria-labelledby': 'goal-h' })
@@ -30,7 +34,7 @@ export async function mePage ({ main, onLeave }) {
     const days = new Set()
     try {
       const r = await get(`/me/activity?from=${iso(from)}&to=${iso(to)}`)
-      for (const d of r.items || r.days || r) days.add(typeof d === 'string' ? d : d.day || d.date)
+      for (const d of r.days) days.add(d) // local dates, YYYY-MM-DD (server/gamification/api.py, get_activity)
     } catch (e) { clear(heat, h('h2#act-h', 'Activity'), h('p.error', errorText(e))); return }
     const grid = h('div.heatmap', { role: 'img', 'aria-label': `${days.size} active days in the last 16 weeks` })
     const start = new Date(from); start.setUTCDate(start.getUTCDate() - start.getUTCDay())
@@ -140,5 +144,4 @@ export async function mePage ({ main, onLeave }) {
     cards.append(stage)
     draw()
   }
-  void patch
 }

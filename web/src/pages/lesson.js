@@ -11,7 +11,13 @@ import { defaultKeymap, history, historyKeymap } from '@codemirror/commands'
 import { markdownLanguage } from '@codemirror/lang-markdown'
 import { syntaxHighlighting, defaultHighlightStyle } from '@codemirror/language'
 import { marked } from 'marked'
-import { h, clear, auth, get, post, put, toast, showError, errorText, timeAgo, fmtTime, ApiError } from './lib.js'
+import { h, clear } from '../lib/dom.js'
+import { auth } from '../lib/auth.js'
+import { get, post, put } from '../lib/api.js'
+import { ApiError, errorText } from '../lib/errors.js'
+import { toast, showError } from '../lib/toast.js'
+import { timeAgo, fmtTime } from '../lib/format.js'
+import { state, onLeave } from '../lib/router.js'
 
 const MSG_SAVED = 100 // collab protocol extension (see collab/protocol.py)
 const MSG_QUERY_SAVED = 101
@@ -87,7 +93,7 @@ function makeEditor (parent, { ytext, awareness, undo, readOnly, doc, single, la
 
 // --- the page -----------------------------------------------------------------------------
 
-export async function lessonPage (id, { main, onLeave, state }) {
+export default async function lessonPage (main, id) {
   const lesson = await get(`/lessons/${id}`)
   const access = auth.signedIn ? await get(`/lessons/${id}/access`).catch(() => ({ role: 'member' })) : { role: 'anonymous' }
   if (!main.isConnected) return // left the page while it loaded: open no sockets
@@ -317,9 +323,8 @@ export async function lessonPage (id, { main, onLeave, state }) {
       const ranges = []
       const text = bodyView.state.doc.toString()
       for (const s of items) {
-        const p = s.payload || s
-        if ((p.field || 'body') !== 'body') continue
-        for (const c of p.changes || []) {
+        if ((s.field || 'body') !== 'body') continue
+        for (const c of s.changes || []) {
           let from = utf16At(text, c.index)
           let to = utf16At(text, c.index + (c.delete || 0))
           if (c.original) { // the anchored text may have moved: take its occurrence nearest the original index
@@ -329,7 +334,7 @@ export async function lessonPage (id, { main, onLeave, state }) {
             }
             if (best >= 0) { from = best; to = best + c.original.length } else continue
           }
-          if (from < to && to <= text.length) ranges.push(Decoration.mark({ class: 'cm-suggestion', attributes: { title: p.comment || 'Suggested edit' } }).range(from, to))
+          if (from < to && to <= text.length) ranges.push(Decoration.mark({ class: 'cm-suggestion', attributes: { title: s.comment || 'Suggested edit' } }).range(from, to))
         }
       }
       ranges.sort((a, b) => a.from - b.from)
@@ -349,7 +354,6 @@ export async function lessonPage (id, { main, onLeave, state }) {
       } catch (e) { clear(list, h('li.error', errorText(e))) }
     }
     const suggestionItem = (s) => {
-      const p = s.payload || s
       const out = h('p.result', { role: 'status' })
       const decide = async (action) => {
         try {
@@ -362,10 +366,10 @@ export async function lessonPage (id, { main, onLeave, state }) {
           } else out.textContent = errorText(err)
         }
       }
-      const changes = (p.changes || []).map((c) => h('div.change', c.delete ? h('del', c.deleted_text ?? c.original ?? c.old ?? `${c.delete} characters`) : null, c.insert ? h('ins', c.insert) : null))
+      const changes = (s.changes || []).map((c) => h('div.change', c.delete ? h('del', c.original ?? `${c.delete} characters`) : null, c.insert ? h('ins', c.insert) : null))
       return h('li.suggestion', { 'data-testid': 'suggestion', dataset: { id: String(s.id) } },
-        h('div', h('strong', s.user_name || s.user?.name || s.user_id || 'Someone'), h('small.muted', ` on the ${p.field || 'body'} · ${timeAgo(s.created_at)}`)),
-        changes, p.comment ? h('p', p.comment) : null,
+        h('div', h('strong', s.user_id), h('small.muted', ` on the ${s.field || 'body'} · ${timeAgo(s.created_at)}`)),
+        changes, s.comment ? h('p', s.comment) : null,
         h('div.row', h('button.primary.small', { type: 'button', onclick: () => decide('accept'), 'data-testid': 'accept' }, 'Accept'),
           h('button.small', { type: 'button', onclick: () => decide('reject'), 'data-testid': 'reject' }, 'Reject')), out)
     }
