@@ -32,22 +32,21 @@ from pycrdt import get_state as update_state_vector
 
 from collab import protocol as p
 from collab.relay import KIND_AWARENESS, KIND_QUERY, KIND_STATE, KIND_UPDATE, Relay
-from collab.sender import Coalescer, Sender, wire_frame
+from collab.sender import Coalescer, Sender
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
 from collab.textsize import CharBounds
 from collab.throttle import AnswerBudget, ReceiveBudget
+from wire.websocket import (
+    CLOSE_INTERNAL,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_LARGE,
+    encode_frame,
+)
 
 log = logging.getLogger("scriptorium.collab")
 
 T = TypeVar("T")
-
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
-CLOSE_TOO_SLOW = 4008
-CLOSE_TOO_LARGE = 4413  # an update would take a text field over its limit
-CLOSE_INTERNAL = 1011
 
 TEXT_FIELDS = ("title", "body")
 TEXT_LIMITS = (("title", 200), ("body", 200_000))  # characters, as REST (server/catalog)
@@ -381,7 +380,7 @@ class Room:
         if not self.peers:
             return
         message = {"type": "websocket.send", "bytes": frame}
-        wire = wire_frame(frame)
+        wire = encode_frame(frame)
         for peer in self.peers:
             if peer is not exclude:
                 peer.sender.push(frame, message, wire)
@@ -393,7 +392,7 @@ class Room:
             return
         if self.full_sync is None:
             frame = p.step2_frame(self.doc.get_update(state_vector))
-            self.full_sync = (frame, wire_frame(frame))
+            self.full_sync = (frame, encode_frame(frame))
         frame, wire = self.full_sync
         peer.sender.push(frame, None, wire)
 

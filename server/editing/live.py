@@ -14,20 +14,14 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collab.relay import RedisRelay
-from collab.room import (
-    CLOSE_FORBIDDEN,
-    CLOSE_NOT_FOUND,
-    CLOSE_UNAUTHORIZED,
-    Denied,
-    Grant,
-    RoomManager,
-)
+from collab.room import Denied, Grant, RoomManager
 from server.access import lesson_access
 from server.auth import Principal
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.state import Services, services
 from server.users.models import User
+from wire.websocket import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED
 
 
 def _lesson_uuid(lesson_id: str) -> uuid.UUID:
