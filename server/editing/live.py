@@ -13,8 +13,10 @@ from starlette.requests import HTTPConnection
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from collab.access import Denied, Grant
+from collab.connection import serve as serve_collab
+from collab.manager import RoomManager
 from collab.relay import RedisRelay
-from collab.room import Denied, Grant, RoomManager
 from server.access import lesson_access
 from server.auth import Principal
 from server.editing.store import PgStore, VersionRetention
@@ -151,7 +153,7 @@ _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     svc = services(HTTPConnection(scope))
     try:
-        await svc.rooms.handle(scope, receive, send)
+        await serve_collab(svc.rooms, scope, receive, send)
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:
