@@ -10,7 +10,6 @@ from typing import Any
 
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
-from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collab.access import Denied, Grant
@@ -158,17 +157,6 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
         counts = _counts.get(id(svc))
         if counts is not None:
             counts.release(scope)
-
-
-class CollabEndpoint:
-    """ASGI endpoint of ``WS /collab/lessons/{lesson_id}``: hands the socket to the rooms."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _handle(scope, receive, send)
-
-
-def websocket_routes() -> list[BaseRoute]:
-    return [WebSocketRoute("/collab/lessons/{lesson_id}", CollabEndpoint())]
 
 
 COLLAB_PREFIX = "/collab/lessons/"
