@@ -236,7 +236,8 @@ def within_limits(title: str, body: str) -> bool:
 
 
 class Peer:
-    """One connection in one room: its link, grant (identity, read-only flag), budgets and awareness ids."""
+    """One connection in one room: its ``sender`` (a :class:`Link`), grant (identity; ``can_write``
+    is the read-only flag, updated by the access re-check), answer budgets and awareness ids."""
 
     __slots__ = ("awareness_budget", "awareness_ids", "awareness_later", "awareness_pending", "budget",
                  "can_write", "deferred", "grant", "sender", "want_awareness", "want_sync")
