@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY server server
 COPY collab collab
 COPY realtime realtime
+COPY wire wire
 COPY migrations migrations
 COPY alembic.ini ./
 COPY web/dist web/dist

@@ -7,6 +7,8 @@ One extension, used only by clients that ask for it (stock clients never see it)
 ``101 <varuint n>`` ("saved?") and the server answers ``100 <varuint n>`` once every update it
 received on that socket before the question is committed to PostgreSQL. The web editor's "Saved"
 indicator is that answer.
+
+Depends on nothing (the standard library).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Every message is ``<node id>\\n<kind><payload>``; a node ignores its own. Kinds:
 ``u`` a y-websocket update frame, ``a`` an awareness frame, ``q`` "here is my state vector,
 send me what I lack and tell me yours" (sent when a room opens and after a reconnect), ``s`` a
 state vector answered by the missing part only.
+
+Depends on nothing in ``collab`` (redis, imported when the relay connects).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Writing frames to one connection without a task or an await per frame.
 
 Fast path: when ``send`` is uvicorn's own WebSocket protocol (sans-I/O implementation, no
-compression negotiated), a server frame is unmasked, so one encoded frame (:func:`wire_frame`)
-is written straight to every writable transport: encoded once per broadcast, no coroutine.
+compression negotiated: :func:`wire.websocket.direct_protocol`), a server frame is unmasked, so
+one encoded frame (:func:`wire.websocket.encode_frame`) is written straight to every writable
+transport: encoded once per broadcast, no coroutine. Depends on :mod:`wire` only.
 
 An ASGI ``send`` coroutine normally completes without suspending (the transport takes the
 bytes); only when the transport is paused does it wait. A :class:`Sender` steps the coroutine
@@ -25,38 +26,16 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from wire.websocket import CLOSE_TOO_SLOW, direct_protocol, encode_frame
+
 log = logging.getLogger("scriptorium.collab")
 
 ASGISend = Callable[[dict[str, Any]], Awaitable[None]]
 
-CLOSE_TOO_SLOW = 4008
 _STATE_OPEN = 1  # websockets.protocol.State.OPEN
 # A socket closed as too slow still holds what its transport buffers until the close frame gets
 # through; a client that never reads never lets it, so the connection is dropped after this long.
 ABORT_AFTER_S = 10.0
-
-
-def wire_frame(payload: bytes) -> bytes:
-    """An unmasked, final binary WebSocket frame carrying ``payload``."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x82, size)) + payload
-    if size < 65536:
-        return bytes((0x82, 126)) + size.to_bytes(2, "big") + payload
-    return bytes((0x82, 127)) + size.to_bytes(8, "big") + payload
-
-
-def raw_protocol(send: ASGISend) -> Any:
-    """uvicorn's sans-I/O WebSocket protocol behind ``send``, when frames can be written directly."""
-    proto = getattr(send, "__self__", None)
-    conn = getattr(proto, "conn", None)
-    if conn is None or getattr(proto, "transport", None) is None or getattr(proto, "writable", None) is None:
-        return None
-    if getattr(conn, "extensions", None):  # e.g. permessage-deflate: frames differ per connection
-        return None
-    if not hasattr(proto, "close_sent"):
-        return None
-    return proto
 
 
 class Coalescer:
@@ -94,7 +73,7 @@ class Sender:
         self._buffered = 0  # the transport's write buffer when last looked at (direct path)
         self._busy = False
         self._max = max_queued
-        self._proto = raw_protocol(send)
+        self._proto = direct_protocol(send)
         self.closed = False
         self.failed = False
         self.idle = asyncio.Event()
@@ -122,7 +101,7 @@ class Sender:
             if not self._out:
                 self._coalescer.add(self)
             if wire is None:
-                wire = wire_frame(frame)
+                wire = encode_frame(frame)
             self._out.append((frame, wire))
             self._out_bytes += len(wire)
             # Two additions and a comparison per frame; the transport is asked only near the limit.

@@ -1,4 +1,5 @@
-"""What the rooms need from storage, as a small interface the server implements (PostgreSQL)."""
+"""What the rooms need from storage, as a small interface the server implements (PostgreSQL);
+no dependencies."""
 
 from __future__ import annotations
 

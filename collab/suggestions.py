@@ -16,6 +16,8 @@ that delta like a sticky index (start sticks to the character after it, end to t
 before it), then verified: if the span's text is no longer what it was, :class:`AnchorConflict`
 carries the span as it is now. All changes are applied in one transaction, from the last to the
 first, as Y.Text delete/insert operations, so concurrent edits elsewhere are preserved.
+
+Depends on pycrdt only.
 """
 
 from __future__ import annotations

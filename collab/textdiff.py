@@ -1,4 +1,4 @@
-"""The minimal edit that turns one text into another, in pycrdt's index units."""
+"""The minimal edit that turns one text into another, in pycrdt's index units (depends on pycrdt)."""
 
 from __future__ import annotations
 

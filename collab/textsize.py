@@ -6,6 +6,8 @@ CJK lesson cost that twice). The bounds follow each change in O(change): an inse
 characters exactly; a delete is counted in bytes, so it removes between a quarter of that and
 all of it. Characters also lie between bytes/4 and bytes. An exact count is needed only when
 the bounds straddle the limit, and it makes the bounds exact again.
+
+Depends on pycrdt only.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ client turn one 64 KB write into 16,000 whole-document encodes (~4 s of event lo
 lesson). Answers therefore come out of a token bucket; requests beyond it are not dropped but
 coalesced into one answer sent when the bucket allows (an answer computed later is a superset of
 one computed earlier, so nothing a client is owed is lost).
+
+Depends on nothing (the standard library).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ budget, first by characters, then, past the budget, by lines (each changed run o
 by characters while budget remains), and past that the middle is replaced whole. The total work
 is at most a few budgets of steps plus linear scans (tens of milliseconds); callers with large
 texts still compute it off the event loop (:func:`plan`) and apply the edits on it.
+
+Depends on pycrdt and :mod:`collab.textdiff`.
 """
 
 from __future__ import annotations

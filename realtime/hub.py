@@ -12,6 +12,9 @@ Bounded per socket: every frame queued for it (events, and pong / subscribed / e
 whose echoes of client text are truncated) plus what its transport still holds counts toward
 ``max_queued_bytes``; past it the socket is closed with 4008 (and aborted if the close frame
 cannot get out within ``CLOSE_WAIT_S``). Inbound frames go through a per-socket token bucket.
+
+Depends on :mod:`realtime.broker`, starlette's WebSocket and :mod:`wire.websocket` (frame
+encoding, the direct-transport check and the close codes it shares with ``collab``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -31,14 +33,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.protocol import State
 
 from realtime.broker import Broker, Event, Reset
+from wire.websocket import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_TOO_BIG,
+    CLOSE_TOO_MANY,
+    CLOSE_TOO_SLOW,
+    CLOSE_UNAUTHORIZED,
+    TEXT,
+    direct_protocol,
+    encode_frame,
+)
 
 log = logging.getLogger("scriptorium.realtime.hub")
 
-CLOSE_SLOW_READER = 4008
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_TOO_BIG = 1009
-CLOSE_UNAVAILABLE = 1011
-CLOSE_GOING_AWAY = 1001
 REPLAY_PAGE = 500
 CLOSE_WAIT_S = 10.0
 RECHECK_BATCH = 2000  # (user, channel) pairs per policy call
@@ -97,7 +105,6 @@ class HubLimits:
     sockets_per_user: int = 16
 
 
-CLOSE_TOO_MANY = 4429  # "too many connections" (a 429 for sockets; §5/§7 use 4008, 44xx for rights)
 FRAME_COST_BYTES = 16 * 1024
 # Bytes counted per queued frame on top of its text (the queue entry and its tuple), so the
 # 1 MiB bounds the memory a socket holds even with tiny frames (a pong is 15 bytes).
@@ -124,18 +131,10 @@ def event_frame(channel: str, event: Event) -> str:
     return f'{head}"event":{json.dumps(event.event)},"data":{event.data_json}}}'
 
 
-def encode_frame(text: str) -> bytes:
+def encode_text(text: str) -> bytes:
     """One unmasked text frame (server → client frames are never masked, so the same bytes go
     to every subscriber)."""
-    payload = text.encode()
-    n = len(payload)
-    if n < 126:
-        header = struct.pack("!BB", 0x81, n)
-    elif n < 65536:
-        header = struct.pack("!BBH", 0x81, 126, n)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, n)
-    return header + payload
+    return encode_frame(text.encode(), TEXT)
 
 
 class DirectWriter:
@@ -149,14 +148,8 @@ class DirectWriter:
 
     @classmethod
     def for_socket(cls, ws: WebSocket) -> DirectWriter | None:
-        send = ws.scope.get("state", {}).get("asgi_send")
-        protocol = getattr(send, "__self__", None)
-        # By name (realtime does not import uvicorn); subclasses count (the server paces parsing
-        # in one, server/websocket_protocol.py).
-        if protocol is None or not any(cls.__name__ == "WebSocketsSansIOProtocol"
-                                       for cls in type(protocol).__mro__):
-            return None
-        if not all(hasattr(protocol, name) for name in ("transport", "conn", "close_sent")):
+        protocol = direct_protocol(ws.scope.get("state", {}).get("asgi_send"))
+        if protocol is None:
             return None
         return cls(protocol)
 
@@ -226,7 +219,7 @@ class Connection:
             return
         self.queued_bytes += size
         if self.over_limit():
-            self.kill(CLOSE_SLOW_READER)
+            self.kill(CLOSE_TOO_SLOW)
             return
         self.queue.append((frame, size))
         self.wake.set()
@@ -248,7 +241,7 @@ class Connection:
             self.queued_bytes += size
             sub.buffer.append((item.id, frame, size))
             if self.over_limit():
-                self.kill(CLOSE_SLOW_READER)
+                self.kill(CLOSE_TOO_SLOW)
             return
         if item.id is not None:
             sub.cursor = item.id
@@ -260,7 +253,7 @@ class Connection:
                 return
             self._write(encoded)
             if self.queued_bytes + self._backlog() > self._max_backlog:
-                self.kill(CLOSE_SLOW_READER)
+                self.kill(CLOSE_TOO_SLOW)
             return
         self.send_live(frame, size)
 
@@ -410,7 +403,7 @@ class Hub:
             found = frames.get(sub.external)
             if found is None:
                 text = event_frame(sub.external, item)
-                found = frames[sub.external] = (text, encode_frame(text))
+                found = frames[sub.external] = (text, encode_text(text))
             conn.deliver(sub, item, found[0], found[1])
 
     # rights re-check ----------------------------------------------------------------------
@@ -626,7 +619,7 @@ class Hub:
                 self._error(conn, _channel_of(frame), denied.code, denied.detail)
             except Exception:
                 log.exception("broker unavailable while serving a frame")
-                conn.kill(CLOSE_UNAVAILABLE)
+                conn.kill(CLOSE_INTERNAL)
                 return
 
     def _error(self, conn: Connection, channel: str | None, code: str, detail: str) -> None:

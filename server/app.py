@@ -71,11 +71,11 @@ def components() -> list[Component]:
 
 
 def socket_routes() -> list[BaseRoute]:
-    """WebSocket endpoints: ``/ws`` live events and ``/collab/lessons/{id}`` co-editing."""
+    """WebSocket endpoints: ``/ws`` live events (``/collab/lessons/{id}`` sockets never reach the
+    router: ``CollabFastPath`` serves them ahead of it)."""
     from server import live
-    from server.editing.live import websocket_routes as collab_routes
 
-    return [*live.routes(), *collab_routes()]
+    return live.routes()
 
 
 # --- errors ------------------------------------------------------------------------------

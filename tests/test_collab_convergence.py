@@ -16,7 +16,8 @@ from pycrdt import Doc, Text
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from collab.room import Grant, RoomManager
+from collab.access import Grant
+from collab.manager import RoomManager
 from server.db import make_engine, make_sessionmaker
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
 from server.editing.store import PgStore

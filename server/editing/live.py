@@ -10,24 +10,19 @@ from typing import Any
 
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
-from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from collab.access import Denied, Grant
+from collab.connection import serve as serve_collab
+from collab.manager import RoomManager
 from collab.relay import RedisRelay
-from collab.room import (
-    CLOSE_FORBIDDEN,
-    CLOSE_NOT_FOUND,
-    CLOSE_UNAUTHORIZED,
-    Denied,
-    Grant,
-    RoomManager,
-)
 from server.access import lesson_access
 from server.auth import Principal
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.state import Services, services
 from server.users.models import User
+from wire.websocket import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED
 
 
 def _lesson_uuid(lesson_id: str) -> uuid.UUID:
@@ -157,22 +152,11 @@ _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     svc = services(HTTPConnection(scope))
     try:
-        await svc.rooms.handle(scope, receive, send)
+        await serve_collab(svc.rooms, scope, receive, send)
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:
             counts.release(scope)
-
-
-class CollabEndpoint:
-    """ASGI endpoint of ``WS /collab/lessons/{lesson_id}``: hands the socket to the rooms."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _handle(scope, receive, send)
-
-
-def websocket_routes() -> list[BaseRoute]:
-    return [WebSocketRoute("/collab/lessons/{lesson_id}", CollabEndpoint())]
 
 
 COLLAB_PREFIX = "/collab/lessons/"

@@ -26,7 +26,9 @@ from typing import Any
 from pycrdt import Doc, Map
 
 from collab import protocol as p
-from collab.room import CPU_SHARE_DIVISOR, SCRATCH_CHECK_MAX_BYTES, RoomManager, check_update
+from collab.manager import RoomManager
+from collab.receiver import CPU_SHARE_DIVISOR
+from collab.room import SCRATCH_CHECK_MAX_BYTES, check_update
 
 
 async def _never(*_: Any) -> Any:
@@ -41,26 +43,26 @@ def manager() -> RoomManager:
 def test_a_frame_is_charged_the_loop_time_it_took() -> None:
     rooms = manager()
     keystroke = p.update_frame(b"\x01" * 30)
-    assert rooms._frame_cost(keystroke, 0.0) == len(keystroke)  # its bytes (the budget charges >= 4 KiB)
-    assert rooms._frame_cost(keystroke, 0.00002) < rooms.receive_frame_cost  # a keystroke's 20 us
+    assert rooms.receiver.frame_cost(keystroke, 0.0) == len(keystroke)  # its bytes (the budget charges >= 4 KiB)
+    assert rooms.receiver.frame_cost(keystroke, 0.00002) < rooms.receiver.receive_frame_cost  # a keystroke's 20 us
     # 45 ms of loop: charged as 45 ms x 5 x 8 MiB/s, i.e. the socket's user may only spend a fifth
     # of the loop on such frames, sustained.
-    cost = rooms._frame_cost(keystroke, 0.045)
+    cost = rooms.receiver.frame_cost(keystroke, 0.045)
     assert cost == int(0.045 * CPU_SHARE_DIVISOR * 8 * 1024 * 1024)
-    assert abs(cost / rooms.receive_per_second - 0.045 * CPU_SHARE_DIVISOR) < 1e-6
+    assert abs(cost / rooms.receiver.receive_per_second - 0.045 * CPU_SHARE_DIVISOR) < 1e-6
 
 
 def test_a_users_sockets_share_one_receive_budget() -> None:
     rooms = manager()
-    first, second = rooms._user_budget("user_a"), rooms._user_budget("user_a")
+    first, second = rooms.receiver.user_budget("user_a"), rooms.receiver.user_budget("user_a")
     assert first is second
-    assert rooms._user_budget("user_b") is not first
-    rooms._release_budget("user_a")
-    assert rooms._user_budget("user_a") is first  # still held by one socket
-    rooms._release_budget("user_a")
-    rooms._release_budget("user_a")
-    rooms._release_budget("user_b")
-    assert not rooms._inbound
+    assert rooms.receiver.user_budget("user_b") is not first
+    rooms.receiver.release_budget("user_a")
+    assert rooms.receiver.user_budget("user_a") is first  # still held by one socket
+    rooms.receiver.release_budget("user_a")
+    rooms.receiver.release_budget("user_a")
+    rooms.receiver.release_budget("user_b")
+    assert not rooms.receiver.inbound
 
 
 def test_large_updates_skip_the_scratch_document() -> None:

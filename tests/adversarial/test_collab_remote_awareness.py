@@ -14,8 +14,10 @@ from typing import Any
 from pycrdt import Doc
 
 from collab import protocol as p
+from collab.access import Grant
+from collab.manager import RoomManager
 from collab.relay import KIND_AWARENESS
-from collab.room import AwarenessRecord, Grant, Peer, Room, RoomManager
+from collab.room import AwarenessRecord, Peer, Room
 from collab.sender import Sender
 from collab.throttle import AnswerBudget
 
@@ -40,12 +42,12 @@ async def test_a_relayed_frame_cannot_move_a_local_sockets_cursor() -> None:
 
     spoof = p.AwarenessEntry(7, 99, json.dumps({"user": "spoofed"}))
     theirs = p.AwarenessEntry(8, 1, json.dumps({"user": "remote"}))
-    rooms._on_relay(room.lesson_id, KIND_AWARENESS, p.awareness_frame(p.encode_awareness([spoof, theirs])),
+    rooms.cluster.on_relay(room.lesson_id, KIND_AWARENESS, p.awareness_frame(p.encode_awareness([spoof, theirs])),
                     "node-b")
     passed = [entry for frame in sent for entry in p.parse_awareness(p.parse_frame(frame).payload)]
     print(f"\nlocal sockets were sent {[(e.client_id, e.state) for e in passed]}")
     assert [e.client_id for e in passed] == [8]
     assert room.awareness[7].entry == mine
 
-    rooms._on_relay(room.lesson_id, KIND_AWARENESS, p.awareness_frame(p.encode_awareness([spoof])), "node-b")
+    rooms.cluster.on_relay(room.lesson_id, KIND_AWARENESS, p.awareness_frame(p.encode_awareness([spoof])), "node-b")
     assert len(sent) == 1  # nothing accepted: nothing sent

@@ -13,7 +13,9 @@ from typing import Any
 from pycrdt import Doc
 
 from collab import protocol as p
-from collab.room import Grant, Peer, Room, RoomManager
+from collab.access import Grant
+from collab.manager import RoomManager
+from collab.room import Peer, Room
 from collab.sender import Sender
 from collab.throttle import AnswerBudget
 
@@ -32,10 +34,10 @@ async def test_a_socket_has_one_pending_saved_query() -> None:
     room = Room(lesson_id="00000000-0000-0000-0000-000000000001", doc=Doc())
     peer = Peer(Grant("user", True), Sender(_send), AnswerBudget(1, 1.0, time.monotonic()))
     room.peers.append(peer)
-    rooms._enqueued = 1  # an update waits for its flush (the database is down, say)
+    rooms.persistence.enqueued = 1  # an update waits for its flush (the database is down, say)
     for nonce in range(10_000):
-        rooms._on_frame(room, peer, p.query_saved_frame(nonce))
-    print(f"\n10,000 query-saved frames during a pending flush: {len(rooms._saved_waiters)} waiter(s)")
-    assert len(rooms._saved_waiters) == 1
-    rooms._leave(room, peer)
-    assert not rooms._saved_waiters
+        rooms.receiver.receive(room, peer, p.query_saved_frame(nonce))
+    print(f"\n10,000 query-saved frames during a pending flush: {len(rooms.persistence.saved_waiters)} waiter(s)")
+    assert len(rooms.persistence.saved_waiters) == 1
+    rooms.leave(room, peer)
+    assert not rooms.persistence.saved_waiters

@@ -17,7 +17,9 @@ from pycrdt import Doc, Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from collab.room import Grant, RoomManager, TextTooLong
+from collab.access import Grant
+from collab.manager import RoomManager
+from collab.room import TextTooLong
 from server.db import make_engine, make_sessionmaker
 from server.editing.models import LessonUpdate
 from server.editing.store import PgStore

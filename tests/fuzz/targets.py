@@ -68,7 +68,7 @@ def y_frame(data: bytes) -> None:
             raise Finding("sync frame does not survive a round trip")
 
 
-# --- collab message dispatch (collab/room.py RoomManager._on_frame) -------------------------------
+# --- collab message dispatch (collab/receiver.py Receiver.receive) -------------------------------
 
 
 class _Sink:
@@ -93,10 +93,10 @@ _ROOMS: Any = None
 def _room_manager() -> Any:
     global _ROOMS
     if _ROOMS is None:
-        from collab.room import RoomManager
+        from collab.manager import RoomManager
 
         async def never(*_: Any) -> Any:
-            raise AssertionError("not used by _on_frame")
+            raise AssertionError("not used by Receiver.receive")
 
         _ROOMS = RoomManager(store=None, authorize=never, recheck=never)  # type: ignore[arg-type]
     return _ROOMS
@@ -113,13 +113,14 @@ def collab_dispatch(data: bytes) -> None:
 
     from pycrdt import Doc
 
-    from collab.room import Grant, Peer, Room, seed_update
+    from collab.access import Grant
+    from collab.room import Peer, Room, seed_update
     from collab.throttle import AnswerBudget
 
     logging.getLogger("scriptorium.collab").setLevel(logging.ERROR)  # "dropped a bad collab message" per input
     rooms = _room_manager()
-    rooms._pending.clear()
-    rooms._saved_waiters.clear()
+    rooms.persistence.pending.clear()
+    rooms.persistence.saved_waiters.clear()
     doc: Doc[Any] = Doc()
     doc.apply_update(seed_update("A lesson", "Some body text, ünïcödé and 🙂."))
     room = Room("00000000-0000-4000-8000-000000000000", doc)
@@ -134,7 +135,7 @@ def collab_dispatch(data: bytes) -> None:
     doc_size = len(doc.get_update())
     for frame in _split(data, b"\xff\xfe\xfd"):
         if frame:
-            rooms._on_frame(room, peer, frame)
+            rooms.receiver.receive(room, peer, frame)
     grown = len(room.doc.get_update())
     # The step-2 answer to a step 1 is at most the whole document; one per frame.
     if writer.bytes > 8 * (grown + 64) + 2 * len(data):

@@ -1,0 +1,63 @@
+"""Who may be in a room: the grant a connection is admitted with, the refusal, and the re-check.
+
+The server supplies the policy as two callables (``authorize`` when a socket joins, ``recheck``
+every ``recheck_interval`` seconds for each user in a room); this module only applies their
+answers: a :class:`Denied` closes the user's sockets with its code, anything else updates their
+read-only flag. Depends on nothing in ``collab`` at run time (rooms only for type checking).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collab.room import Peer, Room
+
+log = logging.getLogger("scriptorium.collab")
+
+Scope = Mapping[str, Any]
+
+
+class Denied(Exception):
+    """A connection is refused (or must go) with a WebSocket close code."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(reason or str(code))
+        self.code = code
+        self.reason = reason
+
+
+@dataclass
+class Grant:
+    """Who is connected and whether they may write; ``subject`` is the server's own data."""
+
+    user_id: str
+    can_write: bool
+    subject: Any = None
+
+
+Authorize = Callable[[Scope, str], Awaitable[Grant]]  # (ASGI scope, lesson id) -> Grant | Denied
+Recheck = Callable[[str, Grant], Awaitable[bool]]  # (lesson id, grant) -> can_write | Denied
+
+
+async def recheck_room(room: Room, recheck: Recheck) -> None:
+    """Ask ``recheck`` once per user in ``room``: close their sockets when denied, else set
+    whether they may write (a failed check changes nothing)."""
+    by_user: dict[str, list[Peer]] = {}
+    for peer in room.peers:
+        by_user.setdefault(peer.grant.user_id, []).append(peer)
+    for peers in by_user.values():
+        try:
+            can_write = await recheck(room.lesson_id, peers[0].grant)
+        except Denied as denied:
+            for peer in peers:
+                peer.sender.close(denied.code, denied.reason)
+            continue
+        except Exception:
+            log.warning("collab access re-check failed", exc_info=True)
+            continue
+        for peer in peers:
+            peer.can_write = can_write

@@ -1,0 +1,439 @@
+"""All rooms of this node and their API: :class:`RoomManager`.
+
+The server builds one :class:`RoomManager` at startup with a :class:`~collab.store.Store`, an
+``authorize`` and a ``recheck`` callable and (with Redis) a relay, and exposes it as
+``services.rooms``. Other code changes documents only through :meth:`RoomManager.apply` and
+friends, so every change is persisted, broadcast and relayed exactly like a client's.
+
+The manager owns the rooms' lifecycle (load, unload), the maintenance loop (materialise, versions,
+compaction, resync, unload) and the one path every change takes (:meth:`RoomManager.client_update`
+for a client's, with its limits and poison checks; :meth:`RoomManager.apply` for the server's).
+The rest is delegated, one job per module: access re-checks (:mod:`collab.access`), awareness
+(:mod:`collab.awareness`), durability (:mod:`collab.persistence`), other nodes
+(:mod:`collab.cluster`), message dispatch (:mod:`collab.receiver`); connections
+(:mod:`collab.connection`) call :meth:`admit`, :meth:`join`, ``receiver.receive`` and
+:meth:`leave`. Depends on those and on :mod:`collab.room`; never on a connection type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from pycrdt import Doc, Map, Text, merge_updates
+
+from collab import protocol as p
+from collab.access import Authorize, Grant, Recheck, Scope, recheck_room
+from collab.awareness import Awareness
+from collab.cluster import Cluster
+from collab.persistence import Persistence
+from collab.receiver import Receiver
+from collab.relay import KIND_UPDATE, Relay
+from collab.room import (
+    CHECKPOINT_FOLD_UPDATES,
+    TEXT_FIELDS,
+    TEXT_LIMITS,
+    Link,
+    Peer,
+    Room,
+    TextTooLong,
+    apply_checked,
+    check_update,
+    deletes_only,
+    lesson_key,
+    replay,
+    replay_skipping,
+    seed_update,
+    update_digest,
+)
+from collab.sender import Coalescer
+from collab.store import LessonGone, PendingUpdate, Store
+from collab.textdiff import apply_text
+from wire.websocket import CLOSE_TOO_LARGE
+
+log = logging.getLogger("scriptorium.collab")
+
+T = TypeVar("T")
+
+
+class RoomManager:
+    """All rooms of this node. Connections: :meth:`admit`, :meth:`join`, ``receiver.receive``,
+    :meth:`leave`. The server: :meth:`apply`, :meth:`read`, :meth:`texts`, :meth:`edit_text`,
+    :meth:`record_version`, :meth:`materialise`, :meth:`flush`."""
+
+    def __init__(self, store: Store, authorize: Authorize, recheck: Recheck, relay: Relay | None = None,
+                 *, flush_interval: float = 0.05, materialise_delay: float = 1.0,
+                 version_interval: float = 60.0, unload_after: float = 60.0,
+                 recheck_interval: float = 2.0, compact_threshold: int = 500,
+                 max_queued: int = 16 * 1024 * 1024, sync_burst: int = 8, sync_per_second: float = 2.0,
+                 awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
+                 receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
+                 awareness_burst: int = 20, awareness_per_second: float = 10.0,
+                 on_update: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.on_update = on_update  # called once per document update applied (metrics)
+        self.authorize = authorize
+        self.recheck = recheck
+        self.relay = relay
+        self.materialise_delay = materialise_delay
+        self.version_interval = version_interval
+        self.unload_after = unload_after
+        self.recheck_interval = recheck_interval
+        self.max_queued = max_queued  # bytes waiting for one client before it is closed 4008
+        self.rooms: dict[str, Room] = {}
+        self._opening: dict[str, asyncio.Future[Room]] = {}
+        self.persistence = Persistence(store, flush_interval=flush_interval,
+                                       compact_threshold=compact_threshold)
+        self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
+                                   burst=awareness_burst, per_second=awareness_per_second)
+        self.receiver = Receiver(self, self.awareness, self.persistence, sync_burst=sync_burst,
+                                 sync_per_second=sync_per_second, receive_per_second=receive_per_second,
+                                 receive_frame_cost=receive_frame_cost)
+        self.cluster = Cluster(relay, self.rooms, self.awareness)
+        self.coalescer = Coalescer()  # one per node: every sender's frames leave once per loop turn
+        self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[Any]] = set()
+        self._stopping = False
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.relay is not None:
+            await self.relay.start()
+        self._tasks = [
+            asyncio.create_task(self.persistence.flush_forever(), name="collab-flush"),
+            asyncio.create_task(self._maintenance_loop(), name="collab-maintenance"),
+            asyncio.create_task(self._recheck_loop(), name="collab-recheck"),
+        ]
+
+    async def stop(self) -> None:
+        """Final flush, materialisation and versions of every room, then stop the loops."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for task in list(self._background):
+            try:
+                await asyncio.wait_for(task, 5)
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # the tasks log their own failures; this is the wait's
+                log.exception("collab background task did not finish at shutdown",
+                              extra={"task": task.get_name()})
+        await self.persistence.final(list(self.rooms.values()))
+        if self.relay is not None:
+            await self.relay.stop()
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def flush(self) -> None:
+        """Write every pending update to the log now (one INSERT per batch)."""
+        await self.persistence.flush()
+
+    # --- opening and unloading rooms -----------------------------------------------------
+
+    async def open(self, lesson_id: str) -> Room:
+        """The live room of a lesson, loaded (and seeded once) from the store when needed."""
+        lesson_id = lesson_key(lesson_id)
+        room = self.rooms.get(lesson_id)
+        if room is not None:
+            return room
+        opening = self._opening.get(lesson_id)
+        if opening is not None:
+            return await asyncio.shield(opening)
+        future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
+        self._opening[lesson_id] = future
+        try:
+            room = await self._load(lesson_id)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it
+            raise
+        finally:
+            self._opening.pop(lesson_id, None)
+        self.rooms[lesson_id] = room
+        future.set_result(room)
+        room.unload_at = time.monotonic() + self.unload_after
+        await self.cluster.opened(room)
+        return room
+
+    async def _load(self, lesson_id: str) -> Room:
+        await self.flush()  # what an unloaded room of this lesson still had pending
+        loaded = await self.store.load(lesson_id, seed_update)
+        updates = loaded.updates
+        doc = replay(updates)
+        if doc is None:  # a log poisoned before updates were checked (apply_checked)
+            doc, updates = replay_skipping(lesson_id, updates)
+        room = Room(lesson_id, doc, log_rows=loaded.log_rows)
+        if updates:
+            room.base = merge_updates(*updates) if len(updates) > 1 else updates[0]
+        for name in TEXT_FIELDS:
+            room.text(name)
+        room.doc.get("meta", type=Map)
+        now = time.monotonic()
+        room.materialised_at = now
+        return room
+
+    async def _unload(self, room: Room) -> None:
+        await self.flush()
+        if room.peers or self.rooms.get(room.lesson_id) is not room:
+            return
+        del self.rooms[room.lesson_id]
+        self.cluster.closed(room)
+        await self.persistence.close_room(room)
+        log.debug("room unloaded", extra={"lesson_id": room.lesson_id})
+
+    async def _emptied(self, room: Room) -> None:
+        """The last local client left: flush, materialise, record a version."""
+        try:
+            await self.flush()
+            await self.persistence.close_room(room)
+        except LessonGone:
+            log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
+        except Exception:
+            log.exception("closing room failed", extra={"lesson_id": room.lesson_id})
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def admit(self, scope: Scope, lesson_id: str) -> tuple[Grant, Room]:
+        """Who the connection is (the server's ``authorize``) and the loaded room of
+        ``lesson_id`` (a :func:`~collab.room.lesson_key`). Raises
+        :class:`~collab.access.Denied` (close with its code) or
+        :class:`~collab.store.LessonGone` (close 4404)."""
+        grant = await self.authorize(scope, lesson_id)
+        return grant, await self.open(lesson_id)
+
+    async def join(self, room: Room, grant: Grant, sender: Link) -> tuple[Room, Peer]:
+        """Add a peer reached through ``sender`` to ``room`` (opened again if it was unloaded
+        since :meth:`admit`): it is sent sync step 1 and the room's awareness. The room it
+        joined, and the peer to pass to ``receiver.receive`` and :meth:`leave`."""
+        while self.rooms.get(room.lesson_id) is not room:  # unloaded meanwhile: open it again
+            room = await self.open(room.lesson_id)
+        peer = Peer(grant, sender, self.receiver.budget(), self.awareness.budget())
+        room.peers.append(peer)
+        room.unload_at = None
+        room.emptied = False
+        peer.sender.push(p.step1_frame(room.doc.get_state()))
+        frame = room.awareness_frame()
+        if frame is not None:
+            peer.sender.push(frame)
+        return room, peer
+
+    def leave(self, room: Room, peer: Peer) -> None:
+        """A peer's connection ended: its awareness goes, and an emptied room is saved."""
+        with contextlib.suppress(ValueError):
+            room.peers.remove(peer)
+        self.receiver.leave(peer)
+        self.persistence.forget(peer)
+        self.awareness.leave(room, peer)
+        if not room.peers and not self._stopping:
+            room.unload_at = time.monotonic() + self.unload_after
+            room.emptied = True
+            self._spawn(self._emptied(room), f"collab-emptied-{room.lesson_id}")
+
+    # --- changes --------------------------------------------------------------------------
+
+    def client_update(self, room: Room, peer: Peer, update: bytes, frame: bytes | None) -> None:
+        """Apply a writer's update (not empty) to ``room``: broadcast, relay, persist; or drop it
+        (a copy, a malformed or poisoning one) or refuse it (over a limit: its sender is closed
+        4413). ``frame``: the update frame as received, sent on unchanged (None: encoded here).
+        Raises :class:`~collab.protocol.ProtocolError` for a malformed update."""
+        digest = update_digest(update)
+        if digest is not None and digest in room.seen_updates:
+            return  # a copy of an update already applied: changes nothing
+        check_update(update)
+        before = None if room.small else room.text_sizes()
+        state = room.doc.get_state()
+        if not apply_checked(room.doc, update):
+            self._drop_poison(room, peer)
+            return
+        if room.doc.get_state() == state and not deletes_only(update):
+            # Every struct was known already: re-sent, it would cost a 2 MiB row,
+            # broadcast and relay per copy. (A delete-only update never moves the
+            # state vector, so it is kept.)
+            room.note_seen(digest)
+            return
+        room.note_seen(digest)
+        over = room.over_limit(before) or room.document_over(update)
+        if over is not None:
+            self._refuse(room, peer, over)
+            return
+        out = frame if frame is not None else p.update_frame(update)
+        self._changed(room, out, update, peer.grant.user_id, exclude=peer)
+
+    def _refuse(self, room: Room, peer: Peer, name: str) -> None:
+        """Undo the update just applied (rebuild the document without it) and close its sender."""
+        log.warning("collab update refused: %s over its limit", name,
+                    extra={"lesson_id": room.lesson_id, "user_id": peer.grant.user_id})
+        room.rebuild()
+        peer.sender.close(CLOSE_TOO_LARGE, f"The lesson {name} is over its limit.")
+
+    def _drop_poison(self, room: Room, peer: Peer) -> None:
+        """An update failed to apply or poisoned the document (see :func:`apply_checked`): rebuild
+        the document without it. Dropped like any malformed message, the socket stays open (a
+        stock client never sends one; the next sync step 1 resynchronises an honest one)."""
+        log.warning("dropped a collab update that breaks the document",
+                    extra={"lesson_id": room.lesson_id, "user_id": peer.grant.user_id})
+        room.rebuild()
+
+    def _changed(self, room: Room, frame: bytes, update: bytes, actor: str | None,
+                 exclude: Peer | None = None) -> None:
+        """A change made on this node: broadcast, relay, persist (this node only)."""
+        room.remember(update)
+        room.broadcast(frame, exclude)
+        if self.relay is not None:
+            self.relay.publish(room.lesson_id, KIND_UPDATE, frame)
+        if self.on_update is not None:
+            self.on_update()
+        self.persistence.queue(PendingUpdate(room.lesson_id, update, actor))
+        room.log_rows += 1
+        now = time.monotonic()
+        if not room.dirty:
+            room.dirty = True
+        room.changed_at = now
+        room.changed_since_version = True
+        if actor:
+            room.contributors.add(actor)
+
+    # --- background work -----------------------------------------------------------------
+
+    async def _maintenance_loop(self) -> None:
+        tick = 0
+        while True:
+            await asyncio.sleep(0.25)
+            tick += 1
+            now = time.monotonic()
+            for room in list(self.rooms.values()):
+                try:
+                    await self._maintain(room, now, resync=(tick % 60 == 0))
+                except LessonGone:  # deleted under the room: the access re-check closes its sockets
+                    log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
+                except Exception:
+                    log.exception("collab room maintenance failed", extra={"lesson_id": room.lesson_id})
+
+    async def _maintain(self, room: Room, now: float, *, resync: bool) -> None:
+        self.awareness.expire_remote(room, now)
+        persistence = self.persistence
+        if room.dirty and now - room.materialised_at >= self.materialise_delay:
+            await persistence.materialise(room)
+        if room.changed_since_version and now - room.last_version_at >= self.version_interval:
+            await persistence.flush()
+            await persistence.record_version(room, "periodic")
+        if len(room.tail) >= CHECKPOINT_FOLD_UPDATES:
+            room.fold()
+        if room.log_rows >= persistence.compact_threshold and not room.compacting:
+            room.compacting = True
+            self._spawn(persistence.compact(room), f"collab-compact-{room.lesson_id}")
+        if resync and room.peers and self.relay is not None:
+            self.cluster.resync(room)
+        if not room.peers and room.unload_at is not None and now >= room.unload_at:
+            room.unload_at = None
+            await self._unload(room)
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.recheck_interval)
+            for room in list(self.rooms.values()):
+                if room.peers:
+                    await recheck_room(room, self.recheck)
+
+    # --- the room API for the rest of the server ------------------------------------------
+
+
+    async def apply(self, lesson_id: str, change: Callable[[Doc[Any]], T], *, actor: str | None,
+                    enforce_limits: bool = False) -> T:
+        """Run ``change(doc)`` on the live document of ``lesson_id`` in ONE transaction (opening
+        the room if needed), then persist, broadcast and relay the resulting update like a
+        client's. ``actor`` is the clerk id credited in the log and version contributors.
+
+        With ``enforce_limits``, a change that takes a text field over its limit (as a client's
+        update would be refused) is undone and :class:`TextTooLong` raised. A change that raises
+        is undone too (pycrdt commits what it did before the exception)."""
+        room = await self.open(lesson_id)
+        before = None if room.small or not enforce_limits else room.text_sizes()
+        updates: list[bytes] = []
+        doc = room.doc
+        subscription = doc.observe(lambda event: updates.append(event.update))
+        try:
+            with doc.transaction(origin="server"):
+                result = change(doc)
+        except BaseException:
+            doc.unobserve(subscription)
+            if updates:
+                room.rebuild()
+            raise
+        doc.unobserve(subscription)
+        over = room.over_limit(before) if enforce_limits and updates else None
+        if over is not None:
+            room.rebuild()
+            raise TextTooLong(over, dict(TEXT_LIMITS)[over])
+        room.small = room.small and enforce_limits
+        for update in updates:
+            self._changed(room, p.update_frame(update), update, actor)
+        if not room.peers and room.unload_at is None:
+            room.unload_at = time.monotonic() + self.unload_after
+        return result
+
+    async def read(self, lesson_id: str, fn: Callable[[Doc[Any]], T]) -> T:
+        """``fn(doc)`` on the live document (opening the room if needed)."""
+        room = await self.open(lesson_id)
+        with room.doc.transaction():
+            return fn(room.doc)
+
+    async def texts(self, lesson_id: str) -> dict[str, str]:
+        """The live ``title`` and ``body``."""
+        room = await self.open(lesson_id)
+        title, body = room.texts()
+        return {"title": title, "body": body}
+
+    async def edit_text(self, lesson_id: str, fields: Mapping[str, str], *, actor: str | None) -> bool:
+        """Turn ``title``/``body`` into the given strings with the minimal CRDT edit (a REST PATCH
+        during live editing is neither lost nor blanks the document). Returns whether it changed."""
+        unknown = set(fields) - set(TEXT_FIELDS)
+        if unknown:
+            raise ValueError(f"not text fields: {sorted(unknown)}")
+
+        def change(doc: Doc[Any]) -> bool:
+            changed = False
+            for name, value in fields.items():
+                changed = apply_text(doc.get(name, type=Text), value) or changed
+            return changed
+
+        # REST validates each field first, so the limits hold here; checked anyway (cheap).
+        changed = await self.apply(lesson_id, change, actor=actor, enforce_limits=True)
+        if changed:
+            room = self.rooms.get(lesson_key(lesson_id))
+            if room is not None:
+                await self.persistence.materialise(room)
+        return changed
+
+    async def record_version(self, lesson_id: str, reason: str) -> str:
+        """Record the current text (and state) as a version now; returns the version id."""
+        room = await self.open(lesson_id)
+        await self.flush()
+        return await self.persistence.record_version(room, reason)
+
+    async def materialise(self, lesson_id: str) -> None:
+        """Write the live text into the lesson row now (no-op when the room is not loaded)."""
+        room = self.rooms.get(lesson_key(lesson_id))
+        if room is not None:
+            await self.persistence.materialise(room)
+
+    def peer_count(self) -> int:
+        """Clients connected to this node's rooms."""
+        return sum(len(room.peers) for room in self.rooms.values())
+
+    def connected(self, lesson_id: str) -> int:
+        """How many clients of this node are in the lesson's room."""
+        room = self.rooms.get(lesson_key(lesson_id))
+        return len(room.peers) if room else 0

@@ -1,0 +1,157 @@
+"""Durability of the rooms: the batched update log, "saved" answers, materialisation, versions, compaction.
+
+Updates applied on this node are queued (:meth:`Persistence.queue`) and appended to the store in
+batches every ``flush_interval``; because they are committed in order, whether everything a socket
+sent is saved is a comparison of two counters, and a "query saved" waits only for the batch that
+holds its socket's last update. The room's text is written into the lesson row (materialised)
+and recorded as versions; the log is compacted into a snapshot past ``compact_threshold`` rows.
+Depends on the :class:`~collab.store.Store` interface, :mod:`collab.room` and :mod:`collab.protocol`;
+what runs when is the manager's (:mod:`collab.manager`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from collab import protocol as p
+from collab.room import Peer, Room, merge_log, within_limits
+from collab.store import LessonGone, PendingUpdate, Store
+
+log = logging.getLogger("scriptorium.collab")
+
+FLUSH_BATCH = 5000  # updates per INSERT
+
+
+class Persistence:
+    def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int) -> None:
+        self.store = store
+        self.flush_interval = flush_interval
+        self.compact_threshold = compact_threshold
+        self.pending: list[PendingUpdate] = []
+        self.ready = asyncio.Event()
+        # updates are queued and committed in order, so "saved?" is a comparison of two counters
+        self.enqueued = 0  # updates ever queued for the log
+        self.persisted = 0  # of those, committed
+        # peer -> (queued count, nonce): only a socket's newest query waits (answering it tells
+        # the client that everything it sent before is saved too), so the map is one per socket
+        self.saved_waiters: dict[Peer, tuple[int, int]] = {}
+        self._lock = asyncio.Lock()
+
+    def queue(self, update: PendingUpdate) -> None:
+        """Queue an applied update for the next batch."""
+        self.pending.append(update)
+        self.enqueued += 1
+        self.ready.set()
+
+    # --- "saved" acknowledgements ---------------------------------------------------------
+
+    def ask_saved(self, peer: Peer, nonce: int) -> None:
+        """A peer asks whether all it sent is saved: answered now, or when its batch commits."""
+        if self.persisted >= self.enqueued:
+            peer.sender.push(p.saved_frame(nonce))
+        else:  # answered when the batch holding this socket's last update commits
+            self.saved_waiters[peer] = (self.enqueued, nonce)
+
+    def forget(self, peer: Peer) -> None:
+        self.saved_waiters.pop(peer, None)
+
+    def _answer_saved(self) -> None:
+        waiting = {}
+        for peer, (queued, nonce) in self.saved_waiters.items():
+            if queued <= self.persisted:
+                if not peer.sender.closed:
+                    peer.sender.push(p.saved_frame(nonce))
+            else:
+                waiting[peer] = (queued, nonce)
+        self.saved_waiters = waiting
+
+    # --- the log ---------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write every pending update to the log now (one INSERT per batch)."""
+        async with self._lock:
+            while self.pending:
+                batch, self.pending = self.pending[:FLUSH_BATCH], self.pending[FLUSH_BATCH:]
+                try:
+                    await self.store.append(batch)
+                except BaseException:
+                    self.pending[:0] = batch  # keep them: retried by the next flush
+                    raise
+                self.persisted += len(batch)
+                if self.saved_waiters:
+                    self._answer_saved()
+
+    async def flush_forever(self) -> None:
+        while True:
+            await self.ready.wait()
+            await asyncio.sleep(self.flush_interval)
+            self.ready.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("collab flush failed; retrying")
+                self.ready.set()
+                await asyncio.sleep(0.5)
+
+    async def compact(self, room: Room) -> None:
+        """Merge the room's stored log into a snapshot (run as a background task)."""
+        try:
+            await self.flush()
+            merged = await self.store.compact(room.lesson_id, merge_log)
+            room.log_rows = max(0, room.log_rows - merged)
+        except Exception:
+            log.exception("collab compaction failed", extra={"lesson_id": room.lesson_id})
+        finally:
+            room.compacting = False
+
+    # --- the lesson row and versions ------------------------------------------------------
+
+    async def materialise(self, room: Room) -> None:
+        room.dirty = False
+        room.materialised_at = time.monotonic()
+        title, body = room.texts()
+        if room.materialised == (title, body):
+            return  # nothing changed since this room last wrote it: no query, no render
+        if not within_limits(title, body):  # e.g. concurrent edits of two nodes
+            log.warning("collab text over its limit, not materialised", extra={"lesson_id": room.lesson_id})
+            return
+        await self.store.materialise(room.lesson_id, title, body)
+        room.materialised = (title, body)
+
+    async def record_version(self, room: Room, reason: str) -> str:
+        title, body = room.texts()
+        contributors = sorted(room.contributors)
+        room.contributors.clear()
+        room.changed_since_version = False
+        room.last_version_at = time.monotonic()
+        return await self.store.record_version(room.lesson_id, title=title, body=body,
+                                               state=room.doc.get_update(), contributors=contributors,
+                                               reason=reason)
+
+    async def close_room(self, room: Room) -> None:
+        """A room is closing (unloaded, or emptied): its text into the lesson row, and a version
+        when it changed since the last one (the caller flushed the log)."""
+        await self.materialise(room)
+        if room.changed_since_version and not room.peers:
+            await self.record_version(room, "close")
+
+    async def final(self, rooms: Iterable[Room]) -> None:
+        """At shutdown: the last flush, then every room closed. Nothing is swallowed: an update,
+        text or version that could not be saved is logged with what it concerned."""
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("collab final flush failed: %d update(s) not saved", len(self.pending),
+                          extra={"lesson_ids": sorted({u.lesson_id for u in self.pending})})
+        for room in rooms:
+            try:
+                await self.materialise(room)
+                if room.changed_since_version:
+                    await self.record_version(room, "close")
+            except LessonGone:
+                log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
+            except Exception:
+                log.exception("collab final save of a room failed", extra={"lesson_id": room.lesson_id})

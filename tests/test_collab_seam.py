@@ -1,0 +1,124 @@
+"""The seam a second protocol reuses the rooms through (architecture issue, part 2).
+
+A connection type other than y-websocket implements :class:`collab.room.Link` (push a y-protocol
+frame to one client, close it with a code) and calls the manager: ``admit`` (access + load),
+``join``, ``receiver.receive`` (updates under the limits, awareness, saved), ``leave``. This drives
+that API with an in-memory link and store, no socket and no server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pycrdt import Doc, Text
+
+from collab import protocol as p
+from collab.access import Grant, Scope
+from collab.manager import RoomManager
+from collab.store import LoadedDocument, PendingUpdate
+from wire.websocket import CLOSE_TOO_LARGE
+
+LESSON = "00000000-0000-4000-8000-0000000000c1"
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.appended: list[PendingUpdate] = []
+        self.materialised: list[tuple[str, str]] = []
+        self.versions: list[str] = []
+
+    async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
+        return LoadedDocument([seed("Title", "Body")], 1)
+
+    async def append(self, batch: Sequence[PendingUpdate]) -> None:
+        self.appended.extend(batch)
+
+    async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]]) -> int:
+        return 0
+
+    async def materialise(self, lesson_id: str, title: str, body: str) -> bool:
+        self.materialised.append((title, body))
+        return True
+
+    async def record_version(self, lesson_id: str, *, title: str, body: str, state: bytes,
+                             contributors: list[str], reason: str) -> str:
+        self.versions.append(reason)
+        return "v1"
+
+
+class MemoryLink:
+    """A Link: what a Hocuspocus connection would wrap with the document's name."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.frames: list[bytes] = []
+        self.close_code: int | None = None
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
+        if not self.closed:
+            self.frames.append(frame)
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = True
+        self.close_code = code
+
+
+async def _authorize(scope: Scope, lesson_id: str) -> Grant:
+    return Grant(str(scope["user"]), can_write=scope["user"] != "viewer")
+
+
+async def _recheck(lesson_id: str, grant: Grant) -> bool:
+    return grant.can_write
+
+
+def _edit(room_doc: Doc[Any], text: str) -> bytes:
+    client: Doc[Any] = Doc()
+    client.apply_update(room_doc.get_update())
+    state = client.get_state()
+    client.get("body", type=Text).insert(0, text)
+    return client.get_update(state)
+
+
+async def test_a_connection_type_needs_only_a_link_and_the_manager_api() -> None:
+    store = MemoryStore()
+    rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01)  # type: ignore[arg-type]
+    await rooms.start()
+    try:
+        grant, room = await rooms.admit({"user": "writer"}, LESSON)
+        writer_link, viewer_link = MemoryLink(), MemoryLink()
+        room, writer = await rooms.join(room, grant, writer_link)
+        viewer_grant, _ = await rooms.admit({"user": "viewer"}, LESSON)
+        room, viewer = await rooms.join(room, viewer_grant, viewer_link)
+        assert p.parse_frame(writer_link.frames[0]).sync == p.SYNC_STEP1  # the join's sync step 1
+
+        update = _edit(room.doc, "Hello ")
+        rooms.receiver.receive(room, writer, p.update_frame(update))
+        assert viewer_link.frames[-1] == p.update_frame(update)  # fanned out, same bytes
+        assert str(room.doc.get("body", type=Text)) == "Hello Body"
+
+        rooms.receiver.receive(room, viewer, p.update_frame(_edit(room.doc, "nope ")))
+        assert str(room.doc.get("body", type=Text)) == "Hello Body"  # read-only: dropped
+
+        rooms.receiver.receive(room, writer, p.query_saved_frame(7))
+        for _ in range(100):
+            if writer_link.frames[-1] == p.saved_frame(7):
+                break
+            await asyncio.sleep(0.01)
+        assert writer_link.frames[-1] == p.saved_frame(7)
+        assert [u.actor for u in store.appended] == ["writer"]
+
+        rooms.receiver.receive(room, writer, p.update_frame(_edit(room.doc, "x" * 200_001)))
+        assert writer_link.close_code == CLOSE_TOO_LARGE  # over the body limit: refused, closed
+
+        rooms.leave(room, viewer)
+        rooms.leave(room, writer)
+        for _ in range(100):
+            if store.versions:
+                break
+            await asyncio.sleep(0.01)
+        assert store.materialised[-1] == ("Title", "Hello Body")
+        assert store.versions == ["close"]
+    finally:
+        await rooms.stop()

@@ -1,0 +1,1 @@
+"""WebSocket wire details shared by ``collab`` and ``realtime`` (imports neither, nor ``server``)."""
