@@ -467,18 +467,18 @@ def _on_suggestion(param: str, need: Callable[[SuggestionAccess, Principal], boo
     return Access(f"{name} (suggested edit {{{param}}})", "user", check)
 
 
-def see_suggestion(param: str = "id") -> Access:
+def suggester_or_team(param: str = "id") -> Access:
     """The suggester, and the course's team (viewers and up); 404 for anyone else."""
     return _on_suggestion(param, None, "", "suggester or team")
 
 
-def decide_suggestion(param: str = "id", *,
+def suggestion_deciders(param: str = "id", *,
                       detail: str = "Only the course's author, editors and admins decide suggestions.") -> Access:
     """Accept or reject: the course's editors, its author and admins."""
     return _on_suggestion(param, lambda found, _user: found.access.can_edit, detail, "edit")
 
 
-def withdraw_suggestion(param: str = "id", *,
+def suggester_of(param: str = "id", *,
                         detail: str = "Only the suggester can withdraw a suggestion.") -> Access:
     """Withdraw: the suggester only."""
     return _on_suggestion(param, lambda found, user: found.suggester_id == user.clerk_id, detail, "suggester")
