@@ -18,7 +18,14 @@ import uuid
 from datetime import date, datetime
 from typing import Any, Literal
 
-from server.forum.schemas import Author, LikedEvent, PostDeletedEvent, PostEvent, ReplyEvent, TypingEvent
+from server.forum.schemas import (
+    ForumAuthor,
+    LikedEvent,
+    PostDeletedEvent,
+    PostEvent,
+    ReplyEvent,
+    TypingEvent,
+)
 from server.schemas import Out
 
 # --- events of other domains -----------------------------------------------------------------
@@ -31,7 +38,7 @@ class FeedbackEvent(Out):
     course_id: uuid.UUID
     rating: int
     comment: str | None
-    author: Author
+    author: ForumAuthor
     upvotes: int
     upvoted_by_me: bool  # the reviewer's own upvote (reviews are not self-upvoted: false)
     created_at: datetime

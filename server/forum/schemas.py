@@ -8,7 +8,7 @@ from datetime import datetime
 from server.schemas import Out, Page
 
 
-class Author(Out):
+class ForumAuthor(Out):
     clerk_id: str
     name: str | None
     image_url: str | None
@@ -21,7 +21,7 @@ class Post(Out):
     title: str
     content: str
     html: str
-    author: Author | None
+    author: ForumAuthor
     is_pinned: bool
     is_locked: bool
     like_count: int
@@ -49,7 +49,7 @@ class Reply(Out):
     parent_reply_id: uuid.UUID | None
     content: str  # "[deleted]" for a deleted reply kept for its children
     html: str
-    author: Author | None  # null once deleted
+    author: ForumAuthor | None  # null once deleted
     like_count: int
     liked_by_me: bool
     reply_count: int
