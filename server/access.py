@@ -320,3 +320,165 @@ def owned(table: str, param: str, owner_column: Any, id_column: Any, *, missing:
             raise NotFound(missing)
 
     return Access(f"owner of the {table} {{{param}}}", "user", check)
+
+
+# --- forum (posts and replies: server/forum) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForumAccess:
+    """What a forum policy learned: the caller's access to the course, the thread, the author of
+    the post or reply the path names."""
+
+    access: CourseAccess
+    post_id: uuid.UUID
+    author_id: str
+
+
+@cache
+def _forum_statement(kind: str, signed_in: bool) -> Any:
+    """A live post (or a live reply of a live post) with its course's facts and the caller's role:
+    one statement, built once per shape."""
+    from server.forum.models import ForumPost, ForumReply  # the forum models import nothing from here
+
+    key = bindparam("key", type_=PgUUID(as_uuid=True))
+    clerk_id = bindparam("clerk_id", type_=Text) if signed_in else None
+    collaborator, enrolled = role_columns(Course.id, clerk_id)
+    item: Any = ForumPost if kind == "post" else ForumReply
+    stmt = (select(Course.id, Course.author_id, Course.is_published, collaborator, enrolled,
+                   ForumPost.id, item.user_id)
+            .select_from(ForumPost).join(Course, Course.id == ForumPost.course_id)
+            .where(ForumPost.deleted_at.is_(None)))
+    if kind == "reply":
+        stmt = stmt.join(ForumReply, ForumReply.post_id == ForumPost.id).where(ForumReply.deleted_at.is_(None))
+    return stmt.where(item.id == key)
+
+
+def _on_forum(kind: str, param: str, auth: Any, need: Callable[[ForumAccess, Principal | None], bool] | None,
+              detail: str, name: str) -> Access:
+    missing = f"No such {kind}."
+
+    async def check(request: Any, user: Principal | None) -> ForumAccess:
+        key = path_id(request, param)
+        params: dict[str, Any] = {"key": key}
+        if user is not None:
+            params["clerk_id"] = user.clerk_id
+        async with autocommit(services(request).engine) as conn:
+            row = (await conn.execute(_forum_statement(kind, user is not None), params)).one_or_none()
+        if row is None:
+            raise NotFound(missing)
+        try:
+            access = access_from(row[0], row[1], row[2], row[3], bool(row[4]), user)
+        except NotFound:
+            raise NotFound(missing) from None
+        found = ForumAccess(access, row[5], row[6])
+        if need is not None:
+            require(need(found, user), detail)
+        return found
+
+    return Access(f"{name} ({kind} {{{param}}})", auth, check)
+
+
+def _author_or_staff(found: ForumAccess, user: Principal | None) -> bool:
+    return user is not None and (found.author_id == user.clerk_id or found.access.is_staff)
+
+
+def read_post(param: str = "id") -> Access:
+    """Anyone who can read the post's course (404 for a deleted post or a hidden course)."""
+    return _on_forum("post", param, "optional", None, "", "read")
+
+
+def member_of_post(param: str = "id") -> Access:
+    """A signed-in reader of the post's course: reply to it, like it."""
+    return _on_forum("post", param, "user", None, "", "signed-in reader")
+
+
+def member_of_reply(param: str = "id") -> Access:
+    """A signed-in reader of the reply's thread: like it."""
+    return _on_forum("reply", param, "user", None, "", "signed-in reader")
+
+
+def post_author_or_staff(param: str = "id", *, detail: str = "Only the author or course staff can edit this post.") -> Access:
+    """The post's author, or the course's staff (editors and up): edit or delete the post."""
+    return _on_forum("post", param, "user", _author_or_staff, detail, "author or staff")
+
+
+def reply_author_or_staff(param: str = "id",
+                          *, detail: str = "Only the author or course staff can edit this reply.") -> Access:
+    """The reply's author, or the course's staff: edit or delete the reply."""
+    return _on_forum("reply", param, "user", _author_or_staff, detail, "author or staff")
+
+
+def require_staff(access: CourseAccess, detail: str = "Only the course's staff can do this.") -> None:
+    """For a change whose body asks for more than the route's policy (pinning a post one may edit)."""
+    require(access.is_staff, detail)
+
+
+# --- editing (versions and suggested edits: server/editing) ---------------------------------
+
+
+@dataclass(frozen=True)
+class SuggestionAccess:
+    """A suggested edit the caller may see (its suggester, or the course team), and their access."""
+
+    access: CourseAccess
+    lesson_id: uuid.UUID
+    suggester_id: str
+
+
+@cache
+def _suggestion_statement(signed_in: bool) -> Any:
+    from server.editing.models import SuggestedEdit  # the editing models import nothing from here
+
+    key = bindparam("key", type_=PgUUID(as_uuid=True))
+    clerk_id = bindparam("clerk_id", type_=Text) if signed_in else None
+    collaborator, enrolled = role_columns(Course.id, clerk_id)
+    return (select(Course.id, Course.author_id, Course.is_published, collaborator, enrolled,
+                   SuggestedEdit.lesson_id, SuggestedEdit.user_id)
+            .select_from(SuggestedEdit).join(Lesson, Lesson.id == SuggestedEdit.lesson_id)
+            .join(Unit, Unit.id == Lesson.unit_id).join(Course, Course.id == Unit.course_id)
+            .where(SuggestedEdit.id == key))
+
+
+def _on_suggestion(param: str, need: Callable[[SuggestionAccess, Principal], bool] | None, detail: str,
+                   name: str) -> Access:
+    missing = "No such suggested edit."
+
+    async def check(request: Any, user: Principal | None) -> SuggestionAccess:
+        assert user is not None
+        key = path_id(request, param)
+        async with autocommit(services(request).engine) as conn:
+            row = (await conn.execute(_suggestion_statement(True),
+                                      {"key": key, "clerk_id": user.clerk_id})).one_or_none()
+        if row is None:
+            raise NotFound(missing)
+        try:
+            access = access_from(row[0], row[1], row[2], row[3], bool(row[4]), user)
+        except NotFound:
+            raise NotFound(missing) from None
+        found = SuggestionAccess(access, row[5], row[6])
+        # Someone else's suggestion is not theirs to see (§2: 404), whatever they wanted to do.
+        if found.suggester_id != user.clerk_id and access.role < Role.VIEWER:
+            raise NotFound(missing)
+        if need is not None:
+            require(need(found, user), detail)
+        return found
+
+    return Access(f"{name} (suggested edit {{{param}}})", "user", check)
+
+
+def suggester_or_team(param: str = "id") -> Access:
+    """The suggester, and the course's team (viewers and up); 404 for anyone else."""
+    return _on_suggestion(param, None, "", "suggester or team")
+
+
+def suggestion_deciders(param: str = "id", *,
+                      detail: str = "Only the course's author, editors and admins decide suggestions.") -> Access:
+    """Accept or reject: the course's editors, its author and admins."""
+    return _on_suggestion(param, lambda found, _user: found.access.can_edit, detail, "edit")
+
+
+def suggester_of(param: str = "id", *,
+                        detail: str = "Only the suggester can withdraw a suggestion.") -> Access:
+    """Withdraw: the suggester only."""
+    return _on_suggestion(param, lambda found, user: found.suggester_id == user.clerk_id, detail, "suggester")

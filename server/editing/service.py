@@ -3,6 +3,10 @@
 The live document is reached only through the room API on ``services.rooms``
 (``apply`` / ``read`` / ``record_version`` / ``materialise``); the CRDT logic is in
 ``collab.suggestions`` and ``collab.versions``.
+
+Who may read or change what is the route's policy (server/access.py: ``member_of(via="lesson")``,
+``edit_course``, ``suggester_or_team``, ``suggestion_deciders``, ``suggester_of``), checked
+before the handler runs; these functions trust their caller and receive what the policy learned.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collab import suggestions, versions
 from collab.room import TEXT_LIMITS, TextTooLong
-from server.access import CourseAccess, Role, lesson_access, require
+from server.access import CourseAccess, Role
 from server.auth import Principal
 from server.catalog.models import Collaborator, Lesson
 from server.editing.models import LessonVersion, SuggestedEdit
@@ -63,15 +67,12 @@ def version_detail(v: LessonVersion) -> dict[str, Any]:
     return version_item(v) | {"lesson_id": str(v.lesson_id), "title": v.title, "body": v.body}
 
 
-async def history_access(session: AsyncSession, lesson_id: uuid.UUID, user: Principal) -> CourseAccess:
-    """Whoever can read the lesson can read its history: every version's text was the lesson's
-    readable text once (the live text is materialised into the lesson within seconds)."""
-    return await lesson_access(session, lesson_id, user)
+# Whoever can read the lesson can read its history (the routes' policy): every version's text
+# was the lesson's readable text once (the live text is materialised into the lesson within seconds).
 
 
-async def list_versions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, *, limit: int,
+async def list_versions(session: AsyncSession, lesson_id: uuid.UUID, *, limit: int,
                         cursor: list[Any] | None) -> dict[str, Any]:
-    await history_access(session, lesson_id, user)
     query = select(LessonVersion).where(LessonVersion.lesson_id == lesson_id)
     if cursor is not None:
         try:
@@ -88,9 +89,7 @@ async def list_versions(session: AsyncSession, lesson_id: uuid.UUID, user: Princ
     return result
 
 
-async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: uuid.UUID,
-                      user: Principal) -> LessonVersion:
-    await history_access(session, lesson_id, user)
+async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: uuid.UUID) -> LessonVersion:
     version = await session.get(LessonVersion, version_id)
     if version is None or version.lesson_id != lesson_id:
         raise NotFound("No such version.")
@@ -101,8 +100,6 @@ async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: Any
                           version_id: uuid.UUID, user: Principal) -> dict[str, Any]:
     """Record the current text as a version, then apply the difference to the live document."""
     async with sessions() as session:
-        access = await lesson_access(session, lesson_id, user)
-        require(access.can_edit, "Only the course's author, editors and admins restore versions.")
         version = await session.get(LessonVersion, version_id)
         if version is None or version.lesson_id != lesson_id:
             raise NotFound("No such version.")
@@ -154,10 +151,9 @@ def _unprocessable(err: suggestions.SuggestionError) -> ValidationFailed:
 
 
 async def create_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
-                            user: Principal, *, field: str, changes: list[dict[str, Any]], base_version: str,
+                            user: Principal, access: CourseAccess, *, field: str, changes: list[dict[str, Any]], base_version: str,
                             comment: str | None) -> dict[str, Any]:
     async with sessions() as session:
-        await lesson_access(session, lesson_id, user)  # 404 when hidden; anyone who reads may suggest
         lesson = await session.get(Lesson, lesson_id)
         if lesson is None:
             raise NotFound("No such lesson.")
@@ -208,7 +204,6 @@ async def create_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: A
         session.add(row)
         await session.flush()
         await session.refresh(row)
-        access = await lesson_access(session, lesson_id, user)
         editors = (await session.execute(
             select(Collaborator.user_id).where(Collaborator.course_id == access.course_id,
                                                Collaborator.role == "editor")
@@ -233,25 +228,14 @@ async def _suggestion(session: AsyncSession, suggestion_id: uuid.UUID, *, lock: 
     return row
 
 
-def _can_see(access: CourseAccess, row: SuggestedEdit, user: Principal) -> bool:
-    return row.user_id == user.clerk_id or access.role >= Role.VIEWER
+async def get_suggestion(session: AsyncSession, suggestion_id: uuid.UUID) -> dict[str, Any]:
+    return suggestion_payload(await _suggestion(session, suggestion_id))
 
 
-async def get_suggestion(session: AsyncSession, suggestion_id: uuid.UUID, user: Principal) -> dict[str, Any]:
-    row = await _suggestion(session, suggestion_id)
-    try:
-        access = await lesson_access(session, row.lesson_id, user)
-    except NotFound:
-        raise NotFound("No such suggested edit.") from None
-    if not _can_see(access, row, user):  # someone else's suggestion: not theirs to see (§2: 404)
-        raise NotFound("No such suggested edit.")
-    return suggestion_payload(row)
-
-
-async def list_suggestions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, *, status: str | None,
-                           limit: int, cursor: list[Any] | None) -> dict[str, Any]:
-    """The team sees every suggestion on the lesson; anyone else only their own."""
-    access = await lesson_access(session, lesson_id, user)
+async def list_suggestions(session: AsyncSession, lesson_id: uuid.UUID, user: Principal, access: CourseAccess, *,
+                           status: str | None, limit: int, cursor: list[Any] | None) -> dict[str, Any]:
+    """The team sees every suggestion on the lesson; anyone else only their own (a filter on what
+    a reader of the lesson sees, not a refusal)."""
     if status is not None and status not in STATUSES:
         raise ValidationFailed("Invalid query.", errors=[field_error("query.status", f"must be one of {STATUSES}")])
     query = select(SuggestedEdit).where(SuggestedEdit.lesson_id == lesson_id)
@@ -289,20 +273,11 @@ def _still_open(row: SuggestedEdit) -> None:
 
 
 async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, suggestion_id: uuid.UUID,
-                            user: Principal, decision: str) -> dict[str, Any]:
-    """``accept`` (applies it to the live document), ``reject`` or ``withdraw``."""
+                            user: Principal, access: CourseAccess, decision: str) -> dict[str, Any]:
+    """``accept`` (applies it to the live document), ``reject`` or ``withdraw``; who may is the
+    route's policy (``suggestion_deciders`` / ``suggester_of``)."""
     async with sessions.begin() as session:
         row = await _suggestion(session, suggestion_id, lock=True)  # serialises concurrent decisions
-        try:
-            access = await lesson_access(session, row.lesson_id, user)
-        except NotFound:
-            raise NotFound("No such suggested edit.") from None
-        if not _can_see(access, row, user):
-            raise NotFound("No such suggested edit.")
-        if decision == "withdraw":
-            require(row.user_id == user.clerk_id, "Only the suggester can withdraw a suggestion.")
-        else:
-            require(access.can_edit, "Only the course's author, editors and admins decide suggestions.")
         _still_open(row)
         lesson = await session.get(Lesson, row.lesson_id)
         lesson_title = lesson.title if lesson is not None else "a lesson"
