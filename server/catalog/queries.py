@@ -264,7 +264,7 @@ def _outline_statement(with_status: bool) -> Any:
         lessons_from = Lesson.__table__.outerjoin(
             UserProgress, and_(UserProgress.lesson_id == Lesson.id,
                                UserProgress.user_id == bindparam("clerk_id", type_=Text)))
-    lesson = func.json_build_object(*lesson_fields)
+    lesson = func.json_strip_nulls(func.json_build_object(*lesson_fields))  # compact, as the outline always was
     lessons = (select(func.json_agg(aggregate_order_by(lesson, Lesson.position, Lesson.id)))
                .select_from(lessons_from).where(Lesson.unit_id == Unit.id).scalar_subquery())
     unit = func.json_build_object(_key("id"), Unit.id, _key("title"), Unit.title, _key("position"), Unit.position,
