@@ -75,29 +75,34 @@ CASES: list[Case] = [
     Case("GET", "/languages", published=READ_ALL),
     Case("GET", "/tags", published=READ_ALL),
     Case("GET", "/courses", published=READ_ALL),
-    Case("POST", "/courses", {"title": "New"}, published="401 201 201 201 201 201 201"),
+    # The admin's catalogue, newest first, shows a new course.
+    Case("POST", "/courses", {"title": "New"}, published="401 201 201 201 201 201 201", probe="/courses?limit=1"),
     Case("GET", "/courses/{course}", published=READ_ALL, draft=READ_DRAFT),
-    Case("PATCH", "/courses/{course}", {"title": "Renamed"}, **edit(200)),
-    Case("DELETE", "/courses/{course}", **manage(204)),
-    Case("POST", "/courses/{course}/publish", **manage(200)),
-    Case("POST", "/courses/{course}/unpublish", **manage(200)),
+    Case("PATCH", "/courses/{course}", {"title": "Renamed"}, **edit(200), probe="/courses/{course}"),
+    Case("DELETE", "/courses/{course}", **manage(204), probe="/courses/{course}"),
+    # Publishing a published course (or unpublishing a draft) still stamps its updated_at.
+    Case("POST", "/courses/{course}/publish", **manage(200), probe="/courses/{course}"),
+    Case("POST", "/courses/{course}/unpublish", **manage(200), probe="/courses/{course}"),
     Case("GET", "/courses/{course}/outline", published=READ_ALL, draft=READ_DRAFT),
-    # Structure
-    Case("POST", "/courses/{course}/units", {"title": "U"}, **edit(201)),
-    Case("PATCH", "/units/{unit}", {"title": "U2"}, **edit(200)),
-    Case("DELETE", "/units/{unit}", **edit(204)),
-    Case("POST", "/courses/{course}/reorder", {"unit_ids": ["{unit}"]}, **edit(200)),
-    Case("POST", "/units/{unit}/lessons", {"title": "L", "content_type": "text"}, **edit(201)),
-    Case("POST", "/units/{unit}/reorder", {"lesson_ids": ["{lesson}"]}, **edit(200)),
+    # Structure (reordering: tests/test_access_table_catalog.py, whose world has two of each)
+    Case("POST", "/courses/{course}/units", {"title": "U"}, **edit(201), probe="/courses/{course}/outline"),
+    Case("PATCH", "/units/{unit}", {"title": "U2"}, **edit(200), probe="/courses/{course}/outline"),
+    Case("DELETE", "/units/{unit}", **edit(204), probe="/courses/{course}/outline"),
+    Case("POST", "/units/{unit}/lessons", {"title": "L", "content_type": "text"}, **edit(201),
+         probe="/courses/{course}/outline"),
     # Lessons
     Case("GET", "/lessons/{lesson}", published=READ_ALL, draft=READ_DRAFT),
-    Case("PATCH", "/lessons/{lesson}", {"title": "L2", "content": {"body": "new"}}, **edit(200)),
-    Case("DELETE", "/lessons/{lesson}", **edit(204)),
+    Case("PATCH", "/lessons/{lesson}", {"title": "L2", "content": {"body": "new"}}, **edit(200),
+         probe="/lessons/{lesson}"),
+    Case("DELETE", "/lessons/{lesson}", **edit(204), probe="/lessons/{lesson}"),
     # Collaborators (author and admins only)
     Case("GET", "/courses/{course}/collaborators", **manage(200)),
-    Case("POST", "/courses/{course}/collaborators", {"clerk_id": "{outsider}", "role": "viewer"}, **manage(201)),
-    Case("PATCH", "/courses/{course}/collaborators/{viewer}", {"role": "editor"}, **manage(200)),
-    Case("DELETE", "/courses/{course}/collaborators/{viewer}", **manage(204)),
+    Case("POST", "/courses/{course}/collaborators", {"clerk_id": "{outsider}", "role": "viewer"}, **manage(201),
+         probe="/courses/{course}/collaborators"),
+    Case("PATCH", "/courses/{course}/collaborators/{viewer}", {"role": "editor"}, **manage(200),
+         probe="/courses/{course}/collaborators"),
+    Case("DELETE", "/courses/{course}/collaborators/{viewer}", **manage(204),
+         probe="/courses/{course}/collaborators"),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 
 import httpx
@@ -203,13 +204,18 @@ async def test_a_reader_that_falls_too_far_behind_is_closed_4008(
     lesson = await make_lesson(db, author.clerk_id, body="")
     slow = await YClient.connect(server.ws_url, lesson.id, author.token)
     writer = await YClient.connect(server.ws_url, lesson.id, author.token)
+    # A fixed receive buffer: Linux autotunes a loopback socket's up to tcp_rmem's max (32 MiB on
+    # some machines), which would swallow the whole flood before the server's queue grew.
+    slow.ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     slow.ws.transport.pause_reading()  # stops reading: the kernel buffers fill, then the server's queue
     chunk = "x" * (1024 * 1024)
     meta = writer.doc.get("meta", type=Map)  # the body is capped at 200,000 characters
     for n in range(30):  # 30 MiB towards a reader that takes nothing
         meta[f"chunk{n}"] = chunk
         await asyncio.sleep(0.01)
-    await asyncio.sleep(0.5)
+    # The server reads one account at most 8 MiB/s (COLLAB_RECEIVE_BYTES_PER_SECOND): wait until it
+    # has taken all 30 MiB (and queued them towards the slow reader) before that reader wakes up.
+    await writer.roundtrip()
     slow.ws.transport.resume_reading()
     assert await slow.wait_closed(within=30) == 4008
     # The writer is unaffected.

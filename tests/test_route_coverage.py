@@ -14,6 +14,7 @@ import server
 from server.routing import Api, Operation
 from tests import (
     test_access_table,
+    test_access_table_catalog,
     test_access_table_editing,
     test_access_table_forum,
     test_access_table_learning,
@@ -22,7 +23,8 @@ from tests import (
 # TEMPORARY while the domains are converted (removed before issue 12 closes).
 PENDING = pytest.mark.xfail(reason="domains being converted", strict=False)
 
-TABLES = (test_access_table, test_access_table_learning, test_access_table_forum, test_access_table_editing)
+TABLES = (test_access_table, test_access_table_learning, test_access_table_catalog, test_access_table_forum,
+          test_access_table_editing)
 
 
 def operations() -> list[Operation]:

@@ -18,6 +18,7 @@ from server.routing import Api
 from server.state import services
 from server.users import service
 from server.users.models import User
+from server.users.schemas import DevTokenOut, MeOut, WebhookOutcome
 
 api = Api("users")
 
@@ -42,13 +43,13 @@ class DevTokenRequest(BaseModel):
     email: str | None = Field(default=None, max_length=320)
 
 
-@api.get("/me", access=SIGNED_IN)
+@api.get("/me", access=SIGNED_IN, response=MeOut)
 async def get_me(request: Request) -> Response:
     """The signed-in user."""
     return json_response(user_payload(await require_user(request)))
 
 
-@api.patch("/me", access=SIGNED_IN, body=MePatch)
+@api.patch("/me", access=SIGNED_IN, body=MePatch, response=MeOut)
 async def patch_me(request: Request) -> Response:
     """Change your name or time zone (IANA)."""
     me = await require_user(request)
@@ -59,7 +60,7 @@ async def patch_me(request: Request) -> Response:
         return json_response(user_payload(user))
 
 
-@api.post("/dev/token", body=DevTokenRequest, access=PUBLIC)
+@api.post("/dev/token", body=DevTokenRequest, access=PUBLIC, response=DevTokenOut)
 async def dev_token(request: Request) -> Response:
     """Dev mode only: a signed token for any user id (refused when Clerk is configured)."""
     svc = services(request)
@@ -70,7 +71,8 @@ async def dev_token(request: Request) -> Response:
     return json_response({"token": token, "expires_at": expires_at, "sub": body.sub})
 
 
-@api.post("/webhooks/clerk", access=PUBLIC)
+# PUBLIC: Clerk proves itself by the Svix signature of the body, checked below.
+@api.post("/webhooks/clerk", access=PUBLIC, response=WebhookOutcome)
 async def clerk_webhook(request: Request) -> Response:
     """Clerk user.created / user.updated / user.deleted, Svix-signed."""
     svc = services(request)

@@ -7,16 +7,16 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import PUBLIC, VISITOR, CourseAccess, course_access, lesson_access
-from server.auth import current_user
-from server.http import json_response, path_id
-from server.routing import Api
+from server.access import PUBLIC, CourseAccess, read_course
+from server.http import json_response
+from server.routing import Api, granted
 from server.state import services
+from server.web.schemas import AccessOut, ConfigOut
 
 api = Api("web")
 
 
-@api.get("/config", access=PUBLIC)
+@api.get("/config", access=PUBLIC, response=ConfigOut)
 async def web_config(request: Request) -> Response:
     """Public settings for the browser: the auth mode and Clerk's publishable key (never a secret)."""
     settings = services(request).settings
@@ -36,19 +36,13 @@ def access_payload(access: CourseAccess) -> dict[str, Any]:
     }
 
 
-@api.get("/courses/{id}/access", access=VISITOR)
+@api.get("/courses/{id}/access", access=read_course("id"), response=AccessOut)
 async def my_course_access(request: Request) -> Response:
     """The caller's role in a course (anonymous, member, learner, viewer, editor, author, admin)."""
-    course_id = path_id(request)
-    user = await current_user(request)
-    async with services(request).sessions() as session:
-        return json_response(access_payload(await course_access(session, course_id, user)))
+    return json_response(access_payload(granted(request)))
 
 
-@api.get("/lessons/{id}/access", access=VISITOR)
+@api.get("/lessons/{id}/access", access=read_course("id", via="lesson"), response=AccessOut)
 async def my_lesson_access(request: Request) -> Response:
     """The caller's role in the course of a lesson, and that course's id."""
-    lesson_id = path_id(request)
-    user = await current_user(request)
-    async with services(request).sessions() as session:
-        return json_response(access_payload(await lesson_access(session, lesson_id, user)))
+    return json_response(access_payload(granted(request)))
