@@ -1,6 +1,9 @@
 FROM python:3.12-slim
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends build-essential curl && rm -rf /var/lib/apt/lists/*
+# The hashed lock first (its layer is cached until the lock changes), then the project without deps.
+COPY requirements/run.lock requirements/run.lock
+RUN pip install --no-cache-dir --require-hashes -r requirements/run.lock
 COPY pyproject.toml README.md ./
 COPY server server
 COPY collab collab
@@ -9,7 +12,7 @@ COPY wire wire
 COPY migrations migrations
 COPY alembic.ini ./
 COPY web/dist web/dist
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir --no-deps --no-build-isolation .
 EXPOSE 8000
 # 0.0.0.0 so a proxy on the container network can reach it. Sign-in comes from the environment:
 # Clerk (CLERK_JWKS_URL or CLERK_JWT_KEY); dev sign-in on this address is refused unless
