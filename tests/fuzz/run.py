@@ -24,7 +24,7 @@ import atheris
 # Modules whose code the fuzzer should see coverage of, per target.
 _INSTRUMENT = {
     "y_frame": ["collab.protocol"],
-    "collab_dispatch": ["collab.protocol", "collab.room"],
+    "collab_dispatch": ["collab.protocol", "collab.room", "collab.receiver", "collab.manager"],
     "ws_frame": ["realtime.hub", "realtime.memory_broker", "json"],
     "cursor": ["server.http", "base64", "json"],
     "requirement": ["server.gamification.requirements", "json"],
