@@ -1,0 +1,32 @@
+"""Response models of course feedback, and the payload of its live events (published in /openapi.json)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import Field
+
+from server.learning.schemas import UserRef
+from server.schemas import Out
+
+
+class FeedbackOut(Out):
+    """A review; also the data of the ``feedback.created`` / ``feedback.updated`` events on ``course:<id>``."""
+
+    id: uuid.UUID
+    course_id: uuid.UUID
+    rating: Annotated[int, Field(ge=1, le=5)]
+    comment: str | None
+    author: UserRef
+    upvotes: int
+    upvoted_by_me: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UpvoteOut(Out):
+    feedback_id: uuid.UUID
+    upvotes: int
+    upvoted_by_me: bool

@@ -1,0 +1,118 @@
+"""Response models of enrollment, progress and quizzes (published in /openapi.json)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from server.schemas import Out
+
+LessonStatus = Literal["not_started", "in_progress", "completed"]
+Difficulty = Literal["beginner", "intermediate", "advanced"]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class UserRef(Out):
+    """A user as other people see them (author of a course or of a review)."""
+
+    clerk_id: str
+    name: str | None
+    image_url: str | None
+
+
+class EnrollmentOut(Out):
+    course_id: uuid.UUID
+    enrolled: bool
+    progress: Fraction
+    completed_at: datetime | None
+
+
+class MyCourseOut(Out):
+    """One of my enrollments: the course's summary with my progress."""
+
+    id: uuid.UUID
+    title: str
+    description: str | None
+    difficulty: Difficulty | None
+    is_published: bool
+    author: UserRef
+    lesson_count: int
+    progress: Fraction
+    completed_at: datetime | None
+    enrolled_at: datetime
+
+
+class LessonStatusOut(Out):
+    """My status of a lesson after a write, with the course progress it makes."""
+
+    lesson_id: uuid.UUID
+    course_id: uuid.UUID
+    status: LessonStatus
+    progress: Fraction
+    course_completed_at: datetime | None
+
+
+class CourseProgressOut(Out):
+    course_id: uuid.UUID
+    enrolled: bool
+    progress: Fraction
+    completed_lessons: int
+    total_lessons: int
+    completed_at: datetime | None
+
+
+# --- quizzes ----------------------------------------------------------------------------------
+
+
+class _QuestionOut(Out):
+    id: str
+    prompt: str
+
+
+class SingleChoiceOut(_QuestionOut):
+    kind: Literal["single"]
+    options: list[str]
+    answer: int | None = Field(None, description="index of the right option (the course's editors only)")
+
+
+class MultipleChoiceOut(_QuestionOut):
+    kind: Literal["multiple"]
+    options: list[str]
+    answer: list[int] | None = Field(None, description="indexes of the right options (editors only)")
+
+
+class ShortAnswerOut(_QuestionOut):
+    kind: Literal["short"]
+    accepted: list[str] | None = Field(None, description="accepted spellings (editors only)")
+
+
+QuestionOut = Annotated[SingleChoiceOut | MultipleChoiceOut | ShortAnswerOut, Field(discriminator="kind")]
+
+
+class QuizOut(Out):
+    """A quiz; learners never get ``answer`` nor ``accepted``."""
+
+    id: uuid.UUID
+    lesson_id: uuid.UUID
+    title: str
+    pass_score: Fraction
+    questions: list[QuestionOut]
+    created_at: datetime
+    updated_at: datetime
+
+
+class AttemptOut(Out):
+    """A graded attempt; a passing one by an enrolled learner completes the lesson."""
+
+    id: uuid.UUID
+    quiz_id: uuid.UUID
+    score: Fraction
+    passed: bool
+    results: dict[str, bool]
+    lesson_status: LessonStatus | None
+    progress: Fraction | None
+
+
