@@ -13,6 +13,7 @@ from server.schemas import Out
 LessonStatus = Literal["not_started", "in_progress", "completed"]
 Difficulty = Literal["beginner", "intermediate", "advanced"]
 Fraction = Annotated[float, Field(ge=0, le=1)]
+Percent = Annotated[float, Field(ge=0, le=100)]
 
 
 class UserRef(Out):
@@ -26,7 +27,7 @@ class UserRef(Out):
 class EnrollmentOut(Out):
     course_id: uuid.UUID
     enrolled: bool
-    progress: Fraction
+    progress: Percent
     completed_at: datetime | None
 
 
@@ -40,7 +41,7 @@ class MyCourseOut(Out):
     is_published: bool
     author: UserRef
     lesson_count: int
-    progress: Fraction
+    progress: Percent
     completed_at: datetime | None
     enrolled_at: datetime
 
@@ -51,14 +52,14 @@ class LessonStatusOut(Out):
     lesson_id: uuid.UUID
     course_id: uuid.UUID
     status: LessonStatus
-    progress: Fraction
+    progress: Percent
     course_completed_at: datetime | None
 
 
 class CourseProgressOut(Out):
     course_id: uuid.UUID
     enrolled: bool
-    progress: Fraction
+    progress: Percent
     completed_lessons: int
     total_lessons: int
     completed_at: datetime | None
@@ -113,6 +114,6 @@ class AttemptOut(Out):
     passed: bool
     results: dict[str, bool]
     lesson_status: LessonStatus | None
-    progress: Fraction | None
+    progress: Percent | None
 
 
