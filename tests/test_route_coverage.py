@@ -12,12 +12,12 @@ import pytest
 
 import server
 from server.routing import Api, Operation
-from tests import test_access_table, test_access_table_learning
+from tests import test_access_table, test_access_table_learning, test_access_table_me
 
 # TEMPORARY while the domains are converted (removed before issue 12 closes).
 PENDING = pytest.mark.xfail(reason="domains being converted", strict=False)
 
-TABLES = (test_access_table, test_access_table_learning)
+TABLES = (test_access_table, test_access_table_learning, test_access_table_me)
 
 
 def operations() -> list[Operation]:
