@@ -56,7 +56,8 @@ CASES: list[Case] = [
          probe="/flashcard-sets/{set}/cards"),
     Case("PATCH", "/flashcards/{public_card}", {"front": "F2"}, published=OWNER_OF_PUBLIC.format(ok=200),
          probe="/flashcard-sets/{public_set}/cards"),
-    Case("DELETE", "/flashcards/{card}", published=OWNER_OF_PRIVATE.format(ok=204), probe="/flashcard-sets/{set}/cards"),
+    Case("DELETE", "/flashcards/{card}", published=OWNER_OF_PRIVATE.format(ok=204),
+         probe="/flashcard-sets/{set}/cards"),
     Case("DELETE", "/flashcards/{public_card}", published=OWNER_OF_PUBLIC.format(ok=204),
          probe="/flashcard-sets/{public_set}/cards"),
     # Studying: anyone who can read a set studies it (their own schedule)

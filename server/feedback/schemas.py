@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from server.learning.schemas import UserRef
+from server.learning.schemas import UserBrief
 from server.schemas import Out
 
 
@@ -19,7 +19,7 @@ class FeedbackOut(Out):
     course_id: uuid.UUID
     rating: Annotated[int, Field(ge=1, le=5)]
     comment: str | None
-    author: UserRef
+    author: UserBrief
     upvotes: int
     upvoted_by_me: bool
     created_at: datetime
@@ -30,3 +30,7 @@ class UpvoteOut(Out):
     feedback_id: uuid.UUID
     upvotes: int
     upvoted_by_me: bool
+
+
+# Live events on ``course:<id>`` and their ``data`` (the review as REST returns it).
+EVENTS: dict[str, type[Out]] = {"feedback.created": FeedbackOut, "feedback.updated": FeedbackOut}

@@ -24,7 +24,13 @@ from server.auth import current_user, require_user
 from server.errors import NotFound, validation
 from server.flashcards import service
 from server.flashcards.models import Flashcard, FlashcardSet, UserFlashcardProgress
-from server.flashcards.schemas import CardOut, DueCardOut, ReviewOut, SetOut, StatsOut
+from server.flashcards.schemas import (
+    DueFlashcardOut,
+    FlashcardOut,
+    FlashcardReviewOut,
+    FlashcardSetOut,
+    FlashcardStatsOut,
+)
 from server.http import (
     decode_cursor,
     encode_cursor,
@@ -114,7 +120,7 @@ async def _check_course(session: AsyncSession, course_id: uuid.UUID | None, requ
 # --- sets -------------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets", access=SIGNED_IN, response=Page[SetOut],
+@api.get("/flashcard-sets", access=SIGNED_IN, response=Page[FlashcardSetOut],
          query={"course_id": "only sets of this course", "mine": "true: only your own sets",
                 "limit": "page size", "cursor": "from next_cursor"})
 async def list_sets(request: Request) -> Response:
@@ -149,7 +155,7 @@ async def list_sets(request: Request) -> Response:
                           "next_cursor": encode_cursor([items[-1]["created_at"], items[-1]["id"]]) if more else None})
 
 
-@api.post("/flashcard-sets", access=SIGNED_IN, status=201, body=SetCreate, response=SetOut)
+@api.post("/flashcard-sets", access=SIGNED_IN, status=201, body=SetCreate, response=FlashcardSetOut)
 async def create_set(request: Request) -> Response:
     """Create a flashcard set (private unless `is_public`; optionally about a course)."""
     me = await require_user(request)
@@ -165,7 +171,7 @@ async def create_set(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/flashcard-sets/{id}", access=read_flashcard_set("id"), response=SetOut)
+@api.get("/flashcard-sets/{id}", access=read_flashcard_set("id"), response=FlashcardSetOut)
 async def get_set(request: Request) -> Response:
     """A flashcard set (a private set is 404 to everyone but its owner)."""
     async with services(request).sessions() as session:
@@ -174,7 +180,7 @@ async def get_set(request: Request) -> Response:
     return json_response(set_payload(card_set, int(count)))
 
 
-@api.patch("/flashcard-sets/{id}", access=own_flashcard_set("id"), body=SetPatch, response=SetOut)
+@api.patch("/flashcard-sets/{id}", access=own_flashcard_set("id"), body=SetPatch, response=FlashcardSetOut)
 async def patch_set(request: Request) -> Response:
     """Change a set you own."""
     body = await read_json(request, SetPatch)
@@ -207,7 +213,7 @@ async def delete_set(request: Request) -> Response:
 # --- cards ------------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets/{id}/cards", access=read_flashcard_set("id"), response=Page[CardOut],
+@api.get("/flashcard-sets/{id}/cards", access=read_flashcard_set("id"), response=Page[FlashcardOut],
          query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_cards(request: Request) -> Response:
     """The cards of a set, in order."""
@@ -231,7 +237,7 @@ async def list_cards(request: Request) -> Response:
 
 
 @api.post("/flashcard-sets/{id}/cards", access=own_flashcard_set("id"), status=201, body=CardCreate,
-          response=CardOut)
+          response=FlashcardOut)
 async def create_card(request: Request) -> Response:
     """Add a card (front and back are Markdown; `front_html`/`back_html` are the sanitised render)."""
     me = await require_user(request)
@@ -256,7 +262,7 @@ async def create_card(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/flashcards/{id}", access=own_flashcard("id"), body=CardPatch, response=CardOut)
+@api.patch("/flashcards/{id}", access=own_flashcard("id"), body=CardPatch, response=FlashcardOut)
 async def patch_card(request: Request) -> Response:
     """Change a card of a set you own."""
     me = await require_user(request)
@@ -290,7 +296,7 @@ async def delete_card(request: Request) -> Response:
 # --- studying ---------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets/{id}/due", access=read_flashcard_set("id"), response=Page[DueCardOut],
+@api.get("/flashcard-sets/{id}/due", access=read_flashcard_set("id"), response=Page[DueFlashcardOut],
          query={"limit": "page size", "cursor": "from next_cursor"})
 async def due_cards(request: Request) -> Response:
     """Your cards of this set that are due, soonest first (a card you never reviewed is due now)."""
@@ -329,7 +335,7 @@ async def due_cards(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@api.post("/flashcards/{id}/review", access=read_flashcard("id"), body=ReviewBody, response=ReviewOut)
+@api.post("/flashcards/{id}/review", access=read_flashcard("id"), body=ReviewBody, response=FlashcardReviewOut)
 async def review_card(request: Request) -> Response:
     """Record how well you recalled a card; FSRS schedules your next review."""
     me = await require_user(request)
@@ -341,7 +347,8 @@ async def review_card(request: Request) -> Response:
     return json_response(result)
 
 
-@api.get("/me/flashcard-stats", access=SIGNED_IN, response=StatsOut, query={"days": "look-back window in days (default 30, at most 365)"})
+@api.get("/me/flashcard-stats", access=SIGNED_IN, response=FlashcardStatsOut,
+         query={"days": "look-back window in days (default 30, at most 365)"})
 async def flashcard_stats(request: Request) -> Response:
     """Your review history summed up: reviews per rating, retention (share not rated "again"), due now."""
     me = await require_user(request)

@@ -11,7 +11,7 @@ from pydantic import Field
 from server.schemas import Out
 
 
-class SetOut(Out):
+class FlashcardSetOut(Out):
     id: uuid.UUID
     title: str
     description: str | None
@@ -24,7 +24,7 @@ class SetOut(Out):
     updated_at: datetime
 
 
-class CardOut(Out):
+class FlashcardOut(Out):
     """A card: Markdown ``front``/``back`` and their sanitised HTML render."""
 
     id: uuid.UUID
@@ -38,7 +38,7 @@ class CardOut(Out):
     updated_at: datetime
 
 
-class DueCardOut(Out):
+class DueFlashcardOut(Out):
     """A card due for the caller (a never-reviewed card is due now: ``reviewed`` false)."""
 
     id: uuid.UUID
@@ -52,7 +52,7 @@ class DueCardOut(Out):
     reviewed: bool
 
 
-class ReviewOut(Out):
+class FlashcardReviewOut(Out):
     """The caller's next review of a card as FSRS scheduled it."""
 
     flashcard_id: uuid.UUID
@@ -64,17 +64,17 @@ class ReviewOut(Out):
     review_count: int
 
 
-class ByRating(Out):
+class ReviewsByRating(Out):
     again: int
     hard: int
     good: int
     easy: int
 
 
-class StatsOut(Out):
+class FlashcardStatsOut(Out):
     days: int
     reviews: int
-    by_rating: ByRating
+    by_rating: ReviewsByRating
     retention: Annotated[float, Field(ge=0, le=1)] | None = Field(description="null without reviews")
     cards_studied: int
     due_now: int

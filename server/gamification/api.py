@@ -66,8 +66,9 @@ def _query_date(request: Request, name: str) -> date | None:
     return value
 
 
-@api.get("/me/activity", access=SIGNED_IN, response=ActivityOut, query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
-                                "to": "last date (default today in your time zone)"})
+@api.get("/me/activity", access=SIGNED_IN, response=ActivityOut,
+         query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
+                "to": "last date (default today in your time zone)"})
 async def get_activity(request: Request) -> Response:
     """Your active days (local dates) between two dates, for a calendar heatmap."""
     me = await require_user(request)
@@ -116,7 +117,8 @@ async def _goal(session: AsyncSession, request: Request) -> LearningGoal:
     return goal
 
 
-@api.get("/me/goals", access=SIGNED_IN, response=Page[GoalOut], query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/me/goals", access=SIGNED_IN, response=Page[GoalOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_goals(request: Request) -> Response:
     """Your learning goals with their progress in the current period."""
     me = await require_user(request)
@@ -203,7 +205,8 @@ def achievement_payload(a: Achievement, earned_at: Any, progress: float | None) 
             "progress": float(progress or 0.0)}
 
 
-@api.get("/achievements", access=SIGNED_IN, response=Page[AchievementOut], query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/achievements", access=SIGNED_IN, response=Page[AchievementOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_achievements(request: Request) -> Response:
     """The achievement catalogue, with whether you earned each and your progress (0–100)."""
     me = await current_user(request)
@@ -250,7 +253,8 @@ async def create_achievement(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/me/achievements", access=SIGNED_IN, response=Page[EarnedOut], query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/me/achievements", access=SIGNED_IN, response=Page[EarnedOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def my_achievements(request: Request) -> Response:
     """The achievements you earned, newest first."""
     me = await require_user(request)

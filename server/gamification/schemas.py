@@ -91,3 +91,7 @@ class AchievementEarnedEvent(Out):
     description: str | None
     earned_at: datetime
     progress: Literal[100]
+
+
+# Live events on ``user:<id>`` and the model of their ``data``.
+EVENTS: dict[str, type[Out]] = {"streak.updated": StreakOut, "achievement.earned": AchievementEarnedEvent}

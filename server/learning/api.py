@@ -62,7 +62,8 @@ async def unenroll(request: Request) -> Response:
     return json_response(state.payload(course_id))
 
 
-@api.get("/me/courses", access=SIGNED_IN, response=Page[MyCourseOut], query={"limit": "page size (1-100)", "cursor": "from next_cursor"})
+@api.get("/me/courses", access=SIGNED_IN, response=Page[MyCourseOut],
+         query={"limit": "page size (1-100)", "cursor": "from next_cursor"})
 async def my_courses(request: Request) -> Response:
     """The courses I am enrolled in, with my progress."""
     user = await require_user(request)

@@ -16,7 +16,7 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 Percent = Annotated[float, Field(ge=0, le=100)]
 
 
-class UserRef(Out):
+class UserBrief(Out):
     """A user as other people see them (author of a course or of a review)."""
 
     clerk_id: str
@@ -39,7 +39,7 @@ class MyCourseOut(Out):
     description: str | None
     difficulty: Difficulty | None
     is_published: bool
-    author: UserRef
+    author: UserBrief
     lesson_count: int
     progress: Percent
     completed_at: datetime | None

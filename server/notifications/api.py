@@ -20,8 +20,9 @@ from server.state import services
 api = Api("notifications")
 
 
-@api.get("/notifications", access=SIGNED_IN, response=Page[NotificationOut], query={"unread": "true: only unread ones", "limit": "Page size (1–100)",
-                                  "cursor": "next_cursor of the previous page"})
+@api.get("/notifications", access=SIGNED_IN, response=Page[NotificationOut],
+         query={"unread": "true: only unread ones", "limit": "Page size (1–100)",
+                "cursor": "next_cursor of the previous page"})
 async def list_notifications(request: Request) -> Response:
     """Your notifications, newest first."""
     me = await require_user(request)

@@ -46,3 +46,8 @@ class NotificationReadEvent(Out):
 
     ids: list[uuid.UUID] | Literal["all"]
     unread_count: int
+
+
+# Live events on ``user:<id>`` and the model of their ``data``.
+EVENTS: dict[str, type[Out]] = {"notification.created": NotificationCreatedEvent,
+                                "notification.read": NotificationReadEvent}
