@@ -16,12 +16,14 @@ from server.errors import Conflict, NotFound
 from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
 from server.learning import quizzes, service
 from server.learning.schemas import (
+    AnyQuizOut,
     AttemptOut,
     CourseProgressOut,
     EnrollmentOut,
     LessonStatusOut,
     MyCourseOut,
-    QuizOut,
+    QuizKeyOut,
+    QuizPage,
 )
 from server.routing import Api, granted
 from server.schemas import Page
@@ -113,7 +115,7 @@ async def get_progress(request: Request) -> Response:
 # --- quizzes ---------------------------------------------------------------------------------
 
 
-@api.get("/lessons/{id}/quizzes", access=member_of("id", via="lesson"), response=Page[QuizOut])
+@api.get("/lessons/{id}/quizzes", access=member_of("id", via="lesson"), response=QuizPage)
 async def list_quizzes(request: Request) -> Response:
     """The quizzes of a lesson (answers only for its editors)."""
     lesson_id = path_id(request)
@@ -124,7 +126,7 @@ async def list_quizzes(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@api.post("/lessons/{id}/quizzes", status=201, body=quizzes.QuizCreate, response=QuizOut,
+@api.post("/lessons/{id}/quizzes", status=201, body=quizzes.QuizCreate, response=QuizKeyOut,
           access=edit_course("id", via="lesson", detail="Only the course's editors can add quizzes."))
 async def create_quiz(request: Request) -> Response:
     """Add a quiz to a lesson (editors)."""
@@ -148,7 +150,7 @@ async def _quiz(request: Request, session: Any, *, lock: bool = False) -> Quiz:
     return quiz
 
 
-@api.get("/quizzes/{id}", access=read_quiz("id"), response=QuizOut)
+@api.get("/quizzes/{id}", access=read_quiz("id"), response=AnyQuizOut)
 async def get_quiz(request: Request) -> Response:
     """One quiz (answers only for its editors)."""
     access: CourseAccess = granted(request)
@@ -157,7 +159,7 @@ async def get_quiz(request: Request) -> Response:
     return json_response(quizzes.quiz_payload(quiz, staff=access.can_edit))
 
 
-@api.patch("/quizzes/{id}", access=edit_quiz("id"), body=quizzes.QuizPatch, response=QuizOut)
+@api.patch("/quizzes/{id}", access=edit_quiz("id"), body=quizzes.QuizPatch, response=QuizKeyOut)
 async def update_quiz(request: Request) -> Response:
     """Change a quiz (editors)."""
     async with services(request).sessions.begin() as session:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from server.schemas import Out
+from server.schemas import Out, Page
 
 LessonStatus = Literal["not_started", "in_progress", "completed"]
 Difficulty = Literal["beginner", "intermediate", "advanced"]
@@ -76,33 +76,60 @@ class _QuestionOut(Out):
 class SingleChoiceOut(_QuestionOut):
     kind: Literal["single"]
     options: list[str]
-    answer: int | None = Field(None, description="index of the right option (the course's editors only)")
 
 
 class MultipleChoiceOut(_QuestionOut):
     kind: Literal["multiple"]
     options: list[str]
-    answer: list[int] | None = Field(None, description="indexes of the right options (editors only)")
 
 
 class ShortAnswerOut(_QuestionOut):
     kind: Literal["short"]
-    accepted: list[str] | None = Field(None, description="accepted spellings (editors only)")
+
+
+class SingleChoiceKeyOut(SingleChoiceOut):
+    answer: int = Field(description="index of the right option")
+
+
+class MultipleChoiceKeyOut(MultipleChoiceOut):
+    answer: list[int] = Field(description="indexes of the right options")
+
+
+class ShortAnswerKeyOut(ShortAnswerOut):
+    accepted: list[str] = Field(description="accepted spellings (compared ignoring case and spaces)")
 
 
 QuestionOut = Annotated[SingleChoiceOut | MultipleChoiceOut | ShortAnswerOut, Field(discriminator="kind")]
+QuestionKeyOut = Annotated[SingleChoiceKeyOut | MultipleChoiceKeyOut | ShortAnswerKeyOut,
+                           Field(discriminator="kind")]
 
 
-class QuizOut(Out):
-    """A quiz; learners never get ``answer`` nor ``accepted``."""
-
+class _QuizBase(Out):
     id: uuid.UUID
     lesson_id: uuid.UUID
     title: str
     pass_score: Fraction
-    questions: list[QuestionOut]
     created_at: datetime
     updated_at: datetime
+
+
+class QuizOut(_QuizBase):
+    """A quiz as learners see it: without ``answer`` nor ``accepted``."""
+
+    questions: list[QuestionOut]
+
+
+class QuizKeyOut(_QuizBase):
+    """A quiz as the course's editors see it: whole, with the answers."""
+
+    questions: list[QuestionKeyOut]
+
+
+AnyQuizOut = QuizKeyOut | QuizOut  # which one depends on the caller's role
+
+
+class QuizPage(Page[AnyQuizOut]):
+    """A lesson's quizzes (all of them: ``next_cursor`` is null), whole for its editors."""
 
 
 class AttemptOut(Out):
