@@ -519,3 +519,142 @@ def read_outline(param: str = "id") -> Access:
         return OutlineAccess(access_from(row[0], row[1], row[2], row[3], bool(row[4]), user), int(row[5]))
 
     return Access(f"read (course {{{param}}})", "optional", check)
+
+
+# === learning: quizzes, media, feedback, flashcards, goals, notifications =====================
+# (models imported where used: other domains append their sections to this module too)
+
+RowNeed = Callable[[CourseAccess, Any, Principal], bool]
+
+
+@cache
+def _row_course_statement(kind: str) -> Any:
+    """The course facts (as ``_access_statement``) of the quiz, media item or review ``:key``, with
+    the caller's (``:clerk_id``) collaborator role and enrollment: one statement, built once per
+    kind. A review's row also gives its reviewer (column 5)."""
+    from server.catalog.models import Media, Quiz
+    from server.feedback.models import CourseFeedback
+
+    key = bindparam("key", type_=PgUUID(as_uuid=True))
+    collaborator, enrolled = role_columns(Course.id, bindparam("clerk_id", type_=Text))
+    columns: list[Any] = [Course.id, Course.author_id, Course.is_published, collaborator, enrolled]
+    if kind == "feedback":
+        return (select(*columns, CourseFeedback.user_id)
+                .join(CourseFeedback, CourseFeedback.course_id == Course.id).where(CourseFeedback.id == key))
+    row: Any = {"quiz": Quiz, "media": Media}[kind]
+    return (select(*columns).select_from(row).join(Lesson, Lesson.id == row.lesson_id)
+            .join(Unit, Unit.id == Lesson.unit_id).join(Course, Course.id == Unit.course_id)
+            .where(row.id == key))
+
+
+def _on_row_course(name: str, param: str, kind: str, need: RowNeed | None, detail: str, missing: str) -> Access:
+    """A signed-in caller who can see the course of the row ``{param}`` (404 ``missing`` otherwise)
+    and, with ``need``, whose role on it (and the row) allows the action (403 ``detail``)."""
+
+    async def check(request: Any, user: Principal | None) -> CourseAccess:
+        assert user is not None
+        params = {"key": path_id(request, param), "clerk_id": user.clerk_id}
+        async with autocommit(services(request).engine) as conn:
+            row = (await conn.execute(_row_course_statement(kind), params)).one_or_none()
+        if row is None:
+            raise NotFound(missing)
+        try:
+            access = access_from(row[0], row[1], row[2], row[3], bool(row[4]), user)
+        except NotFound:
+            raise NotFound(missing) from None
+        if need is not None:
+            require(need(access, row, user), detail)
+        return access
+
+    return Access(f"{name} ({kind} {{{param}}})", "user", check)
+
+
+def read_quiz(param: str = "id") -> Access:
+    """A signed-in user who can see the quiz's course (quizzes are not part of the public catalogue)."""
+    return _on_row_course("signed-in reader", param, "quiz", None, "", "No such quiz.")
+
+
+def edit_quiz(param: str = "id", *, detail: str = "Only the course's editors can change quizzes.") -> Access:
+    """Editors, the author and admins of the quiz's course."""
+    return _on_row_course("edit", param, "quiz", lambda a, row, user: a.can_edit, detail, "No such quiz.")
+
+
+def edit_media(param: str = "id", *, detail: str = "Only the course's editors can remove media.") -> Access:
+    """Editors, the author and admins of the course whose lesson shows the media item."""
+    return _on_row_course("edit", param, "media", lambda a, row, user: a.can_edit, detail, "No such media.")
+
+
+def review_course(param: str = "id", *, detail: str = "Only enrolled learners can review a course.") -> Access:
+    """Learners enrolled in the course (a collaborator's role alone does not let them review it)."""
+    return _on_course("enrolled learner", param, "course", lambda a: a.enrolled, detail, "user")
+
+
+def upvote_feedback(param: str = "id") -> Access:
+    """A signed-in reader of the review's course who did not write the review."""
+    return _on_row_course("reader, not the reviewer", param, "feedback",
+                          lambda a, row, user: row[5] != user.clerk_id, "You cannot upvote your own feedback.",
+                          "No such feedback.")
+
+
+@cache
+def _flashcard_set_statement(by_card: bool) -> Any:
+    """The owner and visibility of the set ``:key`` (or of the card ``:key``'s set)."""
+    from server.flashcards.models import Flashcard, FlashcardSet
+
+    key = bindparam("key", type_=PgUUID(as_uuid=True))
+    stmt = select(FlashcardSet.user_id, FlashcardSet.is_public)
+    if by_card:
+        return stmt.join(Flashcard, Flashcard.set_id == FlashcardSet.id).where(Flashcard.id == key)
+    return stmt.where(FlashcardSet.id == key)
+
+
+def _on_flashcards(name: str, param: str, by_card: bool, write: bool) -> Access:
+    missing = "No such flashcard." if by_card else "No such flashcard set."
+    detail = "Only the set's owner can change its cards." if by_card else "Only the owner can change this set."
+
+    async def check(request: Any, user: Principal | None) -> None:
+        assert user is not None
+        key = path_id(request, param)
+        async with autocommit(services(request).engine) as conn:
+            row = (await conn.execute(_flashcard_set_statement(by_card), {"key": key})).one_or_none()
+        mine = row is not None and (row[0] == user.clerk_id or user.is_admin)
+        if row is None or not (mine or row[1]):
+            raise NotFound(missing)  # a private set of someone else is hidden like a missing one
+        if write:
+            require(mine, detail)
+
+    return Access(f"{name} ({'card' if by_card else 'set'} {{{param}}})", "user", check)
+
+
+def read_flashcard_set(param: str = "id") -> Access:
+    """A public set, or a private one of the caller's (admins see all)."""
+    return _on_flashcards("flashcard set reader", param, False, False)
+
+
+def own_flashcard_set(param: str = "id") -> Access:
+    """The set's owner (and admins); others who can see it get 403, the rest 404."""
+    return _on_flashcards("flashcard set owner", param, False, True)
+
+
+def read_flashcard(param: str = "id") -> Access:
+    """A card of a set the caller can read (to study it)."""
+    return _on_flashcards("flashcard set reader", param, True, False)
+
+
+def own_flashcard(param: str = "id") -> Access:
+    """A card of a set the caller owns (and admins)."""
+    return _on_flashcards("flashcard set owner", param, True, True)
+
+
+def own_goal(param: str = "id") -> Access:
+    """The caller's own learning goal (404 for anyone else's)."""
+    from server.gamification.models import LearningGoal
+
+    return owned("learning goal", param, LearningGoal.user_id, LearningGoal.id, missing="No such goal.")
+
+
+def own_notification(param: str = "id") -> Access:
+    """The caller's own notification (404 for anyone else's)."""
+    from server.notifications.models import Notification
+
+    return owned("notification", param, Notification.user_id, Notification.id, missing="No such notification.")

@@ -8,8 +8,6 @@ import importlib
 import pkgutil
 import re
 
-import pytest
-
 import server
 from server.routing import Api, Operation
 from tests import (
@@ -18,13 +16,11 @@ from tests import (
     test_access_table_editing,
     test_access_table_forum,
     test_access_table_learning,
+    test_access_table_me,
 )
 
-# TEMPORARY while the domains are converted (removed before issue 12 closes).
-PENDING = pytest.mark.xfail(reason="domains being converted", strict=False)
-
 TABLES = (test_access_table, test_access_table_learning, test_access_table_catalog, test_access_table_forum,
-          test_access_table_editing)
+          test_access_table_editing, test_access_table_me)
 
 
 def operations() -> list[Operation]:
@@ -45,7 +41,6 @@ def test_every_route_is_found() -> None:
     assert len(operations()) >= 95  # the routes of API.md §4 and the web shell's
 
 
-@PENDING
 def test_every_route_has_a_row_in_the_access_table() -> None:
     rows = {shape(case.method, "/api" + case.path) for table in TABLES for case in table.CASES}
     missing = sorted(shape(op.method, op.path) + f"  [{op.access.name}]" for op in operations()
@@ -53,13 +48,11 @@ def test_every_route_has_a_row_in_the_access_table() -> None:
     assert not missing, "routes with no row in the access table:\n" + "\n".join(missing)
 
 
-@PENDING
 def test_every_write_row_has_a_probe() -> None:
     lacking = [case.id for table in TABLES for case in table.CASES if case.method != "GET" and not case.probe]
     assert not lacking, "writes whose effect the access table cannot see:\n" + "\n".join(lacking)
 
 
-@PENDING
 def test_every_success_body_has_a_response_model() -> None:
     missing = sorted(shape(op.method, op.path) for op in operations()
                      if op.status != 204 and op.response is None)

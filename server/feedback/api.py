@@ -8,12 +8,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import SIGNED_IN, VISITOR, course_access, require
+from server.access import CourseAccess, read_course, review_course, upvote_feedback
 from server.auth import current_user, require_user
-from server.errors import NotFound, validation
+from server.errors import validation
 from server.feedback import service
+from server.feedback.schemas import FeedbackOut, UpvoteOut
 from server.http import decode_cursor, json_response, page, page_limit, path_id, read_json
-from server.routing import Api
+from server.routing import Api, granted
+from server.schemas import Page
 from server.state import services
 
 api = Api("feedback")
@@ -26,7 +28,7 @@ class FeedbackBody(BaseModel):
     comment: Annotated[str, Field(max_length=10_000)] | None = None
 
 
-@api.get("/courses/{id}/feedback", access=VISITOR,
+@api.get("/courses/{id}/feedback", access=read_course("id"), response=Page[FeedbackOut],
          query={"sort": "upvotes (default) or recent", "limit": "page size", "cursor": "from next_cursor"})
 async def list_feedback(request: Request) -> Response:
     """Reviews of a course, most upvoted or most recent first."""
@@ -38,20 +40,19 @@ async def list_feedback(request: Request) -> Response:
     limit, after = page_limit(request), decode_cursor(request)
     user = await current_user(request)
     async with services(request).sessions() as session:
-        await course_access(session, course_id, user)
         items = await service.list_feedback(session, course_id=course_id, me=user.clerk_id if user else None,
                                             sort=typed_sort, limit=limit, after=after)
     return json_response(page(items, limit, lambda item: service.cursor_of(item, typed_sort)))
 
 
-@api.post("/courses/{id}/feedback", access=SIGNED_IN, status=201, also=(200,), body=FeedbackBody)
+@api.post("/courses/{id}/feedback", access=review_course("id"), status=201, also=(200,), body=FeedbackBody,
+          response=FeedbackOut)
 async def submit_feedback(request: Request) -> Response:
     """Review a course you are enrolled in (a second POST updates your review: 200)."""
     course_id = path_id(request)
     user = await require_user(request)
+    access: CourseAccess = granted(request)
     async with services(request).sessions.begin() as session:
-        access = await course_access(session, course_id, user)
-        require(access.enrolled, "Only enrolled learners can review a course.")
         body = await read_json(request, FeedbackBody)
         item, created = await service.submit(
             session, course_id=course_id, author_id=access.author_id, user_id=user.clerk_id,
@@ -63,23 +64,17 @@ async def _upvote(request: Request, on: bool) -> Response:
     feedback_id = path_id(request)
     user = await require_user(request)
     async with services(request).sessions.begin() as session:
-        course_id, reviewer = await service.feedback_course(session, feedback_id)
-        try:
-            await course_access(session, course_id, user)
-        except NotFound:
-            raise NotFound("No such feedback.") from None
-        result = await service.set_upvote(session, feedback_id=feedback_id, reviewer=reviewer,
-                                          user_id=user.clerk_id, on=on)
+        result = await service.set_upvote(session, feedback_id=feedback_id, user_id=user.clerk_id, on=on)
     return json_response(result)
 
 
-@api.put("/feedback/{id}/upvote", access=SIGNED_IN)
+@api.put("/feedback/{id}/upvote", access=upvote_feedback("id"), response=UpvoteOut)
 async def upvote(request: Request) -> Response:
     """Upvote someone's review (idempotent)."""
     return await _upvote(request, True)
 
 
-@api.delete("/feedback/{id}/upvote", access=SIGNED_IN)
+@api.delete("/feedback/{id}/upvote", access=upvote_feedback("id"), response=UpvoteOut)
 async def remove_upvote(request: Request) -> Response:
     """Take back an upvote (idempotent)."""
     return await _upvote(request, False)

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, literal_column, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.errors import Forbidden, NotFound, validation
+from server.errors import validation
 from server.events import emit
 from server.feedback.models import CourseFeedback, FeedbackUpvote
 from server.http import parse_datetime
@@ -101,21 +101,8 @@ async def submit(
     return item, created
 
 
-async def feedback_course(session: AsyncSession, feedback_id: uuid.UUID) -> tuple[uuid.UUID, str]:
-    """``(course_id, reviewer)`` of a review; 404 if unknown."""
-    row = (await session.execute(
-        select(CourseFeedback.course_id, CourseFeedback.user_id).where(CourseFeedback.id == feedback_id)
-    )).one_or_none()
-    if row is None:
-        raise NotFound("No such feedback.")
-    return row.course_id, row.user_id
-
-
-async def set_upvote(
-    session: AsyncSession, *, feedback_id: uuid.UUID, reviewer: str, user_id: str, on: bool
-) -> dict[str, Any]:
-    if reviewer == user_id:
-        raise Forbidden("You cannot upvote your own feedback.")
+async def set_upvote(session: AsyncSession, *, feedback_id: uuid.UUID, user_id: str, on: bool) -> dict[str, Any]:
+    """Set the caller's upvote (the route's policy, ``upvote_feedback``, refused the reviewer)."""
     if on:
         await session.execute(
             insert(FeedbackUpvote).values(feedback_id=feedback_id, user_id=user_id)

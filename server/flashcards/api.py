@@ -12,11 +12,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import SIGNED_IN, course_access
+from server.access import (
+    SIGNED_IN,
+    course_access,
+    own_flashcard,
+    own_flashcard_set,
+    read_flashcard,
+    read_flashcard_set,
+)
 from server.auth import current_user, require_user
 from server.errors import NotFound, validation
 from server.flashcards import service
 from server.flashcards.models import Flashcard, FlashcardSet, UserFlashcardProgress
+from server.flashcards.schemas import (
+    DueFlashcardOut,
+    FlashcardOut,
+    FlashcardReviewOut,
+    FlashcardSetOut,
+    FlashcardStatsOut,
+)
 from server.http import (
     decode_cursor,
     encode_cursor,
@@ -30,6 +44,7 @@ from server.http import (
 )
 from server.markdown import render, stored_html
 from server.routing import Api
+from server.schemas import Page
 from server.state import services
 
 api = Api("flashcards")
@@ -105,7 +120,7 @@ async def _check_course(session: AsyncSession, course_id: uuid.UUID | None, requ
 # --- sets -------------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets", access=SIGNED_IN,
+@api.get("/flashcard-sets", access=SIGNED_IN, response=Page[FlashcardSetOut],
          query={"course_id": "only sets of this course", "mine": "true: only your own sets",
                 "limit": "page size", "cursor": "from next_cursor"})
 async def list_sets(request: Request) -> Response:
@@ -140,7 +155,7 @@ async def list_sets(request: Request) -> Response:
                           "next_cursor": encode_cursor([items[-1]["created_at"], items[-1]["id"]]) if more else None})
 
 
-@api.post("/flashcard-sets", access=SIGNED_IN, status=201, body=SetCreate)
+@api.post("/flashcard-sets", access=SIGNED_IN, status=201, body=SetCreate, response=FlashcardSetOut)
 async def create_set(request: Request) -> Response:
     """Create a flashcard set (private unless `is_public`; optionally about a course)."""
     me = await require_user(request)
@@ -156,27 +171,25 @@ async def create_set(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/flashcard-sets/{id}", access=SIGNED_IN)
+@api.get("/flashcard-sets/{id}", access=read_flashcard_set("id"), response=FlashcardSetOut)
 async def get_set(request: Request) -> Response:
     """A flashcard set (a private set is 404 to everyone but its owner)."""
-    me = await current_user(request)
     async with services(request).sessions() as session:
-        card_set = await service.readable_set(session, path_id(request, "id"), me)
+        card_set = await service.the_set(session, path_id(request, "id"))
         count = (await session.execute(select(_card_count(card_set.id)))).scalar_one()
     return json_response(set_payload(card_set, int(count)))
 
 
-@api.patch("/flashcard-sets/{id}", access=SIGNED_IN, body=SetPatch)
+@api.patch("/flashcard-sets/{id}", access=own_flashcard_set("id"), body=SetPatch, response=FlashcardSetOut)
 async def patch_set(request: Request) -> Response:
     """Change a set you own."""
-    me = await require_user(request)
     body = await read_json(request, SetPatch)
     changes = body.model_dump(exclude_unset=True)
     for key in ("title", "is_public"):
         if key in changes and changes[key] is None:
             raise validation(f"body.{key}", "must not be null")
     async with services(request).sessions.begin() as session:
-        card_set = await service.writable_set(session, path_id(request, "id"), me)
+        card_set = await service.the_set(session, path_id(request, "id"))
         if changes.get("course_id") is not None:
             await _check_course(session, changes["course_id"], request)
         for key, value in changes.items():
@@ -188,12 +201,11 @@ async def patch_set(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/flashcard-sets/{id}", access=SIGNED_IN, status=204)
+@api.delete("/flashcard-sets/{id}", access=own_flashcard_set("id"), status=204)
 async def delete_set(request: Request) -> Response:
     """Delete a set you own, with its cards and everyone's progress on them."""
-    me = await require_user(request)
     async with services(request).sessions.begin() as session:
-        card_set = await service.writable_set(session, path_id(request, "id"), me)
+        card_set = await service.the_set(session, path_id(request, "id"))
         await session.delete(card_set)
     return no_content()
 
@@ -201,15 +213,15 @@ async def delete_set(request: Request) -> Response:
 # --- cards ------------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets/{id}/cards", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/flashcard-sets/{id}/cards", access=read_flashcard_set("id"), response=Page[FlashcardOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_cards(request: Request) -> Response:
     """The cards of a set, in order."""
-    me = await current_user(request)
+    set_id = path_id(request, "id")
     limit = page_limit(request)
     cursor = decode_cursor(request)
     async with services(request).sessions() as session:
-        card_set = await service.readable_set(session, path_id(request, "id"), me)
-        query = select(Flashcard).where(Flashcard.set_id == card_set.id)
+        query = select(Flashcard).where(Flashcard.set_id == set_id)
         if cursor:
             try:
                 after_pos, after_id = int(cursor[0]), uuid.UUID(str(cursor[1]))
@@ -224,7 +236,8 @@ async def list_cards(request: Request) -> Response:
                           "next_cursor": encode_cursor([items[-1]["position"], items[-1]["id"]]) if more else None})
 
 
-@api.post("/flashcard-sets/{id}/cards", access=SIGNED_IN, status=201, body=CardCreate)
+@api.post("/flashcard-sets/{id}/cards", access=own_flashcard_set("id"), status=201, body=CardCreate,
+          response=FlashcardOut)
 async def create_card(request: Request) -> Response:
     """Add a card (front and back are Markdown; `front_html`/`back_html` are the sanitised render)."""
     me = await require_user(request)
@@ -232,7 +245,7 @@ async def create_card(request: Request) -> Response:
     # Rendered once, here, before the transaction (a long text renders in the worker process).
     front_html, back_html = await render(body.front, me.clerk_id), await render(body.back, me.clerk_id)
     async with services(request).sessions.begin() as session:
-        card_set = await service.writable_set(session, path_id(request, "id"), me)
+        card_set = await service.the_set(session, path_id(request, "id"))
         position = body.position
         if position is None:
             last = (await session.execute(
@@ -249,7 +262,7 @@ async def create_card(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/flashcards/{id}", access=SIGNED_IN, body=CardPatch)
+@api.patch("/flashcards/{id}", access=own_flashcard("id"), body=CardPatch, response=FlashcardOut)
 async def patch_card(request: Request) -> Response:
     """Change a card of a set you own."""
     me = await require_user(request)
@@ -262,7 +275,7 @@ async def patch_card(request: Request) -> Response:
         if key in changes:
             changes[f"{key}_html"] = await render(changes[key], me.clerk_id)
     async with services(request).sessions.begin() as session:
-        card = await service.writable_card(session, path_id(request, "id"), me)
+        card = await service.the_card(session, path_id(request, "id"))
         for key, value in changes.items():
             setattr(card, key, value)
         await session.flush()
@@ -271,12 +284,11 @@ async def patch_card(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/flashcards/{id}", access=SIGNED_IN, status=204)
+@api.delete("/flashcards/{id}", access=own_flashcard("id"), status=204)
 async def delete_card(request: Request) -> Response:
     """Delete a card of a set you own."""
-    me = await require_user(request)
     async with services(request).sessions.begin() as session:
-        card = await service.writable_card(session, path_id(request, "id"), me)
+        card = await service.the_card(session, path_id(request, "id"))
         await session.delete(card)
     return no_content()
 
@@ -284,7 +296,8 @@ async def delete_card(request: Request) -> Response:
 # --- studying ---------------------------------------------------------------------------------
 
 
-@api.get("/flashcard-sets/{id}/due", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/flashcard-sets/{id}/due", access=read_flashcard_set("id"), response=Page[DueFlashcardOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def due_cards(request: Request) -> Response:
     """Your cards of this set that are due, soonest first (a card you never reviewed is due now)."""
     me = await require_user(request)
@@ -293,13 +306,13 @@ async def due_cards(request: Request) -> Response:
     cursor = decode_cursor(request)
     now = svc.clock.now()
     due_key = func.coalesce(UserFlashcardProgress.due_at, literal(NEVER))
+    set_id = path_id(request, "id")
     async with svc.sessions() as session:
-        card_set = await service.readable_set(session, path_id(request, "id"), me)
         query = (
             select(Flashcard, UserFlashcardProgress.due_at, UserFlashcardProgress.mastery_level, due_key)
             .outerjoin(UserFlashcardProgress, and_(UserFlashcardProgress.flashcard_id == Flashcard.id,
                                                    UserFlashcardProgress.user_id == me.clerk_id))
-            .where(Flashcard.set_id == card_set.id, due_key <= now)
+            .where(Flashcard.set_id == set_id, due_key <= now)
         )
         if cursor:
             try:
@@ -322,7 +335,7 @@ async def due_cards(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@api.post("/flashcards/{id}/review", access=SIGNED_IN, body=ReviewBody)
+@api.post("/flashcards/{id}/review", access=read_flashcard("id"), body=ReviewBody, response=FlashcardReviewOut)
 async def review_card(request: Request) -> Response:
     """Record how well you recalled a card; FSRS schedules your next review."""
     me = await require_user(request)
@@ -334,7 +347,8 @@ async def review_card(request: Request) -> Response:
     return json_response(result)
 
 
-@api.get("/me/flashcard-stats", access=SIGNED_IN, query={"days": "look-back window in days (default 30, at most 365)"})
+@api.get("/me/flashcard-stats", access=SIGNED_IN, response=FlashcardStatsOut,
+         query={"days": "look-back window in days (default 30, at most 365)"})
 async def flashcard_stats(request: Request) -> Response:
     """Your review history summed up: reviews per rating, retention (share not rated "again"), due now."""
     me = await require_user(request)

@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
-from server.errors import Forbidden, NotFound
+from server.errors import NotFound
 from server.flashcards.models import Flashcard, FlashcardReview, FlashcardSet, UserFlashcardProgress
 from server.gamification.service import record_action
 
@@ -67,40 +67,20 @@ def review(state: dict[str, Any] | None, rating: str, now: datetime) -> fsrs.Car
 # --- access -----------------------------------------------------------------------------------
 
 
-def can_read(card_set: FlashcardSet, user: Principal | None) -> bool:
-    return card_set.is_public or (user is not None and (user.clerk_id == card_set.user_id or user.is_admin))
-
-
-async def readable_set(session: AsyncSession, set_id: uuid.UUID, user: Principal | None) -> FlashcardSet:
-    """The set if the caller may see it; a private set of someone else is 404, like a missing one."""
+async def the_set(session: AsyncSession, set_id: uuid.UUID) -> FlashcardSet:
+    """The route's set (its policy, ``read_flashcard_set`` or ``own_flashcard_set``, checked the
+    caller's rights); 404 if it was deleted since."""
     card_set = await session.get(FlashcardSet, set_id)
-    if card_set is None or not can_read(card_set, user):
+    if card_set is None:
         raise NotFound("No such flashcard set.")
     return card_set
 
 
-async def writable_set(session: AsyncSession, set_id: uuid.UUID, user: Principal) -> FlashcardSet:
-    card_set = await readable_set(session, set_id, user)
-    if card_set.user_id != user.clerk_id and not user.is_admin:
-        raise Forbidden("Only the owner can change this set.")
-    return card_set
-
-
-async def readable_card(session: AsyncSession, card_id: uuid.UUID,
-                        user: Principal | None) -> tuple[Flashcard, FlashcardSet]:
-    row = (await session.execute(
-        select(Flashcard, FlashcardSet).join(FlashcardSet, FlashcardSet.id == Flashcard.set_id)
-        .where(Flashcard.id == card_id)
-    )).first()
-    if row is None or not can_read(row[1], user):
+async def the_card(session: AsyncSession, card_id: uuid.UUID) -> Flashcard:
+    """The route's card (its policy checked the caller's rights); 404 if it was deleted since."""
+    card = await session.get(Flashcard, card_id)
+    if card is None:
         raise NotFound("No such flashcard.")
-    return row[0], row[1]
-
-
-async def writable_card(session: AsyncSession, card_id: uuid.UUID, user: Principal) -> Flashcard:
-    card, card_set = await readable_card(session, card_id, user)
-    if card_set.user_id != user.clerk_id and not user.is_admin:
-        raise Forbidden("Only the set's owner can change its cards.")
     return card
 
 
@@ -112,8 +92,8 @@ async def review_card(session: AsyncSession, *, card_id: uuid.UUID, user: Princi
     """Schedule the caller's next review of a card; returns ``{due_at, mastery_level, state}``.
 
     The progress row is locked, so two reviews of one card by one user apply one after the other.
+    The route's policy (``read_flashcard``) checked that the caller can read the card's set.
     """
-    await readable_card(session, card_id, user)
     await session.execute(insert(UserFlashcardProgress).values(user_id=user.clerk_id, flashcard_id=card_id)
                           .on_conflict_do_nothing(index_elements=["user_id", "flashcard_id"]))
     progress = (await session.execute(

@@ -12,12 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import SIGNED_IN, require
+from server.access import ADMIN, SIGNED_IN, own_goal
 from server.auth import current_user, require_user
 from server.errors import Conflict, NotFound, validation
 from server.gamification import service, streaks
 from server.gamification.models import Achievement, LearningGoal, UserAchievement
 from server.gamification.requirements import parse_requirement
+from server.gamification.schemas import AchievementOut, ActivityOut, EarnedOut, GoalOut, StreakOut
 from server.http import (
     decode_cursor,
     encode_cursor,
@@ -30,6 +31,7 @@ from server.http import (
     read_json,
 )
 from server.routing import Api
+from server.schemas import Page
 from server.state import services
 
 api = Api("gamification")
@@ -40,7 +42,7 @@ MAX_ACTIVITY_DAYS = 3 * 366
 # --- streak and activity ----------------------------------------------------------------------
 
 
-@api.get("/me/streak", access=SIGNED_IN)
+@api.get("/me/streak", access=SIGNED_IN, response=StreakOut)
 async def get_streak(request: Request) -> Response:
     """Your streak: current and longest run of active days, and the last active date."""
     me = await require_user(request)
@@ -64,8 +66,9 @@ def _query_date(request: Request, name: str) -> date | None:
     return value
 
 
-@api.get("/me/activity", access=SIGNED_IN, query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
-                                "to": "last date (default today in your time zone)"})
+@api.get("/me/activity", access=SIGNED_IN, response=ActivityOut,
+         query={"from": "first date (YYYY-MM-DD; default a year before `to`)",
+                "to": "last date (default today in your time zone)"})
 async def get_activity(request: Request) -> Response:
     """Your active days (local dates) between two dates, for a calendar heatmap."""
     me = await require_user(request)
@@ -106,14 +109,16 @@ class GoalPatch(BaseModel):
     due_date: date | None = None
 
 
-async def _own_goal(session: AsyncSession, request: Request, user_id: str) -> LearningGoal:
+async def _goal(session: AsyncSession, request: Request) -> LearningGoal:
+    """The route's goal, locked (its policy, ``own_goal``, checked it is the caller's); 404 if deleted since."""
     goal = await session.get(LearningGoal, path_id(request, "id"), with_for_update=True)
-    if goal is None or goal.user_id != user_id:
+    if goal is None:
         raise NotFound("No such goal.")
     return goal
 
 
-@api.get("/me/goals", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/me/goals", access=SIGNED_IN, response=Page[GoalOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_goals(request: Request) -> Response:
     """Your learning goals with their progress in the current period."""
     me = await require_user(request)
@@ -138,7 +143,7 @@ async def list_goals(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": next_cursor})
 
 
-@api.post("/me/goals", access=SIGNED_IN, status=201, body=GoalCreate)
+@api.post("/me/goals", access=SIGNED_IN, status=201, body=GoalCreate, response=GoalOut)
 async def create_goal(request: Request) -> Response:
     """Set a learning goal (lessons, minutes or flashcards per day, week, or once by a date)."""
     me = await require_user(request)
@@ -158,7 +163,7 @@ async def create_goal(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.patch("/me/goals/{id}", access=SIGNED_IN, body=GoalPatch)
+@api.patch("/me/goals/{id}", access=own_goal("id"), body=GoalPatch, response=GoalOut)
 async def patch_goal(request: Request) -> Response:
     """Change a goal; its progress is recomputed (a changed target can complete it)."""
     me = await require_user(request)
@@ -169,7 +174,7 @@ async def patch_goal(request: Request) -> Response:
             raise validation(f"body.{key}", "must not be null")
     svc = services(request)
     async with svc.sessions.begin() as session:
-        goal = await _own_goal(session, request, me.clerk_id)
+        goal = await _goal(session, request)
         for key, value in changes.items():
             setattr(goal, key, value)
         if {"target_type", "target_value", "period"} & changes.keys() and goal.period == "once":
@@ -182,12 +187,11 @@ async def patch_goal(request: Request) -> Response:
     return json_response(payload)
 
 
-@api.delete("/me/goals/{id}", access=SIGNED_IN, status=204)
+@api.delete("/me/goals/{id}", access=own_goal("id"), status=204)
 async def delete_goal(request: Request) -> Response:
     """Delete a goal."""
-    me = await require_user(request)
     async with services(request).sessions.begin() as session:
-        goal = await _own_goal(session, request, me.clerk_id)
+        goal = await _goal(session, request)
         await session.delete(goal)
     return no_content()
 
@@ -201,7 +205,8 @@ def achievement_payload(a: Achievement, earned_at: Any, progress: float | None) 
             "progress": float(progress or 0.0)}
 
 
-@api.get("/achievements", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/achievements", access=SIGNED_IN, response=Page[AchievementOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def list_achievements(request: Request) -> Response:
     """The achievement catalogue, with whether you earned each and your progress (0–100)."""
     me = await current_user(request)
@@ -232,11 +237,9 @@ class AchievementCreate(BaseModel):
     requirement: Any
 
 
-@api.post("/achievements", access=SIGNED_IN, status=201, body=AchievementCreate)
+@api.post("/achievements", access=ADMIN, status=201, body=AchievementCreate, response=AchievementOut)
 async def create_achievement(request: Request) -> Response:
     """Admins: add an achievement (its requirement is checked against the §9 grammar)."""
-    me = await require_user(request)
-    require(me.is_admin, "Only admins can add achievements.")
     body = await read_json(request, AchievementCreate)
     parse_requirement(body.requirement, loc="body.requirement")
     async with services(request).sessions.begin() as session:
@@ -250,7 +253,8 @@ async def create_achievement(request: Request) -> Response:
     return json_response(payload, 201)
 
 
-@api.get("/me/achievements", access=SIGNED_IN, query={"limit": "page size", "cursor": "from next_cursor"})
+@api.get("/me/achievements", access=SIGNED_IN, response=Page[EarnedOut],
+         query={"limit": "page size", "cursor": "from next_cursor"})
 async def my_achievements(request: Request) -> Response:
     """The achievements you earned, newest first."""
     me = await require_user(request)

@@ -7,19 +7,22 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.access import SIGNED_IN
+from server.access import SIGNED_IN, own_notification
 from server.auth import require_user
 from server.errors import validation
 from server.http import decode_cursor, encode_cursor, json_response, page_limit, parse_datetime, path_id
 from server.notifications import service
+from server.notifications.schemas import NotificationOut, NotificationReadOut, ReadAllOut, UnreadCountOut
 from server.routing import Api
+from server.schemas import Page
 from server.state import services
 
 api = Api("notifications")
 
 
-@api.get("/notifications", access=SIGNED_IN, query={"unread": "true: only unread ones", "limit": "Page size (1–100)",
-                                  "cursor": "next_cursor of the previous page"})
+@api.get("/notifications", access=SIGNED_IN, response=Page[NotificationOut],
+         query={"unread": "true: only unread ones", "limit": "Page size (1–100)",
+                "cursor": "next_cursor of the previous page"})
 async def list_notifications(request: Request) -> Response:
     """Your notifications, newest first."""
     me = await require_user(request)
@@ -41,7 +44,7 @@ async def list_notifications(request: Request) -> Response:
     return json_response({"items": items, "next_cursor": encode_cursor(next_key) if next_key else None})
 
 
-@api.get("/notifications/unread-count", access=SIGNED_IN)
+@api.get("/notifications/unread-count", access=SIGNED_IN, response=UnreadCountOut)
 async def unread_count(request: Request) -> Response:
     """How many of your notifications are unread."""
     me = await require_user(request)
@@ -50,7 +53,7 @@ async def unread_count(request: Request) -> Response:
     return json_response({"unread_count": count})
 
 
-@api.post("/notifications/read-all", access=SIGNED_IN)
+@api.post("/notifications/read-all", access=SIGNED_IN, response=ReadAllOut)
 async def read_all(request: Request) -> Response:
     """Mark every notification that exists now as read (pushes ``notification.read``)."""
     me = await require_user(request)
@@ -59,7 +62,7 @@ async def read_all(request: Request) -> Response:
     return json_response(result)
 
 
-@api.post("/notifications/{id}/read", access=SIGNED_IN)
+@api.post("/notifications/{id}/read", access=own_notification("id"), response=NotificationReadOut)
 async def read_one(request: Request) -> Response:
     """Mark one notification read (pushes ``notification.read`` to your other tabs)."""
     notification_id = path_id(request)

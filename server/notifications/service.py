@@ -173,11 +173,12 @@ async def list_notifications(
 
 
 async def mark_read(session: AsyncSession, *, user_id: str, notification_id: uuid.UUID) -> dict[str, Any]:
-    """Mark one of the user's notifications read (idempotent); pushes ``notification.read``."""
+    """Mark one of the user's notifications read (idempotent); pushes ``notification.read``.
+
+    The route's policy (``own_notification``) checked that it is theirs; 404 if deleted since."""
     await lock_user_notifications(session, user_id)
     notification = (await session.execute(
-        select(Notification).where(Notification.id == notification_id, Notification.user_id == user_id)
-        .with_for_update()
+        select(Notification).where(Notification.id == notification_id).with_for_update()
     )).scalar_one_or_none()
     if notification is None:
         raise NotFound("No such notification.")
