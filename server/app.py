@@ -53,23 +53,23 @@ def domain_apis() -> list[Api]:
 
 
 def components() -> list[Component]:
-    from server import live
     from server.editing.live import component as collab_component
     from server.gamification.activity import activity_component
     from server.loopwatch import component as loopwatch_component
     from server.markdown import component as markdown_component
     from server.metrics_listener import component as metrics_listener_component
+    from server.ws.wiring import component as live_component
 
-    return [loopwatch_component, metrics_listener_component, markdown_component, live.component,
+    return [loopwatch_component, metrics_listener_component, markdown_component, live_component,
             collab_component, activity_component]
 
 
 def socket_routes() -> list[BaseRoute]:
     """WebSocket endpoints: ``/ws`` live events and ``/collab/lessons/{id}`` co-editing."""
-    from server import live
     from server.editing.live import websocket_routes as collab_routes
+    from server.ws.wiring import routes as live_routes
 
-    return [*live.routes(), *collab_routes()]
+    return [*live_routes(), *collab_routes()]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -36,12 +36,12 @@ from sqlalchemy.orm import aliased
 from server.access import CourseAccess, course_access, lesson_course_id, require
 from server.auth import Principal
 from server.errors import Conflict, NotFound, validation
-from server.events import emit
 from server.forum.models import ForumPost, ForumPostLike, ForumReply, ForumReplyLike
 from server.gamification.service import record_action
 from server.http import jsonable, parse_datetime, parse_uuid
 from server.markdown import render_markdown, stored_html
 from server.notifications.service import notify
+from server.outbox.emit import emit
 from server.users.models import User
 
 DELETED = "[deleted]"
