@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 from starlette.requests import HTTPConnection
@@ -21,6 +21,9 @@ from collab.room import (
     Denied,
     Grant,
     RoomManager,
+)
+from collab.room import (
+    Receive as RoomReceive,
 )
 from server.access import lesson_access
 from server.auth import Principal
@@ -156,8 +159,11 @@ _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
 
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     svc = services(HTTPConnection(scope))
+    rooms = svc.rooms
+    assert rooms is not None, "the collab component starts with the app"
     try:
-        await svc.rooms.handle(scope, receive, send)
+        # collab types ASGI messages as dicts (it knows no Starlette); the server's are dicts.
+        await rooms.handle(scope, cast(RoomReceive, receive), send)
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:

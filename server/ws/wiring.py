@@ -54,7 +54,9 @@ async def component(svc: Services) -> AsyncIterator[None]:
 
 
 async def ws_endpoint(ws: WebSocket) -> None:
-    await services(ws).hub.serve(ws)
+    hub = services(ws).hub
+    assert hub is not None, "the live component starts with the app"
+    await hub.serve(ws)
 
 
 def routes() -> list[BaseRoute]:
