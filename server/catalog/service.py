@@ -39,13 +39,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from server.access import access_from, role_columns, visible_courses
 from server.auth import Principal
 from server.catalog.content import Prerendered, render_content, validate_content, with_html
-from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
+from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Tag, Unit
 from server.catalog.outline_cache import OutlineCache
 from server.errors import Conflict, NotFound, validation
 from server.feedback.models import CourseFeedback
 from server.http import encode_cursor
 from server.learning.models import UserCourse, UserProgress
 from server.learning.service import recompute_course_progress
+from server.media.models import Media
 from server.notifications.service import notify
 from server.users.models import User
 

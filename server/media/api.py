@@ -13,10 +13,10 @@ from starlette.routing import BaseRoute, Route
 
 from server.access import lesson_access, require
 from server.auth import current_user, require_user
-from server.catalog.models import Media
 from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from server.http import json_response, no_content, path_id, read_json
 from server.media import service
+from server.media.models import Media
 from server.routing import Api
 from server.state import services
 
