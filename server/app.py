@@ -21,6 +21,7 @@ from server.db import install_statement_counter, make_engine, make_sessionmaker
 from server.infra import infra_routes
 from server.metrics import Metrics
 from server.middleware import RequestContext, StatementCounter
+from server.nul_guard import RefuseNul
 from server.problems import exception_handlers
 from server.ratelimit import RateLimiter
 from server.routing import Api
@@ -123,8 +124,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from server.editing.live import CollabFastPath
 
     app.add_middleware(CollabFastPath)
-    from server.nul_guard import RefuseNul
-
     app.add_middleware(RefuseNul)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
