@@ -9,10 +9,11 @@ from alembic import context
 from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 
-from server.db import all_models, asyncpg_url, make_engine
+from server.db import asyncpg_url, make_engine
+from server.models import metadata
 
 config = context.config
-target_metadata = all_models().metadata
+target_metadata = metadata
 
 
 def _url() -> str:

@@ -532,8 +532,9 @@ def _row_course_statement(kind: str) -> Any:
     """The course facts (as ``_access_statement``) of the quiz, media item or review ``:key``, with
     the caller's (``:clerk_id``) collaborator role and enrollment: one statement, built once per
     kind. A review's row also gives its reviewer (column 5)."""
-    from server.catalog.models import Media, Quiz
     from server.feedback.models import CourseFeedback
+    from server.learning.models import Quiz
+    from server.media.models import Media
 
     key = bindparam("key", type_=PgUUID(as_uuid=True))
     collaborator, enrolled = role_columns(Course.id, bindparam("clerk_id", type_=Text))

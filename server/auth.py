@@ -27,6 +27,7 @@ from starlette.requests import HTTPConnection
 
 from server.errors import Forbidden, Unauthorized
 from server.settings import Settings
+from server.state import services
 from server.users.models import User
 
 log = logging.getLogger("scriptorium.auth")
@@ -352,8 +353,6 @@ async def _create_user(session: AsyncSession, sub: str, fields: dict[str, str]) 
 
 async def current_user(request: HTTPConnection) -> Principal | None:
     """The caller of a REST request, or None when anonymous (memoised per request)."""
-    from server.state import services
-
     if "principal" in request.scope.get("state", {}):
         cached: Principal | None = request.state.principal
         return cached

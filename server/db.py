@@ -1,4 +1,6 @@
-"""Database plumbing: declarative base, common columns, engine and sessions."""
+"""Database plumbing: declarative base, common columns, engine and sessions.
+
+Below every domain: it imports none (the schema registry is :mod:`server.models`)."""
 
 from __future__ import annotations
 
@@ -167,13 +169,6 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
-
-
-def all_models() -> type[Base]:
-    """Import every domain's models so ``Base.metadata`` knows all tables."""
-    import server.models  # noqa: F401
-
-    return Base
 
 
 # --- SQL statement counting (opt-in: ``SQL_STATEMENT_HEADER=1``) ------------------------------

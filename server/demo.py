@@ -9,12 +9,12 @@ from sqlalchemy import pool, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Quiz, Tag, Unit
+from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Tag, Unit
 from server.db import make_engine, make_sessionmaker
 from server.feedback.models import CourseFeedback
 from server.flashcards.models import Flashcard, FlashcardSet
 from server.forum.models import ForumPost, ForumPostLike, ForumReply, ForumReplyLike
-from server.learning.models import UserCourse
+from server.learning.models import Quiz, UserCourse
 from server.markdown import render_markdown
 from server.users.models import User
 

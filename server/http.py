@@ -18,6 +18,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from server.errors import BadRequest, NotFound, PayloadTooLarge, ValidationFailed, field_error, validation
+from server.state import services
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -203,8 +204,6 @@ def validate(model: type[M], data: Any) -> M:
 
 async def read_json(request: Request, model: type[M]) -> M:
     """Parse and validate a JSON body: 413 over the limit, 400 if not JSON, 422 per field."""
-    from server.state import services
-
     raw = await read_body(request, services(request).settings.body_max_bytes)
     return validate(model, parse_json_body(raw))
 

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from server.catalog.outline_cache import OutlineCache
 from server.clock import Clock, SystemClock
+from server.metrics import Metrics
+from server.ratelimit import RateLimiter
 from server.settings import Settings
 
+# Only for the annotations: these modules build on this one (they read ``services(request)``).
 if TYPE_CHECKING:
+    from collab.manager import RoomManager
+    from realtime.broker import Broker
+    from realtime.hub import Hub
     from server.auth import Authenticator
+    from server.outbox.drain import OutboxDrain
+
+
+def _no_limit() -> RateLimiter:
+    return RateLimiter(0, 1)  # per_minute 0: off (tests that build Services by hand)
 
 
 @dataclass
@@ -22,15 +33,15 @@ class Services:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     auth: Authenticator
-    metrics: Any = None
-    rate_limiter: Any = None
-    restore_limiter: Any = None  # its own, tighter bucket (settings.restore_rate_*)
-    # Filled in by the realtime and collab wiring (see server/app.py).
-    broker: Any = None
-    hub: Any = None
-    rooms: Any = None
-    outbox: Any = None
-    background: list[Any] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+    rate_limiter: RateLimiter = field(default_factory=_no_limit)
+    restore_limiter: RateLimiter = field(default_factory=_no_limit)  # its own, tighter bucket (settings.restore_rate_*)
+    # Filled in by the components as the app starts (server/ws/wiring.py, server/editing/live.py);
+    # None before that, and in tests that build Services by hand.
+    broker: Broker | None = None
+    hub: Hub | None = None
+    rooms: RoomManager | None = None
+    outbox: OutboxDrain | None = None
     # Every "what time is it" of domain code (streak days, goal periods, FSRS due times).
     clock: Clock = field(default_factory=SystemClock)
     # Rendered outlines by course, checked against courses.outline_version (server/catalog/outline_cache.py).

@@ -17,9 +17,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from server.catalog.models import Course
 from server.db import make_engine
-from server.events import emit
 from server.forum.models import ForumPost
 from server.migrate import upgrade
+from server.outbox.emit import emit
 from tests.support import DevUser, Postgres, ServerProcess, dev_user
 
 

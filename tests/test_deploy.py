@@ -23,8 +23,8 @@ from websockets.asyncio.client import connect
 
 from server.cli import exposure_check
 from server.db import make_engine
-from server.events import emit
 from server.migrate import upgrade
+from server.outbox.emit import emit
 from server.settings import Settings, SettingsError
 from tests.collab_support import YClient, make_lesson
 from tests.realtime_support import events, subscribe

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import text
 
 from server.db import make_engine
-from server.live import DRAIN_LOCK
 from server.migrate import upgrade
+from server.outbox.drain import DRAIN_LOCK
 from tests.realtime_support import Live, events, nothing_more, recv, send, subscribe
 from tests.support import Postgres, RedisServer, ServerProcess, eventually
 

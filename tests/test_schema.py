@@ -11,8 +11,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.db import all_models, make_engine
+from server.db import make_engine
 from server.migrate import current_revision, downgrade, head_revision, upgrade
+from server.models import metadata
 from tests.support import Postgres
 
 SEED_TABLES = {
@@ -48,8 +49,6 @@ async def test_upgrade_downgrade_upgrade(scratch: str) -> None:
 
 
 async def test_models_and_migrations_agree(db: AsyncEngine) -> None:
-    metadata = all_models().metadata
-
     def diff(sync_conn: object) -> list[object]:
         ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})  # type: ignore[arg-type]
         return list(compare_metadata(ctx, metadata))

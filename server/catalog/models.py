@@ -10,7 +10,6 @@ from sqlalchemy import (
     CheckConstraint,
     Computed,
     DateTime,
-    Float,
     ForeignKey,
     Index,
     Integer,
@@ -23,7 +22,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from server.db import Base, IdMixin, TimestampMixin, user_fk
 
 # ON DELETE policy (one line per relation, why in brief):
-# - units, lessons, media, quizzes, collaborators, course_tags: children of a course -> CASCADE.
+# - units, lessons, collaborators, course_tags: children of a course -> CASCADE (so are media and
+#   quizzes, whose models live with their domains: server/media/models.py, server/learning/models.py).
 # - courses.author_id -> RESTRICT: users are anonymised, never deleted under their courses.
 # - courses.language_id -> SET NULL: removing a language must not remove courses.
 
@@ -118,37 +118,6 @@ class Lesson(IdMixin, TimestampMixin, Base):
     position: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
     # Bumped whenever title or body text changes (REST or live document); exposed as ``version``.
     revision: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
-
-
-class Media(IdMixin, TimestampMixin, Base):
-    __tablename__ = "media"
-    __table_args__ = (CheckConstraint("size_bytes IS NULL OR size_bytes >= 0", name="size_bytes"),)
-
-    lesson_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("lessons.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    media_type: Mapped[str] = mapped_column(Text, nullable=False)
-    url: Mapped[str] = mapped_column(Text, nullable=False)
-    mime_type: Mapped[str | None] = mapped_column(Text)
-    size_bytes: Mapped[int | None] = mapped_column(Integer)
-    # Path relative to MEDIA_DIR for uploaded files; null for external URLs.
-    storage_path: Mapped[str | None] = mapped_column(Text)
-    # Who added it: uploads count against that user's MEDIA_QUOTA_BYTES (null before 0007).
-    user_id: Mapped[str | None] = mapped_column(
-        Text, ForeignKey("users.clerk_id", ondelete="SET NULL"), index=True
-    )
-
-
-class Quiz(IdMixin, TimestampMixin, Base):
-    __tablename__ = "quizzes"
-    __table_args__ = (CheckConstraint("pass_score >= 0 AND pass_score <= 1", name="pass_score"),)
-
-    lesson_id: Mapped[uuid.UUID] = mapped_column(
-        UUID(as_uuid=True), ForeignKey("lessons.id", ondelete="CASCADE"), nullable=False, index=True
-    )
-    title: Mapped[str] = mapped_column(Text, nullable=False)
-    questions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default="[]")
-    pass_score: Mapped[float] = mapped_column(Float, nullable=False, server_default="0.7")
 
 
 class Collaborator(IdMixin, TimestampMixin, Base):

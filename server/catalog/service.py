@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import Principal
 from server.catalog.content import Prerendered, validate_content, with_html
-from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Media, Tag, Unit
+from server.catalog.models import Collaborator, Course, CourseTag, Language, Lesson, Tag, Unit
 from server.catalog.queries import get_collaborator
 from server.errors import Conflict, NotFound, validation
 from server.learning.service import recompute_course_progress
+from server.media.models import Media
 from server.notifications.service import notify
 from server.users.models import User
 

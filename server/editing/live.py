@@ -151,8 +151,10 @@ _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
 
 async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     svc = services(HTTPConnection(scope))
+    rooms = svc.rooms
+    assert rooms is not None, "the collab component starts with the app"
     try:
-        await serve_collab(svc.rooms, scope, receive, send)
+        await serve_collab(rooms, scope, receive, send)
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:

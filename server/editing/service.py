@@ -21,6 +21,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from collab import suggestions, versions
+from collab.manager import RoomManager
 from collab.room import TEXT_LIMITS, TextTooLong
 from server.access import CourseAccess, Role
 from server.auth import Principal
@@ -49,7 +50,7 @@ def too_long(refused: TextTooLong, change: str) -> ValidationFailed:
         errors=[field_error(refused.field, f"at most {refused.limit} characters")])
 
 
-def require_rooms(rooms: Any) -> Any:
+def require_rooms(rooms: RoomManager | None) -> RoomManager:
     if rooms is None:
         raise ServiceUnavailable("Live editing is not running on this server.")
     return rooms
@@ -96,7 +97,7 @@ async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: u
     return version
 
 
-async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
+async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: RoomManager | None, lesson_id: uuid.UUID,
                           version_id: uuid.UUID, user: Principal) -> dict[str, Any]:
     """Record the current text as a version, then apply the difference to the live document."""
     async with sessions() as session:
@@ -150,7 +151,7 @@ def _unprocessable(err: suggestions.SuggestionError) -> ValidationFailed:
                             errors=[field_error([str(p) for p in err.loc], err.msg)])
 
 
-async def create_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, lesson_id: uuid.UUID,
+async def create_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: RoomManager | None, lesson_id: uuid.UUID,
                             user: Principal, access: CourseAccess, *, field: str, changes: list[dict[str, Any]], base_version: str,
                             comment: str | None) -> dict[str, Any]:
     async with sessions() as session:
@@ -272,7 +273,7 @@ def _still_open(row: SuggestedEdit) -> None:
         raise Conflict(f"This suggestion is already {row.status}.", status_value=row.status)
 
 
-async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: Any, suggestion_id: uuid.UUID,
+async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: RoomManager | None, suggestion_id: uuid.UUID,
                             user: Principal, access: CourseAccess, decision: str) -> dict[str, Any]:
     """``accept`` (applies it to the live document), ``reject`` or ``withdraw``; who may is the
     route's policy (``suggestion_deciders`` / ``suggester_of``)."""
@@ -303,5 +304,5 @@ async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: A
         out = suggestion_payload(row)
     if result_text is not None:
         out["text"] = result_text
-        await rooms.materialise(str(row.lesson_id))
+        await require_rooms(rooms).materialise(str(row.lesson_id))
     return out

@@ -10,10 +10,10 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import validation
-from server.events import emit
 from server.feedback.models import CourseFeedback, FeedbackUpvote
 from server.http import parse_datetime
 from server.notifications.service import notify
+from server.outbox.emit import emit
 
 Sort = Literal["upvotes", "recent"]
 

@@ -78,7 +78,7 @@ async def last_event_id(svc: Services, channel: str) -> Any:
     client that subscribes with ``since`` = it misses nothing.
     """
     broker = svc.broker
-    if broker is None or not hasattr(broker, "last_id"):
+    if broker is None:
         return 0
     found = await broker.last_id(channel)
     return found if found is not None else 0

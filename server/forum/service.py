@@ -22,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.access import CourseAccess, ForumAccess, require
 from server.auth import Principal
 from server.errors import Conflict, NotFound, validation
-from server.events import emit
 from server.forum.models import ForumPost, ForumPostLike, ForumReply, ForumReplyLike
 from server.forum.queries import (
     DELETED,
@@ -37,6 +36,7 @@ from server.forum.queries import (
 from server.gamification.service import record_action
 from server.http import jsonable
 from server.notifications.service import notify
+from server.outbox.emit import emit
 
 
 @dataclass(frozen=True)

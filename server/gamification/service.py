@@ -19,11 +19,11 @@ from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import DateTime, Text
 
-from server.events import emit
 from server.gamification import streaks
 from server.gamification.models import Achievement, LearningGoal, LoginDay, UserAchievement, UserStreak
 from server.gamification.requirements import COUNT_KEYS, Requirement, parse_requirement
 from server.notifications.service import notify
+from server.outbox.emit import emit
 from server.users.models import User
 
 # The keys of §9's requirement grammar; an action names the keys whose counts it may change.

@@ -10,11 +10,11 @@ from starlette.responses import Response
 
 from server.access import SIGNED_IN, CourseAccess, edit_course, edit_quiz, member_of, read_quiz
 from server.auth import require_user
-from server.catalog.models import Quiz
 from server.db import autocommit
 from server.errors import Conflict, NotFound
 from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
 from server.learning import quizzes, service
+from server.learning.models import Quiz
 from server.learning.schemas import (
     AnyQuizOut,
     AttemptOut,

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from server.db import Base, IdMixin, TimestampMixin, user_fk
 
 # ON DELETE: enrollments and progress belong to both their user and their course/lesson,
-# and mean nothing without either -> CASCADE on both sides.
+# and mean nothing without either -> CASCADE on both sides. A quiz is a child of its lesson -> CASCADE.
 
 
 class UserCourse(IdMixin, TimestampMixin, Base):
@@ -42,6 +42,18 @@ class UserProgress(IdMixin, TimestampMixin, Base):
     )
     status: Mapped[str] = mapped_column(Text, nullable=False, server_default="not_started")
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Quiz(IdMixin, TimestampMixin, Base):
+    __tablename__ = "quizzes"
+    __table_args__ = (CheckConstraint("pass_score >= 0 AND pass_score <= 1", name="pass_score"),)
+
+    lesson_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("lessons.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    title: Mapped[str] = mapped_column(Text, nullable=False)
+    questions: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, nullable=False, server_default="[]")
+    pass_score: Mapped[float] = mapped_column(Float, nullable=False, server_default="0.7")
 
 
 class QuizAttempt(IdMixin, TimestampMixin, Base):

@@ -9,9 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_v
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Quiz
 from server.errors import Conflict, ValidationFailed, field_error
-from server.learning.models import QuizAttempt
+from server.learning.models import Quiz, QuizAttempt
 
 # Every part of a quiz and of an attempt is bounded (attempts are stored, one row each, so an
 # unbounded answer was up to 1 MiB of storage per request). Documented in the README.

@@ -13,10 +13,11 @@ from starlette.routing import BaseRoute, Route
 
 from server.access import edit_course, edit_media, member_of
 from server.auth import require_user
-from server.catalog.models import Lesson, Media
+from server.catalog.models import Lesson
 from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
 from server.http import json_response, no_content, path_id, read_json
 from server.media import service
+from server.media.models import Media
 from server.media.schemas import MediaOut
 from server.routing import Api
 from server.schemas import Page

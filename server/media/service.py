@@ -15,8 +15,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.catalog.models import Media
 from server.errors import PayloadTooLarge, UnsupportedMediaType, validation
+from server.media.models import Media
 
 
 @dataclass(frozen=True)

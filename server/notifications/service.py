@@ -12,9 +12,9 @@ from sqlalchemy import Table, Text, bindparam, func, insert, select, text, tuple
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.errors import NotFound
-from server.events import emit
 from server.http import jsonable
 from server.notifications.models import Notification
+from server.outbox.emit import emit
 
 TYPES = {"reply", "like", "suggestion", "suggestion_decided", "collaborator_added", "feedback",
          "achievement", "goal_completed"}
