@@ -14,7 +14,8 @@ Assembly (nothing imports these; only the CLI names ``server.app:create_app``, a
     server/models.py        the schema registry (every domain's tables) for Alembic and the schema test
     server/cli.py, __main__.py, demo.py, migrate.py   the command line, demo data, migrations + seeds
 
-Domains: server/<domain>/{models,service,api}.py (+ helpers), calling each other one way:
+Domains: server/<domain>/{models,service,api,schemas}.py (+ queries.py where reads are many),
+calling each other one way:
     users          accounts, webhooks
     notifications  -> outbox
     gamification   -> notifications            streaks, goals, achievements (activity.py: the hook)
@@ -33,8 +34,12 @@ Domains: server/<domain>/{models,service,api}.py (+ helpers), calling each other
   catalog's course cards count enrollments, while catalog *code* is called by no domain below it.
 
 Core (used by every domain; reads domain tables, never domain code)
-    server/routing.py       declaring a REST route: path, method, auth, OpenAPI description
-    server/access.py        the one policy of who may read or change what (reads catalog and learning tables)
+    server/routing.py       declaring a REST route: path, method, access= (enforced before the handler),
+                            response= (published, checked when CHECK_RESPONSES=1), OpenAPI description
+    server/access.py        the one policy of who may read or change what: named policies per domain
+                            (edit_course, post_author_or_staff, own_goal, ...) (reads domain tables)
+    server/schemas.py       Out and Page[T], the bases of every domain's response models
+    server/live_events.py   the /ws events: name -> payload model and channel (each domain's EVENTS)
     server/auth.py          tokens -> Principal; just-in-time users (reads the users table)
     server/http.py          request parsing limits, JSON encoding, cursors
     server/errors.py        ProblemError and its kinds (NotFound, Forbidden, ValidationFailed, ...)
@@ -47,14 +52,23 @@ Core (used by every domain; reads domain tables, never domain code)
     server/db.py            declarative base, engine, sessions: imports no server module
 
 Libraries (import nothing of the server, nor each other; the app hands them callables at startup)
-    collab/      y-websocket rooms: protocol.py (the wire messages), room.py, relay.py, store.py, ...
+    collab/      live documents (module map in collab/__init__.py): connection.py (the y-websocket
+                 socket), receiver.py (dispatch by message type, budgets), manager.py (RoomManager:
+                 open/load/unload, the server-facing API), room.py (document + peers, the Link a
+                 connection implements), awareness.py, persistence.py ("saved", log, versions,
+                 compaction), cluster.py (relay in), access.py (grants, re-checks), relay.py, store.py
     realtime/    the /ws hub and its brokers (in-process, Redis Streams)
+    wire/        what both sockets share: frame encoding, the direct-transport check, close codes
 
 Where a change goes:
     a REST route and its access rule   server/<domain>/api.py (the rule itself, if new: server/access.py)
-    a collab message type              collab/protocol.py (encoding) and its handler in collab/room.py
-    a live event                       emit() in the domain's service.py, in the write's transaction;
+    a collab message type              collab/protocol.py (encoding) and its handler in collab/receiver.py
+    a collab protocol (e.g. Hocuspocus) a connection module beside collab/connection.py implementing
+                                       collab.room.Link and calling RoomManager.admit/join/leave
+    a live event                       emit() in the domain's service.py, in the write's transaction,
+                                       its payload model in the domain's schemas.py EVENTS;
                                        a new kind of channel: server/ws/policy.py
-    a page                             web/src/main.js (its routes table); a new top-level path
+    a page                             web/src/pages/<page>.js and its line in web/src/main.js's
+                                       routes table; a new top-level path
                                        segment reserved for the server: WEB_RESERVED in server/web/static.py
 """

@@ -97,6 +97,10 @@ def _check_response(op: Operation, response: Response) -> Response:
     try:
         _adapter(op.response).validate_json(bytes(body), strict=False)
     except ValidationError as exc:
+        if all("recursion limit" in str(e.get("msg", "")) for e in exc.errors()):
+            # pydantic's JSON parser stops at ~200 levels; a reply tree may be deeper (§6 has no
+            # depth limit): the shallow pages of the suite are checked, the deep ones only parse.
+            return response
         logger.error("response schema mismatch: %s %s -> %s: %s", op.method, op.path, _name(op.response),
                      exc.errors(include_url=False)[:5])
         from server.errors import ProblemError

@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DOMAINS = {"users", "notifications", "gamification", "learning", "catalog", "forum", "feedback", "flashcards",
            "editing", "media", "web"}
 # What composes the app out of the rest: nothing below may import these.
+# server.live_events assembles each domain's live-event models (as server.models does their tables).
 ASSEMBLY = {"server.app", "server.infra", "server.problems", "server.middleware", "server.ws", "server.models",
-            "server.cli", "server.__main__", "server.demo", "server.migrate"}
+            "server.live_events", "server.cli", "server.__main__", "server.demo", "server.migrate"}
 # Core modules that may use a domain's code (not only its tables), and why.
 CORE_USES_DOMAIN = {
     # Services holds the per-process outline cache; the module imports nothing of the server.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -215,6 +216,9 @@ async def test_slow_reader_is_closed_4008(live: Live) -> None:
     alice = await live.user("Alice")
     channel = f"course:{await live.course(alice)}"
     async with live.ws(alice, max_queue=1) as ws:
+        # A fixed receive buffer: Linux autotunes a loopback socket's up to tcp_rmem's max (32 MiB
+        # on some machines), which would hold the whole flood in the kernel.
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         await subscribe(ws, channel)
         # ~20 MB of live events while the client reads nothing: more than the kernel's socket
         # buffers on both ends can hold, so the server's own backlog passes 1 MiB

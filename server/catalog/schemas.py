@@ -10,6 +10,8 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
+from pydantic import ConfigDict
+
 from server.schemas import Out, Page
 
 Difficulty = Literal["beginner", "intermediate", "advanced"]
@@ -87,7 +89,12 @@ class UnitList(Out):
 
 
 class LessonContent(Out):
-    """Stored content (server/catalog/content.py, per ``content_type``) with its rendered ``html``."""
+    """Stored content (server/catalog/content.py, per ``content_type``) with its rendered ``html``.
+
+    Other keys a client stored are kept and returned as they were (the contract's content is an
+    object the client owns beyond these), so this model alone allows extra fields."""
+
+    model_config = ConfigDict(extra="allow")
 
     body: str
     html: str
