@@ -1,7 +1,7 @@
 """Scriptorium: the server of a learning platform with live co-editing and live forums.
 
 Module map. Each layer imports only the layers below it (``A -> B``: A imports B); the rules are
-checked on the source by ``tests/test_layering.py``.
+checked on the source by ``tests/app/test_layering.py``.
 
 Assembly (nothing imports these; only the CLI names ``server.app:create_app``, as a string)
     server/app.py           create_app: which APIs, sockets, components and middleware, in what order

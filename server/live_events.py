@@ -1,10 +1,10 @@
-"""The live events of ``WS /ws`` (API.md §7): each event name, the channel that carries it and
+"""The live events of ``WS /ws`` (docs/API.md §7): each event name, the channel that carries it and
 the pydantic model of its ``data``.
 
 Events are recorded where they happen (``server.outbox.emit``, in the writing transaction) and
 relayed by the hub; this registry only describes them. Each domain declares its events' models in
 its own ``schemas.py`` (``EVENTS`` there, the forum's below); this module assembles them. It is
-the contract the web client reads (the README lists it), and tests/test_live_event_schemas.py
+the contract the web client reads (the README lists it), and tests/realtime/test_live_event_schemas.py
 drives every event through REST and /ws and validates each payload against its model
 (``extra="forbid"``: a field the server sends must be declared).
 """

@@ -2,7 +2,7 @@
 
 Rendering is linear but slow and input-dependent: measured 7 µs a character on plain paragraphs,
 23 µs on ``![`` repeated (0.9 s for 40,000 characters) and 19 µs on ``![a``. So HTML is
-rendered on write and stored (API.md §3), and :func:`render` keeps the event loop free: texts of
+rendered on write and stored (docs/API.md §3), and :func:`render` keeps the event loop free: texts of
 up to ``inline_chars`` (about 40 ms at worst) render in place, longer ones in a worker process
 (no GIL shared with the loop) under a CPU-time budget; past the budget the text is shown
 escaped, as plain paragraphs, and the worker is free again for the next one.
@@ -61,7 +61,7 @@ def _parser() -> MarkdownIt:
 # Rendered HTML is stored and sent on every read: past MAX_GROWTH times the Markdown (plus
 # MAX_SLACK) the text is shown escaped instead. Reference links defined once with a long URL and
 # used thousands of times turned 181 KB into 31 MB (x176), a table header of hundreds of columns
-# padding every row 1.8 KB into 663 KB (x368); this README and API.md render at x1.2.
+# padding every row 1.8 KB into 663 KB (x368); this README and docs/API.md render at x1.2.
 MAX_GROWTH = 20
 MAX_SLACK = 64 * 1024
 

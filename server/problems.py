@@ -1,4 +1,4 @@
-"""Errors as RFC 9457 problem+json (API.md §1): the app's exception handlers.
+"""Errors as RFC 9457 problem+json (docs/API.md §1): the app's exception handlers.
 
 Domain code raises :class:`server.errors.ProblemError`; Starlette's own 404/405 and anything
 unexpected are answered in the same shape (the latter logged, never shown to the client).

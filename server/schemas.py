@@ -20,7 +20,7 @@ class Out(BaseModel):
 
 
 class Page(Out, Generic[T]):
-    """A page of a list (API.md §3): ``next_cursor`` is null on the last page."""
+    """A page of a list (docs/API.md §3): ``next_cursor`` is null on the last page."""
 
     items: list[T]
     next_cursor: str | None

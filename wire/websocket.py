@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-# Close codes (API.md §5 and §7 for the 44xx ones).
+# Close codes (docs/API.md §5 and §7 for the 44xx ones).
 CLOSE_GOING_AWAY = 1001  # the server is shutting down
 CLOSE_TOO_BIG = 1009  # an inbound frame over the endpoint's limit
 CLOSE_INTERNAL = 1011  # the server failed (or its broker is unavailable)

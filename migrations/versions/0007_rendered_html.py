@@ -5,7 +5,7 @@ Revises: 0006
 Create Date: 2026-12-02
 
 Markdown was rendered on every read: listing 20 flashcards whose fronts were 10,000 × ``![``
-took 14-19 s of the event loop. HTML is now rendered on write (API.md §3) and stored next to
+took 14-19 s of the event loop. HTML is now rendered on write (docs/API.md §3) and stored next to
 the text. Existing rows keep NULL until they are next written; reads then render short texts
 in place and show long ones escaped (server.markdown.stored_html), never a long render.
 """

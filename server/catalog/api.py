@@ -1,4 +1,4 @@
-"""REST: languages, tags, courses, units, lessons, outline, collaborators (API.md §4 Catalogue/Structure)."""
+"""REST: languages, tags, courses, units, lessons, outline, collaborators (docs/API.md §4 Catalogue/Structure)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Response models of the catalogue routes (API.md §4 Catalogue/Structure).
+"""Response models of the catalogue routes (docs/API.md §4 Catalogue/Structure).
 
 Most of these bodies are built as JSON by PostgreSQL (server/catalog/queries.py): the fields here
 follow those ``json_build_object`` calls one for one.
@@ -113,7 +113,7 @@ class LessonOut(Out):
     content_type: ContentType
     content: LessonContent
     position: int
-    version: str  # the lesson's revision, a decimal string (API.md §3: opaque to clients)
+    version: str  # the lesson's revision, a decimal string (docs/API.md §3: opaque to clients)
     created_at: datetime
     updated_at: datetime
 

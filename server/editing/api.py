@@ -1,4 +1,4 @@
-"""REST: lesson version history and suggested edits (API.md §5, §6). Each route names who may
+"""REST: lesson version history and suggested edits (docs/API.md §5, §6). Each route names who may
 call it (server/access.py); the router checks it before the handler runs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Response models of the version history and suggested-edit routes (API.md §5, §6)."""
+"""Response models of the version history and suggested-edit routes (docs/API.md §5, §6)."""
 
 from __future__ import annotations
 

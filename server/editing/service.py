@@ -1,4 +1,4 @@
-"""Version history and suggested edits of lessons (API.md §5, §6) on top of the live rooms.
+"""Version history and suggested edits of lessons (docs/API.md §5, §6) on top of the live rooms.
 
 The live document is reached only through the room API on ``services.rooms``
 (``apply`` / ``read`` / ``record_version`` / ``materialise``); the CRDT logic is in
@@ -46,7 +46,7 @@ def too_long(refused: TextTooLong, change: str) -> ValidationFailed:
     """422 for a server change the live document's limits refused (the room undid it)."""
     return ValidationFailed(
         f"{change} would make the lesson {refused.field} longer than {refused.limit:,} characters "
-        "(API.md §5); nothing was changed.",
+        "(docs/API.md §5); nothing was changed.",
         errors=[field_error(refused.field, f"at most {refused.limit} characters")])
 
 

@@ -35,7 +35,7 @@ class Flashcard(IdMixin, TimestampMixin, Base):
     )
     front: Mapped[str] = mapped_column(Text, nullable=False)
     back: Mapped[str] = mapped_column(Text, nullable=False)
-    # Rendered on write (API.md §3); NULL on cards written before that (server.markdown.stored_html).
+    # Rendered on write (docs/API.md §3); NULL on cards written before that (server.markdown.stored_html).
     front_html: Mapped[str | None] = mapped_column(Text)
     back_html: Mapped[str | None] = mapped_column(Text)
     position: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")

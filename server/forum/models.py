@@ -34,7 +34,7 @@ class ForumPost(IdMixin, TimestampMixin, Base):
     user_id: Mapped[str] = user_fk("RESTRICT")
     title: Mapped[str] = mapped_column(Text, nullable=False)
     content: Mapped[str] = mapped_column(Text, nullable=False)
-    # Rendered on write (API.md §3); NULL on rows written before that (server.markdown.stored_html).
+    # Rendered on write (docs/API.md §3); NULL on rows written before that (server.markdown.stored_html).
     html: Mapped[str | None] = mapped_column(Text)
     is_pinned: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     is_locked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")

@@ -1,4 +1,4 @@
-"""Response models of the forum routes (API.md §4 Forum) and the payloads of its live events (§7)."""
+"""Response models of the forum routes (docs/API.md §4 Forum) and the payloads of its live events (§7)."""
 
 from __future__ import annotations
 

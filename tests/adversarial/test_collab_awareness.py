@@ -1,4 +1,4 @@
-"""Awareness ownership on ``WS /collab/lessons/{id}`` (issue 11, item 2; API.md §5).
+"""Awareness ownership on ``WS /collab/lessons/{id}`` (issue 11, item 2; docs/API.md §5).
 
 One socket could announce any number of awareness client ids (≈300k per 2 MiB frame), each kept
 until it closed, re-encoded for every joiner, scanned every 250 ms and relayed to other nodes: a
@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import protocol as p
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
-from tests.collab_support import YClient, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, make_lesson
 
 MAX_IDS = 4
 MAX_STATE = 8 * 1024

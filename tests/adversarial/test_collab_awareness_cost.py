@@ -1,4 +1,4 @@
-"""Awareness frames cost per entry, not per byte (issue 11 review, item 1; API.md §5).
+"""Awareness frames cost per entry, not per byte (issue 11 review, item 1; docs/API.md §5).
 
 A frame of 1,024 minimal entries is 6 KB but took ~2.4 ms to parse in Python before it was
 dropped; the byte budget let ~1,300 of them a second through (~3 s of CPU per second, 64 per
@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import protocol as p
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
-from tests.collab_support import YClient, make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, make_lesson
 
 
 async def test_frames_of_many_minimal_entries_do_not_hold_the_loop(

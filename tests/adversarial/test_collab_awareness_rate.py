@@ -1,4 +1,4 @@
-"""Awareness fan-out is rate-limited per socket (issue 11 review, item 2; API.md §5).
+"""Awareness fan-out is rate-limited per socket (issue 11 review, item 2; docs/API.md §5).
 
 Every awareness frame a socket sent was broadcast to every peer and published to Redis: a
 viewer sending its own 8 KiB state with rising clocks at its 8 MiB/s receive budget made the
@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from tests.adversarial.rawws import RawSocket, client_frames
-from tests.collab_support import make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import make_lesson
 
 FRAMES = 300
 ATTACKER_ID = 4242

@@ -1,4 +1,4 @@
-"""Compaction reads a bounded number of bytes and merges off the event loop (issue 11; API.md §3).
+"""Compaction reads a bounded number of bytes and merges off the event loop (issue 11; docs/API.md §3).
 
 At 500 log rows compaction loaded every row at once (500 copies of a 2 MiB update: ~1 GB) and
 merged them on the event loop (2.4 s for 40 copies). Now one compaction reads at most
@@ -20,8 +20,8 @@ from collab.room import merge_log
 from server.db import make_sessionmaker
 from server.editing import store as editing_store
 from server.editing.store import PgStore
-from tests.forum_support import make_course
 from tests.support import DevUser
+from tests.support.forum import make_course
 
 ROWS = 6
 

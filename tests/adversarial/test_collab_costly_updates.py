@@ -1,4 +1,4 @@
-"""Updates that cost far more loop time than their size says (issue 11; API.md §3).
+"""Updates that cost far more loop time than their size says (issue 11; docs/API.md §3).
 
 Applying an update costs per struct, not per byte, and yrs holds the GIL throughout, so no thread
 helps. A writer's update of 12,500 tiny map entries is ~260 KB. Before, it was tried on a scratch

@@ -1,4 +1,4 @@
-"""The live document is bounded as a whole, not only its title and body (issue 11; API.md §5).
+"""The live document is bounded as a whole, not only its title and body (issue 11; docs/API.md §5).
 
 TEXT_LIMITS covered title and body only: a writer could add ``meta`` keys or new root types
 forever, growing room memory, the log, every version row and each joiner's step 2. Now an update
@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from collab.room import DOCUMENT_MAX_BYTES
-from tests.collab_support import YClient, make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, make_lesson
 
 TOO_LARGE = 4413
 

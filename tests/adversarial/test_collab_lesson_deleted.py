@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.catalog_helpers import build_course, ok
-from tests.collab_support import YClient
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.catalog import build_course, ok
+from tests.support.collab import YClient
 
 
 async def test_deleting_a_lesson_under_an_open_room(database_url: str, data_dir: Path) -> None:

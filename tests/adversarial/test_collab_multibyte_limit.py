@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import protocol as p
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
-from tests.collab_support import YClient, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, make_lesson
 
 BODY = "😀" * 199_990  # 800 KB: 4 bytes each
 

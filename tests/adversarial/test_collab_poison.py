@@ -1,4 +1,4 @@
-"""A sequence of client updates that poisons a live document (issue 11; API.md §3, §5).
+"""A sequence of client updates that poisons a live document (issue 11; docs/API.md §3, §5).
 
 Found by tests/fuzz (bench/fuzz/crashes/collab_dispatch-poison-in-sequence): updates that each
 pass ``check_update`` (applied to an empty document) left the room's document, applied in turn,
@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from server.editing.models import LessonUpdate
-from tests.collab_support import YClient, converge, lesson_row, make_lesson
 from tests.support import ROOT, ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, converge, lesson_row, make_lesson
 
 CRASH = ROOT / "bench" / "fuzz" / "crashes" / "collab_dispatch-poison-in-sequence"
 

@@ -1,4 +1,4 @@
-"""Re-sending one large update costs its full price once (issue 11; API.md §3 bounded work).
+"""Re-sending one large update costs its full price once (issue 11; docs/API.md §3 bounded work).
 
 A writer built one ~2 MiB update (a ``meta`` Map with 25,000 keys) and re-sent it: each copy was
 checked on a scratch document, applied, persisted as a 2 MiB row, broadcast and relayed, and the
@@ -17,8 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import protocol as p
 from server.editing.models import LessonUpdate
 from tests.adversarial.probe import AttackWatch
-from tests.collab_support import YClient, make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, make_lesson
 
 COPIES = 20
 

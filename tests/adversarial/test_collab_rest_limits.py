@@ -1,5 +1,5 @@
 """REST changes of the live document obey its text limits (issue 11, collab follow-up 1;
-API.md §5: a title over 200 or a body over 200,000 characters is never materialised).
+docs/API.md §5: a title over 200 or a body over 200,000 characters is never materialised).
 
 Accepting a suggestion and restoring a version changed the live document without the check a
 client's update gets: an editor could push the title or body over its limit, where it was then
@@ -14,8 +14,8 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonVersion
-from tests.collab_support import YClient, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, lesson_row, make_lesson
 
 PROBLEM = "application/problem+json"
 

@@ -1,4 +1,4 @@
-"""One lesson, one room, whatever the spelling of its id (issue 11, item 4; API.md §5).
+"""One lesson, one room, whatever the spelling of its id (issue 11, item 4; docs/API.md §5).
 
 The room key used to be the raw path: the same lesson id in upper case opened a second
 document, and the two overwrote each other's materialised text. Every spelling Python's
@@ -11,8 +11,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.collab_support import YClient, closed_with, converge, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, closed_with, converge, lesson_row, make_lesson
 
 
 async def test_every_spelling_of_a_lesson_id_is_the_same_room(

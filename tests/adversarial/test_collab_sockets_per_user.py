@@ -10,8 +10,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.collab_support import YClient, closed_with, make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, closed_with, make_lesson
 
 CAP = 32
 

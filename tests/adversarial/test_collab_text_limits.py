@@ -1,4 +1,4 @@
-"""The live document obeys the REST text limits (issue 11, item 3; API.md §5).
+"""The live document obeys the REST text limits (issue 11, item 3; docs/API.md §5).
 
 Materialisation used to write a title or body of any size into ``lessons`` (REST caps them at
 200 and 200,000 characters), so one editor's 1.5 MB title reached every outline. Now an update
@@ -23,8 +23,8 @@ from collab.room import TextTooLong
 from server.db import make_engine, make_sessionmaker
 from server.editing.models import LessonUpdate
 from server.editing.store import PgStore
-from tests.collab_support import YClient, converge, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, converge, lesson_row, make_lesson
 
 TOO_LARGE = 4413
 

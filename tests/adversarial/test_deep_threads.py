@@ -19,8 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.adversarial.probe import AttackWatch
-from tests.forum_support import create_post, make_course
 from tests.support import DevUser, ServerProcess
+from tests.support.forum import create_post, make_course
 
 
 async def reply_chain(db: AsyncEngine, post_id: str, user: DevUser, depth: int) -> list[str]:

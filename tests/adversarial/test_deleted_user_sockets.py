@@ -20,9 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import connect
 
 from tests.adversarial.test_deleted_users import deliver
-from tests.collab_support import YClient, make_lesson
+from tests.api.users.test_auth import clerk_env, token
 from tests.support import ServerProcess, running
-from tests.test_auth import clerk_env, token
+from tests.support.collab import YClient, make_lesson
 
 WS_RECHECK = 1.0
 

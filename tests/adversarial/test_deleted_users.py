@@ -15,8 +15,8 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tests.api.users.test_auth import _user_row, clerk_env, clerk_user, signed, token
 from tests.support import ServerProcess, running
-from tests.test_auth import _user_row, clerk_env, clerk_user, signed, token
 
 
 @pytest.fixture(scope="module")

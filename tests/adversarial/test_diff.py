@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from collab import versions
 from server.editing.models import LessonVersion
 from tests.adversarial.probe import AttackWatch
-from tests.collab_support import YClient, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, lesson_row, make_lesson
 
 N = 4000  # "ab"*N + "x" is 8,001 characters
 

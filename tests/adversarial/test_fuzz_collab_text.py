@@ -9,8 +9,8 @@ from __future__ import annotations
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.collab_support import YClient, lesson_row, make_lesson
 from tests.support import ServerProcess, dev_user, eventually
+from tests.support.collab import YClient, lesson_row, make_lesson
 
 
 async def test_a_nul_in_the_live_body_does_not_stop_materialisation(

@@ -15,8 +15,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
-from tests.collab_support import YClient, converge, make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, converge, make_lesson
 
 # The fuzzer's crash file (tests.fuzz.run collab_dispatch): a sync step 2 carrying the update.
 POISON_FRAME = base64.b64decode("AAEbAQHhyajcraoTAQAAAAAAAADiBAYgd29ybGQA")

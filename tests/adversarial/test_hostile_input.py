@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.adversarial.probe import AttackWatch
-from tests.catalog_helpers import build_course, enroll, ok
 from tests.support import DevUser, ServerProcess
+from tests.support.catalog import build_course, enroll, ok
 
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"a":' * 50_000 + b"1" + b"}" * 50_000

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.catalog_helpers import build_course, ok
 from tests.support import DevUser, ServerProcess, dev_user, running
+from tests.support.catalog import build_course, ok
 
 QUOTA = 4096
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * (1500 - 16)  # 1,500 bytes

@@ -14,8 +14,8 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.catalog_helpers import build_course, enroll, ok
 from tests.support import DevUser
+from tests.support.catalog import build_course, enroll, ok
 
 QUIZ: dict[str, Any] = {"title": "Q", "pass_score": 0.5, "questions": [
     {"id": "q1", "kind": "single", "prompt": "p", "options": ["a", "b"], "answer": 0},

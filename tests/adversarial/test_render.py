@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.markdown import _render_in_worker, plain_html, render_markdown
 from server.migrate import backfill_html
 from tests.adversarial.probe import AttackWatch
-from tests.catalog_helpers import build_course, ok
-from tests.collab_support import make_lesson
-from tests.forum_support import create_post, make_course
 from tests.support import ServerProcess, dev_user
+from tests.support.catalog import build_course, ok
+from tests.support.collab import make_lesson
+from tests.support.forum import create_post, make_course
 
 FRONT = "![" * 9_999  # 19,998 characters (+ a digit), at the card limit
 

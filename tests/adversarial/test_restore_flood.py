@@ -11,8 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonVersion
 from tests.adversarial.probe import AttackWatch
-from tests.collab_support import make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import make_lesson
 
 
 async def test_restores_are_rate_limited_per_user(database_url: str, data_dir: Path, db: AsyncEngine) -> None:

@@ -13,9 +13,9 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.collab_support import make_lesson
+from tests.collab.test_suggestions import version_of
 from tests.support import dev_user
-from tests.test_suggestions import version_of
+from tests.support.collab import make_lesson
 
 PROSE = ("Scriptorium is a learning platform where co-authors write lessons together in real time, "
          "learners discuss them in live forum threads, and everyone gets notifications. ")

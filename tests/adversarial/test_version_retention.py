@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.db import make_sessionmaker
 from server.editing import store as editing_store
 from server.editing.store import PgStore
-from tests.forum_support import make_course
 from tests.support import DevUser
+from tests.support.forum import make_course
 
 STATE = b"\x00" * 2048  # stands for a document state
 

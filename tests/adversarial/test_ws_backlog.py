@@ -19,8 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from server.db import make_engine
 from server.migrate import upgrade
 from tests.adversarial.probe import AttackWatch
-from tests.realtime_support import Live
 from tests.support import DevUser, Postgres, ServerProcess, dev_user
+from tests.support.realtime import Live
 
 MiB = 1024 * 1024
 

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.catalog_helpers import build_course
-from tests.realtime_support import recv, send
 from tests.support import DevUser, ServerProcess
+from tests.support.catalog import build_course
+from tests.support.realtime import recv, send
 
 DEEP = 30_000  # 60 KB of brackets: under the 64 KiB frame limit, far past any recursion limit
 

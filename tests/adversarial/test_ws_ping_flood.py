@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import OP_PING, RawSocket, client_frame
-from tests.collab_support import make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import make_lesson
 
 FLOOD_BYTES = 48 * 1024 * 1024  # ~370,000 pings of 125 bytes: ~47 MB of pongs if all answered
 CHUNK = 1024 * 1024

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import text
 from websockets.asyncio.client import ClientConnection
 
-from tests.catalog_helpers import add_collaborator, make_admin, ok
-from tests.realtime_support import Live, events, live_deployment, recv, send, subscribe
 from tests.support import Postgres
+from tests.support.catalog import add_collaborator, make_admin, ok
+from tests.support.realtime import Live, events, live_deployment, recv, send, subscribe
 
 WITHIN_S = 15.0  # §7
 

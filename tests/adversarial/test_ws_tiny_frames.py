@@ -20,8 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import OP_CLOSE, OP_PING, RawSocket, client_frame
-from tests.collab_support import make_lesson
 from tests.support import ServerProcess, dev_user
+from tests.support.collab import make_lesson
 
 OP_PONG = 0xA
 FLOOD_BYTES = 4 * 1024 * 1024
