@@ -1,0 +1,203 @@
+"""PostgreSQL outage (docs/API.md §1, faults): a server on a PostgreSQL this module owns, which the
+tests stop (``pg_ctl stop -m fast``) and start again on the same socket.
+
+While it is down ``/readyz`` answers 503 and REST writes 503 problem+json with ``Retry-After``
+(never 500, also when the failure is the sign-in's user lookup); when it returns, the server
+recovers without a restart, the outbox delivers what was written before, in order, and a
+co-editor's updates, held meanwhile, are written ("saved" is answered only then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from pycrdt import Doc, Text
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.db import make_engine
+from server.editing.models import LessonSnapshot, LessonUpdate
+from server.migrate import upgrade
+from tests.support import ServerProcess, dev_user
+from tests.support.collab import YClient, make_lesson
+from tests.support.faults import OwnedPostgres
+from tests.support.realtime import Live, events, subscribe
+
+RETRY_AFTER = "5"
+
+
+@pytest.fixture(scope="module")
+def owned_pg() -> Iterator[OwnedPostgres]:
+    pg = OwnedPostgres()
+    yield pg
+    pg.close()
+
+
+@pytest.fixture(scope="module")
+async def live(owned_pg: OwnedPostgres) -> AsyncIterator[Live]:
+    url = await owned_pg.create_database("scr_fault")
+    await upgrade(url)
+    server = ServerProcess(database_url=url, data_dir=Path(tempfile.mkdtemp(prefix="scr-fault-")),
+                           env={"RATE_LIMIT_PER_MINUTE": "0"})
+    await asyncio.to_thread(server.start)
+    engine = make_engine(url)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            yield Live("memory", server, engine, client)
+    finally:
+        server.stop()
+        await engine.dispose()
+
+
+async def stop_postgres(pg: OwnedPostgres, live: Live) -> None:
+    await live.engine.dispose()  # the test's own connections die with it
+    await asyncio.to_thread(pg.stop)
+
+
+async def start_postgres(pg: OwnedPostgres, live: Live) -> None:
+    await asyncio.to_thread(pg.start)
+    await live.engine.dispose()  # connections made before the outage are dead
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/problem+json"), response.headers
+    assert response.headers["retry-after"] == RETRY_AFTER, response.headers
+    body = response.json()
+    assert body["status"] == 503 and body["type"].endswith("/unavailable"), body
+
+
+async def test_rest_answers_503_while_postgres_is_down_and_recovers(owned_pg: OwnedPostgres, live: Live) -> None:
+    alice = await live.user("Alice")
+    course = await live.course(alice)
+    channel = f"course:{course}"
+    async with live.ws(alice) as ws:
+        assert (await subscribe(ws, channel))["type"] == "subscribed"
+        # written (committed to the outbox) right before the outage: maybe not drained yet
+        await live.emit_many(channel, 40, per_tx=5)
+        await stop_postgres(owned_pg, live)
+        try:
+            # first on the pooled connections the shutdown terminated, then on refused connects
+            for _ in range(3):
+                assert_unavailable(await live.client.patch("/api/me", json={"name": "Alice B"},
+                                                           headers=alice.headers))
+                assert_unavailable(await live.client.post("/api/courses", json={"title": "During"},
+                                                          headers=alice.headers))
+                assert (await live.client.get("/readyz")).status_code == 503
+        finally:
+            await start_postgres(owned_pg, live)
+
+        async def ready() -> bool:
+            return (await live.client.get("/readyz")).status_code == 200
+
+        from tests.support import eventually
+
+        await eventually(ready, within=20, interval=0.1)
+        # the pool recovered without a server restart: the same writes succeed
+        me = await live.client.patch("/api/me", json={"name": "Alice B"}, headers=alice.headers)
+        assert me.status_code == 200, me.text
+        assert me.json()["name"] == "Alice B"
+        created = await live.client.post("/api/courses", json={"title": "After"}, headers=alice.headers)
+        assert created.status_code == 201, created.text
+        # the outbox delivers everything written before the outage, once, in order
+        got = await events(ws, 40, within=30)
+        assert [frame["data"]["n"] for frame in got] == list(range(40))
+        ids = [frame["id"] for frame in got]
+        assert ids == sorted(ids) and len(set(ids)) == 40
+    # a user signing in for the first time after the outage works too
+    await dev_user(live.client, "Carol")
+
+
+async def stored_body(engine: AsyncEngine, lesson_id: str) -> str:
+    """The lesson's body as its stored log (snapshot + update rows) rebuilds it: what a restart loads."""
+    lid = uuid.UUID(lesson_id)
+    doc: Doc = Doc()
+    async with engine.connect() as conn:
+        snapshot = (await conn.execute(select(LessonSnapshot.state)
+                                       .where(LessonSnapshot.lesson_id == lid))).scalar()
+        rows = (await conn.execute(select(LessonUpdate.update).where(LessonUpdate.lesson_id == lid)
+                                   .order_by(LessonUpdate.id))).scalars().all()
+    for update in ([snapshot] if snapshot else []) + list(rows):
+        doc.apply_update(update)
+    return str(doc.get("body", type=Text))
+
+
+async def test_collab_edits_made_while_postgres_is_down_are_saved_when_it_returns(
+        owned_pg: OwnedPostgres, live: Live) -> None:
+    alice = await live.user("Alice")
+    lesson = await make_lesson(live.engine, alice.clerk_id, body="Hello")
+    editor = await YClient.connect(live.server.ws_url, lesson.id, alice.token)
+    try:
+        editor.body.insert(len(editor.body), " before")
+        await editor.saved()
+        await stop_postgres(owned_pg, live)
+        try:
+            editor.body.insert(len(editor.body), " during the outage")
+            await editor.roundtrip()  # the room has it (and still accepts edits)
+            with pytest.raises(TimeoutError):
+                # never "saved" while nothing can be written: the flush keeps failing
+                await editor.saved(within=1.5)
+        finally:
+            await start_postgres(owned_pg, live)
+        await editor.saved(within=20)
+        assert "during the outage" in await stored_body(live.engine, lesson.id)
+        assert await stored_body(live.engine, lesson.id) == "Hello before during the outage"
+        assert editor.close_code is None  # the socket stayed open all along
+    finally:
+        await editor.close()
+
+
+# --- which errors mean "unreachable" (server.problems.unavailable_cause) ------------------------
+
+
+def raised(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:
+        return caught
+
+
+def test_connection_failures_are_unavailable_and_other_errors_are_not() -> None:
+    import asyncpg
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    from server.problems import unavailable_cause
+
+    unreachable: list[BaseException] = [
+        asyncpg.CannotConnectNowError("the database system is shutting down"),
+        asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+        asyncpg.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        sqlalchemy.exc.TimeoutError("QueuePool limit of size 10 overflow 20 reached"),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, ConnectionError("gone"),
+                                        connection_invalidated=True),
+        redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6379"),
+        redis.exceptions.TimeoutError("Timeout reading from socket"),
+    ]
+    for exc in unreachable:
+        assert unavailable_cause(exc) is exc, exc
+    # found through the chain: a wrapper raised "from" it, or while handling it
+    try:
+        try:
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+        except asyncpg.CannotConnectNowError as inner:
+            raise RuntimeError("loading the page failed") from inner
+    except RuntimeError as outer:
+        assert isinstance(unavailable_cause(outer), asyncpg.CannotConnectNowError)
+    wrapped = sqlalchemy.exc.DBAPIError("SELECT 1", {}, asyncpg.AdminShutdownError("bye"))
+    assert isinstance(unavailable_cause(wrapped), asyncpg.AdminShutdownError)
+    # a live database refusing a statement, a bug, a file error of our own: a 500, as before
+    for exc in [
+        sqlalchemy.exc.IntegrityError("INSERT", {}, asyncpg.UniqueViolationError("duplicate key")),
+        asyncpg.QueryCanceledError("canceling statement due to statement timeout"),
+        KeyError("x"), raised(FileNotFoundError(2, "No such file or directory")),
+        raised(ConnectionRefusedError(111, "refused")),  # not raised in a database/redis client
+    ]:
+        assert unavailable_cause(exc) is None, exc
