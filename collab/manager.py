@@ -53,7 +53,7 @@ from collab.room import (
 from collab.sender import Coalescer
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
-from wire.websocket import CLOSE_TOO_LARGE
+from wire.websocket import CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_LARGE
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -73,6 +73,7 @@ class RoomManager:
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
+                 max_unsaved: int = 8 * 1024 * 1024,
                  on_update: Callable[[], None] | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -84,10 +85,14 @@ class RoomManager:
         self.unload_after = unload_after
         self.recheck_interval = recheck_interval
         self.max_queued = max_queued  # bytes waiting for one client before it is closed 4008
+        # bytes of a room's updates not yet committed (the database unreachable) past which its
+        # writers are closed 4503: held in memory, never dropped, but not without bound
+        self.max_unsaved = max_unsaved
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self.persistence = Persistence(store, flush_interval=flush_interval,
                                        compact_threshold=compact_threshold)
+        self.persistence.on_failure = self._check_unsaved
         self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
                                    burst=awareness_burst, per_second=awareness_per_second)
         self.receiver = Receiver(self, self.awareness, self.persistence, sync_burst=sync_burst,
@@ -247,7 +252,13 @@ class RoomManager:
         """Apply a writer's update (not empty) to ``room``: broadcast, relay, persist; or drop it
         (a copy, a malformed or poisoning one) or refuse it (over a limit: its sender is closed
         4413). ``frame``: the update frame as received, sent on unchanged (None: encoded here).
-        Raises :class:`~collab.protocol.ProtocolError` for a malformed update."""
+        Raises :class:`~collab.protocol.ProtocolError` for a malformed update.
+
+        While the room's unsaved updates are over ``max_unsaved`` (its log cannot be written), an
+        update is not applied and the room's writers are closed 4503: they keep their edits."""
+        if self.persistence.held_over(room.lesson_id, self.max_unsaved):
+            self._storage_unavailable(room)
+            return
         digest = update_digest(update)
         if digest is not None and digest in room.seen_updates:
             return  # a copy of an update already applied: changes nothing
@@ -270,6 +281,29 @@ class RoomManager:
             return
         out = frame if frame is not None else p.update_frame(update)
         self._changed(room, out, update, peer.grant.user_id, exclude=peer)
+        if self.persistence.held_over(room.lesson_id, self.max_unsaved):
+            self._storage_unavailable(room)
+
+    def _check_unsaved(self) -> None:
+        """After a failed flush: rooms holding more than ``max_unsaved`` close their writers."""
+        for room in list(self.rooms.values()):
+            if self.persistence.held_over(room.lesson_id, self.max_unsaved):
+                self._storage_unavailable(room)
+
+    def _storage_unavailable(self, room: Room) -> None:
+        """The room's log cannot keep up (the database is unreachable) and its unsaved updates are
+        over ``max_unsaved``: close its writers 4503. What they sent so far stays queued and is
+        written when the database returns; a client keeps its later edits and sends them when it
+        reconnects (y-websocket's sync). Readers stay."""
+        writers = [peer for peer in room.peers if peer.can_write and not peer.sender.closed]
+        if not writers:
+            return
+        log.warning("collab room's unsaved updates over %d bytes: closing its writers 4503",
+                    self.max_unsaved, extra={"lesson_id": room.lesson_id, "writers": len(writers),
+                                             "unsaved": self.persistence.unsaved(room.lesson_id)})
+        for peer in writers:
+            peer.sender.close(CLOSE_STORAGE_UNAVAILABLE,
+                              "Storage unavailable: keep your edits and reconnect.")
 
     def _refuse(self, room: Room, peer: Peer, name: str) -> None:
         """Undo the update just applied (rebuild the document without it) and close its sender."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from collab import protocol as p
 from collab.room import Peer, Room, merge_log, within_limits
@@ -38,13 +38,36 @@ class Persistence:
         # peer -> (queued count, nonce): only a socket's newest query waits (answering it tells
         # the client that everything it sent before is saved too), so the map is one per socket
         self.saved_waiters: dict[Peer, tuple[int, int]] = {}
+        # lesson id -> bytes of its queued updates not committed yet (a failing flush keeps them
+        # and retries; the manager bounds this per room, see RoomManager.max_unsaved)
+        self.unsaved_bytes: dict[str, int] = {}
+        self.failing = False  # the last write to the log failed (and none succeeded since)
+        self.on_failure: Callable[[], None] | None = None  # after each failed flush (the manager's)
         self._lock = asyncio.Lock()
 
     def queue(self, update: PendingUpdate) -> None:
         """Queue an applied update for the next batch."""
         self.pending.append(update)
         self.enqueued += 1
+        self.unsaved_bytes[update.lesson_id] = self.unsaved(update.lesson_id) + len(update.update)
         self.ready.set()
+
+    def unsaved(self, lesson_id: str) -> int:
+        """Bytes of ``lesson_id``'s updates queued and not committed yet."""
+        return self.unsaved_bytes.get(lesson_id, 0)
+
+    def held_over(self, lesson_id: str, limit: int) -> bool:
+        """Whether the log is failing and ``lesson_id`` holds more than ``limit`` unsaved bytes
+        (a big update while the log is written normally is saved within a flush interval)."""
+        return self.failing and self.unsaved(lesson_id) > limit
+
+    def _committed(self, batch: list[PendingUpdate]) -> None:
+        for update in batch:
+            left = self.unsaved(update.lesson_id) - len(update.update)
+            if left > 0:
+                self.unsaved_bytes[update.lesson_id] = left
+            else:
+                self.unsaved_bytes.pop(update.lesson_id, None)
 
     # --- "saved" acknowledgements ---------------------------------------------------------
 
@@ -79,8 +102,11 @@ class Persistence:
                     await self.store.append(batch)
                 except BaseException:
                     self.pending[:0] = batch  # keep them: retried by the next flush
+                    self.failing = True
                     raise
+                self.failing = False
                 self.persisted += len(batch)
+                self._committed(batch)
                 if self.saved_waiters:
                     self._answer_saved()
 
@@ -93,6 +119,8 @@ class Persistence:
                 await self.flush()
             except Exception:
                 log.exception("collab flush failed; retrying")
+                if self.on_failure is not None:
+                    self.on_failure()
                 self.ready.set()
                 await asyncio.sleep(0.5)
 

@@ -22,6 +22,9 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_LARGE = 4413  # a collab update would take a text field over its limit
 CLOSE_TOO_MANY = 4429  # too many sockets of one user ("a 429 for sockets")
+# a collab room's unsaved updates (the database unreachable) passed COLLAB_UNSAVED_MAX_BYTES:
+# its writers are closed; clients keep their edits and send them when they reconnect
+CLOSE_STORAGE_UNAVAILABLE = 4503
 
 BINARY = 0x82  # FIN + binary opcode: the first byte of a whole binary frame
 TEXT = 0x81  # FIN + text opcode

@@ -124,6 +124,7 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         awareness_burst=settings.collab_awareness_burst,
                         awareness_per_second=settings.collab_awareness_per_second,
                         receive_per_second=settings.collab_receive_bytes_per_second,
+                        max_unsaved=settings.collab_unsaved_max_bytes,
                         on_update=metrics.collab_updates.inc if metrics is not None else None)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))

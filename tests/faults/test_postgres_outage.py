@@ -153,6 +153,62 @@ async def test_collab_edits_made_while_postgres_is_down_are_saved_when_it_return
         await editor.close()
 
 
+UNSAVED_MAX = 32 * 1024
+
+
+@pytest.fixture(scope="module")
+async def bounded(owned_pg: OwnedPostgres) -> AsyncIterator[Live]:
+    """A second server on the owned PostgreSQL holding at most 32 KiB of a room's unsaved updates."""
+    url = await owned_pg.create_database("scr_fault")
+    await upgrade(url)
+    server = ServerProcess(database_url=url, data_dir=Path(tempfile.mkdtemp(prefix="scr-fault-")),
+                           env={"RATE_LIMIT_PER_MINUTE": "0", "COLLAB_UNSAVED_MAX_BYTES": str(UNSAVED_MAX)})
+    await asyncio.to_thread(server.start)
+    engine = make_engine(url)
+    try:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
+            yield Live("memory", server, engine, client)
+    finally:
+        server.stop()
+        await engine.dispose()
+
+
+async def test_a_room_past_its_unsaved_bound_closes_its_writers_4503_and_loses_nothing(
+        owned_pg: OwnedPostgres, bounded: Live) -> None:
+    alice, bob = await bounded.user("Alice"), await bounded.user("Bob")
+    lesson = await make_lesson(bounded.engine, alice.clerk_id, body="Hello", viewers=(bob.clerk_id,))
+    editor = await YClient.connect(bounded.server.ws_url, lesson.id, alice.token)
+    reader = await YClient.connect(bounded.server.ws_url, lesson.id, bob.token)
+    await stop_postgres(owned_pg, bounded)
+    try:
+        chunks = [f"[{n:02d}]" + "x" * 2000 for n in range(40)]  # 80 KB typed, the bound is 32 KiB
+        for chunk in chunks:
+            editor.body.insert(len(editor.body), chunk)
+        # the writer is told to keep its edits (not a silent drop, not an unbounded buffer) ...
+        assert await editor.wait_closed(within=10) == 4503
+        assert reader.close_code is None  # ... readers stay
+    finally:
+        await start_postgres(owned_pg, bounded)
+    typed = "Hello" + "".join(chunks)
+    assert str(editor.body) == typed
+    # what the room accepted before the close is written now the database is back ...
+    async def accepted_is_stored() -> bool:
+        body = await stored_body(bounded.engine, lesson.id)
+        return body == reader.text()["body"] and len(body) > len("Hello") + UNSAVED_MAX // 2
+    from tests.support import eventually
+
+    await eventually(accepted_is_stored, within=20, interval=0.1)
+    # ... and the writer, reconnecting with the edits it kept, gets all of them saved
+    again = await YClient.connect(bounded.server.ws_url, lesson.id, alice.token)
+    try:
+        again.doc.apply_update(editor.doc.get_update())
+        await again.saved(within=20)
+        assert await stored_body(bounded.engine, lesson.id) == typed
+    finally:
+        await again.close()
+        await reader.close()
+
+
 # --- which errors mean "unreachable" (server.problems.unavailable_cause) ------------------------
 
 
