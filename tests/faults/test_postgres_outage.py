@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.db import make_engine
 from server.editing.models import LessonSnapshot, LessonUpdate
 from server.migrate import upgrade
-from tests.support import ServerProcess, dev_user
+from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, make_lesson
 from tests.support.faults import OwnedPostgres
 from tests.support.realtime import Live, events, subscribe
@@ -96,7 +96,6 @@ async def test_rest_answers_503_while_postgres_is_down_and_recovers(owned_pg: Ow
         async def ready() -> bool:
             return (await live.client.get("/readyz")).status_code == 200
 
-        from tests.support import eventually
 
         await eventually(ready, within=20, interval=0.1)
         # the pool recovered without a server restart: the same writes succeed
@@ -195,7 +194,6 @@ async def test_a_room_past_its_unsaved_bound_closes_its_writers_4503_and_loses_n
     async def accepted_is_stored() -> bool:
         body = await stored_body(bounded.engine, lesson.id)
         return body == reader.text()["body"] and len(body) > len("Hello") + UNSAVED_MAX // 2
-    from tests.support import eventually
 
     await eventually(accepted_is_stored, within=20, interval=0.1)
     # ... and the writer, reconnecting with the edits it kept, gets all of them saved
