@@ -6,6 +6,7 @@ without anyone having asked "saved?"."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -13,12 +14,13 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 from pycrdt import Doc, Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonUpdate
-from tests.support import ServerProcess, dev_user
+from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, converge, lesson_row, make_lesson
 
 
@@ -31,6 +33,34 @@ async def logged_text(db: AsyncEngine, lesson_id: str) -> str:
     for update in updates:
         doc.apply_update(update)
     return str(doc.get("body", type=Text))
+
+
+def unread_bytes(server_port: int, client_port: int) -> int | None:
+    """The bytes the kernel holds for the server's end of a loopback connection, not yet read by
+    the server (None: no such connection)."""
+    wanted = (f"0100007F:{server_port:04X}", f"0100007F:{client_port:04X}")
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (fields[1], fields[2]) == wanted:
+            return int(fields[4].split(":")[1], 16)
+    return None
+
+
+async def start_request(port: int, token: str, body: bytes, sent: int) -> tuple[asyncio.StreamReader,
+                                                                                 asyncio.StreamWriter]:
+    """A PATCH /api/me whose headers and first ``sent`` body bytes the server has read."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PATCH /api/me HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                 + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                 + body[:sent])
+    await writer.drain()
+    client_port = writer.get_extra_info("sockname")[1]
+
+    async def read_by_server() -> bool:
+        return unread_bytes(port, client_port) == 0
+
+    await eventually(read_by_server, within=5)
+    return reader, writer
 
 
 async def test_sigterm_saves_what_was_received_then_closes_1012_and_exits_0(
@@ -55,6 +85,10 @@ async def test_sigterm_saves_what_was_received_then_closes_1012_and_exits_0(
         assert sorted([expected.removeprefix("[co]").removesuffix("[co]"), "[co]"]) == sorted(
             ["".join(f"<{i}>" for i in range(60)), "[co]"])
 
+        # A REST write in flight: its headers and half its body are in when SIGTERM comes.
+        body = json.dumps({"name": "Renamed while draining"}).encode()
+        reader, request = await start_request(node.port, editor.token, body, len(body) // 2)
+
         assert node.proc is not None
         proc = node.proc
         sent = time.monotonic()
@@ -66,6 +100,14 @@ async def test_sigterm_saves_what_was_received_then_closes_1012_and_exits_0(
         assert logged == expected
         assert row["content"]["body"] == expected
         assert row["content"]["keep"] == 1  # materialised into the row, not over it
+        # The drained node refuses new connections, and finishes the request in flight.
+        with pytest.raises(OSError):
+            await asyncio.open_connection("127.0.0.1", node.port)
+        request.write(body[len(body) // 2:])
+        response = await asyncio.wait_for(reader.read(), 10)
+        request.close()
+        assert response.startswith(b"HTTP/1.1 200 "), response[:300]
+        assert json.loads(response.split(b"\r\n\r\n", 1)[1])["name"] == "Renamed while draining"
 
         code = await asyncio.to_thread(proc.wait, 10)
         took = time.monotonic() - sent
