@@ -57,6 +57,8 @@ from wire.websocket import CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_LARGE
 
 log = logging.getLogger("scriptorium.collab")
 
+CLOSE_SERVICE_RESTART = 1012  # a draining node: reconnect (to another node, or to this one restarted)
+
 T = TypeVar("T")
 
 
@@ -115,8 +117,34 @@ class RoomManager:
             asyncio.create_task(self._recheck_loop(), name="collab-recheck"),
         ]
 
+    async def drain(self, *, rounds: int = 10) -> None:
+        """A node going down (SIGTERM): every room's log flushed and its text materialised, THEN
+        every local client closed with 1012 (service restart) so it reconnects elsewhere. The close
+        follows the last check without a suspension point in between: everything received from a
+        client before it sees 1012 is committed then. Nothing is read from a closed socket; the
+        versions and the final save of the rooms follow in :meth:`stop`."""
+        for _ in range(rounds):
+            try:
+                await self.flush()
+                for room in list(self.rooms.values()):
+                    try:
+                        await self.persistence.materialise(room)
+                    except LessonGone:
+                        log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
+            except Exception:  # the clients still go: they resend their unsaved edits on reconnect
+                log.exception("collab drain could not save everything", extra={
+                    "pending": len(self.persistence.pending)})
+                break
+            if not self.persistence.pending and not any(room.dirty for room in self.rooms.values()):
+                break
+        self._stopping = True  # leaving peers no longer save their rooms one by one: stop() does
+        for room in list(self.rooms.values()):
+            for peer in list(room.peers):
+                peer.sender.close(CLOSE_SERVICE_RESTART, "Service restart")
+
     async def stop(self) -> None:
-        """Final flush, materialisation and versions of every room, then stop the loops."""
+        """Final flush, materialisation and versions of every room, then stop the loops. Clients
+        still connected (no :meth:`drain` before) are closed 1012 after that final save."""
         self._stopping = True
         for task in self._tasks:
             task.cancel()
@@ -132,6 +160,9 @@ class RoomManager:
                 log.exception("collab background task did not finish at shutdown",
                               extra={"task": task.get_name()})
         await self.persistence.final(list(self.rooms.values()))
+        for room in list(self.rooms.values()):
+            for peer in list(room.peers):
+                peer.sender.close(CLOSE_SERVICE_RESTART, "Service restart")
         if self.relay is not None:
             await self.relay.stop()
 

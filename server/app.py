@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -71,6 +71,16 @@ def socket_routes() -> list[BaseRoute]:
     from server.ws.wiring import routes as live_routes
 
     return live_routes()
+
+
+async def drain(state: Mapping[str, Any]) -> None:
+    """SIGTERM, before the server closes any connection (it accepts no new one already; see
+    :class:`server.cli.DrainingServer`): every collab room's log flushed and text materialised, then
+    its sockets closed 1012 so clients reconnect elsewhere. ``state``: what the lifespan yielded.
+    In-flight REST requests then finish, and the lifespan's shutdown stops the components."""
+    svc = state.get("services")
+    if isinstance(svc, Services) and svc.rooms is not None:
+        await svc.rooms.drain()
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ipaddress
+import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from server.settings import Settings, SettingsError
 
@@ -111,6 +116,36 @@ def exposure_check(settings: Settings, host: str) -> str | None:
     return None
 
 
+# SIGTERM: the drain (collab rooms saved, their sockets closed 1012) gets this long, uvicorn's graceful
+# shutdown (in-flight requests finish, other sockets close 1012) GRACEFUL_SHUTDOWN_S, then the
+# lifespan stops the components: the process exits well within 10 s.
+DRAIN_TIMEOUT_S = 2.0
+GRACEFUL_SHUTDOWN_S = 5
+
+
+def draining_server(config: Any) -> Any:
+    """A ``uvicorn.Server`` whose shutdown (SIGTERM, SIGINT) first stops accepting, then drains
+    the app (:func:`server.app.drain`), and only then lets uvicorn close the remaining
+    connections: uvicorn alone closes every socket with 1012 before the rooms are saved."""
+    import uvicorn
+
+    log = logging.getLogger("scriptorium.cli")
+
+    class DrainingServer(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            for server in self.servers:
+                server.close()  # no new connection (uvicorn's shutdown does it again: harmless)
+            from server.app import drain
+
+            try:
+                await asyncio.wait_for(drain(getattr(self.lifespan, "state", {})), DRAIN_TIMEOUT_S)
+            except Exception:
+                log.exception("draining the app failed; shutting down anyway")
+            await super().shutdown(sockets)
+
+    return DrainingServer(config)
+
+
 def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool) -> int:
     import uvicorn
 
@@ -131,8 +166,7 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
         metrics = "http://{}:{}/metrics".format(*settings.metrics_listen)
     print(f"Scriptorium on http://{host}:{port}  (auth: {settings.auth_mode}, "
           f"broker: {'redis' if settings.redis_url else 'in-process'}, metrics: {metrics})", flush=True)
-    uvicorn.run(
-        "server.app:create_app",
+    options: dict[str, Any] = dict(
         factory=True,
         host=host,
         port=port,
@@ -148,9 +182,26 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
         proxy_headers=True,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    return 0
+    if workers > 1:
+        # uvicorn's supervisor builds each worker's server itself: workers get its plain shutdown
+        # (sockets closed 1012 first, the rooms saved by the lifespan's shutdown right after).
+        uvicorn.run("server.app:create_app", **options)
+        return 0
+    config = uvicorn.Config("server.app:create_app", **options)
+    server = draining_server(config)
+    # uvicorn hands a SIGTERM it handled back to the handler it found (re-raising it): with the
+    # default one the process would end "killed by SIGTERM" after a clean drain. A drained
+    # shutdown is a success: exit 0.
+    signal.signal(signal.SIGTERM, _drained)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    return 0 if server.started else 3
+
+
+def _drained(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def build_parser() -> argparse.ArgumentParser:

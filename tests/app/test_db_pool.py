@@ -58,12 +58,12 @@ async def test_a_timed_out_or_cancelled_waiter_loses_nothing() -> None:
     await waiting(q, 1)
     q.put_nowait("conn")  # handed to the waiter ...
     task.cancel()  # ... which is cancelled before it could take it
-    try:
-        taken = await task  # (Python 3.11's wait_for may deliver it despite the cancel)
-    except asyncio.CancelledError:
-        assert q.qsize() == 1 and q.get_nowait() == "conn"  # passed on, not lost
-    else:
-        assert taken == "conn" and q.qsize() == 0
+    # Either outcome is allowed (Python 3.11's wait_for may deliver it despite the cancel), but the
+    # connection exists exactly once afterwards: held by the waiter, or passed on to the queue.
+    outcome = await asyncio.gather(task, return_exceptions=True)
+    held = [r for r in outcome if not isinstance(r, BaseException)]
+    queued = [q.get_nowait() for _ in range(q.qsize())]
+    assert held + queued == ["conn"], (outcome, queued)
 
     task = asyncio.create_task(get(q, limit=None))
     await waiting(q, 1)

@@ -4,6 +4,7 @@ the room API (apply, edit_text, record_version, compaction) used in-process agai
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import uuid
 from typing import Any
@@ -178,29 +179,46 @@ async def test_periodic_versions_and_unloading(database_url: str, client: httpx.
                         version_interval=0.5, unload_after=1.0)
     await rooms.start()
     try:
-        for i in range(8):
-            await rooms.edit_text(lesson.id, {"body": f"edit {i}"}, actor=author.clerk_id)
-            await asyncio.sleep(0.2)
-
         async def versions() -> list[tuple[str, str]]:
-            async with db.connect() as conn:
-                rows = (await conn.execute(select(LessonVersion.reason, LessonVersion.body).where(
-                    LessonVersion.lesson_id == lesson.lesson_id).order_by(LessonVersion.created_at))).all()
-            return [(r.reason, r.body) for r in rows]
+            return [(r.reason, r.body) for r in await version_rows()]
 
-        periodic = [v for v in await versions() if v[0] == "periodic"]
-        assert 2 <= len(periodic) <= 4  # at most one per interval of activity
+        async def version_rows() -> list[Any]:
+            async with db.connect() as conn:
+                return list((await conn.execute(
+                    select(LessonVersion.reason, LessonVersion.body, LessonVersion.created_at).where(
+                        LessonVersion.lesson_id == lesson.lesson_id).order_by(LessonVersion.created_at))).all())
+
+        edits = 0
+
+        async def two_periodic_versions() -> list[Any]:
+            # Steady activity until the maintenance loop has recorded two periodic versions.
+            nonlocal edits
+            await rooms.edit_text(lesson.id, {"body": f"edit {edits}"}, actor=author.clerk_id)
+            edits += 1
+            periodic = [r for r in await version_rows() if r.reason == "periodic"]
+            return periodic if len(periodic) >= 2 else []
+
+        periodic = await eventually(two_periodic_versions, within=10, interval=0.05)
+        # At most one per interval of activity (0.5 s; the loop ticks every 0.25 s), never one per edit.
+        assert len(periodic) < edits
+        gaps = [(b.created_at - a.created_at).total_seconds() for a, b in itertools.pairwise(periodic)]
+        assert all(gap >= 0.4 for gap in gaps), gaps
+        last = f"edit {edits - 1}"
 
         async def unloaded() -> bool:
             return lesson.id not in rooms.rooms
 
         await eventually(unloaded, within=5)
-        # The last change is in a version (periodic or on close), recorded once.
-        assert (await versions())[-1][1] == "edit 7"
-        assert [v[1] for v in await versions()].count("edit 7") == 1
-        assert (await lesson_row(db, lesson.id))["content"]["body"] == "edit 7"
+        # The last change is in a version (periodic or on close: the room leaves `rooms` before
+        # its close version is written), recorded once.
+        async def last_in_a_version() -> bool:
+            return (await versions())[-1][1] == last
+
+        await eventually(last_in_a_version, within=5)
+        assert [v[1] for v in await versions()].count(last) == 1
+        assert (await lesson_row(db, lesson.id))["content"]["body"] == last
         # Opening it again loads what was stored.
-        assert (await rooms.texts(lesson.id))["body"] == "edit 7"
+        assert (await rooms.texts(lesson.id))["body"] == last
     finally:
         await rooms.stop()
         await engine.dispose()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import socket
 import uuid
@@ -212,7 +211,7 @@ async def test_a_reader_that_falls_too_far_behind_is_closed_4008(
     meta = writer.doc.get("meta", type=Map)  # the body is capped at 200,000 characters
     for n in range(30):  # 30 MiB towards a reader that takes nothing
         meta[f"chunk{n}"] = chunk
-        await asyncio.sleep(0.01)
+        await writer.roundtrip()  # the server has taken this chunk (and queued it for the reader)
     # The server reads one account at most 8 MiB/s (COLLAB_RECEIVE_BYTES_PER_SECOND): wait until it
     # has taken all 30 MiB (and queued them towards the slow reader) before that reader wakes up.
     await writer.roundtrip()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,10 @@ from tests.support.collab import YClient, converge, lesson_row, make_lesson
 
 
 @pytest.fixture(scope="module")
-def two_nodes(database_url: str, data_dir: Path, redis_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+def two_nodes(database_url: str, data_dir: Path,
+              redis_server: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    # The Redis this run owns, whatever TEST_REDIS_URL says: a test below restarts it.
+    redis_url = redis_server.url
     env = {"RATE_LIMIT_PER_MINUTE": "0"}
     a = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=redis_url,
                       env={**env, "NODE_ID": "node-a"}).start()
@@ -41,14 +43,14 @@ async def test_kill_9_keeps_what_others_saw(database_url: str, data_dir: Path, d
         for i in range(40):
             writer.body.insert(len(str(writer.body)), f"<{i}>")
             if i % 10 == 0:
-                await asyncio.sleep(0.01)
+                await writer.roundtrip()  # in a few batches: the server has taken this one
 
         async def all_seen() -> bool:
             return str(watcher.body).endswith("<39>")
 
         await eventually(all_seen, within=10)
         seen = str(watcher.body)
-        await asyncio.sleep(0.2)  # past the 100 ms persistence window
+        await writer.saved()  # "Saved": every update the writer sent is committed
         node.kill()
         await writer.wait_closed()
         await watcher.wait_closed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -181,6 +182,11 @@ async def test_a_course_forum_list_resumes_from_its_last_event_id(
     assert all(e["event"] == "post.created" for e in replayed)
     assert [e["data"]["id"] for e in replayed if e["data"]["id"] in later_ids] == [p["id"] for p in later]
     assert {e["data"]["id"] for e in replayed} - later_ids <= {p["id"] for p in shown}
+    # Counted as delivered, not deduplicated: no post and no event id arrives twice.
+    posts = [e["data"]["id"] for e in replayed]
+    assert len(posts) == len(set(posts)), posts
+    ids = [e["id"] for e in replayed]
+    assert all(a < b for a, b in itertools.pairwise(ids)), ids
     again = (await client.get(f"/api/courses/{course.id}/forum/posts")).json()
     assert again["last_event_id"] == replayed[-1]["id"]
 
@@ -191,6 +197,7 @@ async def test_unread_count_equals_live_notifications(listener: ServerProcess, c
     carol = await dev_user(client, "Carol")
     post = await create_post(client, course, alice)
     unread: set[str] = set()
+    created: list[str] = []  # every notification.created as delivered (a duplicate would show here)
     last_count = None
     async with socket(listener.base_url, alice) as ws, socket(listener.base_url, alice) as other_tab:
         await subscribe(ws, "user:me")
@@ -201,6 +208,7 @@ async def test_unread_count_equals_live_notifications(listener: ServerProcess, c
             for message in await events(ws, count, "user:me"):
                 data = message["data"]
                 if message["event"] == "notification.created":
+                    created.append(data["id"])
                     unread.add(data["id"])
                 elif message["event"] == "notification.read":
                     unread.difference_update(unread if data["ids"] == "all" else data["ids"])
@@ -213,6 +221,9 @@ async def test_unread_count_equals_live_notifications(listener: ServerProcess, c
         await create_reply(client, post["id"], alice, "own reply: no notification", parent=first["id"])
         await take(4)
         assert len(unread) == last_count == 3
+        # Four events for three notifications: the second like folds into the first's notification
+        # (notification.created again, same id); nothing else repeats.
+        assert len(created) == 4 and len(set(created[:3])) == 3 and created[3] == created[2], created
         rest = (await client.get("/api/notifications/unread-count", headers=alice.headers)).json()
         assert rest == {"unread_count": 3}
 

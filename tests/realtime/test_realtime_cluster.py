@@ -124,8 +124,9 @@ async def test_another_node_takes_over_when_the_draining_node_dies(postgres: Pos
 
 
 async def test_redis_restarted_mid_stream_loses_and_repeats_nothing(
-        postgres: Postgres, data_dir: Path, redis_server: RedisServer, redis_url: str) -> None:
-    async with deployment(postgres, data_dir, redis_url=redis_url, nodes=2) as live:
+        postgres: Postgres, data_dir: Path, redis_server: RedisServer) -> None:
+    # Always the Redis this run owns (TEST_REDIS_URL may name a shared one: never restart that).
+    async with deployment(postgres, data_dir, redis_url=redis_server.url, nodes=2) as live:
         alice = await live.user("Alice")
         channel = f"course:{await live.course(alice)}"
         async with live.ws(alice) as on_a, live.ws(alice, server=live.extra[0]) as on_b:

@@ -158,6 +158,23 @@ class RedisServer:
 # --- server processes --------------------------------------------------------------------
 
 
+# What a server process takes from the shell that runs the tests: the platform's and Python's own
+# variables, never the server's settings (DATABASE_URL, REDIS_URL, AUTH_MODE, CLERK_*, RATE_LIMIT_*...
+# from a developer's shell would change what is tested); those come from ServerProcess explicitly.
+INHERITED_ENV = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TERM",
+    "TMPDIR", "TEMP", "TMP", "VIRTUAL_ENV", "LD_LIBRARY_PATH", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "SYSTEMROOT", "XDG_RUNTIME_DIR",
+})
+INHERITED_ENV_PREFIXES = ("LC_", "PYTHON", "COVERAGE_")
+
+
+def inherited_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed part of ``environ`` (default: ``os.environ``) a test server inherits."""
+    source = os.environ if environ is None else environ
+    return {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith(INHERITED_ENV_PREFIXES)}
+
+
 @dataclass
 class ServerProcess:
     """``python -m server serve`` on a loopback port, as a user would run it."""
@@ -182,7 +199,7 @@ class ServerProcess:
         return f"ws://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "TEST_"))}
+        env = inherited_env()
         env.update(
             DATABASE_URL=self.database_url, DATA_DIR=str(self.data_dir), LOG_LEVEL="warning",
             MEDIA_DIR=str(self.data_dir / "media"), PYTHONUNBUFFERED="1",
@@ -190,8 +207,6 @@ class ServerProcess:
             METRICS="on",
             CHECK_RESPONSES="1",
         )
-        env.pop("REDIS_URL", None)
-        env.pop("AUTH_MODE", None)
         if self.redis_url:
             env["REDIS_URL"] = self.redis_url
             env["REDIS_PREFIX"] = REDIS_PREFIX
