@@ -385,11 +385,12 @@ class RoomManager:
             self._changed(room, p.update_frame(update), update, actor)
         if not room.peers and room.unload_at is None:
             room.unload_at = time.monotonic() + self.unload_after
-        if updates:
-            # Committed before the caller answers: a 2xx of a REST write means the change is in
-            # the log (a kill -9 right after it loses nothing; else the room reloaded without it
-            # and its close rewrote the lesson row back). Clients' updates keep the batched path.
-            await self.persistence.flush_now()
+        # Committed before the caller answers: a 2xx of a REST write means the change is in the
+        # log (a kill -9 right after it lost it: the room reloaded without it, and its close
+        # rewrote the lesson row back). Also when it changed nothing: the text it was judged
+        # against (clients' updates still queued) is then committed too. Clients' updates keep
+        # the batched path.
+        await self.persistence.flush_now()
         return result
 
     async def read(self, lesson_id: str, fn: Callable[[Doc[Any]], T]) -> T:
