@@ -4,14 +4,16 @@ REST 2xx of a server-side edit of a live lesson.
 Every test kills the node (SIGKILL of the whole process group) the moment the acknowledgement
 arrives, with no sleep in between, then checks what PostgreSQL holds: the update log replayed
 directly (the truth a reload starts from) and, after a restart, what a fresh client and a GET see.
-Real server processes, the run's PostgreSQL (a database of its own per test run) and a Redis this
-module starts and stops itself.
+Real server processes, and a PostgreSQL (embedded, in a temporary directory) and a Redis that
+this module starts and stops itself: never the machine's shared ones.
 """
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,10 @@ from pycrdt import Doc, Text
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from server.db import make_engine
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
+from server.embedded import start_postgres
+from server.migrate import upgrade
 from tests.support import DevUser, RedisServer, ServerProcess, dev_user, eventually
 from tests.support.collab import LessonRow, YClient, lesson_row, make_lesson
 
@@ -35,6 +40,31 @@ def own_redis() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server
     server.stop()
+
+
+# database_url, db and data_dir shadow the run's fixtures (tests/conftest.py) in this module.
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    """A migrated database on a PostgreSQL of this module's own (embedded, in a temporary dir)."""
+    import server.embedded
+
+    pgdata = Path(tempfile.mkdtemp(prefix="scr-faults-pg-")) / "pg"
+    url = await asyncio.to_thread(start_postgres, pgdata, "faults")
+    await upgrade(url)
+    yield url
+    await asyncio.to_thread(server.embedded._servers.pop(pgdata.resolve()).cleanup)
+
+
+@pytest.fixture(scope="module")
+async def db(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def data_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="scr-faults-data-"))
 
 
 @pytest.fixture
