@@ -92,7 +92,7 @@ async def author_of(node: ServerProcess) -> DevUser:
         return await dev_user(http, "Author")
 
 
-async def type_edits(client: YClient, tag: str, count: int = 30) -> dict[str, str]:
+def type_edits(client: YClient, tag: str, count: int = 30) -> dict[str, str]:
     """``count`` separate updates appended to the body; the text they make."""
     for i in range(count):
         client.body.insert(len(str(client.body)), f"<{tag}.{i}>")
@@ -107,7 +107,7 @@ async def test_saved_survives_kill_9_right_after_the_answer(node: ServerProcess,
     lesson = await make_lesson(db, author.clerk_id, body="")
     for cycle in range(CYCLES):
         writer = await YClient.connect(node.ws_url, lesson.id, author.token)
-        covered = await type_edits(writer, str(cycle))
+        covered = type_edits(writer, str(cycle))
         await writer.saved()
         node.kill()  # the moment the answer is in: no sleep
         assert await stored_text(db, lesson.id) == covered, f"cycle {cycle}"
@@ -130,7 +130,7 @@ async def test_saved_on_one_of_two_nodes_survives_its_kill_9(
         reader = await YClient.connect(b_node.ws_url, lesson.id, author.token)
         for cycle in range(3):
             writer = await YClient.connect(a_node.ws_url, lesson.id, author.token)
-            covered = await type_edits(writer, str(cycle))
+            covered = type_edits(writer, str(cycle))
             await writer.saved()
             a_node.kill()  # the node that answered "saved", the moment it did
             # PostgreSQL itself has it (node B's live room would hide a gap from its clients).
