@@ -420,6 +420,9 @@ class RoomManager:
         """Run ``change(doc)`` on the live document of ``lesson_id`` in ONE transaction (opening
         the room if needed), then persist, broadcast and relay the resulting update like a
         client's. ``actor`` is the clerk id credited in the log and version contributors.
+        Returns once the update is committed to the log (with everything queued before it), so
+        the caller may answer or commit its own rows: see :meth:`Persistence.flush_now`. A failed
+        commit raises after the change was applied and broadcast; it stays queued and is retried.
 
         With ``enforce_limits``, a change that takes a text field over its limit (as a client's
         update would be refused) is undone and :class:`TextTooLong` raised. A change that raises
@@ -447,6 +450,12 @@ class RoomManager:
             self._changed(room, p.update_frame(update), update, actor)
         if not room.peers and room.unload_at is None:
             room.unload_at = time.monotonic() + self.unload_after
+        # Committed before the caller answers: a 2xx of a REST write means the change is in the
+        # log (a kill -9 right after it lost it: the room reloaded without it, and its close
+        # rewrote the lesson row back). Also when it changed nothing: the text it was judged
+        # against (clients' updates still queued) is then committed too. Clients' updates keep
+        # the batched path.
+        await self.persistence.flush_now()
         return result
 
     async def read(self, lesson_id: str, fn: Callable[[Doc[Any]], T]) -> T:

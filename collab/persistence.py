@@ -110,6 +110,18 @@ class Persistence:
                 if self.saved_waiters:
                     self._answer_saved()
 
+    async def flush_now(self) -> None:
+        """Commit every update queued so far before returning (the server's own changes: a REST
+        write answers 2xx only once its live update is in the log, like a "saved" answer). On a
+        failure the updates stay queued for the background flush, and the error is raised."""
+        mark = self.enqueued
+        try:
+            await self.flush()
+        except BaseException:
+            self.ready.set()  # the background flush retries them
+            raise
+        assert self.persisted >= mark  # flush() returns only once nothing is pending
+
     async def flush_forever(self) -> None:
         while True:
             await self.ready.wait()

@@ -99,7 +99,11 @@ async def get_version(session: AsyncSession, lesson_id: uuid.UUID, version_id: u
 
 async def restore_version(sessions: async_sessionmaker[AsyncSession], rooms: RoomManager | None, lesson_id: uuid.UUID,
                           version_id: uuid.UUID, user: Principal) -> dict[str, Any]:
-    """Record the current text as a version, then apply the difference to the live document."""
+    """Record the current text as a version, then apply the difference to the live document.
+
+    Both are committed before the answer: the saved version first (its own transaction), then the
+    restoring change (``RoomManager.apply`` returns once it is in the update log). A failure in
+    between leaves an extra saved version and the text unchanged, and no 2xx."""
     async with sessions() as session:
         version = await session.get(LessonVersion, version_id)
         if version is None or version.lesson_id != lesson_id:
@@ -276,7 +280,17 @@ def _still_open(row: SuggestedEdit) -> None:
 async def decide_suggestion(sessions: async_sessionmaker[AsyncSession], rooms: RoomManager | None, suggestion_id: uuid.UUID,
                             user: Principal, access: CourseAccess, decision: str) -> dict[str, Any]:
     """``accept`` (applies it to the live document), ``reject`` or ``withdraw``; who may is the
-    route's policy (``suggestion_deciders`` / ``suggester_of``)."""
+    route's policy (``suggestion_deciders`` / ``suggester_of``).
+
+    Order of an accept (a 2xx means both the change and the status are committed): the room
+    applies the change and commits it to the update log (``RoomManager.apply`` returns only then),
+    and only after that does this transaction mark the suggestion ``accepted``. So the status is
+    never committed without its change. The other way round is possible and accepted: if this
+    transaction fails (or the node dies) after the live update was committed, the change stays in
+    the text and the suggestion stays ``open`` with no 2xx given. The change was broadcast to the
+    editors already and they may have built on it; taking it back would need a compensating edit
+    that could erase their typing. Accepting it again then answers 409 (its anchored text has
+    changed) with the current text, which shows the change."""
     async with sessions.begin() as session:
         row = await _suggestion(session, suggestion_id, lock=True)  # serialises concurrent decisions
         _still_open(row)

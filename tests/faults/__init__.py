@@ -1,0 +1,1 @@
+"""Fault suites: real processes killed and services stopped under load (docs/API.md §1)."""
