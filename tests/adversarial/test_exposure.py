@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import pytest
 
 from server.cli import exposure_check, is_loopback
 from server.settings import Settings, SettingsError
-from tests.support import ROOT, ServerProcess, free_port
+from tests.support import ROOT, ServerProcess, free_port, inherited_env
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.53", "::1", "[::1]", "localhost"])
@@ -51,8 +50,7 @@ def test_clerk_on_the_network_is_fine() -> None:
 
 def _serve(host: str, port: int, data_dir: Path, database_url: str,
            extra: dict[str, str]) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("CLERK_", "TEST_", "AUTH_MODE", "ALLOW_DEV", "METRICS"))}
+    env = inherited_env()  # the shell's settings never leak into the server under test
     env.update(DATABASE_URL=database_url, DATA_DIR=str(data_dir), LOG_LEVEL="warning", **extra)
     return subprocess.Popen([sys.executable, "-m", "server", "serve", "--host", host, "--port", str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

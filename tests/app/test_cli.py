@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +10,11 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import ROOT, Postgres, dev_user
+from tests.support import ROOT, Postgres, dev_user, inherited_env
 
 
 def run_cli(*args: str, database_url: str, data_dir: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("CLERK_", "TEST_"))}
+    full_env = inherited_env()  # the shell's settings never leak into the command under test
     full_env.update(DATABASE_URL=database_url, DATA_DIR=str(data_dir), **env)
     return subprocess.run([sys.executable, "-m", "server", *args], cwd=ROOT, env=full_env,
                           capture_output=True, text=True, timeout=120)
