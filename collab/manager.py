@@ -102,7 +102,7 @@ class RoomManager:
         self.receiver = Receiver(self, self.awareness, self.persistence, sync_burst=sync_burst,
                                  sync_per_second=sync_per_second, receive_per_second=receive_per_second,
                                  receive_frame_cost=receive_frame_cost)
-        self.cluster = Cluster(relay, self.rooms, self.awareness)
+        self.cluster = Cluster(relay, self.rooms, self.awareness, self.persistence.after_commit)
         self.coalescer = Coalescer()  # one per node: every sender's frames leave once per loop turn
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()

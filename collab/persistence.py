@@ -3,7 +3,8 @@
 Updates applied on this node are queued (:meth:`Persistence.queue`) and appended to the store in
 batches every ``flush_interval``; because they are committed in order, whether everything a socket
 sent is saved is a comparison of two counters, and a "query saved" waits only for the batch that
-holds its socket's last update. The room's text is written into the lesson row (materialised)
+holds its socket's last update. With a relay, an update goes to the other nodes only once it is
+committed (persist before relay), and the flush then runs at once. The room's text is written into the lesson row (materialised)
 and recorded as versions; the log is compacted into a snapshot past ``compact_threshold`` rows.
 Depends on the :class:`~collab.store.Store` interface, :mod:`collab.room` and :mod:`collab.protocol`;
 what runs when is the manager's (:mod:`collab.manager`).
@@ -52,6 +53,9 @@ class Persistence:
         self.to_relay: list[tuple[int, str, bytes]] = []
         self.on_relay: Callable[[str, bytes], None] | None = None
         self._urgent = asyncio.Event()
+        # (lesson id, callback) run once nothing of that lesson is left uncommitted: another
+        # node's catch-up is answered from the live document only then (see Cluster.on_relay)
+        self._after_commit: list[tuple[str, Callable[[], None]]] = []
         self._lock = asyncio.Lock()
 
     def queue(self, update: PendingUpdate) -> None:
@@ -78,6 +82,28 @@ class Persistence:
             if relay is not None:
                 relay(lesson_id, frame)
         del self.to_relay[:done]
+
+    def after_commit(self, lesson_id: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` now if none of ``lesson_id``'s queued updates is uncommitted, else
+        once they are (the flush then runs at once)."""
+        if not self.unsaved(lesson_id):
+            callback()
+            return
+        self._after_commit.append((lesson_id, callback))
+        self._urgent.set()
+        self.ready.set()
+
+    def _run_after_commit(self) -> None:
+        waiting = []
+        for lesson_id, callback in self._after_commit:
+            if self.unsaved(lesson_id):
+                waiting.append((lesson_id, callback))
+                continue
+            try:
+                callback()
+            except Exception:
+                log.exception("collab after-commit callback failed", extra={"lesson_id": lesson_id})
+        self._after_commit = waiting
 
     def unsaved(self, lesson_id: str) -> int:
         """Bytes of ``lesson_id``'s updates queued and not committed yet."""
@@ -136,6 +162,8 @@ class Persistence:
                 self._committed(batch)
                 if self.to_relay:
                     self._relay_committed()
+                if self._after_commit:
+                    self._run_after_commit()
                 if self.saved_waiters:
                     self._answer_saved()
 

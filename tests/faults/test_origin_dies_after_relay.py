@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,11 @@ from pycrdt import Doc, Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from collab import protocol as p
+from collab.access import Grant, Scope
+from collab.manager import RoomManager
+from collab.relay import KIND_QUERY, KIND_UPDATE, Handler
+from collab.store import LoadedDocument, PendingUpdate
 from server.editing.models import LessonSnapshot, LessonUpdate
 from tests.support import RedisServer, ServerProcess, dev_user
 from tests.support.collab import YClient, make_lesson
@@ -100,3 +105,130 @@ async def test_an_edit_seen_on_another_node_survives_both_nodes_kill_9(
     finally:
         for node in nodes:
             node.stop()
+
+
+# --- in process: what is relayed, and when -------------------------------------------------
+
+LESSON = "00000000-0000-4000-8000-0000000000d7"
+
+
+class GatedStore:
+    """An in-memory store whose commits wait until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.appended: list[PendingUpdate] = []
+
+    async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
+        return LoadedDocument([seed("Title", "Body")], 1)
+
+    async def append(self, batch: Sequence[PendingUpdate]) -> None:
+        await self.gate.wait()
+        self.appended.extend(batch)
+
+    async def compact(self, lesson_id: str, merge: Any) -> int:
+        return 0
+
+    async def materialise(self, lesson_id: str, title: str, body: str) -> bool:
+        return True
+
+    async def record_version(self, lesson_id: str, **kw: Any) -> str:
+        return "v1"
+
+
+class RecordingRelay:
+    node_id = "here"
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes, bytes]] = []
+        self.handler: Handler | None = None
+
+    def bind(self, handler: Handler, on_reconnect: Callable[[], None]) -> None:
+        self.handler = handler
+
+    def last_seen(self, node_id: str) -> float:
+        return 0.0
+
+    def subscribe(self, lesson_id: str) -> None: ...
+
+    def unsubscribe(self, lesson_id: str) -> None: ...
+
+    def publish(self, lesson_id: str, kind: bytes, payload: bytes) -> None:
+        self.published.append((lesson_id, kind, payload))
+
+    async def subscribed(self, lesson_id: str, within: float) -> bool:
+        return True
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def updates(self) -> list[bytes]:
+        return [payload for _, kind, payload in self.published if kind == KIND_UPDATE]
+
+
+class Link:
+    def __init__(self) -> None:
+        self.closed = False
+        self.frames: list[bytes] = []
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = True
+
+
+async def _authorize(scope: Scope, lesson_id: str) -> Grant:
+    return Grant(str(scope["user"]), can_write=True)
+
+
+async def _recheck(lesson_id: str, grant: Grant) -> bool:
+    return True
+
+
+def _edit(doc: Doc[Any], text: str) -> bytes:
+    client: Doc[Any] = Doc()
+    client.apply_update(doc.get_update())
+    state = client.get_state()
+    client.get("body", type=Text).insert(0, text)
+    return client.get_update(state)
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("not within 5 s")
+
+
+async def test_other_nodes_get_an_update_and_a_catch_up_only_once_it_is_committed() -> None:
+    store, relay = GatedStore(), RecordingRelay()
+    # a long batch window: the relayed update's flush must not wait for it
+    rooms = RoomManager(store, _authorize, _recheck, relay, flush_interval=30)  # type: ignore[arg-type]
+    await rooms.start()
+    try:
+        grant, room = await rooms.admit({"user": "writer"}, LESSON)
+        writer_link, local_link = Link(), Link()
+        room, writer = await rooms.join(room, grant, writer_link)
+        room, _ = await rooms.join(room, grant, local_link)
+        update = _edit(room.doc, "Hello ")
+        rooms.receiver.receive(room, writer, p.update_frame(update))
+        assert local_link.frames[-1] == p.update_frame(update)  # a peer of this node: at once
+        # Another node asks for what it lacks (a room opening there) while the update is uncommitted.
+        assert relay.handler is not None
+        relay.handler(room.lesson_id, KIND_QUERY, Doc().get_state(), "there")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert relay.updates() == [], "relayed before it was committed"
+        store.gate.set()
+        await _until(lambda: len(relay.updates()) == 2)  # well before the 30 s batch window
+        assert [u.update for u in store.appended] == [update]
+        assert relay.updates()[0] == p.update_frame(update)
+        caught_up: Doc[Any] = Doc()
+        caught_up.apply_update(p.parse_frame(relay.updates()[1]).payload)
+        assert str(caught_up.get("body", type=Text)) == "Hello Body"
+    finally:
+        store.gate.set()
+        await rooms.stop()
