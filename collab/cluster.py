@@ -3,7 +3,8 @@
 Each node relays what its own clients change (updates, awareness) to the other nodes' rooms of
 the same lesson (:mod:`collab.relay`, Redis pub/sub). This module is the receiving side and the
 bookkeeping: a room that opens subscribes and asks the others for what it lacks; relayed updates
-are applied and passed to local peers (never persisted: their node did), relayed awareness goes
+are applied and passed to local peers (never persisted: their node committed them before it
+relayed them, see :meth:`~collab.persistence.Persistence.queue_relayed`), relayed awareness goes
 through :meth:`~collab.awareness.Awareness.on_remote`; after a Redis reconnect, and periodically,
 rooms compare state vectors. Publishing a local change stays on the manager's hot path (one
 ``relay.publish``). Depends on :mod:`collab.relay`, :mod:`collab.room`, :mod:`collab.awareness`
@@ -13,7 +14,7 @@ and :mod:`collab.protocol`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from collab import protocol as p
 from collab.awareness import Awareness
@@ -24,8 +25,12 @@ from collab.room import Room
 class Cluster:
     """This node's side of the relay; without one (a single node) every method is a no-op."""
 
-    def __init__(self, relay: Relay | None, rooms: Mapping[str, Room], awareness: Awareness) -> None:
+    def __init__(self, relay: Relay | None, rooms: Mapping[str, Room], awareness: Awareness,
+                 after_commit: Callable[[str, Callable[[], None]], None] | None = None) -> None:
         self.relay = relay
+        # run a callback once none of a lesson's updates of this node is uncommitted (the
+        # manager's: Persistence.after_commit); without it, at once
+        self.after_commit = after_commit or (lambda lesson_id, callback: callback())
         self.rooms = rooms  # the manager's, by lesson key
         self.awareness = awareness
         if relay is not None:
@@ -70,15 +75,24 @@ class Cluster:
             elif accepted:
                 room.broadcast(p.awareness_frame(p.encode_awareness(accepted)))
         elif kind in (KIND_QUERY, KIND_STATE):
-            assert self.relay is not None
-            missing = room.doc.get_update(payload)
-            if missing != p.EMPTY_UPDATE:
-                self.relay.publish(lesson_id, KIND_UPDATE, p.update_frame(missing))
-            if kind == KIND_QUERY:
-                self.relay.publish(lesson_id, KIND_STATE, room.doc.get_state())
-                local = self.awareness.local_frame(room)
-                if local is not None:
-                    self.relay.publish(lesson_id, KIND_AWARENESS, local)
+            # Answered from the live document once this node's updates of the lesson are all
+            # committed: persist before relay holds for catch-up answers too.
+            self.after_commit(lesson_id, lambda: self._answer(room, kind, payload))
+
+    def _answer(self, room: Room, kind: bytes, payload: bytes) -> None:
+        """What the asking node lacks (and, to a query, this node's state vector and awareness)."""
+        lesson_id = room.lesson_id
+        if self.rooms.get(lesson_id) is not room:
+            return  # unloaded meanwhile
+        assert self.relay is not None
+        missing = room.doc.get_update(payload)
+        if missing != p.EMPTY_UPDATE:
+            self.relay.publish(lesson_id, KIND_UPDATE, p.update_frame(missing))
+        if kind == KIND_QUERY:
+            self.relay.publish(lesson_id, KIND_STATE, room.doc.get_state())
+            local = self.awareness.local_frame(room)
+            if local is not None:
+                self.relay.publish(lesson_id, KIND_AWARENESS, local)
 
     def on_reconnect(self) -> None:
         """Redis came back: whatever was published meanwhile is lost, so resynchronise."""

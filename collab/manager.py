@@ -95,12 +95,14 @@ class RoomManager:
         self.persistence = Persistence(store, flush_interval=flush_interval,
                                        compact_threshold=compact_threshold)
         self.persistence.on_failure = self._check_unsaved
+        if relay is not None:
+            self.persistence.on_relay = lambda lesson_id, frame: relay.publish(lesson_id, KIND_UPDATE, frame)
         self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
                                    burst=awareness_burst, per_second=awareness_per_second)
         self.receiver = Receiver(self, self.awareness, self.persistence, sync_burst=sync_burst,
                                  sync_per_second=sync_per_second, receive_per_second=receive_per_second,
                                  receive_frame_cost=receive_frame_cost)
-        self.cluster = Cluster(relay, self.rooms, self.awareness)
+        self.cluster = Cluster(relay, self.rooms, self.awareness, self.persistence.after_commit)
         self.coalescer = Coalescer()  # one per node: every sender's frames leave once per loop turn
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -356,11 +358,19 @@ class RoomManager:
         """A change made on this node: broadcast, relay, persist (this node only)."""
         room.remember(update)
         room.broadcast(frame, exclude)
-        if self.relay is not None:
-            self.relay.publish(room.lesson_id, KIND_UPDATE, frame)
         if self.on_update is not None:
             self.on_update()
-        self.persistence.queue(PendingUpdate(room.lesson_id, update, actor))
+        if self.relay is not None:
+            # Persist before relay: the other nodes get it once it is committed (within about
+            # one commit: the flush runs at once), so whatever a peer on another node has seen
+            # survives this node's kill -9. Local peers get it at once, as in the y-websocket
+            # server: they share this node's fate. This also closes the window where a client's
+            # update reaching this node after the same update came from another node over
+            # Redis is skipped as a copy: that node committed it before relaying it, so this
+            # node's "saved" covers it.
+            self.persistence.queue_relayed(PendingUpdate(room.lesson_id, update, actor), frame)
+        else:
+            self.persistence.queue(PendingUpdate(room.lesson_id, update, actor))
         room.log_rows += 1
         now = time.monotonic()
         if not room.dirty:

@@ -3,7 +3,8 @@
 Updates applied on this node are queued (:meth:`Persistence.queue`) and appended to the store in
 batches every ``flush_interval``; because they are committed in order, whether everything a socket
 sent is saved is a comparison of two counters, and a "query saved" waits only for the batch that
-holds its socket's last update. The room's text is written into the lesson row (materialised)
+holds its socket's last update. With a relay, an update goes to the other nodes only once it is
+committed (persist before relay), and the flush then runs at once. The room's text is written into the lesson row (materialised)
 and recorded as versions; the log is compacted into a snapshot past ``compact_threshold`` rows.
 Depends on the :class:`~collab.store.Store` interface, :mod:`collab.room` and :mod:`collab.protocol`;
 what runs when is the manager's (:mod:`collab.manager`).
@@ -12,6 +13,7 @@ what runs when is the manager's (:mod:`collab.manager`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +45,17 @@ class Persistence:
         self.unsaved_bytes: dict[str, int] = {}
         self.failing = False  # the last write to the log failed (and none succeeded since)
         self.on_failure: Callable[[], None] | None = None  # after each failed flush (the manager's)
+        # Persist before relay: an update goes to the OTHER nodes only once the batch holding it
+        # is committed, so an update a peer on another node has seen survives this node's kill -9
+        # (queued here as (its place in the log's order, lesson id, frame); published by
+        # ``on_relay`` after the commit). While some wait, the flush runs at once (group commit:
+        # each flush waits for the previous one) instead of after ``flush_interval``.
+        self.to_relay: list[tuple[int, str, bytes]] = []
+        self.on_relay: Callable[[str, bytes], None] | None = None
+        self._urgent = asyncio.Event()
+        # (lesson id, callback) run once nothing of that lesson is left uncommitted: another
+        # node's catch-up is answered from the live document only then (see Cluster.on_relay)
+        self._after_commit: list[tuple[str, Callable[[], None]]] = []
         self._lock = asyncio.Lock()
 
     def queue(self, update: PendingUpdate) -> None:
@@ -51,6 +64,46 @@ class Persistence:
         self.enqueued += 1
         self.unsaved_bytes[update.lesson_id] = self.unsaved(update.lesson_id) + len(update.update)
         self.ready.set()
+
+    def queue_relayed(self, update: PendingUpdate, frame: bytes) -> None:
+        """Queue an applied update, and its frame for the other nodes once it is committed."""
+        self.queue(update)
+        self.to_relay.append((self.enqueued, update.lesson_id, frame))
+        self._urgent.set()
+
+    def _relay_committed(self) -> None:
+        """Publish the frames of every committed update, in order."""
+        relay, persisted = self.on_relay, self.persisted
+        done = 0
+        for index, lesson_id, frame in self.to_relay:
+            if index > persisted:
+                break
+            done += 1
+            if relay is not None:
+                relay(lesson_id, frame)
+        del self.to_relay[:done]
+
+    def after_commit(self, lesson_id: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` now if none of ``lesson_id``'s queued updates is uncommitted, else
+        once they are (the flush then runs at once)."""
+        if not self.unsaved(lesson_id):
+            callback()
+            return
+        self._after_commit.append((lesson_id, callback))
+        self._urgent.set()
+        self.ready.set()
+
+    def _run_after_commit(self) -> None:
+        waiting = []
+        for lesson_id, callback in self._after_commit:
+            if self.unsaved(lesson_id):
+                waiting.append((lesson_id, callback))
+                continue
+            try:
+                callback()
+            except Exception:
+                log.exception("collab after-commit callback failed", extra={"lesson_id": lesson_id})
+        self._after_commit = waiting
 
     def unsaved(self, lesson_id: str) -> int:
         """Bytes of ``lesson_id``'s updates queued and not committed yet."""
@@ -107,6 +160,10 @@ class Persistence:
                 self.failing = False
                 self.persisted += len(batch)
                 self._committed(batch)
+                if self.to_relay:
+                    self._relay_committed()
+                if self._after_commit:
+                    self._run_after_commit()
                 if self.saved_waiters:
                     self._answer_saved()
 
@@ -125,8 +182,11 @@ class Persistence:
     async def flush_forever(self) -> None:
         while True:
             await self.ready.wait()
-            await asyncio.sleep(self.flush_interval)
+            if not self._urgent.is_set():  # nothing for other nodes waits: batch for an interval
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
             self.ready.clear()
+            self._urgent.clear()
             try:
                 await self.flush()
             except Exception:
