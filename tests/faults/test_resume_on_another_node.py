@@ -194,7 +194,10 @@ async def test_drop_during_replay_resumes_without_gap_or_duplicate(postgres: Pos
             # two drops, each well inside a replay of hundreds: the connection lost (no close
             # handshake), then the client closing it
             for drop_after, abort in ((150, True), (200, False)):
-                async with live.ws(alice, server=node_b) as ws:
+                # max_queue=None: a client that stops reading with frames queued pauses its
+                # transport, so its close handshake would wait out close_timeout (10 s) behind
+                # the unread replay (the client library's flow control, not the server's)
+                async with live.ws(alice, server=node_b, max_queue=None) as ws:
                     subscribed = await subscribe(ws, channel, since=since)
                     assert subscribed["type"] == "subscribed", subscribed
                     assert subscribed["last_id"] >= since + drop_after + 100  # still replaying
