@@ -131,9 +131,11 @@ def check_sequence(got: list[dict[str, Any]], first: int, last: int) -> None:
     assert [f["data"]["n"] for f in got] == [i - 1 for i in ids]
 
 
-@pytest.mark.parametrize("victim", ["drainer", "follower"])
-async def test_client_resumes_on_the_other_node_after_kill(victim: str, postgres: Postgres, data_dir: Path,
-                                                           own_redis: RedisServer) -> None:
+@pytest.mark.parametrize(("victim", "away"), [("drainer", 100), ("follower", 100), ("drainer", 0)])
+async def test_client_resumes_on_the_other_node_after_kill(victim: str, away: int, postgres: Postgres,
+                                                           data_dir: Path, own_redis: RedisServer) -> None:
+    """``away``: events written after the last one the client saw before it reconnects (0: it
+    reconnects at once, maybe before the survivor has taken over the drain)."""
     async with two_nodes(postgres, data_dir, own_redis.url) as live:
         alice = await live.user("Alice")
         channel = f"course:{await live.course(alice)}"
@@ -156,7 +158,7 @@ async def test_client_resumes_on_the_other_node_after_kill(victim: str, postgres
             before = len(got)
             last_seen = got[-1]["id"]
             # events keep being written while the client is away
-            await writer.written_at_least(last_seen + 100)
+            await writer.written_at_least(last_seen + away)
             async with live.ws(alice, server=survivor) as ws:
                 subscribed = await subscribe(ws, channel, since=last_seen)
                 assert subscribed["type"] == "subscribed", subscribed
