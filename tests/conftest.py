@@ -67,7 +67,10 @@ def server(database_url: str, data_dir: Path) -> Iterator[ServerProcess]:
 
 @pytest.fixture(scope="session")
 async def client(server: ServerProcess) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as c:
+    # Idle connections are dropped before uvicorn's 5 s keep-alive closes them: reusing one the
+    # server is closing at that moment is a ReadError that says nothing about the server.
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=30,
+                                 limits=httpx.Limits(keepalive_expiry=2.0)) as c:
         yield c
 
 
