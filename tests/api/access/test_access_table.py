@@ -122,8 +122,8 @@ WorldSetup = Callable[[httpx.AsyncClient, World, Cast], Awaitable[None]]
 WORLD_SETUPS: list[WorldSetup] = []
 
 
-@pytest.fixture(scope="module")
-async def cast(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
+async def make_cast(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
+    """One signed-in user per role (the admin made admin) and an outsider; every table's fixture."""
     users: dict[str, DevUser | None] = {"anonymous": None}
     for role in ROLES[1:]:
         users[role] = await dev_user(client, role.capitalize())
@@ -131,6 +131,11 @@ async def cast(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
     assert admin is not None
     await make_admin(db, admin)
     return Cast(users, await dev_user(client, "Outsider"))
+
+
+@pytest.fixture(scope="module")
+async def cast(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
+    return await make_cast(client, db)
 
 
 async def make_world(client: httpx.AsyncClient, db: AsyncEngine, cast: Cast, *, published: bool) -> World:

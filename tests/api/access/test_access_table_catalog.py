@@ -18,17 +18,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.api.access.test_access_table import (
     READ_ALL,
     READ_DRAFT,
-    ROLES,
     Case,
     Cast,
     World,
     check_case,
     edit,
     fill,
+    make_cast,
     make_world,
 )
-from tests.support import DevUser, dev_user
-from tests.support.catalog import make_admin
 
 SIGNED_IN = "401 200 200 200 200 200 200"
 EVERYONE = "200 200 200 200 200 200 200"
@@ -114,13 +112,7 @@ _shared: dict[tuple[int, bool], World] = {}
 
 @pytest.fixture(scope="module")
 async def roles(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
-    users: dict[str, DevUser | None] = {"anonymous": None}
-    for role in ROLES[1:]:
-        users[role] = await dev_user(client, role.capitalize())
-    admin = users["admin"]
-    assert admin is not None
-    await make_admin(db, admin)
-    return Cast(users, await dev_user(client, "Outsider"))
+    return await make_cast(client, db)
 
 
 PARAMS = [pytest.param(case, variant, id=f"{case.id} [{variant}]")

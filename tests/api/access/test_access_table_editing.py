@@ -15,9 +15,16 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonVersion
-from tests.api.access.test_access_table import ROLES, Case, Cast, World, check_case, edit, make_world
-from tests.support import DevUser, dev_user
-from tests.support.catalog import make_admin, ok
+from tests.api.access.test_access_table import (
+    Case,
+    Cast,
+    World,
+    check_case,
+    edit,
+    make_cast,
+    make_world,
+)
+from tests.support.catalog import ok
 
 READERS = "401 {ok} {ok} {ok} {ok} {ok} {ok}"
 READERS_DRAFT = "401 404 404 {ok} {ok} {ok} {ok}"
@@ -78,13 +85,7 @@ _shared: dict[tuple[int, bool], World] = {}
 
 @pytest.fixture(scope="module")
 async def roles(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
-    users: dict[str, DevUser | None] = {"anonymous": None}
-    for role in ROLES[1:]:
-        users[role] = await dev_user(client, role.capitalize())
-    admin = users["admin"]
-    assert admin is not None
-    await make_admin(db, admin)
-    return Cast(users, await dev_user(client, "Outsider"))
+    return await make_cast(client, db)
 
 
 PARAMS = [pytest.param(case, variant, id=f"{case.id} [{variant}]")

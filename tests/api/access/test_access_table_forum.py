@@ -20,10 +20,10 @@ from tests.api.access.test_access_table import (
     Cast,
     World,
     check_case,
+    make_cast,
     make_world,
 )
-from tests.support import DevUser, dev_user
-from tests.support.catalog import make_admin, ok
+from tests.support.catalog import ok
 
 SIGNED_IN = "401 {ok} {ok} {ok} {ok} {ok} {ok}"
 SIGNED_IN_DRAFT = "401 404 404 {ok} {ok} {ok} {ok}"
@@ -103,13 +103,7 @@ _shared: dict[tuple[int, bool], World] = {}
 
 @pytest.fixture(scope="module")
 async def roles(client: httpx.AsyncClient, db: AsyncEngine) -> Cast:
-    users: dict[str, DevUser | None] = {"anonymous": None}
-    for role in ROLES[1:]:
-        users[role] = await dev_user(client, role.capitalize())
-    admin = users["admin"]
-    assert admin is not None
-    await make_admin(db, admin)
-    return Cast(users, await dev_user(client, "Outsider"))
+    return await make_cast(client, db)
 
 
 PARAMS = [pytest.param(case, variant, id=f"{case.id} {case.body or ''} [{variant}]")
