@@ -39,14 +39,6 @@ REST_CYCLES = 3 if LONG else 1
 ENV = {"RATE_LIMIT_PER_MINUTE": "0"}
 
 
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this module's own (never the machine's shared one)."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
-
-
 # database_url, db and data_dir shadow the run's fixtures (tests/conftest.py) in this module.
 @pytest.fixture(scope="module")
 async def database_url() -> AsyncIterator[str]:

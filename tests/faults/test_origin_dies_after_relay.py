@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from pycrdt import Doc, Text
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -32,14 +31,6 @@ from tests.support.collab import YClient, make_lesson
 
 CYCLES = 3
 ENV = {"RATE_LIMIT_PER_MINUTE": "0"}
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this module's own (never the machine's shared one)."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 async def stored_body(db: AsyncEngine, lesson_id: str) -> str:

@@ -1,0 +1,17 @@
+"""Fixtures of the fault suites: services the test owns, so it may stop them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support import RedisServer
+
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server of this module's own (never the machine's shared one)."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
