@@ -157,8 +157,23 @@ export default async function lessonPage (main, id) {
       } else {
         connEl.textContent = event.code === 4403 ? 'You may not edit this lesson.' : event.code === 4404 ? 'This lesson is gone.' : `Closed (${event.code})`
         connEl.dataset.state = 'closed'
+        if (event.code === 4403 || event.code === 4404) accessLost(event.code) // e.g. removed as a collaborator
       }
     })
+    // The room re-checks rights every few seconds (collab/access.py): a collaborator removed (or a
+    // course gone) has their socket closed with 4403/4404. The editor turns read-only, says why, and
+    // keeps the text as it was; nothing typed after this point could be saved.
+    const accessLost = (code) => {
+      titleView.setReadOnly(true)
+      bodyView.setReadOnly(true)
+      provider.disconnect()
+      const text = code === 4404
+        ? 'You can no longer see this lesson (your access was removed or the lesson was deleted). The editor is read-only.'
+        : 'Your editing access to this lesson was removed. The editor is read-only now.'
+      main.querySelector('[data-testid="role"]').textContent = 'Read-only'
+      main.querySelector('.editor-bar').after(h('p.notice.error', { role: 'alert', 'data-testid': 'access-lost' }, text))
+      savedEl.textContent = ''
+    }
     cleanups.push(auth.on('token', (t) => {
       if (!t) return
       provider.params.token = t
