@@ -376,8 +376,14 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
     if (!busy && stale) { const s = stale; stale = null; apply(s) }
   }
 
+  // someone typing a new title here keeps their text: the refresh waits until they leave the field
+  const typing = () => list.contains(document.activeElement) && document.activeElement.matches('input, textarea')
+  list.addEventListener('focusout', () => setTimeout(() => {
+    if (!busy && stale && !typing()) { const s = stale; stale = null; apply(s) }
+  }, 0))
+
   function apply ({ fresh, renamed }) {
-    if (busy) { stale = { fresh, renamed }; return }
+    if (busy || typing()) { stale = { fresh, renamed }; return }
     units = fresh.units
     if (renamed?.lesson_id && renamed.title) { // the row may lag a live editing room by up to 2 s
       for (const u of units) for (const l of u.lessons) if (l.id === renamed.lesson_id) l.title = renamed.title
