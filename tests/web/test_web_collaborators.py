@@ -66,7 +66,13 @@ async def test_manage_collaborators_and_a_removed_editor_turns_read_only(
         listed = (await client.get(f"/api/courses/{course_id}/collaborators", headers=alice.headers)).json()["items"]
         assert {c["clerk_id"]: c["role"] for c in listed} == {bob.clerk_id: "editor", carol.clerk_id: "editor"}
 
-        # remove Bob (the button asks once more); his open editor turns read-only, saying why
+        # Bob becomes a viewer: his open editor turns read-only and says so
+        await panel.get_by_label("Role of Bob").select_option("viewer")
+        await expect(editor.get_by_test_id("access-lost")).to_have_text(
+            "Your role changed to viewer: the editor is read-only now.", timeout=20_000)
+        await expect(editor.get_by_test_id("role")).to_have_text("Read-only")
+
+        # remove Bob (the button asks once more); his open editor closes, saying why
         await expect(panel.get_by_role("button", name="Remove Bob")).to_be_visible()
         remove = panel.get_by_test_id("collaborator").filter(has_text="Bob").get_by_test_id("remove-collaborator")
         await remove.click()

@@ -163,17 +163,33 @@ export default async function lessonPage (main, id) {
     // The room re-checks rights every few seconds (collab/access.py): a collaborator removed (or a
     // course gone) has their socket closed with 4403/4404. The editor turns read-only, says why, and
     // keeps the text as it was; nothing typed after this point could be saved.
-    const accessLost = (code) => {
+    // A demoted editor (now a viewer) stays connected and the room drops their writes without a
+    // word, so while this tab may edit it re-reads its access every 8 s (while visible).
+    let notice = null
+    const readOnlyNow = (text) => {
       titleView.setReadOnly(true)
       bodyView.setReadOnly(true)
-      provider.disconnect()
-      const text = code === 4404
-        ? 'You can no longer see this lesson (your access was removed or the lesson was deleted). The editor is read-only.'
-        : 'Your editing access to this lesson was removed. The editor is read-only now.'
       main.querySelector('[data-testid="role"]').textContent = 'Read-only'
-      main.querySelector('.editor-bar').after(h('p.notice.error', { role: 'alert', 'data-testid': 'access-lost' }, text))
+      if (!notice) { notice = h('p.notice.error', { role: 'alert', 'data-testid': 'access-lost' }); main.querySelector('.editor-bar').after(notice) }
+      notice.textContent = text
       savedEl.textContent = ''
     }
+    const accessLost = (code) => {
+      clearInterval(recheck)
+      provider.disconnect()
+      readOnlyNow(code === 4404
+        ? 'You can no longer see this lesson (your access was removed or the lesson was deleted). The editor is read-only.'
+        : 'Your editing access to this lesson was removed. The editor is read-only now.')
+    }
+    const recheck = canEdit ? setInterval(async () => {
+      if (document.hidden) return
+      const now = await get(`/lessons/${id}/access`).catch(() => null)
+      if (now && !now.can_edit) {
+        clearInterval(recheck)
+        readOnlyNow(now.role === 'viewer' ? 'Your role changed to viewer: the editor is read-only now.' : 'You can no longer edit this lesson. The editor is read-only now.')
+      }
+    }, 8000) : null
+    cleanups.push(() => clearInterval(recheck))
     cleanups.push(auth.on('token', (t) => {
       if (!t) return
       provider.params.token = t
