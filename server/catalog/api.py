@@ -404,7 +404,9 @@ async def patch_lesson(request: Request) -> Response:
         lesson, course_id = await service.get_lesson(session, lesson_id)
         payload = await queries.lesson_payload(lesson, course_id)
         if outline_fields:  # what the outline shows changed: tell its viewers (§7 outline.updated)
-            await service.outline_changed(session, course_id, lesson_id=lesson_id, title=body.title)
+            renamed = "title" in outline_fields
+            await service.outline_changed(session, course_id, lesson_id=lesson_id if renamed else None,
+                                          title=body.title if renamed else None)
     return json_response(payload)
 
 
