@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support import DevUser, ServerProcess, dev_user
-from tests.support.web import launch, signed_in_pages
+from tests.support.web import launch, screenshot, signed_in_pages
 
 pytestmark = pytest.mark.browser
 
@@ -118,6 +118,8 @@ async def test_reorder_move_rename_delete_live(browser: Browser, server: ServerP
         await mine.get_by_role("button", name="Delete “Hives”").click()
         await expect_lessons(mine, "Basics", ["Queen bees", "Swarms"])
         toast = mine.get_by_test_id("toast").filter(has_text="Deleted “Hives”")
+        await expect(toast).to_be_visible()
+        await screenshot(mine, "outline-editor.png")
         await toast.get_by_role("button", name="Undo").click()
         await expect_lessons(mine, "Basics", ["Hives", "Queen bees", "Swarms"])
         assert ("Basics", ["Hives", "Queen bees", "Swarms"]) in await rest_outline(client, course, alice)
