@@ -86,7 +86,8 @@ say({ phase: "run_done", clients: n, rate, seconds, sent, sendErrors, expected, 
       dups, gaps, p50: q(latencies, 0.5), p99: q(latencies, 0.99), max: latencies[latencies.length - 1] ?? null,
       closed: clients.filter((c) => c.closeCode !== undefined).length });
 
-// reconnect storm
+// reconnect storm (skipped with stormReplies = 0)
+if (!stormReplies) { for (const c of clients) c.ws.terminate(); process.exit(0); }
 for (const c of clients) { c.ws.removeAllListeners("close"); c.ws.terminate(); c.inStorm = true; c.stormCount = 0; }
 await Promise.all(Array.from({ length: stormReplies }, (_, k) => post(`storm${k}`)));
 const stormSent = stormReplies;
