@@ -108,9 +108,9 @@ def svg(report: dict[str, Any]) -> str:
         ("server CPU µs per delivery (sum of nodes)",
          [("forum event", "#1f77b4", [r["forum"]["cpu_us_per_delivery"] for r in rows if r.get("forum")]),
           ("collab update", "#d62728", [r["collab"]["cpu_us_per_delivery"] for r in rows if r.get("collab")])]),
-        ("PostgreSQL rows inserted per event / update",
-         [("forum event", "#1f77b4", [r["forum"]["pg_rows_per_event"] for r in rows if r.get("forum")]),
-          ("collab update", "#d62728", [r["collab"]["pg_rows_per_update"] for r in rows if r.get("collab")])]),
+        ("PostgreSQL commits per event / update",
+         [("forum event", "#1f77b4", [r["forum"]["pg_commits_per_event"] for r in rows if r.get("forum")]),
+          ("collab update", "#d62728", [r["collab"]["pg_commits_per_update"] for r in rows if r.get("collab")])]),
     ]
     nodes = [r["nodes"] for r in rows]
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
