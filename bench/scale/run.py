@@ -134,6 +134,8 @@ async def forum_phase(args: argparse.Namespace, nodes: list[ServerProcess], mete
             delta = await meter.delta()
             run = msg
     await proc.wait()
+    if not run:
+        raise SystemExit(f"the forum generator did not finish ({n} node(s)); see its lines above")
     delivered = run["received"]
     return {"subscribers": config["clients"], "replies": run["sent"], "delivered": delivered, "lost": run["lost"],
             "dups": run["dups"], "p50_ms": run["p50"], "p99_ms": run["p99"], **delta}
