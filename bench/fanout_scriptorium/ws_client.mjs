@@ -6,12 +6,14 @@
 // Then a reconnect storm: every client disconnects, K replies are posted, and all clients
 // reconnect within a few seconds with `since` = the last id they saw.
 // Prints phase lines ({"phase": ...}) so the runner can sample the server's CPU and memory.
+// With wsUrls / baseUrls (bench/scale), client k connects to node k mod N and post i goes to node i mod N.
 // usage: node ws_client.mjs CONFIG.json
 import fs from "node:fs";
 import WebSocket from "ws";
 
-setTimeout(() => { say({ phase: "error", error: "timeout" }); process.exit(1); }, 180000);
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+// A hung run ends: 3 minutes, plus 60 ms per client (connecting thousands on a busy machine).
+setTimeout(() => { say({ phase: "error", error: "timeout" }); process.exit(1); }, 180000 + 60 * cfg.clients);
 const { wsUrl, baseUrl, channel, postId, posterToken, tokens, clients: n, rate, seconds, stormReplies } = cfg;
 const say = (obj) => console.log(JSON.stringify(obj));
 // Several nodes (bench/scale): client k opens its socket on node k % N, post i goes to node i % N.
