@@ -59,6 +59,18 @@ class SuggestionPage(Page[Suggestion]):
     pass
 
 
+class MySuggestion(Suggestion):
+    """One of my suggestions, with where it is (for a list across lessons)."""
+
+    lesson_title: str
+    course_id: uuid.UUID
+    course_title: str
+
+
+class MySuggestionPage(Page[MySuggestion]):
+    pass
+
+
 class Decided(Suggestion):
     """The suggestion after ``accept`` / ``reject`` / ``withdraw``; ``text``: the field's live
     text once an accepted suggestion is applied (absent otherwise)."""
