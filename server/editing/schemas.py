@@ -53,6 +53,7 @@ class Suggestion(Out):
     decided_by: str | None
     decided_at: datetime | None
     created_at: datetime
+    user_name: str | None = None  # the suggester's display name (in lists of a lesson's suggestions)
 
 
 class SuggestionPage(Page[Suggestion]):

@@ -30,6 +30,7 @@ from server.editing.models import LessonVersion, SuggestedEdit
 from server.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed, field_error
 from server.http import page, parse_datetime, parse_uuid
 from server.notifications.service import notify
+from server.users.models import User
 
 STATUSES = ("open", "accepted", "rejected", "withdrawn")
 
@@ -242,16 +243,17 @@ async def list_suggestions(session: AsyncSession, lesson_id: uuid.UUID, user: Pr
     """The team sees every suggestion on the lesson; anyone else only their own (a filter on what
     a reader of the lesson sees, not a refusal)."""
     _check_status(status)
-    query = select(SuggestedEdit).where(SuggestedEdit.lesson_id == lesson_id)
+    query = (select(SuggestedEdit, User.name).outerjoin(User, User.clerk_id == SuggestedEdit.user_id)
+             .where(SuggestedEdit.lesson_id == lesson_id))
     if access.role < Role.VIEWER:
         query = query.where(SuggestedEdit.user_id == user.clerk_id)
     if status is not None:
         query = query.where(SuggestedEdit.status == status)
     rows = (await session.execute(
         _after(query, cursor).order_by(SuggestedEdit.created_at.desc(), SuggestedEdit.id.desc()).limit(limit + 1)
-    )).scalars().all()
-    result = page(list(rows), limit, lambda s: [s.created_at, str(s.id)])
-    result["items"] = [suggestion_payload(s) for s in result["items"]]
+    )).all()
+    result = page(list(rows), limit, lambda r: [r[0].created_at, str(r[0].id)])
+    result["items"] = [suggestion_payload(s) | {"user_name": name} for s, name in result["items"]]
     return result
 
 

@@ -32,6 +32,11 @@ async def test_my_suggestions_across_lessons(client: httpx.AsyncClient, alice: D
     assert items[0]["course_title"] == "Suggested course" and items[0]["lesson_title"]
     assert items[0]["user_id"] == bob.clerk_id
 
+    # the team's list of a lesson's suggestions names who suggested each
+    team = (await client.get(f"/api/lessons/{course.lesson_ids[0]}/suggested-edits", headers=alice.headers)).json()
+    assert {(i["comment"], i["user_name"]) for i in team["items"]} == {("one", bob.name),
+                                                                       ("the author's own", alice.name)}
+
     withdrawn = await client.post(f"/api/suggested-edits/{first}/withdraw", headers=bob.headers)
     assert withdrawn.status_code == 200, withdrawn.text
     open_ = (await client.get("/api/me/suggested-edits?status=open", headers=bob.headers)).json()["items"]

@@ -6,6 +6,7 @@ import { live } from '../lib/live.js'
 import { toast, showError } from '../lib/toast.js'
 import { stars, authorOf, tagName } from '../lib/format.js'
 import { navigate, onLeave, render } from '../lib/router.js'
+import { onProgress } from '../lib/progress.js'
 
 export default async function coursePage (main, id) {
   const [outline, access] = await Promise.all([get(`/courses/${id}/outline`), get(`/courses/${id}/access`).catch(() => ({ role: 'anonymous' }))])
@@ -39,12 +40,17 @@ export default async function coursePage (main, id) {
           setProgress(r.progress)
         } catch (e) { box.checked = !box.checked; showError(e) }
       }
-      lessons.append(h('li', { class: done ? 'done' : '' }, box, ' ', h('a', { href: `/lessons/${l.id}` }, l.title), h('small.muted', ` ${l.content_type}`)))
+      lessons.append(h('li', { class: done ? 'done' : '', dataset: { lesson: l.id } }, box, ' ', h('a', { href: `/lessons/${l.id}` }, l.title), h('small.muted', ` ${l.content_type}`)))
     }
     if (canEdit) lessons.append(h('li', addLessonForm(unit.id)))
     outlineEl.append(h('li', h('h3', unit.title), lessons))
   }
   if (canEdit) outlineEl.append(h('li', addUnitForm(id)))
+  onLeave(onProgress(id, (c) => { // a lesson completed in another tab (a passed quiz): lib/progress.js
+    const li = outlineEl.querySelector(`li[data-lesson="${c.lessonId}"]`)
+    if (li && c.status === 'completed') { li.classList.add('done'); const cb = li.querySelector('input[type=checkbox]'); if (cb) cb.checked = true }
+    if (c.progress !== null && c.progress !== undefined) setProgress(c.progress)
+  }))
 
   const staff = canEdit ? h('section.box', h('h2', 'Manage'),
     h('p', course.is_published ? 'Published.' : 'Draft — only you and collaborators see it.'),
@@ -53,6 +59,8 @@ export default async function coursePage (main, id) {
       onclick: async () => { try { await post(`/courses/${id}/${course.is_published ? 'unpublish' : 'publish'}`); render() } catch (e) { showError(e) } }
     }, course.is_published ? 'Unpublish' : 'Publish'),
     access.can_manage ? collaboratorForm(id) : null) : null
+  const library = canEdit ? h('div') : null
+  if (library) import('./media.js').then((m) => { if (library.isConnected) library.append(m.mediaLibrary(id)) }).catch(() => {})
 
   const forum = h('section.box', { 'aria-labelledby': 'forum-h' })
   const feedback = h('section.box', { 'aria-labelledby': 'fb-h' })
@@ -63,7 +71,7 @@ export default async function coursePage (main, id) {
     isEnrolled ? h('div.progress', progressBar, progressText) : null,
     h('div.cols',
       h('section.box', h('h2', 'Outline'), outlineEl),
-      h('div', staff, feedback, forum)))
+      h('div', staff, library, feedback, forum)))
   await Promise.all([renderFeedback(feedback, id, isEnrolled), renderForum(forum, id)])
 }
 
