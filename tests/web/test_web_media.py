@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support import ServerProcess, dev_user
-from tests.support.web import launch, signed_in, signed_in_pages
+from tests.support.web import launch, screenshot, signed_in, signed_in_pages
 
 pytestmark = pytest.mark.browser
 
@@ -98,6 +98,7 @@ async def test_dropped_image_reaches_the_co_editor_and_the_library(
         png_row = rows.filter(has_text="image/png")
         await expect(png_row).to_contain_text(f"{len(PNG)} B")
         await expect(png_row.get_by_role("cell").nth(4)).to_have_text("Volcanoes")  # used in
+        await screenshot(page_a, "media-library.png")
         await png_row.get_by_role("button", name="Delete").click()
         await png_row.get_by_role("button", name="Yes, delete").click()
         await expect(rows).to_have_count(1)

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Browser, expect
 
 from tests.support import DevUser, ServerProcess, dev_user
-from tests.support.web import launch, signed_in_pages
+from tests.support.web import launch, screenshot, signed_in_pages
 
 pytestmark = pytest.mark.browser
 
@@ -80,6 +80,7 @@ async def test_my_work_lists_drafts_and_suggestions_and_withdraws(
         await expect(items.nth(0)).to_contain_text("and low tide")
         await expect(items.nth(0)).to_contain_text("Alice's tides: first lesson")
         await expect(items.nth(0).get_by_test_id("suggestion-status")).to_have_text("Open")
+        await screenshot(page, "my-work.png")
         older = items.filter(has_text="mention high tide")
         await older.get_by_role("button", name="Withdraw").click()
         await expect(older.get_by_test_id("suggestion-status")).to_have_text("Withdrawn")
@@ -88,7 +89,11 @@ async def test_my_work_lists_drafts_and_suggestions_and_withdraws(
         assert got["status"] == "withdrawn"
         # the filter: open ones only by default after a reload; "Withdrawn" lists the other
         await page.reload()
-        await expect(items).to_have_count(1)
+        try:
+            await expect(items).to_have_count(1)
+        except AssertionError:
+            print("DEBUG", page.url, await page.locator("main").inner_text())
+            raise
         await page.get_by_label("Show").select_option("withdrawn")
         await expect(items).to_have_count(1)
         await expect(items).to_contain_text("mention high tide")

@@ -11,7 +11,7 @@ import pytest
 from playwright.async_api import Browser, Page, expect
 
 from tests.support import ServerProcess, dev_user
-from tests.support.web import launch, signed_in_pages
+from tests.support.web import launch, screenshot, signed_in_pages
 
 pytestmark = pytest.mark.browser
 
@@ -80,6 +80,7 @@ async def test_author_builds_a_quiz_and_a_learner_passes_it(
         await author.get_by_role("button", name="Move up (question 3)").click()
         await expect(author.get_by_label("Question 2 prompt")).to_have_value("Which are capitals?")
         await expect(author.get_by_role("button", name="Move up (question 2)")).to_be_focused()
+        await screenshot(author, "quiz-builder.png")
         await author.get_by_role("button", name="Save quiz").click()
 
         item = author.get_by_test_id("quiz-item")
@@ -133,6 +134,7 @@ async def test_author_builds_a_quiz_and_a_learner_passes_it(
         await expect(form.get_by_test_id("quiz-grade")).to_contain_text("Score: 100% (3 of 3 correct) — passed")
         await expect(form).to_contain_text("Lesson complete. Course progress: 50%.")
         await expect(learner.get_by_role("button", name="Mark lesson complete")).to_be_disabled()
+        await screenshot(learner, "quiz-passed.png")
         # the outline tab shows it without a reload
         await expect(box).to_be_checked()
         await expect(outline.get_by_text("50% complete")).to_be_visible()

@@ -265,7 +265,7 @@ export default async function lessonPage (main, id) {
       if (mine?.status === 'completed') { btn.disabled = true; out.textContent = 'You completed this lesson.' } else if (!mine?.status || mine.status === 'not_started') await put(`/lessons/${id}/progress`, { status: 'in_progress' })
     }).catch(() => {})
     cleanups.push(onProgress(courseId, (c) => {
-      if (c.lessonId === id && c.status === 'completed') { btn.disabled = true; out.textContent = `You completed this lesson. Course progress: ${Math.round(c.progress)}%` }
+      if (c.lessonId === id && c.status === 'completed' && !btn.disabled) { btn.disabled = true; out.textContent = `You completed this lesson. Course progress: ${Math.round(c.progress)}%` }
     }))
     box.append(btn, out)
     return box

@@ -42,11 +42,12 @@ export function mySuggestionItem (s, { withLesson = false, onWithdrawn } = {}) {
 /** The lesson page's box for a suggester: their suggestions on this lesson that are still open. */
 export function mySuggestionsBox (lessonId) {
   const list = h('ul.suggestions', { 'data-testid': 'my-suggestions' })
-  const box = h('section.box', { 'aria-labelledby': 'ms-h' }, h('h2#ms-h', 'Your open suggestions'), list)
+  const box = h('section.box', { 'aria-labelledby': 'ms-h', hidden: true }, h('h2#ms-h', 'Your open suggestions'), list)
   const load = async () => {
     try {
       const page = await get(`/lessons/${lessonId}/suggested-edits?status=open&limit=50`)
-      clear(list, page.items.length ? page.items.map((s) => mySuggestionItem(s)) : h('li.muted', 'None open.'))
+      clear(list, page.items.map((s) => mySuggestionItem(s)))
+      box.hidden = !page.items.length // shown once there is one to follow
     } catch (e) { clear(list, h('li.error', errorText(e))) }
   }
   box.reload = load
