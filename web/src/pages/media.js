@@ -151,41 +151,35 @@ export function mediaLibrary (courseId) {
   const load = async () => {
     let items
     try { items = (await getAll(`/courses/${courseId}/media?limit=100`, 5)).items } catch (e) { clear(box, h('h2#ml-h', 'Media library'), h('p.error', errorText(e))); return }
-    const body = h('tbody')
+    const list = h('ul.media-list')
     for (const m of items) {
       const name = fileName(m.url)
+      const short = name.length > 16 ? `${name.slice(0, 8)}…${name.slice(name.lastIndexOf('.'))}` : name
       const used = m.used_in.length
-        ? h('ul.used-in', m.used_in.map((l) => h('li', h('a', { href: `/lessons/${l.id}` }, l.title))))
-        : h('span.muted', 'Not used in any lesson body')
-      const actions = h('td.actions')
+        ? h('span.used-in', 'Used in ', m.used_in.map((l, i) => [i ? ', ' : '', h('a', { href: `/lessons/${l.id}` }, l.title)]))
+        : h('span.used-in.muted', 'Not used in any lesson body')
+      const actions = h('span.actions')
       const confirmDelete = () => {
-        clear(actions, h('span', `Delete ${name}?`), ' ',
+        clear(actions, h('span', `Delete ${short}?`), ' ',
           h('button.small.danger', {
             type: 'button',
             onclick: async () => {
-              try { await del(`/media/${m.id}`); toast('File deleted', used.tagName === 'UL' ? 'Lessons that link to it now show a broken link.' : ''); msg.textContent = `${name} deleted.`; load() } catch (e) { msg.textContent = errorText(e) }
+              try { await del(`/media/${m.id}`); toast('File deleted', m.used_in.length ? 'Lessons that link to it now show a broken link.' : ''); msg.textContent = `${short} deleted.`; load() } catch (e) { msg.textContent = errorText(e) }
             }
           }, 'Yes, delete'), ' ',
           h('button.small', { type: 'button', onclick: () => { drawActions(); actions.querySelector('button')?.focus() } }, 'Keep'))
         actions.querySelector('button')?.focus()
       }
-      const drawActions = () => clear(actions, h('button.small', { type: 'button', 'aria-label': `Delete ${name}`, onclick: confirmDelete }, 'Delete'))
+      const drawActions = () => clear(actions, h('button.small', { type: 'button', 'aria-label': `Delete ${short}`, onclick: confirmDelete }, 'Delete'))
       drawActions()
-      body.append(h('tr', { 'data-testid': 'media-row', dataset: { id: m.id } },
-        h('td', h('a', { href: m.url, rel: 'noopener noreferrer' }, name)),
-        h('td', m.mime_type || m.media_type),
-        h('td', fmtSize(m.size_bytes)),
-        h('td', h('a', { href: `/lessons/${m.lesson_id}` }, m.lesson_title)),
-        h('td', used),
-        actions))
+      list.append(h('li', { 'data-testid': 'media-row', dataset: { id: m.id } },
+        h('div.row', h('a', { href: m.url, rel: 'noopener noreferrer', title: name }, short),
+          h('span.muted', `${m.mime_type || m.media_type} · ${fmtSize(m.size_bytes)} · added to `),
+          h('a', { href: `/lessons/${m.lesson_id}` }, m.lesson_title)),
+        h('div.row.spread', used, actions)))
     }
     clear(box, h('h2#ml-h', 'Media library'),
-      items.length
-        ? h('div.table-wrap', h('table.media-table',
-          h('caption.sr-only', 'Files of this course'),
-          h('thead', h('tr', ['File', 'Type', 'Size', 'Added to', 'Used in', 'Actions'].map((t) => h('th', { scope: 'col' }, t)))),
-          body))
-        : h('p.muted', 'No files yet. Drop an image, audio or video file into a lesson to add one.'),
+      items.length ? list : h('p.muted', 'No files yet. Drop an image, audio or video file into a lesson to add one.'),
       msg)
   }
   clear(box, h('h2#ml-h', 'Media library'), h('p.muted', 'Loading…'))
