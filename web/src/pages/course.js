@@ -9,6 +9,7 @@ import { onLeave, render } from '../lib/router.js'
 import { outlineView } from './outline.js'
 import { collaboratorsPanel } from './collaborators.js'
 import { renderForum } from './forum.js'
+import { onProgress } from '../lib/progress.js'
 
 export default async function coursePage (main, id) {
   const [outline, access] = await Promise.all([get(`/courses/${id}/outline`), get(`/courses/${id}/access`).catch(() => ({ role: 'anonymous' }))])
@@ -33,6 +34,11 @@ export default async function coursePage (main, id) {
   // the outline (editing tools for editors, live for everyone signed in): pages/outline.js
   const outlineBox = outlineView(id, outline, { canEdit, enrolled: isEnrolled, onProgress: setProgress })
   onLeave(outlineBox.dispose)
+  onLeave(onProgress(id, (c) => { // a lesson completed in another tab (a passed quiz): lib/progress.js
+    const li = outlineBox.el.querySelector(`li.lesson[data-id="${c.lessonId}"]`)
+    if (li && c.status === 'completed') { li.classList.add('done'); const cb = li.querySelector('input[type=checkbox]'); if (cb) cb.checked = true }
+    if (c.progress !== null && c.progress !== undefined) setProgress(c.progress)
+  }))
 
   const staff = canEdit ? h('section.box', h('h2', 'Manage'),
     h('p', course.is_published ? 'Published.' : 'Draft — only you and collaborators see it.'),
@@ -41,6 +47,8 @@ export default async function coursePage (main, id) {
       onclick: async () => { try { await post(`/courses/${id}/${course.is_published ? 'unpublish' : 'publish'}`); render() } catch (e) { showError(e) } }
     }, course.is_published ? 'Unpublish' : 'Publish'),
     access.can_manage ? collaboratorsPanel(id) : null) : null
+  const library = canEdit ? h('div') : null
+  if (library) import('./media.js').then((m) => { if (library.isConnected) library.append(m.mediaLibrary(id)) }).catch(() => {})
 
   const forum = h('section.box', { 'aria-labelledby': 'forum-h' })
   const feedback = h('section.box', { 'aria-labelledby': 'fb-h' })
@@ -51,7 +59,7 @@ export default async function coursePage (main, id) {
     isEnrolled ? h('div.progress', progressBar, progressText) : null,
     h('div.cols',
       h('section.box', h('h2', 'Outline'), outlineBox.el),
-      h('div', staff, feedback, forum)))
+      h('div', staff, library, feedback, forum)))
   await Promise.all([renderFeedback(feedback, id, isEnrolled), renderForum(forum, id)])
   outlineBox.goLive() // after the forum's subscription to course:<id>, which carries its since
 }
