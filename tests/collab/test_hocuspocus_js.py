@@ -184,3 +184,38 @@ async def test_fifty_documents_over_one_socket(server: ServerProcess, client: ht
                 and "[again1]" in rows[1]["content"]["body"] and "[again49]" in rows[2]["content"]["body"])
 
     await eventually(materialised, within=10)
+
+
+async def test_rest_restore_reaches_a_provider(server: ServerProcess, client: httpx.AsyncClient,
+                                               db: AsyncEngine) -> None:
+    author = await dev_user(client, "Author")
+    lesson = await make_lesson(db, author.clerk_id, body="Original.")
+    py = await YClient.connect(server.ws_url, lesson.id, author.token)
+    py.body.insert(len(str(py.body)), " Changed.")
+    await py.saved()
+    await py.close()  # the last one leaves: a version of "Original. Changed."
+
+    async def first_version() -> Any:
+        r = await client.get(f"/api/lessons/{lesson.id}/versions", headers=author.headers)
+        return r.json()["items"] or None
+
+    version = (await eventually(first_version, within=10))[0]
+    py = await YClient.connect(server.ws_url, lesson.id, author.token)
+    del py.body[0:len(str(py.body))]
+    py.body.insert(0, "Rewritten.")
+    await py.saved()
+    proc = await node("coedit", server, lesson=lesson.id, token=author.token, text="", wait=["Original. Changed."])
+    try:
+        synced = await next_event(proc)
+        assert (synced["event"], synced["body"]) == ("synced", "Rewritten."), synced
+        assert (await next_event(proc))["event"] == "saved"
+        r = await client.post(f"/api/lessons/{lesson.id}/versions/{version['id']}/restore", headers=author.headers)
+        assert r.status_code == 200, r.text
+        saw = await next_event(proc)
+        assert saw == {"event": "saw", "body": "Original. Changed."}, saw
+        await finished(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    await py.close()
