@@ -488,8 +488,8 @@ class Session:
         # (e.g. the server counting this socket against its user) is copied to the socket's
         # scope, once.
         async with self._first_admit:
-            if self.authenticated:
-                scope = self._document_scope(token)
+            if self.authenticated:  # another document got in meanwhile: copy what it noted
+                return await self.rooms.admit(self._document_scope(token), lesson_id)
             admitted = await self.rooms.admit(scope, lesson_id)
             if isinstance(self.scope, MutableMapping):
                 for key, value in scope.items():
@@ -545,6 +545,8 @@ class Session:
         """One message of an open document."""
         room, peer = document.room, document.peer
         assert room is not None and peer is not None
+        if peer.sender.closed:  # closed by its room (it leaves at the next turn): moot
+            return
         kind = message.type
         receiver = self.rooms.receiver
         if kind in (MSG_SYNC, MSG_SYNC_REPLY):

@@ -14,7 +14,8 @@ const [url, docsJson, S, W, R, SECS, token] = process.argv.slice(2)
 const names = JSON.parse(docsJson)
 const s = +S; const w = +W; const rate = +R; const secs = +SECS
 const lat = []
-let received = 0; let errors = 0; let denied = 0; let acks = 0
+let received = 0; let errors = 0; let denied = 0; let acks = 0; let timeouts = 0
+const closes = []
 const frame = (name, type, write) => {
   const e = encoding.createEncoder()
   encoding.writeVarString(e, name)
@@ -76,12 +77,15 @@ function mkSocket (i) {
       }
     })
     ws.on('error', () => { errors++; resolve(null) })
+    ws.on('close', code => { if (!synced) { closes.push(code); resolve(null) } })
+    setTimeout(() => { if (!synced) { timeouts++; ws.close(); resolve(null) } }, 120000)
   })
 }
 
 const sockets = []
 for (let i = 0; i < s; i++) sockets.push(await mkSocket(i))
 const live = sockets.filter(Boolean)
+console.log(JSON.stringify({ phase: 'load' })) // every socket is in: the runner samples server CPU here
 const t0 = Date.now()
 let sent = 0
 const perDoc = new Map(names.map(n => [n, 0]))
@@ -101,7 +105,7 @@ const p = q => lat.length ? lat[Math.min(lat.length - 1, Math.floor(q * lat.leng
 const expected = sent * (live.length - 1)
 const converged = live.every(c => names.every(n => c.docs.get(n).getMap('ts').size === perDoc.get(n)))
 console.log(JSON.stringify({
-  sockets: live.length, documents: names.length, errors, denied, sent, acks, expected, received,
+  sockets: live.length, documents: names.length, errors, denied, timeouts, closes, sent, acks, expected, received,
   lost: expected - received, converged, p50: p(0.5), p99: p(0.99), max: p(1),
   deliveredPerSec: Math.round(received / secs), elapsed: (Date.now() - t0) / 1000
 }))

@@ -230,6 +230,10 @@ async def test_closing_one_document_leaves_the_others_open() -> None:
         session.receive(_update(second, _edit(client, "x" * 200_001)))
         closes = socket.of(second, h.MSG_CLOSE)
         assert h.read_var_string(closes[0].body, 0)[0].startswith("4413: ")
+        late: Doc[Any] = Doc()
+        late.apply_update(other.doc.get_update())
+        session.receive(_update(second, _edit(late, "late ")))  # before it has left the room
+        assert str(other.doc.get("body", type=Text)) == "still Body"
         await socket.until(lambda: not other.peers)
         assert socket.close_code is None
         # Stateless and unknown types of a document are accepted, never fatal.
