@@ -205,7 +205,11 @@ def write_results(path: Path, args: argparse.Namespace, scenarios: dict[str, dic
     lines += [
         "",
         "Caveat: a 2-core machine shared with other work at the time, the load generator on the same",
-        "cores; compare the servers within one run, as ratios.",
+        "cores; compare the servers within one run, as ratios. `sent` below writers × rate × seconds",
+        "means the generator (one Node process applying every update in every socket's documents) was",
+        "starved: the servers then got different loads, and each server's fixed per-second work (for",
+        "Scriptorium: the 2 s access re-check of every room's users against PostgreSQL, the maintenance",
+        "loop, the Redis heartbeat) weighs on its CPU per delivery. Rerun on a quiet machine.",
         "",
         "delivered/s: updates applied by the other sockets' documents per second of load; p50/p99: send to",
         "apply at a receiving socket; lost: expected − received deliveries; converged: every socket's",
