@@ -277,3 +277,32 @@ async def test_bad_frames_and_limits() -> None:
         session.finish()  # cancels the pending authentications
 
     await _with_rooms(test)
+
+
+async def test_what_authorize_notes_in_the_scope_is_the_sockets_once() -> None:
+    """The server counts a socket against its user by noting it in the scope (SocketCounts): over
+    many documents that authenticate at once, the socket is counted once, on its own scope."""
+    taken: list[str] = []
+
+    async def counting(scope: Scope, lesson_id: str) -> Grant:
+        if "counted" not in scope:
+            await asyncio.sleep(0.01)  # the other documents' admissions are under way meanwhile
+            taken.append(lesson_id)
+            scope["counted"] = "writer"
+        return Grant("writer", can_write=True)
+
+    store = MemoryStore()
+    rooms = RoomManager(store, counting, _recheck, flush_interval=0.01)  # type: ignore[arg-type]
+    await rooms.start()
+    try:
+        socket = Socket()
+        scope: dict[str, Any] = {"type": "websocket", "headers": []}
+        session = h.Session(rooms, scope, socket.send)
+        names = [f"lesson:{uuid.UUID(int=index + 1)}" for index in range(3)]
+        for name in names:
+            session.receive(h.auth_frame(name, "writer"))
+        await socket.until(lambda: all(socket.of(name, h.MSG_SYNC) for name in names))
+        assert len(taken) == 1 and scope["counted"] == "writer"
+        session.finish()
+    finally:
+        await rooms.stop()
