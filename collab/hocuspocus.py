@@ -386,8 +386,9 @@ class Session:
         if self.documents.get(document.address) is document:
             del self.documents[document.address]
         self._unqueue(document)
-        if document.authorizing is not None and not document.authorizing.done():
-            document.authorizing.cancel()
+        task = document.authorizing
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
         if document.link is not None:
             document.link.detach()
         if document.room is not None and document.peer is not None:
