@@ -85,13 +85,15 @@ async function main () {
     provider.destroy()
   } else if (mode === 'viewer') {
     const s = open(socket(), args.lesson, args.token)
-    await until(() => s.scope !== null && s.provider.synced, 10000, () => JSON.stringify({ scope: s.scope, failed: s.failed }))
+    // synced, and its step 2 (what it had) acknowledged as applied: nothing unsynced
+    await until(() => s.scope !== null && s.provider.synced && !s.provider.hasUnsyncedChanges, 10000,
+      () => JSON.stringify({ scope: s.scope, failed: s.failed, statuses: s.statuses }))
     say({ event: 'synced', scope: s.scope, body: s.body() })
     const before = s.statuses.length
     const body = s.doc.getText('body')
     body.insert(0, args.text)
     await until(() => s.statuses.length > before, 10000, () => JSON.stringify(s.statuses))
-    say({ event: 'refused', status: s.statuses[s.statuses.length - 1], unsynced: s.provider.unsyncedChanges })
+    say({ event: 'refused', status: s.statuses[before], unsynced: s.provider.unsyncedChanges })
     await nextLine()
     await until(() => args.wait.every(m => s.body().includes(m)), 15000, () => s.body())
     say({ event: 'body', body: s.body() })
