@@ -17,6 +17,7 @@ from server.catalog.schemas import EVENTS as CATALOG_EVENTS
 from server.feedback.schemas import EVENTS as FEEDBACK_EVENTS
 from server.forum.schemas import LikedEvent, PostDeletedEvent, PostEvent, ReplyEvent, TypingEvent
 from server.gamification.schemas import EVENTS as GAMIFICATION_EVENTS
+from server.learning.schemas import EVENTS as LEARNING_EVENTS
 from server.notifications.schemas import EVENTS as NOTIFICATION_EVENTS
 from server.schemas import Out
 
@@ -35,6 +36,7 @@ FORUM_EVENTS: dict[str, type[Out]] = {
 
 LIVE_EVENTS: dict[str, type[Out]] = {
     **FORUM_EVENTS, **CATALOG_EVENTS, **FEEDBACK_EVENTS, **NOTIFICATION_EVENTS, **GAMIFICATION_EVENTS,
+    **LEARNING_EVENTS,
 }
 
 # The channel kind that carries each event (``course:<id>``, ``thread:<post_id>``, ``user:me``).
@@ -44,5 +46,5 @@ LIVE_EVENT_CHANNELS: dict[str, Literal["course", "thread", "user"]] = {
     "thread.updated": "thread", "reply.created": "thread", "reply.updated": "thread", "reply.deleted": "thread",
     "post.liked": "thread", "reply.liked": "thread", "typing": "thread",
     "notification.created": "user", "notification.read": "user",
-    "achievement.earned": "user", "streak.updated": "user",
+    "achievement.earned": "user", "streak.updated": "user", "progress.updated": "user",
 }

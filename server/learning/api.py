@@ -111,9 +111,9 @@ async def set_progress(request: Request) -> Response:
                                                    user_id=user.clerk_id, status=body.status)
 
     written = await service.retrying(write)
-    if written.actions:  # a lesson or course newly completed: achievements, in their own transaction
-        async with services(request).sessions.begin() as session:
-            await service.record_completions(session, user.clerk_id, written.actions)
+    # achievements a newly completed lesson or course earns, and the live event, in their own transaction
+    async with services(request).sessions.begin() as session:
+        await service.record_completions(session, user.clerk_id, written)
     return json_response(written.payload)
 
 
@@ -219,7 +219,7 @@ async def attempt_quiz(request: Request) -> Response:
                 written = await service.set_lesson_status(
                     session, course_id=access.course_id, lesson_id=quiz.lesson_id, user_id=user.clerk_id,
                     status="completed")
-                await service.record_completions(session, user.clerk_id, written.actions)
+                await service.record_completions(session, user.clerk_id, written)
                 lesson = written.payload
         return {
             "id": attempt.id, "quiz_id": quiz.id, "score": attempt.score, "passed": attempt.passed,

@@ -158,3 +158,7 @@ class AttemptOut(Out):
     progress: Percent | None
 
 
+
+
+# live events of this domain (server/live_events.py assembles them)
+EVENTS: dict[str, type[Out]] = {"progress.updated": LessonStatusOut}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, select, text
@@ -20,6 +20,7 @@ from server.errors import Conflict, NotFound
 from server.gamification.service import record_action
 from server.http import cursor_key, cursor_uuid, parse_datetime
 from server.learning.models import UserCourse
+from server.outbox.emit import emit
 from server.users.models import User
 
 STATUSES = ("not_started", "in_progress", "completed")
@@ -171,10 +172,15 @@ async def set_lesson_status(
     return StatusWrite(payload, tuple(actions))
 
 
-async def record_completions(session: AsyncSession, user_id: str, actions: tuple[str, ...]) -> None:
-    """Evaluate the achievements a status write touched (lessons before courses)."""
-    for key in actions:
+async def record_completions(session: AsyncSession, user_id: str, written: StatusWrite) -> None:
+    """After a status write: evaluate the achievements it touched (lessons before courses) and tell
+    the learner's other tabs and devices (``progress.updated`` on ``user:<id>``, docs/API.md §7)."""
+    for key in written.actions:
         await record_action(session, user_id=user_id, keys={key})
+    data = {key: (value.astimezone(UTC).isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else
+                  str(value) if isinstance(value, uuid.UUID) else value)
+            for key, value in written.payload.items()}
+    await emit(session, channel=f"user:{user_id}", event="progress.updated", data=data)
 
 
 async def course_progress(session: AsyncSession, *, course_id: uuid.UUID, user_id: str) -> dict[str, Any]:

@@ -135,7 +135,7 @@ async def test_author_builds_a_quiz_and_a_learner_passes_it(
         await expect(form).to_contain_text("Lesson complete. Course progress: 50%.")
         await expect(learner.get_by_role("button", name="Mark lesson complete")).to_be_disabled()
         await screenshot(learner, "quiz-passed.png")
-        # the outline tab shows it without a reload
+        # the outline tab shows it without a reload (progress.updated on user:me over /ws)
         await expect(box).to_be_checked()
         await expect(outline.get_by_text("50% complete")).to_be_visible()
         progress = (await client.get(f"/api/courses/{course_id}/progress", headers=lena.headers)).json()

@@ -1,29 +1,24 @@
-// Lesson progress shared between this browser's tabs. The server has no live event for progress
-// (docs/API.md §7 lists none), so a tab that completes a lesson (a passed quiz, "Mark complete")
-// tells the others through a BroadcastChannel; a course outline open in another tab updates at once.
-// Another device sees it on its next load of the outline.
+// Lesson progress, live: the server tells every tab and device of the learner with
+// `progress.updated` on `user:me` (docs/API.md §7) after a lesson status changes (a passed quiz,
+// "Mark complete"); the tab that made the change also announces it at once, before the event.
+import { live } from './live.js'
+import { auth } from './auth.js'
 
-const NAME = 'scriptorium.progress'
 const listeners = new Set()
-let channel = null
 
-function open () {
-  if (channel || typeof BroadcastChannel === 'undefined') return channel
-  channel = new BroadcastChannel(NAME)
-  channel.onmessage = (e) => { for (const fn of listeners) fn(e.data) }
-  return channel
-}
-
-/** Tell this tab and the others: `{courseId, lessonId, status, progress}`. */
+/** Tell this tab's listeners now: `{courseId, lessonId, status, progress}`. */
 export function announceProgress (change) {
   for (const fn of listeners) fn(change)
-  open()?.postMessage(change)
 }
 
 /** Call fn({courseId, lessonId, status, progress}) for each change of `courseId`; returns the unsubscribe. */
 export function onProgress (courseId, fn) {
-  open()
   const wrapped = (c) => { if (c && String(c.courseId) === String(courseId)) fn(c) }
   listeners.add(wrapped)
-  return () => listeners.delete(wrapped)
+  const unsubscribe = auth.signedIn
+    ? live.subscribe('user:me', null, (event, data) => {
+      if (event === 'progress.updated') wrapped({ courseId: data.course_id, lessonId: data.lesson_id, status: data.status, progress: data.progress })
+    })
+    : () => {}
+  return () => { listeners.delete(wrapped); unsubscribe() }
 }

@@ -34,9 +34,9 @@ export default async function coursePage (main, id) {
   // the outline (editing tools for editors, live for everyone signed in): pages/outline.js
   const outlineBox = outlineView(id, outline, { canEdit, enrolled: isEnrolled, onProgress: setProgress })
   onLeave(outlineBox.dispose)
-  onLeave(onProgress(id, (c) => { // a lesson completed in another tab (a passed quiz): lib/progress.js
+  onLeave(onProgress(id, (c) => { // a lesson completed elsewhere (a passed quiz, another tab or device): lib/progress.js
     const li = outlineBox.el.querySelector(`li.lesson[data-id="${c.lessonId}"]`)
-    if (li && c.status === 'completed') { li.classList.add('done'); const cb = li.querySelector('input[type=checkbox]'); if (cb) cb.checked = true }
+    if (li) { const done = c.status === 'completed'; li.classList.toggle('done', done); const cb = li.querySelector('input[type=checkbox]'); if (cb) cb.checked = done }
     if (c.progress !== null && c.progress !== undefined) setProgress(c.progress)
   }))
 
