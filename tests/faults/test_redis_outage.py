@@ -43,7 +43,7 @@ async def two_nodes(database_url: str, data_dir: Path, redis_url: str) -> AsyncI
                            env={**ENV, "NODE_ID": f"node-{name}"}) for name in "ab"]
     try:
         for node in nodes:  # in a thread: the proxy serves their Redis connections from this loop
-            await asyncio.to_thread(node.start)
+            await asyncio.to_thread(node.start, 90)  # a loaded machine starts slowly
         yield nodes
     finally:
         for node in nodes:
