@@ -204,20 +204,22 @@ async def test_a_slow_ws_reader_is_closed_4008_and_resumes_with_since(
                                                        open_timeout=10, max_queue=None) as slowpoke:
                 assert (await subscribe(fast, channel))["type"] == "subscribed"
                 assert (await subscribe(slowpoke, channel))["type"] == "subscribed"
-                pad, count = "y" * 8000, WS_PUSH // 8000
+                # large events, so the push outruns the server's ping timeout (25 s + 20 s), which
+                # would otherwise end a stalled socket first (1006)
+                pad, count, per_batch = "y" * 32_000, WS_PUSH // 32_000, 64
                 fast_got: list[dict[str, Any]] = []
 
                 async def batch(first: int) -> float:
-                    """250 events; seconds until the fast subscriber has them all."""
+                    """``per_batch`` events; seconds until the fast subscriber has them all."""
                     started = time.monotonic()
-                    await live.emit_many(channel, min(250, count - first), start=first, pad=pad)
+                    await live.emit_many(channel, min(per_batch, count - first), start=first, pad=pad)
                     async with asyncio.timeout(60):
-                        while len(fast_got) < min(first + 250, count):
+                        while len(fast_got) < min(first + per_batch, count):
                             fast_got.append(json.loads(await fast.recv()))
                     return time.monotonic() - started
 
                 baseline = [await batch(0)]  # both read: the latency without a slow reader
-                got = await read_n(slowpoke, 250)  # what it read before the stall
+                got = await read_n(slowpoke, per_batch)  # what it read before the stall
                 await asyncio.to_thread(reset_peak, pid)
                 before = await asyncio.to_thread(memory, pid)
                 if slow == "stalled":
@@ -225,7 +227,7 @@ async def test_a_slow_ws_reader_is_closed_4008_and_resumes_with_since(
                 else:
                     proxy.rate = 10_000
                 released = release_when_closed(node, proxy, "/ws connection too slow, closing")
-                latencies = [await batch(first) for first in range(250, count, 250)]
+                latencies = [await batch(first) for first in range(per_batch, count, per_batch)]
                 after = await asyncio.to_thread(memory, pid)
                 growth = after["VmHWM"] - before["VmRSS"]
                 print(f"ws {slow}: peak RSS growth {growth / MiB:.1f} MiB for {WS_PUSH / MiB:.0f} MiB pushed,"
