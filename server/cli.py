@@ -214,6 +214,10 @@ def _worker_process_class() -> Any:
         @property
         def server(self) -> Any:
             if self._server is None:
+                # Runs in the worker, before its app reads the settings. Workers inherit one
+                # NODE_ID, and nodes ignore relay traffic from their own id: each worker is a node.
+                if os.environ.get("NODE_ID"):
+                    os.environ["NODE_ID"] = f"{os.environ['NODE_ID']}.{os.getpid()}"
                 self._server = draining_server(self.config)
             return self._server
 

@@ -129,7 +129,8 @@ async def test_sigterm_with_two_workers_saves_every_worker_s_rooms_and_exits_wit
     SIGTERM to the supervisor only, as a container runtime sends it. Each worker saves what it
     received before its sockets close 1012, and the whole server exits 0 within 10 s."""
     node = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=own_redis.url, workers=2,
-                         env={"RATE_LIMIT_PER_MINUTE": "0"})  # no NODE_ID: each worker draws its own
+                         # one NODE_ID for the server: each worker must still be a node of its own
+                         env={"RATE_LIMIT_PER_MINUTE": "0", "NODE_ID": f"workers-{uuid.uuid4().hex[:6]}"})
     await asyncio.to_thread(node.start, 90)  # two workers to spawn
     try:
         async with httpx.AsyncClient(base_url=node.base_url) as http:
