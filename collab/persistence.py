@@ -24,6 +24,15 @@ from collab.store import LessonGone, PendingUpdate, Store
 
 log = logging.getLogger("scriptorium.collab")
 
+FAILURE_SUMMARY_S = 30.0  # a failing flush logs one summary line this often
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost cause of a failure, in one line (``ConnectionRefusedError: ...``)."""
+    while exc.__cause__ is not None or (exc.__context__ is not None and not exc.__suppress_context__):
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return f"{type(exc).__name__}: {exc}"[:300]
+
 FLUSH_BATCH = 5000  # updates per INSERT
 
 
@@ -180,6 +189,9 @@ class Persistence:
         assert self.persisted >= mark  # flush() returns only once nothing is pending
 
     async def flush_forever(self) -> None:
+        # An outage fails every retry (twice a second): the first failure is logged with its
+        # traceback, then one line per FAILURE_SUMMARY_S while it lasts, and one when it ends.
+        failures, first_failed, summarised = 0, 0.0, 0.0
         while True:
             await self.ready.wait()
             if not self._urgent.is_set():  # nothing for other nodes waits: batch for an interval
@@ -189,12 +201,25 @@ class Persistence:
             self._urgent.clear()
             try:
                 await self.flush()
-            except Exception:
-                log.exception("collab flush failed; retrying")
+            except Exception as exc:
+                now = time.monotonic()
+                if failures == 0:
+                    first_failed = summarised = now
+                    log.exception("collab flush failed; retrying every 0.5 s (%s)", _cause(exc))
+                elif now - summarised >= FAILURE_SUMMARY_S:
+                    summarised = now
+                    log.warning("collab flush still failing after %d retries in %.0f s, %d update(s) "
+                                "unsaved (%s)", failures, now - first_failed, len(self.pending), _cause(exc))
+                failures += 1
                 if self.on_failure is not None:
                     self.on_failure()
                 self.ready.set()
                 await asyncio.sleep(0.5)
+            else:
+                if failures:
+                    log.warning("collab flush recovered after %d failed attempt(s) in %.0f s",
+                                failures, time.monotonic() - first_failed)
+                    failures = 0
 
     async def compact(self, room: Room) -> None:
         """Merge the room's stored log into a snapshot (run as a background task)."""

@@ -263,6 +263,8 @@ class Connection:
 
     def kill(self, code: int) -> None:
         if self.close_code is None:
+            if code == CLOSE_TOO_SLOW:  # as collab's sender logs it (an operator sees slow readers)
+                log.warning("/ws connection too slow, closing", extra={"queued": self.queued_bytes})
             self.close_code = code
             self.queue.clear()
             self.wake.set()

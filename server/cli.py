@@ -185,8 +185,11 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
     if workers > 1:
-        # uvicorn's supervisor builds each worker's server itself: workers get its plain shutdown
-        # (sockets closed 1012 first, the rooms saved by the lifespan's shutdown right after).
+        # uvicorn's supervisor builds each worker's server itself (a plain uvicorn.Server closes
+        # every socket 1012 before the lifespan saves the rooms): its workers are DrainingProcess.
+        import uvicorn.supervisors.multiprocess as multiprocess
+
+        multiprocess.Process = _worker_process_class()  # type: ignore[misc]
         uvicorn.run("server.app:create_app", **options)
         return 0
     config = uvicorn.Config("server.app:create_app", **options)
@@ -198,6 +201,36 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     return 0 if server.started else 3
+
+
+def _worker_process_class() -> Any:
+    from uvicorn.supervisors.multiprocess import Process
+
+    class DrainingProcess(Process):
+        """A ``--workers`` worker whose server drains like the single-process one (SIGTERM from the
+        supervisor: stop accepting, save every room, then close its sockets 1012). Pickled to the
+        spawned worker by reference, so it is a module attribute."""
+
+        @property
+        def server(self) -> Any:
+            if self._server is None:
+                # Runs in the worker, before its app reads the settings. Workers inherit one
+                # NODE_ID, and nodes ignore relay traffic from their own id: each worker is a node.
+                if os.environ.get("NODE_ID"):
+                    os.environ["NODE_ID"] = f"{os.environ['NODE_ID']}.{os.getpid()}"
+                self._server = draining_server(self.config)
+            return self._server
+
+    DrainingProcess.__qualname__ = DrainingProcess.__name__ = "DrainingProcess"
+    globals()["DrainingProcess"] = DrainingProcess  # one class: pickle checks it is this attribute
+    return DrainingProcess
+
+
+def __getattr__(name: str) -> Any:
+    # server.cli.DrainingProcess, built on first use (uvicorn is imported only to serve).
+    if name == "DrainingProcess":
+        return _worker_process_class()
+    raise AttributeError(name)
 
 
 def _drained(signum: int, frame: object) -> None:

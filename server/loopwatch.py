@@ -3,7 +3,8 @@
 A handler that holds the loop (a quadratic diff, a huge Markdown render, a deep JSON dump)
 shows up here as one long observation. Exposed in /metrics as
 ``scriptorium_event_loop_lag_seconds`` (a histogram); the adversarial tests read it before and
-after an attack to prove the loop was never held past their bound.
+after an attack to prove the loop was never held past their bound. Once a second it also sets
+``scriptorium_event_loop_lag_recent_max_seconds`` and ``scriptorium_asyncio_tasks`` (bench/soak).
 """
 
 from __future__ import annotations
@@ -30,9 +31,30 @@ async def watch(observe: Callable[[float], None]) -> None:
         observe(max(0.0, late))
 
 
+SAMPLE_S = 1.0
+
+
+def sampler(svc: Services) -> Callable[[float], None]:
+    """``observe`` for :func:`watch`: the histogram, and once a second the gauges of the last
+    second's longest lag and of the number of asyncio tasks (a soak's leak detectors)."""
+    metrics = svc.metrics
+    window = {"max": 0.0, "since": 0.0}
+
+    def observe(late: float) -> None:
+        metrics.loop_lag.observe(late)
+        window["max"] = max(window["max"], late)
+        now = asyncio.get_running_loop().time()
+        if now - window["since"] >= SAMPLE_S:
+            metrics.loop_lag_recent.set(window["max"])
+            metrics.tasks.set(len(asyncio.all_tasks()))
+            window["max"], window["since"] = 0.0, now
+
+    return observe
+
+
 @asynccontextmanager
 async def component(svc: Services) -> AsyncIterator[None]:
-    task = asyncio.create_task(watch(svc.metrics.loop_lag.observe), name="loop-lag-watch")
+    task = asyncio.create_task(watch(sampler(svc)), name="loop-lag-watch")
     try:
         yield
     finally:

@@ -34,3 +34,10 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        # Sampled once a second by server/loopwatch.py (what a soak plots over time).
+        self.loop_lag_recent = Gauge(
+            "scriptorium_event_loop_lag_recent_max_seconds",
+            "The longest event-loop lag of the last second (server/loopwatch.py)", registry=self.registry,
+        )
+        self.tasks = Gauge("scriptorium_asyncio_tasks", "asyncio tasks alive (sampled once a second)",
+                           registry=self.registry)

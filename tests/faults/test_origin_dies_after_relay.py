@@ -28,6 +28,7 @@ from collab.store import LoadedDocument, PendingUpdate
 from server.editing.models import LessonSnapshot, LessonUpdate
 from tests.support import RedisServer, ServerProcess, dev_user
 from tests.support.collab import YClient, make_lesson
+from tests.support.faults import START_S
 
 CYCLES = 3
 ENV = {"RATE_LIMIT_PER_MINUTE": "0"}
@@ -68,7 +69,7 @@ async def test_an_edit_seen_on_another_node_survives_both_nodes_kill_9(
                            env={**ENV, "NODE_ID": f"relay-{i}"}) for i in (0, 1)]
     try:
         for node in nodes:
-            node.start()
+            node.start(START_S)
         async with httpx.AsyncClient(base_url=nodes[0].base_url) as http:
             author = await dev_user(http, "Author")
         lesson = await make_lesson(db, author.clerk_id, body="")
@@ -76,7 +77,7 @@ async def test_an_edit_seen_on_another_node_survives_both_nodes_kill_9(
         for cycle in range(CYCLES):
             for node in nodes:
                 if node.proc is None:
-                    node.start()
+                    node.start(START_S)
             reader = await YClient.connect(nodes[1].ws_url, lesson.id, author.token)
             writer = await YClient.connect(nodes[0].ws_url, lesson.id, author.token)
             assert writer.text()["body"] == expected == reader.text()["body"], f"cycle {cycle}"
@@ -89,7 +90,7 @@ async def test_an_edit_seen_on_another_node_survives_both_nodes_kill_9(
             assert await stored_body(db, lesson.id) == expected, f"cycle {cycle}: not in the log"
             await writer.wait_closed()
             await reader.wait_closed()
-            nodes[0].start()
+            nodes[0].start(START_S)
             fresh = await YClient.connect(nodes[0].ws_url, lesson.id, author.token)
             assert fresh.text()["body"] == expected, f"cycle {cycle}"
             await fresh.close()

@@ -10,6 +10,7 @@ co-editor's updates, held meanwhile, are written ("saved" is answered only then)
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,10 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.db import make_engine
 from server.editing.models import LessonSnapshot, LessonUpdate
 from server.migrate import upgrade
-from tests.support import ServerProcess, dev_user, eventually
+from tests.support import DevUser, ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, make_lesson
 from tests.support.faults import OwnedPostgres
-from tests.support.realtime import Live, events, subscribe
+from tests.support.realtime import Live, events, nothing_more, subscribe
 
 RETRY_AFTER = "5"
 
@@ -45,7 +46,7 @@ async def live(owned_pg: OwnedPostgres) -> AsyncIterator[Live]:
     await upgrade(url)
     server = ServerProcess(database_url=url, data_dir=Path(tempfile.mkdtemp(prefix="scr-fault-")),
                            env={"RATE_LIMIT_PER_MINUTE": "0"})
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.start, 90)  # a loaded machine starts slowly
     engine = make_engine(url)
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
@@ -132,6 +133,8 @@ async def test_collab_edits_made_while_postgres_is_down_are_saved_when_it_return
     alice = await live.user("Alice")
     lesson = await make_lesson(live.engine, alice.clerk_id, body="Hello")
     editor = await YClient.connect(live.server.ws_url, lesson.id, alice.token)
+    assert live.server.log_path is not None
+    logged = len(live.server.log_path.read_text())
     try:
         editor.body.insert(len(editor.body), " before")
         await editor.saved()
@@ -148,6 +151,13 @@ async def test_collab_edits_made_while_postgres_is_down_are_saved_when_it_return
         assert "during the outage" in await stored_body(live.engine, lesson.id)
         assert await stored_body(live.engine, lesson.id) == "Hello before during the outage"
         assert editor.close_code is None  # the socket stayed open all along
+        # the flush retried twice a second, and logged the outage once (with its cause), not a
+        # traceback per retry; then that it recovered
+        flush_log = [line for line in live.server.log_path.read_text()[logged:].splitlines()
+                     if "collab flush" in line]
+        assert [line.count("Traceback") for line in flush_log] == [1, 0], flush_log
+        assert "collab flush failed; retrying every 0.5 s (" in flush_log[0]  # then the innermost cause
+        assert "collab flush recovered after" in flush_log[1], flush_log
     finally:
         await editor.close()
 
@@ -162,7 +172,7 @@ async def bounded(owned_pg: OwnedPostgres) -> AsyncIterator[Live]:
     await upgrade(url)
     server = ServerProcess(database_url=url, data_dir=Path(tempfile.mkdtemp(prefix="scr-fault-")),
                            env={"RATE_LIMIT_PER_MINUTE": "0", "COLLAB_UNSAVED_MAX_BYTES": str(UNSAVED_MAX)})
-    await asyncio.to_thread(server.start)
+    await asyncio.to_thread(server.start, 90)  # a loaded machine starts slowly
     engine = make_engine(url)
     try:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
@@ -255,3 +265,115 @@ def test_connection_failures_are_unavailable_and_other_errors_are_not() -> None:
         raised(ConnectionRefusedError(111, "refused")),  # not raised in a database/redis client
     ]:
         assert unavailable_cause(exc) is None, exc
+
+
+# --- the issue's load shape: 10 co-editors, 50 forum subscribers, REST traffic -------------------
+
+OUTAGE_S = 10.0
+
+
+async def test_postgres_outage_under_load_loses_nothing_and_never_answers_500(
+        owned_pg: OwnedPostgres, live: Live) -> None:
+    """PostgreSQL stopped for 10 s while 10 co-editors type, 50 subscribers follow a course channel
+    and a REST client keeps writing; then started again. /readyz turns 503 and back; every REST
+    write answers 2xx or 503 problem+json with Retry-After (never 500); every key a co-editor typed
+    is in the stored log once its "saved" is answered after the outage (a writer closed 4503
+    reconnects with the edits it kept); the 50 subscribers get the events written before the
+    outage once each, in order."""
+    from websockets.asyncio.client import connect
+
+    async def signed_in() -> DevUser | None:  # the pool may still hold a connection of the last outage
+        with contextlib.suppress(httpx.HTTPStatusError):
+            return await live.user("Alice")
+        return None
+
+    alice = await eventually(signed_in, within=30, interval=0.2)
+    editors_users = [await live.user(f"Editor {i}") for i in range(10)]
+    lesson = await make_lesson(live.engine, alice.clerk_id, body="",
+                               editors=tuple(u.clerk_id for u in editors_users))
+    course = await live.course(alice)
+    channel = f"course:{course}"
+    editors = [await YClient.connect(live.server.ws_url, lesson.id, u.token) for u in editors_users]
+    typed: list[list[str]] = [[] for _ in editors]
+    stop = asyncio.Event()
+
+    async def type_keys(i: int) -> None:
+        n = 0
+        while not stop.is_set():
+            client = editors[i]
+            if client.close_code is None:
+                key = f"<{i}.{n}>"
+                client.body.insert(len(str(client.body)), key)
+                typed[i].append(key)
+                n += 1
+            await asyncio.sleep(0.1)  # a typist's pace
+
+    statuses: list[int] = []
+    readyz: list[int] = []
+
+    async def rest_traffic() -> None:
+        n = 0
+        while not stop.is_set():
+            for response in (await live.client.patch("/api/me", json={"name": f"Alice {n}"}, headers=alice.headers),
+                             await live.client.post("/api/courses", json={"title": f"C{n}"}, headers=alice.headers)):
+                statuses.append(response.status_code)
+                if response.status_code == 503:
+                    assert_unavailable(response)
+            readyz.append((await live.client.get("/readyz")).status_code)
+            n += 1
+
+    subscribers = []
+    readers = [await live.user(f"Reader {i}") for i in range(5)]  # 10 sockets each (16 allowed a user)
+    for i in range(50):
+        ws = await connect(f"{live.server.ws_url}/ws?token={readers[i % 5].token}", open_timeout=10)
+        assert (await subscribe(ws, channel))["type"] == "subscribed"
+        subscribers.append(ws)
+    workers = [asyncio.create_task(type_keys(i)) for i in range(10)] + [asyncio.create_task(rest_traffic())]
+    try:
+        await live.emit_many(channel, 40, per_tx=5)  # written right before the outage
+        await stop_postgres(owned_pg, live)
+        try:
+            await asyncio.sleep(OUTAGE_S)  # the outage's length: the load runs meanwhile
+            assert 503 in readyz and 503 in statuses, (set(readyz), set(statuses))
+        finally:
+            await start_postgres(owned_pg, live)
+
+        async def ready() -> bool:
+            return readyz[-1] == 200 if readyz else False
+
+        await eventually(ready, within=30, interval=0.1)
+        await eventually(lambda: _true(statuses[-1] < 300), within=30, interval=0.1)
+        stop.set()
+        await asyncio.gather(*workers)
+        assert set(statuses) <= {200, 201, 503}, sorted(set(statuses))  # never a 500
+
+        # every key is saved: a writer closed 4503 (its unsaved bound) reconnects with what it kept
+        for i, client in enumerate(editors):
+            if client.close_code is not None:
+                assert client.close_code == 4503, client.close_code
+                again = await YClient.connect(live.server.ws_url, lesson.id, editors_users[i].token)
+                again.doc.apply_update(client.doc.get_update())
+                editors[i] = again
+            await editors[i].saved(within=30)
+        body = await stored_body(live.engine, lesson.id)
+        missing = [key for keys in typed for key in keys if key not in body]
+        assert not missing, missing[:10]
+        assert sum(len(keys) for keys in typed) >= 10 * OUTAGE_S  # they typed all along
+        # the outbox delivers what was written before, once, in order, to each subscriber
+        for ws in subscribers:
+            got = await events(ws, 40, within=60)
+            assert [frame["data"]["n"] for frame in got] == list(range(40))
+        await nothing_more(live, subscribers, channel)
+    finally:
+        stop.set()
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for client in editors:
+            await client.close()
+        for ws in subscribers:
+            await ws.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

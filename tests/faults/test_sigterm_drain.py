@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonUpdate
-from tests.support import ServerProcess, dev_user, eventually
+from tests.support import RedisServer, ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, converge, lesson_row, make_lesson
 
 
@@ -119,5 +119,47 @@ async def test_sigterm_saves_what_was_received_then_closes_1012_and_exits_0(
         again = await YClient.connect(node.ws_url, lesson.id, author.token)
         assert str(again.body) == expected
         await again.close()
+    finally:
+        await asyncio.to_thread(node.stop)
+
+
+async def test_sigterm_with_two_workers_saves_every_worker_s_rooms_and_exits_within_10s(
+        database_url: str, data_dir: Path, db: AsyncEngine, own_redis: RedisServer) -> None:
+    """``serve --workers 2`` (uvicorn's supervisor; the rooms of two workers meet over Redis):
+    SIGTERM to the supervisor only, as a container runtime sends it. Each worker saves what it
+    received before its sockets close 1012, and the whole server exits 0 within 10 s."""
+    node = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=own_redis.url, workers=2,
+                         # one NODE_ID for the server: each worker must still be a node of its own
+                         env={"RATE_LIMIT_PER_MINUTE": "0", "NODE_ID": f"workers-{uuid.uuid4().hex[:6]}"})
+    await asyncio.to_thread(node.start, 90)  # two workers to spawn
+    try:
+        async with httpx.AsyncClient(base_url=node.base_url) as http:
+            author = await dev_user(http, "Author")
+        lessons = [await make_lesson(db, author.clerk_id, body="") for _ in range(3)]
+        # 9 sockets, 3 per lesson: the kernel spreads them over both workers' accept queues
+        writers = [await YClient.connect(node.ws_url, lessons[i % 3].id, author.token) for i in range(9)]
+        for n, writer in enumerate(writers):
+            for i in range(20):
+                writer.body.insert(len(str(writer.body)), f"<{n}.{i}>")
+        for writer in writers:
+            await writer.roundtrip()  # the server has taken them; nobody asked "saved?"
+        expected = [(await converge(writers[i::3]))["body"] for i in range(3)]
+        for i in range(3):
+            for n in range(i, 9, 3):
+                assert all(f"<{n}.{k}>" in expected[i] for k in range(20))
+
+        assert node.proc is not None
+        proc = node.proc
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # the supervisor alone
+        codes = await asyncio.gather(*(writer.wait_closed(within=10) for writer in writers))
+        logged = [await logged_text(db, lesson.id) for lesson in lessons]
+        assert codes == [1012] * 9, codes
+        assert logged == expected  # saved before the 1012, in every worker
+        code = await asyncio.to_thread(proc.wait, 10)
+        took = time.monotonic() - sent
+        assert code == 0, node.log_text()
+        assert took < 10, took
+        assert "Traceback" not in node.log_text(), node.log_text()
     finally:
         await asyncio.to_thread(node.stop)
