@@ -6,7 +6,8 @@ channels its own clients use.
 
 - ``redis://host:port/db`` (``rediss://``, ``unix://``): one Redis; plain ``SUBSCRIBE`` and
   ``PUBLISH``.
-- ``redis+cluster://host:port[,host:port…]`` (``rediss+cluster://`` with TLS; user and password as
+- ``redis+cluster://host:port[,host:port…]`` (or ``REDIS_CLUSTER=1`` with a ``redis://`` URL of
+  one seed node, the server's setting, turned into this form by :func:`as_cluster_url`) (``rediss+cluster://`` with TLS; user and password as
   in ``redis://``): a Redis Cluster (Redis 7+) reached through any of those seed nodes. Every key
   and channel of one live channel or lesson carries the same hash tag (``{course:<id>}``,
   ``{lesson:<id>}`` …), so they share a slot, and live traffic goes over sharded pub/sub
@@ -48,6 +49,20 @@ OnConnected = Callable[[bool], Awaitable[None] | None]  # (first connection?)
 
 def is_cluster(url: str) -> bool:
     return url.split("://", 1)[0].lower() in CLUSTER_SCHEMES
+
+
+def as_cluster_url(url: str) -> str:
+    """``redis://[auth@]host:port[/0]`` as the ``redis+cluster://`` URL of that seed node (a
+    cluster has database 0 only). A URL already in cluster form is returned as it is."""
+    if is_cluster(url):
+        return url
+    scheme = url.split("://", 1)[0]
+    if scheme.lower() not in ("redis", "rediss"):
+        raise ValueError(f"a Redis Cluster is reached over redis:// or rediss://, not {scheme}://")
+    parts = urlsplit(url)
+    if parts.path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has database 0 only")
+    return f"{scheme.lower()}+cluster://{parts.netloc}"
 
 
 def tagged(prefix: str, kind: str, name: str) -> str:

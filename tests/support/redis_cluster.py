@@ -17,8 +17,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from tests.support import wait_for_port
 
@@ -199,3 +202,13 @@ class RedisCluster:
         """Start a stopped node again (it rejoins as a replica of the master that replaced it)."""
         node.start()
         self.wait_healthy()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A 3-master, 3-replica Redis Cluster of this test run's own (tests/cluster/ imports it)."""
+    cluster = RedisCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
