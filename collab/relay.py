@@ -145,6 +145,7 @@ class RedisRelay:
 
     async def _publish_loop(self) -> None:
         backoff = 0.1
+        lost = False  # a batch failed: once publishing works again, rooms resynchronise
         while True:
             client = self._client()
             try:
@@ -160,15 +161,21 @@ class RedisRelay:
                                 pipe.spublish(channel, message)
                             else:
                                 pipe.publish(channel, message)
-                        # Lost if Redis is away: rooms resynchronise after the reconnect.
+                        # Lost if Redis (or one shard) is away: rooms resynchronise below.
                         await pipe.execute()
                         backoff = 0.1
+                        if lost:
+                            # (the subscriber reconnects too when the shard it listens on
+                            # failed; this covers a batch lost on a shard it does not use)
+                            lost = False
+                            self._on_reconnect()
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await client.aclose()
                 raise
             except Exception as exc:
                 log.warning("collab relay publish failed: %s", type(exc).__name__)
+                lost = True
                 with contextlib.suppress(Exception):
                     await client.aclose()
                 await asyncio.sleep(backoff)

@@ -140,8 +140,8 @@ class Subscriber:
         self._failed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = False
-        # what this node's subscriber connections received (payload and channel bytes), for the
-        # per-node interest figures (bench/results/scale-interest.md)
+        # what this node's subscriber connections received: messages, and their bytes as RESP2
+        # puts them on the wire (the per-node interest figures, bench/results/scale-interest.md)
         self.messages_in = 0
         self.bytes_in = 0
 
@@ -353,7 +353,7 @@ class Subscriber:
                 if kind in ("message", "smessage"):
                     data = message["data"]
                     self.messages_in += 1
-                    self.bytes_in += len(data) + len(raw_channel)
+                    self.bytes_in += _resp_size(kind, len(raw_channel), len(data))
                     await _maybe_await(self._on_message(channel, data))
                 elif kind in ("subscribe", "ssubscribe", "unsubscribe", "sunsubscribe"):
                     self._on_reply(key, kind, channel)
@@ -382,6 +382,13 @@ class Subscriber:
             self._replies[channel] = due - 1
         if not self._replies:
             self._settled.set()
+
+
+def _resp_size(kind: str, channel: int, data: int) -> int:
+    """Bytes of a RESP2 push ``*3 $kind $channel $data`` on the wire."""
+    def bulk(n: int) -> int:
+        return 1 + len(str(n)) + 2 + n + 2
+    return 4 + bulk(len(kind)) + bulk(channel) + bulk(data)
 
 
 def _chunks(items: list[str]) -> list[list[str]]:

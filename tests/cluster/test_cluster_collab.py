@@ -31,8 +31,8 @@ def cluster_node(database_url: str, data_dir: Path, redis_cluster: RedisCluster,
 @pytest.fixture(scope="module")
 def two_nodes(database_url: str, data_dir: Path,
               redis_cluster: RedisCluster) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    a = cluster_node(database_url, data_dir, redis_cluster, "cluster-a").start()
-    b = cluster_node(database_url, data_dir, redis_cluster, "cluster-b").start()
+    a = cluster_node(database_url, data_dir, redis_cluster, "cluster-a").start(120)
+    b = cluster_node(database_url, data_dir, redis_cluster, "cluster-b").start(120)
     yield a, b
     a.stop()
     b.stop()
@@ -86,8 +86,8 @@ async def test_two_nodes_on_a_cluster_converge_and_persist_each_update_once(
 
 async def test_failover_of_the_lessons_master_mid_edit(
         database_url: str, data_dir: Path, db: AsyncEngine, redis_cluster: RedisCluster) -> None:
-    a_node = cluster_node(database_url, data_dir, redis_cluster, "failover-a").start()
-    b_node = cluster_node(database_url, data_dir, redis_cluster, "failover-b").start()
+    a_node = cluster_node(database_url, data_dir, redis_cluster, "failover-a").start(120)
+    b_node = cluster_node(database_url, data_dir, redis_cluster, "failover-b").start(120)
     try:
         async with httpx.AsyncClient(base_url=a_node.base_url) as http:
             author = await dev_user(http, "Author")
@@ -124,7 +124,7 @@ async def test_failover_of_the_lessons_master_mid_edit(
         b_node.kill()
         await a.wait_closed()
         await b.wait_closed()
-        a_node.start()
+        a_node.start(120)
         fresh = await YClient.connect(a_node.ws_url, lesson.id, author.token)
         assert all(marker in str(fresh.body) for marker in saved)
         await fresh.close()

@@ -32,7 +32,7 @@ async def nodes(postgres: Postgres, data_dir: Path, redis_cluster: RedisCluster)
                              env={"RATE_LIMIT_PER_MINUTE": "0", "NODE_ID": f"live-{n}"}) for n in "ab"]
     try:
         for node in servers:
-            await asyncio.to_thread(node.start)
+            await asyncio.to_thread(node.start, 120)
         yield servers
     finally:
         for node in servers:
