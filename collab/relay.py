@@ -149,6 +149,8 @@ class RedisRelay:
         while True:
             client = self._client()
             try:
+                if self.cluster:
+                    await client.initialize()  # (see RedisBroker.start)
                 while True:
                     await self._outbox_ready.wait()
                     self._outbox_ready.clear()

@@ -139,6 +139,12 @@ class RedisBroker(Broker):
     # lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.cluster:
+            # Learn the topology before the first commands: redis-py initialises a cluster client
+            # lazily, and concurrent first commands race with that (a connection reset under one
+            # of them). Unreachable now: the first command retries it.
+            with contextlib.suppress(Exception):
+                await self.redis.initialize()
         await self.subscriber.start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), 5)
