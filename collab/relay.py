@@ -165,6 +165,8 @@ class RedisRelay:
                                 pipe.publish(channel, message)
                         # Lost if Redis (or one shard) is away: rooms resynchronise below.
                         await pipe.execute()
+                        if _cancelling():  # (a cancellation the client swallowed)
+                            raise asyncio.CancelledError
                         backoff = 0.1
                         if lost:
                             # (the subscriber reconnects too when the shard it listens on
@@ -176,10 +178,12 @@ class RedisRelay:
                     await client.aclose()
                 raise
             except Exception as exc:
-                log.warning("collab relay publish failed: %s", type(exc).__name__)
-                lost = True
                 with contextlib.suppress(Exception):
                     await client.aclose()
+                if _cancelling():  # a client call turned our cancellation into its own error
+                    raise asyncio.CancelledError from exc
+                log.warning("collab relay publish failed: %s", type(exc).__name__)
+                lost = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
@@ -204,6 +208,11 @@ class RedisRelay:
             self._handler(lesson, kind, data[newline + 2:], origin)
         except Exception:
             log.exception("collab relay message failed", extra={"lesson_id": lesson})
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 AsyncCallback = Callable[[], Awaitable[None]]

@@ -271,6 +271,10 @@ class Subscriber:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # a client call turned our cancellation into its own error: stop anyway
+                    raise asyncio.CancelledError from exc
                 if self.connected or first:
                     log.warning("redis %s lost its connection: %s", self.name, type(exc).__name__,
                                 extra={"error": str(exc)})
