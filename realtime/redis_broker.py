@@ -1,12 +1,19 @@
-"""Redis broker: a Stream per channel for history, Pub/Sub for live fan-out across nodes.
+"""Redis broker: a Stream per channel for history, Pub/Sub for live fan-out across nodes, on one
+Redis or on a Redis Cluster (``REDIS_URL``, see :mod:`wire.redis`).
 
-Keys (all under ``prefix``): ``<p>:ev:<channel>`` the stream (entry id ``<event id>-0``, fields
-``e`` event name, ``d`` data JSON, ``t`` created ms), ``<p>:last:<channel>`` the newest id,
-``<p>:epoch`` present while Redis still holds what we wrote (gone after a restart without
-persistence: the owner then restores history from PostgreSQL). Live events go to the Pub/Sub
-channel ``<p>:live:<channel>``; each node listens with one pattern subscription and keeps, per
-channel it has listeners for, the last id it delivered, so a gap (a reconnect, a lost message)
-is filled from the stream and nothing is delivered twice.
+Keys (all under ``prefix``, each with the channel as its hash tag, so one channel's keys share a
+Cluster slot): ``<p>:ev:{<channel>}`` the stream (entry id ``<event id>-0``, fields ``e`` event
+name, ``d`` data JSON, ``t`` created ms), ``<p>:last:{<channel>}`` the newest id. ``<p>:epoch`` is
+one global key, present while Redis still holds what we wrote (gone after a restart without
+persistence: the owner then restores history from PostgreSQL). Live events go to the channel
+``<p>:live:{<channel>}`` (``PUBLISH``; ``SPUBLISH`` to the slot's shard on a cluster), published
+by the same script that appends them.
+
+Per-node interest: a node subscribes to the live channel of a channel only while it has local
+listeners for it (the first ``subscribe`` subscribes and waits for Redis to confirm, the last
+``unsubscribe`` unsubscribes), so its Redis traffic grows with what it serves. It keeps, per
+channel, the last id it delivered: a gap (a reconnect, a failover, a lost message) is filled
+from the stream and nothing is delivered twice.
 """
 
 from __future__ import annotations
@@ -20,9 +27,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from realtime.broker import Broker, Event, HistoryPolicy, Listener, Listeners, Reset, now_ms, to_json
+from wire.redis import Subscriber, connect, is_cluster, tagged
+
+SUBSCRIBE_WITHIN_S = 5.0  # how long subscribe() waits for Redis to confirm a new subscription
 
 log = logging.getLogger("scriptorium.realtime.redis")
 
@@ -59,7 +69,7 @@ if len > keep then
   if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
 end
 if ARGV[9] == '1' then
-  redis.call('PUBLISH', ARGV[8], id .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
+  redis.call(ARGV[11], ARGV[8], id .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 end
 return {id, 1}
 """
@@ -82,32 +92,45 @@ class RedisBroker(Broker):
         self.policy = policy or HistoryPolicy()
         self.prefix = prefix
         self.url = url
-        # No hidden retries: errors surface, and the listener loop resynchronises itself.
-        options: dict[str, Any] = dict(decode_responses=True, socket_connect_timeout=2,
-                                       retry=Retry(NoBackoff(), 0), health_check_interval=0)
-        # A bounded pool that makes callers wait for a connection: a reconnect storm of 1,000
-        # sockets queues its reads instead of failing with "Too many connections".
-        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=64, timeout=10,
-                                                        socket_timeout=5, **options)
-        self.redis = aioredis.Redis(connection_pool=pool)
-        self._listen_client = aioredis.Redis.from_url(url, **options)
+        self.cluster = is_cluster(url)
+        self._publish_command = "SPUBLISH" if self.cluster else "PUBLISH"
+        if self.cluster:
+            # RedisCluster: a pool per master, MOVED/ASK followed, topology refreshed on errors
+            # (a failover); the outbox drain retries what fails meanwhile.
+            self.redis: Any = connect(url, decode_responses=True, socket_connect_timeout=2,
+                                      socket_timeout=5, max_connections=64)
+        else:
+            # No hidden retries: errors surface, and the listener resynchronises itself. A bounded
+            # pool that makes callers wait for a connection: a reconnect storm of 1,000 sockets
+            # queues its reads instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=64, timeout=10, socket_timeout=5, decode_responses=True,
+                socket_connect_timeout=2, retry=Retry(NoBackoff(), 0), health_check_interval=0)
+            self.redis = aioredis.Redis(connection_pool=pool)
         self._publish = self.redis.register_script(_PUBLISH)
         self._raise_last = self.redis.register_script(_RAISE_LAST)
         self._listeners = Listeners()
         self._cursor: dict[str, int] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
-        self._live_prefix = f"{prefix}:live:"
+        self._opening: dict[str, asyncio.Future[None]] = {}
+        self._missed: set[str] = set()  # live messages that came while the cursor was being read
+        self.subscriber = Subscriber(url, self._on_message, self._on_connected, name="broker")
         self.on_reconnect: Callable[[], None] | None = None
-        self.connected = False
+        self._ready = asyncio.Event()
+
+    @property
+    def connected(self) -> bool:
+        return self.subscriber.connected
 
     # keys ------------------------------------------------------------------------------
 
     def _stream(self, channel: str) -> str:
-        return f"{self.prefix}:ev:{channel}"
+        return tagged(self.prefix, "ev", channel)
 
     def _last(self, channel: str) -> str:
-        return f"{self.prefix}:last:{channel}"
+        return tagged(self.prefix, "last", channel)
+
+    def _live(self, channel: str) -> str:
+        return tagged(self.prefix, "live", channel)
 
     @property
     def _epoch(self) -> str:
@@ -116,17 +139,24 @@ class RedisBroker(Broker):
     # lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._listen_forever(), name="redis-broker-listen")
+        if self.cluster:
+            # Learn the topology before the first commands: redis-py initialises a cluster client
+            # lazily, and concurrent first commands race with that (a connection reset under one
+            # of them). Unreachable now: the first command retries it.
+            with contextlib.suppress(Exception):
+                await self.redis.initialize()
+        await self.subscriber.start()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), 5)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self._listen_client.aclose()
-        await self.redis.aclose(close_connection_pool=True)
+        await self.subscriber.stop()
+        for opening in self._opening.values():
+            opening.cancel()
+        if self.cluster:
+            await self.redis.aclose()
+        else:
+            await self.redis.aclose(close_connection_pool=True)
 
     # writing ----------------------------------------------------------------------------
 
@@ -136,8 +166,8 @@ class RedisBroker(Broker):
         result = await self._publish(
             keys=[self._stream(channel), self._last(channel)],
             args=["" if id is None else id, event, data_json, now_ms(), policy.keep,
-                  int(policy.max_age_s * 1000), policy.cap, self._live_prefix + channel,
-                  "1" if fan_out else "0", "" if created_ms is None else created_ms],
+                  int(policy.max_age_s * 1000), policy.cap, self._live(channel),
+                  "1" if fan_out else "0", "" if created_ms is None else created_ms, self._publish_command],
         )
         return int(result[0])
 
@@ -146,7 +176,11 @@ class RedisBroker(Broker):
         return await self._append(channel, event, to_json(data), id, fan_out=True)
 
     async def signal(self, channel: str, event: str, data: dict[str, Any]) -> None:
-        await self.redis.publish(self._live_prefix + channel, f"-\n{event}\n{to_json(data)}")
+        payload = f"-\n{event}\n{to_json(data)}"
+        if self.cluster:
+            await self.redis.spublish(self._live(channel), payload)
+        else:
+            await self.redis.publish(self._live(channel), payload)
 
     async def restore(self, channel: str, events: list[tuple[int, str, str, int]], last_id: int) -> None:
         for id, event, data_json, created_ms in events:
@@ -166,7 +200,7 @@ class RedisBroker(Broker):
         return int(raw) if raw else 0
 
     async def _range(self, channel: str, after: int, upto: int | None, limit: int | None) -> list[Event]:
-        entries: list[tuple[str, dict[str, str]]] = await self.redis.xrange(  # type: ignore[assignment]
+        entries: list[tuple[str, dict[str, str]]] = await self.redis.xrange(
             self._stream(channel), min=f"{after + 1}-0", max="+" if upto is None else f"{upto}-0", count=limit)
         return [Event(channel, _entry_id(raw_id), fields["e"], fields["d"]) for raw_id, fields in entries]
 
@@ -186,13 +220,42 @@ class RedisBroker(Broker):
 
     async def subscribe(self, channel: str, listener: Listener) -> None:
         if self._listeners.add(channel, listener):
-            # Everything up to the current last id is history; live starts after it. A message
-            # for an older id still in flight is then dropped as already known.
-            self._cursor[channel] = await self.last_id(channel)
+            self._opening[channel] = asyncio.ensure_future(self._open(channel))
+        opening = self._opening.get(channel)
+        if opening is None:
+            return
+        try:
+            await asyncio.shield(opening)
+        except BaseException:
+            await self.unsubscribe(channel, listener)
+            raise
+
+    async def _open(self, channel: str) -> None:
+        """The first local listener of ``channel``: subscribe, wait until Redis confirms, then
+        take the channel's last id as the cursor. Every event published after the confirmation
+        arrives live; one whose message came while the last id was being read (and was dropped)
+        is filled from the stream."""
+        me = asyncio.current_task()
+        live = self._live(channel)
+        try:
+            self.subscriber.want(live)
+            if not await self.subscriber.ready(live, SUBSCRIBE_WITHIN_S):
+                raise RedisConnectionError(f"redis did not confirm the subscription to {channel}")
+            cursor = await self.last_id(channel)
+            if channel in self._listeners.by_channel and channel not in self._cursor:
+                self._cursor[channel] = cursor
+                if channel in self._missed:
+                    self._missed.discard(channel)
+                    await self._fill(channel, None)
+        finally:
+            if self._opening.get(channel) is me:
+                del self._opening[channel]
 
     async def unsubscribe(self, channel: str, listener: Listener) -> None:
         if self._listeners.remove(channel, listener):
             self._cursor.pop(channel, None)
+            self._missed.discard(channel)
+            self.subscriber.drop(self._live(channel))
 
     async def _fill(self, channel: str, newest: Event | None) -> None:
         """Deliver the stream's events after the channel's cursor, up to ``newest`` (a live
@@ -202,10 +265,12 @@ class RedisBroker(Broker):
             return
         upto = newest.id if newest is not None else None
         events = await self._range(channel, cursor, upto, None)
-        if channel not in self._cursor:  # unsubscribed meanwhile
+        cursor = self._cursor.get(channel)  # another fill may have delivered meanwhile
+        if cursor is None:  # unsubscribed meanwhile
             return
         if newest is not None and (not events or events[-1].id != newest.id):
             events.append(newest)
+        events = [event for event in events if event.id is not None and event.id > cursor]
         if events and events[0].id != cursor + 1:
             # The events in between are no longer kept: the readers must refetch.
             self._listeners.deliver(channel, Reset(channel, events[-1].id or 0))
@@ -215,12 +280,14 @@ class RedisBroker(Broker):
                 self._cursor[channel] = event.id
                 self._listeners.deliver(channel, event)
 
-    async def _on_message(self, raw_channel: str, payload: str) -> None:
-        channel = raw_channel[len(self._live_prefix):]
+    async def _on_message(self, live: str, raw: bytes) -> None:
+        channel = live[len(self.prefix) + 7:-1]  # "<prefix>:live:{" channel "}"
         cursor = self._cursor.get(channel)
         if cursor is None:
+            if channel in self._opening:
+                self._missed.add(channel)
             return
-        head, event_name, data_json = payload.split("\n", 2)
+        head, event_name, data_json = raw.decode().split("\n", 2)
         if head == "-":
             self._listeners.deliver(channel, Event(channel, None, event_name, data_json))
             return
@@ -234,41 +301,14 @@ class RedisBroker(Broker):
             return
         await self._fill(channel, event)
 
-    async def _listen_forever(self) -> None:
-        backoff = 0.05
-        first = True
-        while True:
-            pubsub = self._listen_client.pubsub()
-            try:
-                await pubsub.psubscribe(self._live_prefix + "*")
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        continue
-                    kind = message["type"]
-                    if kind == "psubscribe":
-                        self.connected = True
-                        backoff = 0.05
-                        if not first:
-                            log.info("redis listener reconnected; catching up")
-                            for channel in list(self._cursor):
-                                await self._fill(channel, None)
-                            if self.on_reconnect is not None:
-                                self.on_reconnect()
-                        first = False
-                        self._ready.set()
-                    elif kind == "pmessage":
-                        await self._on_message(message["channel"], message["data"])
-            except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                raise
-            except (RedisError, OSError) as exc:
-                if self.connected:
-                    log.warning("redis listener lost its connection", extra={"error": str(exc)})
-                self.connected = False
-                first = False
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+    async def _on_connected(self, first: bool) -> None:
+        self._ready.set()
+        if first:
+            return
+        log.info("redis listener reconnected; catching up")
+        # A failure here (a shard still failing over) ends this connection too: the subscriber
+        # reconnects and the catch-up runs again.
+        for channel in list(self._cursor):
+            await self._fill(channel, None)
+        if self.on_reconnect is not None:
+            self.on_reconnect()

@@ -165,7 +165,7 @@ def cmd_serve(settings: Settings, host: str, port: int, workers: int, demo: bool
     if settings.metrics_listen:
         metrics = "http://{}:{}/metrics".format(*settings.metrics_listen)
     print(f"Scriptorium on http://{host}:{port}  (auth: {settings.auth_mode}, "
-          f"broker: {'redis' if settings.redis_url else 'in-process'}, metrics: {metrics})", flush=True)
+          f"broker: {('redis cluster' if settings.redis_cluster else 'redis') if settings.redis_url else 'in-process'}, metrics: {metrics})", flush=True)
     options: dict[str, Any] = dict(
         factory=True,
         host=host,

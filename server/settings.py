@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from wire.redis import as_cluster_url, is_cluster
+
 AuthMode = Literal["clerk", "dev"]
 # Where Prometheus metrics are served: nowhere, as ``/metrics`` of the app's own port, or on a
 # listener of their own (``metrics_listen``) that a deployment binds to an internal interface.
@@ -78,8 +80,11 @@ class Settings:
     # Connections per worker process (keep workers × (size + overflow) under max_connections).
     db_pool_size: int = 10
     db_max_overflow: int = 20
+    # redis+cluster://… (or REDIS_CLUSTER=1 with a redis:// seed node) is a Redis Cluster: see
+    # wire/redis.py (hash-tagged keys and channels, sharded pub/sub).
     redis_url: str | None = None
     redis_prefix: str = "scriptorium"
+    redis_cluster: bool = False
     auth_mode: AuthMode = "dev"
     clerk_jwt_key: str | None = None
     clerk_jwks_url: str | None = None
@@ -239,6 +244,17 @@ class Settings:
             raise SettingsError("WS_FRAME_BURST must be at least 5 (a 64 KiB frame costs 5 tokens)")
         if env.get("NODE_ID"):
             kwargs["node_id"] = env["NODE_ID"]
+        redis_url = kwargs["redis_url"]
+        if _flag(env, "REDIS_CLUSTER"):
+            if not redis_url:
+                raise SettingsError("REDIS_CLUSTER=1 needs REDIS_URL (a seed node of the cluster)")
+            try:
+                kwargs["redis_url"] = as_cluster_url(redis_url)
+            except ValueError as exc:
+                raise SettingsError(f"REDIS_URL: {exc}") from exc
+        if "{" in kwargs["redis_prefix"] or "}" in kwargs["redis_prefix"]:
+            raise SettingsError("REDIS_PREFIX must not contain braces (they mark Redis Cluster hash tags)")
+        kwargs["redis_cluster"] = bool(kwargs["redis_url"]) and is_cluster(kwargs["redis_url"])
         return cls(**kwargs)
 
     def with_(self, **changes: Any) -> Settings:
