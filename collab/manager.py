@@ -30,7 +30,7 @@ from collab import protocol as p
 from collab.access import Authorize, Grant, Recheck, Scope, recheck_room
 from collab.awareness import Awareness
 from collab.cluster import Cluster
-from collab.persistence import Persistence
+from collab.persistence import Leases, Persistence
 from collab.receiver import Receiver
 from collab.relay import KIND_UPDATE, Relay
 from collab.room import (
@@ -76,7 +76,7 @@ class RoomManager:
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
                  max_unsaved: int = 8 * 1024 * 1024,
-                 on_update: Callable[[], None] | None = None) -> None:
+                 on_update: Callable[[], None] | None = None, leases: Leases | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
         self.authorize = authorize
@@ -95,6 +95,8 @@ class RoomManager:
         self.persistence = Persistence(store, flush_interval=flush_interval,
                                        compact_threshold=compact_threshold)
         self.persistence.on_failure = self._check_unsaved
+        if leases is not None:  # several nodes: PgLeases (see collab.persistence)
+            self.persistence.leases = leases
         if relay is not None:
             self.persistence.on_relay = lambda lesson_id, frame: relay.publish(lesson_id, KIND_UPDATE, frame)
         self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
@@ -117,6 +119,7 @@ class RoomManager:
             asyncio.create_task(self.persistence.flush_forever(), name="collab-flush"),
             asyncio.create_task(self._maintenance_loop(), name="collab-maintenance"),
             asyncio.create_task(self._recheck_loop(), name="collab-recheck"),
+            asyncio.create_task(self.persistence.leases.renew_forever(), name="collab-leases"),
         ]
 
     async def drain(self, *, rounds: int = 10) -> None:
@@ -228,7 +231,10 @@ class RoomManager:
             return
         del self.rooms[room.lesson_id]
         self.cluster.closed(room)
-        await self.persistence.close_room(room)
+        try:
+            await self.persistence.close_room(room)
+        finally:
+            await self.persistence.release(room)
         log.debug("room unloaded", extra={"lesson_id": room.lesson_id})
 
     async def _emptied(self, room: Room) -> None:
@@ -498,20 +504,21 @@ class RoomManager:
         if changed:
             room = self.rooms.get(lesson_key(lesson_id))
             if room is not None:
-                await self.persistence.materialise(room)
+                await self.persistence.materialise(room, duty=False)
         return changed
 
-    async def record_version(self, lesson_id: str, reason: str) -> str:
-        """Record the current text (and state) as a version now; returns the version id."""
+    async def record_version(self, lesson_id: str, reason: str) -> str | None:
+        """Record the current text (and state) as a version now; returns the version id (None:
+        this node's lease was lost under the write)."""
         room = await self.open(lesson_id)
         await self.flush()
-        return await self.persistence.record_version(room, reason)
+        return await self.persistence.record_version(room, reason, duty=False)
 
     async def materialise(self, lesson_id: str) -> None:
         """Write the live text into the lesson row now (no-op when the room is not loaded)."""
         room = self.rooms.get(lesson_key(lesson_id))
         if room is not None:
-            await self.persistence.materialise(room)
+            await self.persistence.materialise(room, duty=False)
 
     def peer_count(self) -> int:
         """Clients connected to this node's rooms."""

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from collab.access import Denied, Grant
 from collab.connection import serve as serve_collab
 from collab.manager import RoomManager
+from collab.persistence import PgLeases
 from collab.relay import RedisRelay
 from server.access import lesson_access
 from server.auth import Principal
@@ -117,7 +118,12 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
     settings = svc.settings
     retention = VersionRetention(settings.version_keep_days, settings.version_keep_older,
                                  settings.version_max_per_lesson)
-    rooms = RoomManager(PgStore(svc.sessions, retention), make_authorize(svc, counts), make_recheck(svc), relay,
+    store = PgStore(svc.sessions, retention)
+    # Several nodes share the rooms' rows: one node per room writes them (fenced leases).
+    # The holder is this process (NODE_ID may be shared by the workers of one node).
+    holder = f"{relay.node_id}:{uuid.uuid4().hex[:8]}" if relay is not None else ""
+    leases = PgLeases(store, holder, settings.collab_lease_seconds) if relay is not None else None
+    rooms = RoomManager(store, make_authorize(svc, counts), make_recheck(svc), relay, leases=leases,
                         sync_burst=settings.collab_sync_burst, sync_per_second=settings.collab_sync_per_second,
                         awareness_ids=settings.collab_awareness_ids,
                         awareness_state_bytes=settings.collab_awareness_state_bytes,
