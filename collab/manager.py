@@ -75,7 +75,7 @@ class RoomManager:
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
-                 max_unsaved: int = 8 * 1024 * 1024,
+                 awareness_relay_tick: float = 0.05, max_unsaved: int = 8 * 1024 * 1024,
                  on_update: Callable[[], None] | None = None, leases: Leases | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
@@ -100,7 +100,8 @@ class RoomManager:
         if relay is not None:
             self.persistence.on_relay = lambda lesson_id, frame: relay.publish(lesson_id, KIND_UPDATE, frame)
         self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
-                                   burst=awareness_burst, per_second=awareness_per_second)
+                                   burst=awareness_burst, per_second=awareness_per_second,
+                                   relay_tick=awareness_relay_tick)
         self.receiver = Receiver(self, self.awareness, self.persistence, sync_burst=sync_burst,
                                  sync_per_second=sync_per_second, receive_per_second=receive_per_second,
                                  receive_frame_cost=receive_frame_cost)
@@ -168,6 +169,7 @@ class RoomManager:
         for room in list(self.rooms.values()):
             for peer in list(room.peers):
                 peer.sender.close(CLOSE_SERVICE_RESTART, "Service restart")
+        self.awareness.flush_relay()  # the last removals, before the relay goes
         if self.relay is not None:
             await self.relay.stop()
 

@@ -146,6 +146,9 @@ class Settings:
     # into one frame of the newest states (a cursor at 10 Hz still looks live).
     collab_awareness_burst: int = 20
     collab_awareness_per_second: float = 10.0
+    # Awareness to other nodes: a room's changes coalesced for this long (seconds), then one relay
+    # message with the newest state of each changed client (local peers get theirs at once).
+    collab_awareness_relay_tick: float = 0.05
     # What one collab socket may make the server read, in bytes a second (bursts of twice that);
     # a frame counts as at least 4 KiB (parsing one costs ~10 us whatever its size: 2,048 tiny
     # frames a second, bursts of 4,096). Over it the socket is not read for a while.
@@ -231,6 +234,7 @@ class Settings:
             collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
             collab_awareness_burst=_int(env, "COLLAB_AWARENESS_BURST", 20),
             collab_awareness_per_second=_float(env, "COLLAB_AWARENESS_PER_SECOND", 10.0),
+            collab_awareness_relay_tick=_float(env, "COLLAB_AWARENESS_RELAY_TICK", 0.05),
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 10.0),

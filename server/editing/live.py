@@ -129,6 +129,7 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         awareness_state_bytes=settings.collab_awareness_state_bytes,
                         awareness_burst=settings.collab_awareness_burst,
                         awareness_per_second=settings.collab_awareness_per_second,
+                        awareness_relay_tick=settings.collab_awareness_relay_tick,
                         receive_per_second=settings.collab_receive_bytes_per_second,
                         max_unsaved=settings.collab_unsaved_max_bytes,
                         on_update=metrics.collab_updates.inc if metrics is not None else None)

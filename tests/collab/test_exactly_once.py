@@ -36,12 +36,12 @@ async def test_a_stale_token_writes_nothing(client: httpx.AsyncClient, db: Async
     lesson = await make_lesson(db, author.clerk_id, title="T", body="seed")
     store = PgStore(make_sessionmaker(db))
     await store.load(lesson.id, seed_update)
-    first = await store.acquire_lease(lesson.id, "node-a", 0.3)
+    first = await store.acquire_lease(lesson.id, "node-a", 2)
     assert first.token is not None
     a = Fence("node-a", first.token)
+    refused = await store.acquire_lease(lesson.id, "node-b", 30)
+    assert refused.token is None and 0 < refused.remaining <= 2
     assert await store.materialise(lesson.id, "T", "a's text", fence=a)
-    refused = await store.acquire_lease(lesson.id, "node-b", 0.3)
-    assert refused.token is None and 0 < refused.remaining <= 0.3
 
     async def b_takes_over() -> int | None:
         return (await store.acquire_lease(lesson.id, "node-b", 30)).token
@@ -90,16 +90,16 @@ async def _log_rows(db: AsyncEngine, lesson_id: uuid.UUID) -> int:
 # --- two real nodes -----------------------------------------------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def two_nodes(database_url: str, data_dir: Path,
               redis_server: RedisServer) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     a = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=redis_server.url,
                       env={**ENV, "NODE_ID": "node-a"})
     b = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=redis_server.url,
                       env={**ENV, "NODE_ID": "node-b"})
-    a.start()
+    a.start(timeout=90)  # the machine may be busy: two cores for several suites
     try:
-        b.start()
+        b.start(timeout=90)
         yield a, b
     finally:
         if a.proc is not None:
@@ -242,7 +242,7 @@ async def test_a_paused_holder_resumes_without_writing_stale_text(
     await b.close()
 
 
-async def test_a_dead_holders_duties_are_taken_over(
+async def test_a_dead_holders_duties_are_taken_over(  # last: it kills node A
         two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
     a_node, b_node = two_nodes
     async with httpx.AsyncClient(base_url=a_node.base_url) as http:
