@@ -132,6 +132,9 @@ class Settings:
     ws_recheck_seconds: float = 5.0
     ws_sockets_per_user: int = 16
     collab_sockets_per_user: int = 32
+    # With Redis both caps above hold across nodes (realtime.caps): a dead node's sockets stop
+    # counting this long after it last refreshed them.
+    connection_cap_ttl_seconds: float = 30.0
     # Live co-editing (§5), per collab socket: answers to sync step 1 and query-awareness (each
     # encodes the whole document or room awareness) come out of a bucket of ``collab_sync_burst``
     # refilled ``collab_sync_per_second``; more requests wait and coalesce into one answer.
@@ -228,6 +231,7 @@ class Settings:
             ws_recheck_seconds=_float(env, "WS_RECHECK_SECONDS", 5.0),
             ws_sockets_per_user=_int(env, "WS_SOCKETS_PER_USER", 16),
             collab_sockets_per_user=_int(env, "COLLAB_SOCKETS_PER_USER", 32),
+            connection_cap_ttl_seconds=_float(env, "CONNECTION_CAP_TTL_SECONDS", 30.0),
             collab_sync_burst=_int(env, "COLLAB_SYNC_BURST", 8),
             collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
             collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),

@@ -17,10 +17,12 @@ from collab.connection import serve as serve_collab
 from collab.manager import RoomManager
 from collab.persistence import PgLeases
 from collab.relay import RedisRelay
+from realtime.caps import Caps
 from server.access import lesson_access
 from server.auth import Principal
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
+from server.limits import make_caps
 from server.state import Services, services
 from server.users.models import User
 from wire.websocket import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED
@@ -53,27 +55,25 @@ SOCKET_USER = "scriptorium.collab_user"  # scope key: the user this socket count
 
 
 class SocketCounts:
-    """Open collab sockets per user on this node: every collab budget is per socket, so one
-    account opening N sockets would multiply them (``COLLAB_SOCKETS_PER_USER``; 0: off)."""
+    """Open collab sockets per user (on this node, or across nodes with Redis: realtime.caps):
+    every collab budget is per socket, so one account opening N sockets would multiply them
+    (``COLLAB_SOCKETS_PER_USER``; 0: off)."""
 
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.open: dict[str, int] = {}
+    def __init__(self, caps: Caps) -> None:
+        self.caps = caps
 
-    def take(self, scope: Scope, user_id: str) -> None:
+    async def take(self, scope: Scope, user_id: str) -> None:
         if SOCKET_USER in scope:  # already counted (authorize is asked once per socket)
             return
-        if self.cap and self.open.get(user_id, 0) >= self.cap:
+        handle = await self.caps.take(user_id)
+        if handle is None:
             raise Denied(CLOSE_TOO_MANY, "Too many connections.")
-        self.open[user_id] = self.open.get(user_id, 0) + 1
-        scope[SOCKET_USER] = user_id
+        scope[SOCKET_USER] = (user_id, handle)
 
-    def release(self, scope: Scope) -> None:
-        user_id = scope.pop(SOCKET_USER, None)
-        if user_id is not None:
-            left = self.open.pop(user_id, 1) - 1
-            if left:
-                self.open[user_id] = left
+    async def release(self, scope: Scope) -> None:
+        held = scope.pop(SOCKET_USER, None)
+        if held is not None:
+            await self.caps.release(*held)
 
 
 def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:
@@ -90,7 +90,7 @@ def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:
             raise Denied(CLOSE_UNAUTHORIZED, "Sign in to edit lessons.")
         can_write = await _decide(svc, lesson_id, principal)
         if counts is not None:
-            counts.take(scope, principal.clerk_id)
+            await counts.take(scope, principal.clerk_id)
         return Grant(user_id=principal.clerk_id, can_write=can_write, subject=principal)
 
     return authorize
@@ -142,7 +142,7 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
 @asynccontextmanager
 async def component(svc: Services) -> AsyncIterator[None]:
     """Starts the room manager with the app (``services.rooms``); flushes everything at stop."""
-    counts = SocketCounts(svc.settings.collab_sockets_per_user)
+    counts = SocketCounts(make_caps(svc.settings, "collab", svc.settings.collab_sockets_per_user))
     rooms = build_rooms(svc, counts)
     svc.rooms = rooms
     _counts[id(svc)] = counts
@@ -152,6 +152,7 @@ async def component(svc: Services) -> AsyncIterator[None]:
     finally:
         _counts.pop(id(svc), None)
         await rooms.stop()
+        await counts.caps.close()
 
 
 _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
@@ -166,7 +167,7 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:
-            counts.release(scope)
+            await counts.release(scope)
 
 
 COLLAB_PREFIX = "/collab/lessons/"

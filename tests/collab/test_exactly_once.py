@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import distinct as distinct_
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab.room import merge_log, seed_update
@@ -21,6 +21,7 @@ from collab.store import Fence, StaleLease
 from server.db import make_sessionmaker
 from server.editing.models import CollabLease, LessonUpdate, LessonVersion
 from server.editing.store import PgStore
+from server.users.models import User
 from tests.support import RedisServer, ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, converge, lesson_row, make_lesson
 
@@ -31,9 +32,11 @@ ENV = {"RATE_LIMIT_PER_MINUTE": "0", "COLLAB_LEASE_SECONDS": str(LEASE_S)}
 # --- the fence, at the store ------------------------------------------------------------------
 
 
-async def test_a_stale_token_writes_nothing(client: httpx.AsyncClient, db: AsyncEngine) -> None:
-    author = await dev_user(client, "Author")
-    lesson = await make_lesson(db, author.clerk_id, title="T", body="seed")
+async def test_a_stale_token_writes_nothing(db: AsyncEngine) -> None:
+    author = f"user_lease_{uuid.uuid4().hex[:8]}"
+    async with db.begin() as conn:
+        await conn.execute(insert(User).values(clerk_id=author, name="Author"))
+    lesson = await make_lesson(db, author, title="T", body="seed")
     store = PgStore(make_sessionmaker(db))
     await store.load(lesson.id, seed_update)
     first = await store.acquire_lease(lesson.id, "node-a", 2)
