@@ -30,7 +30,7 @@ from collab import protocol as p
 from collab.access import Authorize, Grant, Recheck, Scope, recheck_room
 from collab.awareness import Awareness
 from collab.cluster import Cluster
-from collab.persistence import Leases, Persistence
+from collab.persistence import Leases, Persistence, PgLeases
 from collab.receiver import Receiver
 from collab.relay import KIND_UPDATE, Relay
 from collab.room import (
@@ -97,6 +97,8 @@ class RoomManager:
         self.persistence.on_failure = self._check_unsaved
         if leases is not None:  # several nodes: PgLeases (see collab.persistence)
             self.persistence.leases = leases
+            if isinstance(leases, PgLeases):
+                leases.on_takeover = self._catch_up
         if relay is not None:
             self.persistence.on_relay = lambda lesson_id, frame: relay.publish(lesson_id, KIND_UPDATE, frame)
         self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
@@ -226,6 +228,31 @@ class RoomManager:
         now = time.monotonic()
         room.materialised_at = now
         return room
+
+    async def _catch_up(self, lesson_id: str) -> None:
+        """This node took over a room's lease from another node: apply the stored log to the live
+        document (the old holder may have committed updates it never relayed, being killed right
+        after the commit), and pass what was missing to local peers. Applied only (it is in the log)."""
+        room = self.rooms.get(lesson_id)
+        if room is None:
+            return
+        loaded = await self.store.load(lesson_id, seed_update)
+        if self.rooms.get(lesson_id) is not room:
+            return
+        before = room.doc.get_state()
+        for update in loaded.updates:
+            if not apply_checked(room.doc, update):
+                log.warning("collab catch-up skipped a stored update", extra={"lesson_id": lesson_id})
+                room.rebuild()
+        missing = room.doc.get_update(before)
+        if missing == p.EMPTY_UPDATE:
+            return
+        log.info("collab room caught up from the stored log", extra={"lesson_id": lesson_id})
+        room.remember(missing)
+        room.small = False
+        room.broadcast(p.update_frame(missing))
+        room.dirty = True
+        room.changed_since_version = True
 
     async def _unload(self, room: Room) -> None:
         await self.flush()

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from collab import protocol as p
 from collab.room import Peer, Room, merge_log, within_limits
@@ -74,6 +74,10 @@ class PgLeases:
         self.store = store
         self.node = node
         self.ttl = ttl
+        # Run before the first write under a lease taken from another node (the manager's): that
+        # node may have committed updates it never relayed (killed right after the commit), and
+        # its successor's text must not miss them.
+        self.on_takeover: Callable[[str], Awaitable[None]] | None = None
         self.held: dict[str, tuple[int, float]] = {}  # lesson id -> (token, held until, monotonic)
         self.retry_at: dict[str, float] = {}  # lesson id -> when to ask again (monotonic)
 
@@ -93,7 +97,10 @@ class PgLeases:
             return None
         self.retry_at.pop(lesson_id, None)
         if self.held.get(lesson_id, (None,))[0] != answer.token:
-            log.info("collab lease taken", extra={"lesson_id": lesson_id, "token": answer.token})
+            log.info("collab lease taken", extra={"lesson_id": lesson_id, "token": answer.token,
+                                                  "previous": answer.previous})
+        if answer.previous not in (None, self.node) and self.on_takeover is not None:
+            await self.on_takeover(lesson_id)
         self.held[lesson_id] = (answer.token, now + self.ttl * self.HELD_FRACTION)
         return Fence(self.node, answer.token)
 
@@ -364,6 +371,9 @@ class Persistence:
         if not allowed:
             return
         room.dirty = False
+        title, body = room.texts()  # again: a takeover's catch-up may have changed it
+        if not within_limits(title, body):
+            return
         try:
             await self.store.materialise(room.lesson_id, title, body, **fence)
         except StaleLease:

@@ -47,6 +47,7 @@ class LeaseAnswer:
 
     token: int | None
     remaining: float = 0.0
+    previous: str | None = None  # who held it before (granted): another node's lease was taken over
 
 
 class Store(Protocol):

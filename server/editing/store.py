@@ -41,6 +41,7 @@ _APPEND = text("""
 # clock_timestamp(), one clock for every node. A valid lease is kept by its holder (same token);
 # a lapsed or released one is taken by anyone with the token plus one.
 _ACQUIRE = text("""
+    WITH before AS (SELECT holder FROM collab_leases WHERE lesson_id = :lesson)
     INSERT INTO collab_leases AS l (lesson_id, holder, token, expires_at)
     SELECT :lesson, :node, 1, clock_timestamp() + make_interval(secs => :ttl)
     WHERE EXISTS (SELECT 1 FROM lessons WHERE id = :lesson)
@@ -50,7 +51,7 @@ _ACQUIRE = text("""
                                   THEN 0 ELSE 1 END,
            expires_at = EXCLUDED.expires_at
      WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp()
-    RETURNING token
+    RETURNING token, (SELECT holder FROM before) AS previous
 """)
 _HOLDER = text("""
     SELECT EXTRACT(EPOCH FROM expires_at - clock_timestamp()) FROM collab_leases WHERE lesson_id = :lesson
@@ -249,9 +250,9 @@ class PgStore:
     async def acquire_lease(self, lesson_id: str, node: str, ttl: float) -> LeaseAnswer:
         lid = uuid.UUID(lesson_id)
         async with self.sessions() as session, session.begin():
-            token = (await session.execute(_ACQUIRE, {"lesson": lid, "node": node, "ttl": ttl})).scalar()
-            if token is not None:
-                return LeaseAnswer(int(token))
+            granted = (await session.execute(_ACQUIRE, {"lesson": lid, "node": node, "ttl": ttl})).first()
+            if granted is not None:
+                return LeaseAnswer(int(granted.token), previous=granted.previous)
             remaining = (await session.execute(_HOLDER, {"lesson": lid})).first()
             if remaining is None:
                 raise LessonGone(lesson_id)

@@ -7,18 +7,24 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from pycrdt import Doc, Text
 from sqlalchemy import distinct as distinct_
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from collab import protocol as p
+from collab.access import Grant
+from collab.manager import RoomManager
+from collab.persistence import PgLeases
 from collab.room import merge_log, seed_update
 from collab.store import Fence, StaleLease
-from server.db import make_sessionmaker
+from server.db import make_engine, make_sessionmaker
 from server.editing.models import CollabLease, LessonUpdate, LessonVersion
 from server.editing.store import PgStore
 from server.users.models import User
@@ -284,3 +290,73 @@ async def test_a_dead_holders_duties_are_taken_over(  # last: it kills node A
 
 async def _has(client: YClient, mark: str) -> bool:
     return mark in str(client.body)
+
+
+# --- a takeover catches up from the stored log ---------------------------------------------------
+
+
+async def _grant(scope: Any, lesson_id: str) -> Grant:
+    return Grant(str(scope["user"]), can_write=True)
+
+
+async def _recheck(lesson_id: str, grant: Grant) -> bool:
+    return True
+
+
+class _Link:
+    def __init__(self) -> None:
+        self.closed = False
+        self.frames: list[bytes] = []
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
+        self.frames.append(frame)
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = True
+
+
+def _append(text_: str) -> Callable[[Doc[Any]], None]:
+    def change(doc: Doc[Any]) -> None:
+        body = doc.get("body", type=Text)
+        body.insert(len(str(body)), text_)
+    return change
+
+
+async def test_a_takeover_catches_up_from_the_log(database_url: str, db: AsyncEngine) -> None:
+    """Node A commits an update it never relays (killed right after the commit) and dies holding
+    the lease; node B, which never saw the update, takes over: it applies the stored log first, so
+    the text it writes (and its peers) have A's update."""
+    author = f"user_takeover_{uuid.uuid4().hex[:8]}"
+    async with db.begin() as conn:
+        await conn.execute(insert(User).values(clerk_id=author, name="Author"))
+    lesson = await make_lesson(db, author, title="T", body="")
+    engines = [make_engine(database_url) for _ in range(2)]
+    a, b = (RoomManager(PgStore(make_sessionmaker(e)), _grant, _recheck,
+                        leases=PgLeases(PgStore(make_sessionmaker(e)), name, 0.5))
+            for e, name in zip(engines, ("node-a", "node-b"), strict=True))
+    try:
+        room_b = await b.open(lesson.id)  # loaded before A's edit; no relay between the two
+        grant, _ = await b.admit({"user": author}, lesson.id)
+        room_b, _ = await b.join(room_b, grant, peer_b := _Link())
+        await a.apply(lesson.id, _append("[a]"), actor=author)  # committed to the log
+        await a.persistence.materialise(a.rooms[lesson.id])
+        assert await _row_body(db, lesson.id) == "[a]"
+        await b.apply(lesson.id, _append("[b]"), actor=author)
+        assert b.rooms[lesson.id].texts()[1] == "[b]"  # B never saw [a]
+
+        async def b_materialised() -> str | None:  # A's lease lapses (0.5 s): B takes over
+            await b.persistence.materialise(b.rooms[lesson.id])
+            body = await _row_body(db, lesson.id)
+            return body if "[b]" in body else None
+
+        body = await eventually(b_materialised, within=10)
+        assert "[a]" in body and "[b]" in body
+        caught_up: Doc[Any] = Doc()
+        for frame in peer_b.frames:
+            parsed = p.parse_frame(frame)
+            if parsed.type == p.MSG_SYNC and parsed.sync in (p.SYNC_UPDATE, p.SYNC_STEP2):
+                caught_up.apply_update(parsed.payload)
+        assert "[a]" in str(caught_up.get("body", type=Text))  # B's peer got A's update too
+    finally:
+        for engine in engines:
+            await engine.dispose()
