@@ -14,7 +14,8 @@ is given):
 - :mod:`collab.awareness`: who owns which awareness client id, fan-out within a budget, other
   nodes' entries. -> room, relay, protocol, throttle.
 - :mod:`collab.persistence`: the batched update log, "saved" answers, materialisation, versions,
-  compaction, the final save at shutdown. -> room, store, protocol.
+  compaction, the final save at shutdown, and (several nodes) the per-room fenced lease that makes
+  those shared-row writes one node's at a time. -> room, store, protocol.
 - :mod:`collab.cluster`: other nodes' traffic through the relay, subscription and resync.
   -> room, awareness, relay, protocol.
 - :mod:`collab.receiver`: dispatch of one peer's y-protocol message by type; answer and receive

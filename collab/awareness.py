@@ -3,7 +3,10 @@
 A socket owns the awareness client ids it announced first, a bounded number of bounded states; a
 frame it sends goes to the room's other peers and, through the relay, to other nodes, within a
 per-socket token bucket (beyond it the newest entry per id waits for one coalesced send).
-Entries relayed from other nodes are tracked apart and expire with their node. Depends on
+Local peers get a frame at once; the other nodes get the room's changes coalesced per tick
+(``relay_tick``): one relay message per room per tick carrying the newest entry of each changed
+client id, so 200 peers moving cursors cost a room at most 1 / ``relay_tick`` messages a second
+per node, not one per keystroke per peer. Entries relayed from other nodes are tracked apart and expire with their node. Depends on
 :mod:`collab.room` (the records live in the room), :mod:`collab.protocol`, :mod:`collab.throttle`
 and the relay's kinds (:mod:`collab.relay`).
 """
@@ -35,8 +38,13 @@ class Awareness:
     """The awareness rules of every room of this node (settings: see :class:`~collab.manager.RoomManager`)."""
 
     def __init__(self, relay: Relay | None, *, ids: int, state_bytes: int, burst: int,
-                 per_second: float) -> None:
+                 per_second: float, relay_tick: float = 0.05) -> None:
         self.relay = relay
+        self.relay_tick = relay_tick  # seconds: other nodes get a room's changes once per tick
+        # lesson id -> client id -> the newest entry not relayed yet
+        self._outgoing: dict[str, dict[int, p.AwarenessEntry]] = {}
+        self._relay_later: asyncio.TimerHandle | None = None
+        self.relayed = 0  # awareness messages published (one per room per tick at most)
         self.ids = ids  # awareness client ids one socket may own
         self.state_bytes = state_bytes  # the largest state kept (UTF-8 bytes)
         self.burst = burst  # awareness frames one socket fans out at once
@@ -58,8 +66,10 @@ class Awareness:
         if accepted is not None and not accepted:
             return
         if peer.awareness_later is None and peer.awareness_budget.take(time.monotonic()):
-            out = data if accepted is None else p.awareness_frame(p.encode_awareness(accepted))
-            self.fan_out(room, peer, out)
+            if accepted is None:
+                self.fan_out(room, peer, data, p.parse_awareness(frame.payload) if self.relay else [])
+            else:
+                self.fan_out(room, peer, p.awareness_frame(p.encode_awareness(accepted)), accepted)
             return
         for entry in p.parse_awareness(frame.payload) if accepted is None else accepted:
             peer.awareness_pending[entry.client_id] = entry  # the newest wins
@@ -67,10 +77,35 @@ class Awareness:
             delay = peer.awareness_budget.wait(time.monotonic())
             peer.awareness_later = asyncio.get_running_loop().call_later(delay, self.deferred, room, peer)
 
-    def fan_out(self, room: Room, peer: Peer, frame: bytes) -> None:
+    def fan_out(self, room: Room, peer: Peer, frame: bytes, entries: list[p.AwarenessEntry]) -> None:
+        """``frame`` (of ``entries``) to the room's other peers now, and to other nodes at the tick."""
         room.broadcast(frame, exclude=peer)
         if self.relay is not None:
-            self.relay.publish(room.lesson_id, KIND_AWARENESS, frame)
+            self._relay(room.lesson_id, entries)
+
+    def _relay(self, lesson_id: str, entries: list[p.AwarenessEntry]) -> None:
+        pending = self._outgoing.setdefault(lesson_id, {})
+        for entry in entries:
+            queued = pending.get(entry.client_id)
+            if queued is None or entry.clock >= queued.clock:
+                pending[entry.client_id] = entry
+        if self._relay_later is None:
+            self._relay_later = asyncio.get_running_loop().call_later(self.relay_tick, self.flush_relay)
+
+    def flush_relay(self) -> None:
+        """Publish each room's coalesced changes: one message per room (within the entry cap)."""
+        if self._relay_later is not None:
+            self._relay_later.cancel()
+            self._relay_later = None
+        outgoing, self._outgoing = self._outgoing, {}
+        if self.relay is None:
+            return
+        for lesson_id, pending in outgoing.items():
+            entries = list(pending.values())
+            for start in range(0, len(entries), MAX_AWARENESS_ENTRIES):
+                chunk = entries[start:start + MAX_AWARENESS_ENTRIES]
+                self.relay.publish(lesson_id, KIND_AWARENESS, p.awareness_frame(p.encode_awareness(chunk)))
+                self.relayed += 1
 
     def deferred(self, room: Room, peer: Peer) -> None:
         """Send the newest of the awareness a socket sent over its budget, as one frame."""
@@ -80,7 +115,7 @@ class Awareness:
         peer.awareness_budget.take(time.monotonic())
         entries = list(peer.awareness_pending.values())
         peer.awareness_pending.clear()
-        self.fan_out(room, peer, p.awareness_frame(p.encode_awareness(entries)))
+        self.fan_out(room, peer, p.awareness_frame(p.encode_awareness(entries)), entries)
 
     def state_too_big(self, entry: p.AwarenessEntry) -> bool:
         limit = self.state_bytes
@@ -173,10 +208,9 @@ class Awareness:
                     del room.awareness[client_id]
                     gone.append(p.AwarenessEntry(client_id, record.entry.clock + 1, "null"))
             if gone:
-                frame = p.awareness_frame(p.encode_awareness(gone))
-                room.broadcast(frame)
+                room.broadcast(p.awareness_frame(p.encode_awareness(gone)))
                 if self.relay is not None:
-                    self.relay.publish(room.lesson_id, KIND_AWARENESS, frame)
+                    self._relay(room.lesson_id, gone)
 
     def expire_remote(self, room: Room, now: float) -> None:
         """Remove other nodes' clients not heard of for a while, or whose node went quiet."""

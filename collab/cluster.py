@@ -67,6 +67,10 @@ class Cluster:
             room.broadcast(payload)
             room.dirty = True
             room.changed_at = time.monotonic()
+            # The lease holder's versions and compactions cover other nodes' updates too
+            # (see collab.persistence.PgLeases): a row in the shared log, a change since the version.
+            room.changed_since_version = True
+            room.log_rows += 1
         elif kind == KIND_AWARENESS:
             frame = p.parse_frame(payload)
             accepted = self.awareness.on_remote(room, frame.payload, origin)

@@ -30,7 +30,7 @@ from collab import protocol as p
 from collab.access import Authorize, Grant, Recheck, Scope, recheck_room
 from collab.awareness import Awareness
 from collab.cluster import Cluster
-from collab.persistence import Persistence
+from collab.persistence import Leases, Persistence, PgLeases
 from collab.receiver import Receiver
 from collab.relay import KIND_UPDATE, Relay
 from collab.room import (
@@ -75,8 +75,8 @@ class RoomManager:
                  awareness_ids: int = 4, awareness_state_bytes: int = 8 * 1024,
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
-                 max_unsaved: int = 8 * 1024 * 1024,
-                 on_update: Callable[[], None] | None = None) -> None:
+                 awareness_relay_tick: float = 0.05, max_unsaved: int = 8 * 1024 * 1024,
+                 on_update: Callable[[], None] | None = None, leases: Leases | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
         self.authorize = authorize
@@ -95,10 +95,15 @@ class RoomManager:
         self.persistence = Persistence(store, flush_interval=flush_interval,
                                        compact_threshold=compact_threshold)
         self.persistence.on_failure = self._check_unsaved
+        if leases is not None:  # several nodes: PgLeases (see collab.persistence)
+            self.persistence.leases = leases
+            if isinstance(leases, PgLeases):
+                leases.on_takeover = self._catch_up
         if relay is not None:
             self.persistence.on_relay = lambda lesson_id, frame: relay.publish(lesson_id, KIND_UPDATE, frame)
         self.awareness = Awareness(relay, ids=awareness_ids, state_bytes=awareness_state_bytes,
-                                   burst=awareness_burst, per_second=awareness_per_second)
+                                   burst=awareness_burst, per_second=awareness_per_second,
+                                   relay_tick=awareness_relay_tick)
         self.receiver = Receiver(self, self.awareness, self.persistence, sync_burst=sync_burst,
                                  sync_per_second=sync_per_second, receive_per_second=receive_per_second,
                                  receive_frame_cost=receive_frame_cost)
@@ -117,6 +122,7 @@ class RoomManager:
             asyncio.create_task(self.persistence.flush_forever(), name="collab-flush"),
             asyncio.create_task(self._maintenance_loop(), name="collab-maintenance"),
             asyncio.create_task(self._recheck_loop(), name="collab-recheck"),
+            asyncio.create_task(self.persistence.leases.renew_forever(), name="collab-leases"),
         ]
 
     async def drain(self, *, rounds: int = 10) -> None:
@@ -165,6 +171,7 @@ class RoomManager:
         for room in list(self.rooms.values()):
             for peer in list(room.peers):
                 peer.sender.close(CLOSE_SERVICE_RESTART, "Service restart")
+        self.awareness.flush_relay()  # the last removals, before the relay goes
         if self.relay is not None:
             await self.relay.stop()
 
@@ -222,13 +229,41 @@ class RoomManager:
         room.materialised_at = now
         return room
 
+    async def _catch_up(self, lesson_id: str) -> None:
+        """This node took over a room's lease from another node: apply the stored log to the live
+        document (the old holder may have committed updates it never relayed, being killed right
+        after the commit), and pass what was missing to local peers. Applied only (it is in the log)."""
+        room = self.rooms.get(lesson_id)
+        if room is None:
+            return
+        loaded = await self.store.load(lesson_id, seed_update)
+        if self.rooms.get(lesson_id) is not room:
+            return
+        before = room.doc.get_state()
+        for update in loaded.updates:
+            if not apply_checked(room.doc, update):
+                log.warning("collab catch-up skipped a stored update", extra={"lesson_id": lesson_id})
+                room.rebuild()
+        missing = room.doc.get_update(before)
+        if missing == p.EMPTY_UPDATE:
+            return
+        log.info("collab room caught up from the stored log", extra={"lesson_id": lesson_id})
+        room.remember(missing)
+        room.small = False
+        room.broadcast(p.update_frame(missing))
+        room.dirty = True
+        room.changed_since_version = True
+
     async def _unload(self, room: Room) -> None:
         await self.flush()
         if room.peers or self.rooms.get(room.lesson_id) is not room:
             return
         del self.rooms[room.lesson_id]
         self.cluster.closed(room)
-        await self.persistence.close_room(room)
+        try:
+            await self.persistence.close_room(room)
+        finally:
+            await self.persistence.release(room)
         log.debug("room unloaded", extra={"lesson_id": room.lesson_id})
 
     async def _emptied(self, room: Room) -> None:
@@ -498,20 +533,21 @@ class RoomManager:
         if changed:
             room = self.rooms.get(lesson_key(lesson_id))
             if room is not None:
-                await self.persistence.materialise(room)
+                await self.persistence.materialise(room, duty=False)
         return changed
 
-    async def record_version(self, lesson_id: str, reason: str) -> str:
-        """Record the current text (and state) as a version now; returns the version id."""
+    async def record_version(self, lesson_id: str, reason: str) -> str | None:
+        """Record the current text (and state) as a version now; returns the version id (None:
+        this node's lease was lost under the write)."""
         room = await self.open(lesson_id)
         await self.flush()
-        return await self.persistence.record_version(room, reason)
+        return await self.persistence.record_version(room, reason, duty=False)
 
     async def materialise(self, lesson_id: str) -> None:
         """Write the live text into the lesson row now (no-op when the room is not loaded)."""
         room = self.rooms.get(lesson_key(lesson_id))
         if room is not None:
-            await self.persistence.materialise(room)
+            await self.persistence.materialise(room, duty=False)
 
     def peer_count(self) -> int:
         """Clients connected to this node's rooms."""

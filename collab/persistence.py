@@ -6,6 +6,14 @@ sent is saved is a comparison of two counters, and a "query saved" waits only fo
 holds its socket's last update. With a relay, an update goes to the other nodes only once it is
 committed (persist before relay), and the flush then runs at once. The room's text is written into the lesson row (materialised)
 and recorded as versions; the log is compacted into a snapshot past ``compact_threshold`` rows.
+
+Those three writes to shared rows (and the final save at shutdown) are one node's duty per room
+at a time, the holder of the room's lease (:class:`PgLeases`, with several nodes): every such write
+carries the lease's fencing token and PostgreSQL checks it in the write's own transaction, so a
+node paused past its lease (SIGSTOP, a stalled VM) writes nothing stale when it resumes; another
+node with the room open takes the lease over once it lapses. A single node (no relay) takes no
+lease (:class:`LocalLeases`). The update log itself is not leased: each node appends exactly the
+updates its own clients sent (persist before relay), so each update is in the log once.
 Depends on the :class:`~collab.store.Store` interface, :mod:`collab.room` and :mod:`collab.protocol`;
 what runs when is the manager's (:mod:`collab.manager`).
 """
@@ -16,11 +24,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from collab import protocol as p
 from collab.room import Peer, Room, merge_log, within_limits
-from collab.store import LessonGone, PendingUpdate, Store
+from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -34,6 +42,117 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 FLUSH_BATCH = 5000  # updates per INSERT
+
+UNFENCED = Fence("", 0)  # a single node's: its writes carry no token
+
+
+class LocalLeases:
+    """One node (no relay): it does every room's duties, and its writes carry no token."""
+
+    async def hold(self, lesson_id: str) -> Fence | None:
+        return UNFENCED
+
+    def lost(self, lesson_id: str) -> None:
+        pass
+
+    async def release(self, lesson_id: str) -> None:
+        pass
+
+    async def release_all(self) -> None:
+        pass
+
+    async def renew_forever(self) -> None:
+        await asyncio.Event().wait()
+
+
+class PgLeases:
+    """Per-room leases in the store (``collab_leases``), one clock (PostgreSQL's) for every node.
+
+    A room's lease is asked for only when the room has a duty to do (its text changed, a version or
+    a compaction is due) and kept while the room is open: renewed for all held rooms in ONE
+    statement every ``ttl / 3``, released when the room unloads or the node stops. A node that is
+    refused waits until the holder's lease would end before asking again; if the holder died, it
+    takes over then (the token grows by one). Locally a lease counts as held only until
+    ``ttl * HELD_FRACTION`` after the request that granted or renewed it was sent, so a node that
+    was paused past it asks again (and is refused) before writing; the token checked in the
+    write's transaction covers a pause between that check and the write."""
+
+    HELD_FRACTION = 0.75
+
+    def __init__(self, store: LeaseStore, node: str, ttl: float) -> None:
+        self.store = store
+        self.node = node
+        self.ttl = ttl
+        # Run before the first write under a lease taken from another node (the manager's): that
+        # node may have committed updates it never relayed (killed right after the commit), and
+        # its successor's text must not miss them.
+        self.on_takeover: Callable[[str], Awaitable[None]] | None = None
+        self.held: dict[str, tuple[int, float]] = {}  # lesson id -> (token, held until, monotonic)
+        self.retry_at: dict[str, float] = {}  # lesson id -> when to ask again (monotonic)
+
+    async def hold(self, lesson_id: str) -> Fence | None:
+        """This node's fence for ``lesson_id``'s duties, or None while another node holds it."""
+        now = time.monotonic()
+        held = self.held.get(lesson_id)
+        if held is not None:
+            if now < held[1]:
+                return Fence(self.node, held[0])
+            del self.held[lesson_id]  # lapsed here (paused? the renewals failing?): ask again
+        if now < self.retry_at.get(lesson_id, 0.0):
+            return None
+        answer = await self.store.acquire_lease(lesson_id, self.node, self.ttl)
+        if answer.token is None:
+            self.retry_at[lesson_id] = time.monotonic() + min(max(answer.remaining, 0.05), self.ttl)
+            return None
+        self.retry_at.pop(lesson_id, None)
+        if self.held.get(lesson_id, (None,))[0] != answer.token:
+            log.info("collab lease taken", extra={"lesson_id": lesson_id, "token": answer.token,
+                                                  "previous": answer.previous})
+        if answer.previous not in (None, self.node) and self.on_takeover is not None:
+            await self.on_takeover(lesson_id)
+        self.held[lesson_id] = (answer.token, now + self.ttl * self.HELD_FRACTION)
+        return Fence(self.node, answer.token)
+
+    def lost(self, lesson_id: str) -> None:
+        """A fenced write found the lease gone: forget it (asked again at the next duty)."""
+        self.held.pop(lesson_id, None)
+
+    async def release(self, lesson_id: str) -> None:
+        self.retry_at.pop(lesson_id, None)
+        held = self.held.pop(lesson_id, None)
+        if held is not None:
+            await self.store.release_lease(lesson_id, Fence(self.node, held[0]))
+
+    async def release_all(self) -> None:
+        for lesson_id in list(self.held):
+            try:
+                await self.release(lesson_id)
+            except Exception:  # it lapses by itself within ttl
+                log.exception("collab lease release failed", extra={"lesson_id": lesson_id})
+
+    async def renew_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            if not self.held:
+                continue
+            sent = time.monotonic()
+            asked = {lesson: token for lesson, (token, _) in self.held.items()}
+            try:
+                renewed = await self.store.renew_leases(self.node, asked, self.ttl)
+            except Exception:
+                log.exception("collab lease renewal failed")  # they lapse locally in time
+                continue
+            for lesson, token in asked.items():
+                if self.held.get(lesson, (None,))[0] != token:
+                    continue  # released or re-taken meanwhile
+                if lesson in renewed:
+                    self.held[lesson] = (token, sent + self.ttl * self.HELD_FRACTION)
+                else:
+                    log.warning("collab lease lost", extra={"lesson_id": lesson, "token": token})
+                    del self.held[lesson]
+
+
+Leases = LocalLeases | PgLeases
 
 
 class Persistence:
@@ -66,6 +185,26 @@ class Persistence:
         # node's catch-up is answered from the live document only then (see Cluster.on_relay)
         self._after_commit: list[tuple[str, Callable[[], None]]] = []
         self._lock = asyncio.Lock()
+        self.leases: Leases = LocalLeases()  # the manager's choice
+
+    async def _fence(self, lesson_id: str, *, duty: bool) -> tuple[bool, dict[str, Fence]]:
+        """Whether to write ``lesson_id``'s shared rows now, and the fence to pass the store.
+
+        A duty (maintenance, closing, the final save) is written by the lease holder only. A
+        request's own write (a REST edit's materialisation, a version asked for) is fenced when
+        this node holds the lease and written unfenced otherwise: the holder writes its newer text
+        over it at its next materialisation."""
+        fence = await self.leases.hold(lesson_id)
+        if fence is UNFENCED:
+            return True, {}
+        if fence is None:
+            return not duty, {}
+        return True, {"fence": fence}
+
+    def _stale(self, lesson_id: str, what: str) -> None:
+        log.info("collab lease lost before a fenced write: %s not written", what,
+                 extra={"lesson_id": lesson_id})
+        self.leases.lost(lesson_id)
 
     def queue(self, update: PendingUpdate) -> None:
         """Queue an applied update for the next batch."""
@@ -225,8 +364,14 @@ class Persistence:
         """Merge the room's stored log into a snapshot (run as a background task)."""
         try:
             await self.flush()
-            merged = await self.store.compact(room.lesson_id, merge_log)
+            allowed, fence = await self._fence(room.lesson_id, duty=True)
+            if not allowed:  # the lease holder compacts (counting from here again: a takeover)
+                room.log_rows = 0
+                return
+            merged = await self.store.compact(room.lesson_id, merge_log, **fence)
             room.log_rows = max(0, room.log_rows - merged)
+        except StaleLease:
+            self._stale(room.lesson_id, "compaction")
         except Exception:
             log.exception("collab compaction failed", extra={"lesson_id": room.lesson_id})
         finally:
@@ -234,27 +379,55 @@ class Persistence:
 
     # --- the lesson row and versions ------------------------------------------------------
 
-    async def materialise(self, room: Room) -> None:
-        room.dirty = False
+    async def materialise(self, room: Room, *, duty: bool = True) -> None:
+        """The room's text into the lesson row (when it changed since this room wrote it). A
+        ``duty`` only by the lease holder; a room that is not stays dirty, to take over if the
+        holder goes."""
         room.materialised_at = time.monotonic()
         title, body = room.texts()
         if room.materialised == (title, body):
+            room.dirty = False
             return  # nothing changed since this room last wrote it: no query, no render
         if not within_limits(title, body):  # e.g. concurrent edits of two nodes
+            room.dirty = False
             log.warning("collab text over its limit, not materialised", extra={"lesson_id": room.lesson_id})
             return
-        await self.store.materialise(room.lesson_id, title, body)
+        allowed, fence = await self._fence(room.lesson_id, duty=duty)
+        if not allowed:
+            return
+        room.dirty = False
+        title, body = room.texts()  # again: a takeover's catch-up may have changed it
+        if not within_limits(title, body):
+            return
+        try:
+            await self.store.materialise(room.lesson_id, title, body, **fence)
+        except StaleLease:
+            room.dirty = True
+            self._stale(room.lesson_id, "lesson text")
+            return
         room.materialised = (title, body)
 
-    async def record_version(self, room: Room, reason: str) -> str:
+    async def record_version(self, room: Room, reason: str, *, duty: bool = True) -> str | None:
+        """Record the room's text and state as a version; its id, or None when another node's
+        lease makes it that node's duty (or the lease was lost)."""
+        allowed, fence = await self._fence(room.lesson_id, duty=duty)
+        if not allowed:
+            return None
         title, body = room.texts()
         contributors = sorted(room.contributors)
+        changed = room.changed_since_version
         room.contributors.clear()
         room.changed_since_version = False
         room.last_version_at = time.monotonic()
-        return await self.store.record_version(room.lesson_id, title=title, body=body,
-                                               state=room.doc.get_update(), contributors=contributors,
-                                               reason=reason)
+        try:
+            return await self.store.record_version(room.lesson_id, title=title, body=body,
+                                                   state=room.doc.get_update(), contributors=contributors,
+                                                   reason=reason, **fence)
+        except StaleLease:
+            room.contributors.update(contributors)
+            room.changed_since_version = changed
+            self._stale(room.lesson_id, "version")
+            return None
 
     async def close_room(self, room: Room) -> None:
         """A room is closing (unloaded, or emptied): its text into the lesson row, and a version
@@ -262,6 +435,13 @@ class Persistence:
         await self.materialise(room)
         if room.changed_since_version and not room.peers:
             await self.record_version(room, "close")
+
+    async def release(self, room: Room) -> None:
+        """The room unloaded: its lease goes (another node with the room open takes it at once)."""
+        try:
+            await self.leases.release(room.lesson_id)
+        except Exception:  # it lapses by itself
+            log.exception("collab lease release failed", extra={"lesson_id": room.lesson_id})
 
     async def final(self, rooms: Iterable[Room]) -> None:
         """At shutdown: the last flush, then every room closed. Nothing is swallowed: an update,
@@ -280,3 +460,4 @@ class Persistence:
                 log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
             except Exception:
                 log.exception("collab final save of a room failed", extra={"lesson_id": room.lesson_id})
+        await self.leases.release_all()

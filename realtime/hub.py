@@ -36,6 +36,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.protocol import State
 
 from realtime.broker import Broker, Event, Reset
+from realtime.caps import Caps, LocalCaps
 from wire.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -104,8 +105,9 @@ class HubLimits:
     frame_burst: float = 300.0
     # Rights of open subscriptions are re-checked this often (§7: within 15 s).
     recheck_seconds: float = 5.0
-    # Open sockets of one user on this node: every other budget is per socket, so one account
-    # opening N sockets would multiply them. The next one is accepted and closed 4429. 0: off.
+    # Open sockets of one user (on this node, or across nodes with Redis: realtime.caps): every
+    # other budget is per socket, so one account opening N sockets would multiply them. The next
+    # one is accepted and closed 4429. 0: off.
     sockets_per_user: int = 16
 
 
@@ -348,7 +350,7 @@ class Hub:
 
     def __init__(self, broker: Broker, authenticate: Authenticate, authorize: Authorize,
                  limits: HubLimits | None = None, *, recheck: Recheck | None = None,
-                 held: Callable[[str], bool] | None = None) -> None:
+                 held: Callable[[str], bool] | None = None, caps: Caps | None = None) -> None:
         self.broker = broker
         self.authenticate = authenticate
         self.authorize = authorize
@@ -360,7 +362,8 @@ class Hub:
         self._serial = 0
         self._release_task: asyncio.Task[None] | None = None
         self._recheck_task: asyncio.Task[None] | None = None
-        self._per_user: dict[str, int] = {}  # open sockets per user id (sockets_per_user)
+        # open sockets per user (sockets_per_user): this node's, or the cluster's (realtime.caps)
+        self.caps: Caps = caps if caps is not None else LocalCaps(self.limits.sockets_per_user)
         self._subs: dict[str, set[Subscription]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._connections: set[Connection] = set()
@@ -572,11 +575,10 @@ class Hub:
         except ConnectionDenied as denied:
             await ws.close(denied.code, denied.reason[:120])
             return
-        cap = self.limits.sockets_per_user
-        if cap and self._per_user.get(user.clerk_id, 0) >= cap:
+        handle = await self.caps.take(user.clerk_id)
+        if handle is None:
             await ws.close(CLOSE_TOO_MANY, "Too many connections.")
             return
-        self._per_user[user.clerk_id] = self._per_user.get(user.clerk_id, 0) + 1
         conn = Connection(self, ws, user)
         self._connections.add(conn)
         writer = asyncio.create_task(conn.write_forever(), name="ws-writer")
@@ -590,9 +592,7 @@ class Hub:
                 with contextlib.suppress(BaseException):
                     await task
             self._connections.discard(conn)
-            left = self._per_user.pop(user.clerk_id, 1) - 1
-            if left:
-                self._per_user[user.clerk_id] = left
+            await self.caps.release(user.clerk_id, handle)
             for sub in list(conn.subs.values()):
                 await self._detach(sub)
             conn.subs.clear()

@@ -47,7 +47,7 @@ Core (used by every domain; reads domain tables, never domain code)
                             event in the writer's transaction), drain.py (publish committed rows in order)
     server/state.py         Services, what the running app holds (real types; components fill in broker,
                             hub, rooms, outbox at startup)
-    server/markdown.py, ratelimit.py, nul_guard.py, websocket_protocol.py, loopwatch.py,
+    server/markdown.py, ratelimit.py, limits.py, nul_guard.py, websocket_protocol.py, loopwatch.py,
     metrics.py, metrics_listener.py, settings.py, clock.py, logs.py, embedded.py
     server/db.py            declarative base, engine, sessions: imports no server module
 

@@ -23,7 +23,7 @@ from server.metrics import Metrics
 from server.middleware import RequestContext, StatementCounter
 from server.nul_guard import RefuseNul
 from server.problems import exception_handlers
-from server.ratelimit import RateLimiter
+from server.ratelimit import make_rate_limiter
 from server.routing import Api
 from server.settings import Settings
 from server.state import Services
@@ -109,11 +109,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         sessions = make_sessionmaker(engine)
         svc = Services(settings=settings, engine=engine, sessions=sessions,
                        auth=Authenticator(settings, sessions), metrics=metrics,
-                       rate_limiter=RateLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
-                       restore_limiter=RateLimiter(
+                       rate_limiter=make_rate_limiter(
+                           settings.rate_limit_per_minute, settings.rate_limit_burst,
+                           redis_url=settings.redis_url, prefix=settings.redis_prefix, name="writes"),
+                       restore_limiter=make_rate_limiter(
                            settings.restore_rate_per_minute if settings.rate_limit_per_minute > 0 else 0,
-                           settings.restore_rate_burst))
+                           settings.restore_rate_burst,
+                           redis_url=settings.redis_url, prefix=settings.redis_prefix, name="restore"))
         async with AsyncExitStack() as stack:
+            stack.push_async_callback(svc.rate_limiter.close)
+            stack.push_async_callback(svc.restore_limiter.close)
             for component in components():
                 await stack.enter_async_context(component(svc))
             # Everything loaded so far lives as long as the process: keep it out of the collector's

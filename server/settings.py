@@ -137,6 +137,9 @@ class Settings:
     ws_recheck_seconds: float = 5.0
     ws_sockets_per_user: int = 16
     collab_sockets_per_user: int = 32
+    # With Redis both caps above hold across nodes (realtime.caps): a dead node's sockets stop
+    # counting this long after it last refreshed them.
+    connection_cap_ttl_seconds: float = 30.0
     # Live co-editing (§5), per collab socket: answers to sync step 1 and query-awareness (each
     # encodes the whole document or room awareness) come out of a bucket of ``collab_sync_burst``
     # refilled ``collab_sync_per_second``; more requests wait and coalesce into one answer.
@@ -151,6 +154,9 @@ class Settings:
     # into one frame of the newest states (a cursor at 10 Hz still looks live).
     collab_awareness_burst: int = 20
     collab_awareness_per_second: float = 10.0
+    # Awareness to other nodes: a room's changes coalesced for this long (seconds), then one relay
+    # message with the newest state of each changed client (local peers get theirs at once).
+    collab_awareness_relay_tick: float = 0.05
     # What one collab socket may make the server read, in bytes a second (bursts of twice that);
     # a frame counts as at least 4 KiB (parsing one costs ~10 us whatever its size: 2,048 tiny
     # frames a second, bursts of 4,096). Over it the socket is not read for a while.
@@ -158,6 +164,10 @@ class Settings:
     # Bytes of one room's updates held while they cannot be written (the database unreachable):
     # past it the room's writers are closed 4503 and keep their edits until they reconnect.
     collab_unsaved_max_bytes: int = 8 * 1024 * 1024
+    # With several nodes (Redis), one node at a time materialises, compacts and versions a room:
+    # the holder of its lease in PostgreSQL (collab_leases), taken over this long after its holder
+    # stops renewing it (died, or paused); renewed every third of it in one statement per node.
+    collab_lease_seconds: float = 10.0
     # Lesson version history (each version holds the text and the whole document state): every
     # version of the last ``version_keep_days`` days, plus the ``version_keep_older`` newest older
     # ones, and never more than ``version_max_per_lesson`` in all (pruned as versions are recorded).
@@ -226,14 +236,17 @@ class Settings:
             ws_recheck_seconds=_float(env, "WS_RECHECK_SECONDS", 5.0),
             ws_sockets_per_user=_int(env, "WS_SOCKETS_PER_USER", 16),
             collab_sockets_per_user=_int(env, "COLLAB_SOCKETS_PER_USER", 32),
+            connection_cap_ttl_seconds=_float(env, "CONNECTION_CAP_TTL_SECONDS", 30.0),
             collab_sync_burst=_int(env, "COLLAB_SYNC_BURST", 8),
             collab_sync_per_second=_float(env, "COLLAB_SYNC_PER_SECOND", 2.0),
             collab_awareness_ids=_int(env, "COLLAB_AWARENESS_IDS", 4),
             collab_awareness_state_bytes=_int(env, "COLLAB_AWARENESS_STATE_BYTES", 8 * 1024),
             collab_awareness_burst=_int(env, "COLLAB_AWARENESS_BURST", 20),
             collab_awareness_per_second=_float(env, "COLLAB_AWARENESS_PER_SECOND", 10.0),
+            collab_awareness_relay_tick=_float(env, "COLLAB_AWARENESS_RELAY_TICK", 0.05),
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
+            collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 10.0),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),
             version_max_per_lesson=_int(env, "VERSION_MAX_PER_LESSON", 500),

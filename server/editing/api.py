@@ -85,7 +85,7 @@ async def restore_version(request: Request) -> Response:
     user = await require_user(request)
     lesson_id, version_id = path_id(request, "id"), path_id(request, "vid")
     svc = services(request)
-    svc.restore_limiter.hit(user.clerk_id, "restore")
+    await svc.restore_limiter.hit(user.clerk_id, "restore")
     return json_response(await service.restore_version(svc.sessions, svc.rooms, lesson_id, version_id, user))
 
 
@@ -100,7 +100,7 @@ async def create_suggestion(request: Request) -> Response:
     lesson_id = path_id(request, "id")
     svc = services(request)
     body = await read_json(request, SuggestionIn)
-    svc.rate_limiter.hit(user.clerk_id, "suggestion")
+    await svc.rate_limiter.hit(user.clerk_id, "suggestion")
     created = await service.create_suggestion(
         svc.sessions, svc.rooms, lesson_id, user, granted(request), field=body.field,
         changes=[c.model_dump() for c in body.changes], base_version=body.base_version, comment=body.comment)

@@ -17,11 +17,14 @@ from collab.access import Denied, Grant
 from collab.connection import serve as serve_collab
 from collab.hocuspocus import serve as serve_hocuspocus
 from collab.manager import RoomManager
+from collab.persistence import PgLeases
 from collab.relay import RedisRelay
+from realtime.caps import Caps
 from server.access import lesson_access
 from server.auth import Principal
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
+from server.limits import make_caps
 from server.state import Services, services
 from server.users.models import User
 from wire.websocket import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED
@@ -54,27 +57,25 @@ SOCKET_USER = "scriptorium.collab_user"  # scope key: the user this socket count
 
 
 class SocketCounts:
-    """Open collab sockets per user on this node: every collab budget is per socket, so one
-    account opening N sockets would multiply them (``COLLAB_SOCKETS_PER_USER``; 0: off)."""
+    """Open collab sockets per user (on this node, or across nodes with Redis: realtime.caps):
+    every collab budget is per socket, so one account opening N sockets would multiply them
+    (``COLLAB_SOCKETS_PER_USER``; 0: off)."""
 
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.open: dict[str, int] = {}
+    def __init__(self, caps: Caps) -> None:
+        self.caps = caps
 
-    def take(self, scope: Scope, user_id: str) -> None:
+    async def take(self, scope: Scope, user_id: str) -> None:
         if SOCKET_USER in scope:  # already counted (authorize is asked once per socket)
             return
-        if self.cap and self.open.get(user_id, 0) >= self.cap:
+        handle = await self.caps.take(user_id)
+        if handle is None:
             raise Denied(CLOSE_TOO_MANY, "Too many connections.")
-        self.open[user_id] = self.open.get(user_id, 0) + 1
-        scope[SOCKET_USER] = user_id
+        scope[SOCKET_USER] = (user_id, handle)
 
-    def release(self, scope: Scope) -> None:
-        user_id = scope.pop(SOCKET_USER, None)
-        if user_id is not None:
-            left = self.open.pop(user_id, 1) - 1
-            if left:
-                self.open[user_id] = left
+    async def release(self, scope: Scope) -> None:
+        held = scope.pop(SOCKET_USER, None)
+        if held is not None:
+            await self.caps.release(*held)
 
 
 def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:
@@ -91,7 +92,7 @@ def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:
             raise Denied(CLOSE_UNAUTHORIZED, "Sign in to edit lessons.")
         can_write = await _decide(svc, lesson_id, principal)
         if counts is not None:
-            counts.take(scope, principal.clerk_id)
+            await counts.take(scope, principal.clerk_id)
         return Grant(user_id=principal.clerk_id, can_write=can_write, subject=principal)
 
     return authorize
@@ -119,12 +120,18 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
     settings = svc.settings
     retention = VersionRetention(settings.version_keep_days, settings.version_keep_older,
                                  settings.version_max_per_lesson)
-    rooms = RoomManager(PgStore(svc.sessions, retention), make_authorize(svc, counts), make_recheck(svc), relay,
+    store = PgStore(svc.sessions, retention)
+    # Several nodes share the rooms' rows: one node per room writes them (fenced leases).
+    # The holder is this process (NODE_ID may be shared by the workers of one node).
+    holder = f"{relay.node_id}:{uuid.uuid4().hex[:8]}" if relay is not None else ""
+    leases = PgLeases(store, holder, settings.collab_lease_seconds) if relay is not None else None
+    rooms = RoomManager(store, make_authorize(svc, counts), make_recheck(svc), relay, leases=leases,
                         sync_burst=settings.collab_sync_burst, sync_per_second=settings.collab_sync_per_second,
                         awareness_ids=settings.collab_awareness_ids,
                         awareness_state_bytes=settings.collab_awareness_state_bytes,
                         awareness_burst=settings.collab_awareness_burst,
                         awareness_per_second=settings.collab_awareness_per_second,
+                        awareness_relay_tick=settings.collab_awareness_relay_tick,
                         receive_per_second=settings.collab_receive_bytes_per_second,
                         max_unsaved=settings.collab_unsaved_max_bytes,
                         on_update=metrics.collab_updates.inc if metrics is not None else None)
@@ -137,7 +144,7 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
 @asynccontextmanager
 async def component(svc: Services) -> AsyncIterator[None]:
     """Starts the room manager with the app (``services.rooms``); flushes everything at stop."""
-    counts = SocketCounts(svc.settings.collab_sockets_per_user)
+    counts = SocketCounts(make_caps(svc.settings, "collab", svc.settings.collab_sockets_per_user))
     rooms = build_rooms(svc, counts)
     svc.rooms = rooms
     _counts[id(svc)] = counts
@@ -147,6 +154,7 @@ async def component(svc: Services) -> AsyncIterator[None]:
     finally:
         _counts.pop(id(svc), None)
         await rooms.stop()
+        await counts.caps.close()
 
 
 _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
@@ -161,7 +169,7 @@ async def _handle(scope: Scope, receive: Receive, send: Send, serve: Any = serve
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:
-            counts.release(scope)
+            await counts.release(scope)
 
 
 COLLAB_PREFIX = "/collab/lessons/"

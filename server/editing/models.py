@@ -97,3 +97,20 @@ class LessonVersion(IdMixin, Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, server_default=func.now()
     )
+
+
+class CollabLease(Base):
+    """Which node does a live lesson's shared-row duties (materialise, compact, versions).
+
+    ``token`` grows by one at every change of holder (and when a lapsed lease is taken again);
+    each fenced write checks, in its own transaction, that its token is still the valid one, so a
+    node paused past its lease writes nothing (see collab.persistence.PgLeases)."""
+
+    __tablename__ = "collab_leases"
+
+    lesson_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("lessons.id", ondelete="CASCADE"), primary_key=True
+    )
+    holder: Mapped[str] = mapped_column(Text, nullable=False)
+    token: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -11,7 +11,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from collab.store import LessonGone, LoadedDocument, PendingUpdate
+from collab.store import Fence, LeaseAnswer, LessonGone, LoadedDocument, PendingUpdate, StaleLease
 from server.catalog.models import Lesson
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
 from server.markdown import render
@@ -35,6 +35,53 @@ _APPEND = text("""
     WHERE EXISTS (SELECT 1 FROM lessons WHERE lessons.id = u.lesson_id)
     ORDER BY u.n
 """)
+
+
+# Leases (collab_leases, see collab.persistence.PgLeases): the times are PostgreSQL's
+# clock_timestamp(), one clock for every node. A valid lease is kept by its holder (same token);
+# a lapsed or released one is taken by anyone with the token plus one.
+_ACQUIRE = text("""
+    WITH before AS (SELECT holder FROM collab_leases WHERE lesson_id = :lesson)
+    INSERT INTO collab_leases AS l (lesson_id, holder, token, expires_at)
+    SELECT :lesson, :node, 1, clock_timestamp() + make_interval(secs => :ttl)
+    WHERE EXISTS (SELECT 1 FROM lessons WHERE id = :lesson)
+    ON CONFLICT (lesson_id) DO UPDATE
+       SET holder = EXCLUDED.holder,
+           token = l.token + CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > clock_timestamp()
+                                  THEN 0 ELSE 1 END,
+           expires_at = EXCLUDED.expires_at
+     WHERE l.holder = EXCLUDED.holder OR l.expires_at <= clock_timestamp()
+    RETURNING token, (SELECT holder FROM before) AS previous
+""")
+_HOLDER = text("""
+    SELECT EXTRACT(EPOCH FROM expires_at - clock_timestamp()) FROM collab_leases WHERE lesson_id = :lesson
+""")
+_RENEW = text("""
+    UPDATE collab_leases l SET expires_at = clock_timestamp() + make_interval(secs => :ttl)
+    FROM unnest(CAST(:lessons AS uuid[]), CAST(:tokens AS bigint[])) AS h(lesson_id, token)
+    WHERE l.lesson_id = h.lesson_id AND l.token = h.token AND l.holder = :node
+      AND l.expires_at > clock_timestamp()
+    RETURNING l.lesson_id
+""")
+_RELEASE = text("""
+    UPDATE collab_leases SET expires_at = clock_timestamp()
+    WHERE lesson_id = :lesson AND holder = :node AND token = :token AND expires_at > clock_timestamp()
+""")
+# In the fenced write's transaction: FOR SHARE conflicts with a takeover's UPDATE, so a lease valid
+# here stays so until this transaction ends (the takeover waits, then bumps the token).
+_FENCE = text("""
+    SELECT 1 FROM collab_leases
+    WHERE lesson_id = :lesson AND holder = :node AND token = :token AND expires_at > clock_timestamp()
+    FOR SHARE
+""")
+
+
+async def _check_fence(session: AsyncSession, lesson_id: uuid.UUID, fence: Fence | None) -> None:
+    if fence is None:
+        return
+    held = (await session.execute(_FENCE, {"lesson": lesson_id, "node": fence.node, "token": fence.token})).first()
+    if held is None:
+        raise StaleLease(str(lesson_id))
 
 
 @dataclass(frozen=True)
@@ -107,9 +154,11 @@ class PgStore:
                 "actors": [item.actor for item in batch],
             })
 
-    async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]]) -> int:
+    async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]], *,
+                      fence: Fence | None = None) -> int:
         lid = uuid.UUID(lesson_id)
         async with self.sessions() as session, session.begin():
+            await _check_fence(session, lid, fence)
             await _lock_lesson_document(session, lid)
             snapshot = await session.get(LessonSnapshot, lid)
             sizes = (await session.execute(
@@ -147,7 +196,7 @@ class PgStore:
             await session.execute(delete(LessonUpdate).where(LessonUpdate.id.in_([row.id for row in rows])))
             return len(rows)
 
-    async def materialise(self, lesson_id: str, title: str, body: str) -> bool:
+    async def materialise(self, lesson_id: str, title: str, body: str, *, fence: Fence | None = None) -> bool:
         lid = uuid.UUID(lesson_id)
         # Compared before rendering: the last peer leaving materialised (and rendered a 200,000-
         # character body on the single render worker) on every connect/disconnect cycle.
@@ -159,6 +208,7 @@ class PgStore:
             return False
         html = await render(body)  # before the transaction: a long text renders in the worker
         async with self.sessions() as session, session.begin():
+            await _check_fence(session, lid, fence)
             current = (await session.execute(
                 select(Lesson.title, Lesson.content).where(Lesson.id == lid).with_for_update()
             )).first()
@@ -176,8 +226,9 @@ class PgStore:
             return True
 
     async def record_version(self, lesson_id: str, *, title: str, body: str, state: bytes,
-                             contributors: list[str], reason: str) -> str:
+                             contributors: list[str], reason: str, fence: Fence | None = None) -> str:
         async with self.sessions() as session, session.begin():
+            await _check_fence(session, uuid.UUID(lesson_id), fence)
             # FOR KEY SHARE: a lesson deleted under an open room is LessonGone, not a foreign-key
             # error (a traceback from the room's maintenance every minute until the room closes).
             found = (await session.execute(
@@ -193,3 +244,30 @@ class PgStore:
             await session.execute(_PRUNE, {"lesson": version.lesson_id, "days": keep.keep_days,
                                            "older": keep.keep_older, "max": max(1, keep.max_per_lesson)})
             return str(version.id)
+
+    # --- leases (collab.store.LeaseStore) ---------------------------------------------------
+
+    async def acquire_lease(self, lesson_id: str, node: str, ttl: float) -> LeaseAnswer:
+        lid = uuid.UUID(lesson_id)
+        async with self.sessions() as session, session.begin():
+            granted = (await session.execute(_ACQUIRE, {"lesson": lid, "node": node, "ttl": ttl})).first()
+            if granted is not None:
+                return LeaseAnswer(int(granted.token), previous=granted.previous)
+            remaining = (await session.execute(_HOLDER, {"lesson": lid})).first()
+            if remaining is None:
+                raise LessonGone(lesson_id)
+            return LeaseAnswer(None, max(0.0, float(remaining[0])))
+
+    async def renew_leases(self, node: str, held: dict[str, int], ttl: float) -> set[str]:
+        if not held:
+            return set()
+        async with self.sessions() as session, session.begin():
+            rows = (await session.execute(_RENEW, {
+                "node": node, "ttl": ttl, "lessons": [uuid.UUID(lesson) for lesson in held],
+                "tokens": list(held.values())})).scalars().all()
+        return {str(lesson) for lesson in rows}
+
+    async def release_lease(self, lesson_id: str, fence: Fence) -> None:
+        async with self.sessions() as session, session.begin():
+            await session.execute(_RELEASE, {"lesson": uuid.UUID(lesson_id), "node": fence.node,
+                                             "token": fence.token})

@@ -131,7 +131,7 @@ async def create_post(request: Request) -> Response:
     me = await require_user(request)
     body = await read_json(request, PostCreate)
     svc = services(request)
-    svc.rate_limiter.hit(me.clerk_id, "post")
+    await svc.rate_limiter.hit(me.clerk_id, "post")
     # Rendered before the transaction: a long text waits for the worker without holding a
     # pooled connection (30 such posts at once would otherwise exhaust the pool).
     html = await render(body.content, me.clerk_id)
@@ -204,7 +204,7 @@ async def create_reply(request: Request) -> Response:
     me = await require_user(request)
     body = await read_json(request, ReplyCreate)
     svc = services(request)
-    svc.rate_limiter.hit(me.clerk_id, "reply")
+    await svc.rate_limiter.hit(me.clerk_id, "reply")
     html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
     async with svc.sessions.begin() as session:
         ctx = await service.post_context(session, granted(request))

@@ -206,7 +206,7 @@ async def attempt_quiz(request: Request) -> Response:
     """Submit answers; a passing attempt completes the lesson for an enrolled learner."""
     user = await require_user(request)
     body = await read_json(request, quizzes.AttemptBody)
-    services(request).rate_limiter.hit(user.clerk_id, "quiz_attempt")  # each attempt is a stored row
+    await services(request).rate_limiter.hit(user.clerk_id, "quiz_attempt")  # each attempt is a stored row
     access: CourseAccess = granted(request)
 
     async def submit() -> dict[str, Any]:

@@ -13,6 +13,7 @@ from realtime.broker import Broker, HistoryPolicy
 from realtime.hub import Hub, HubLimits
 from realtime.memory_broker import MemoryBroker
 from realtime.redis_broker import RedisBroker
+from server.limits import make_caps
 from server.outbox.drain import OutboxDrain
 from server.settings import Settings
 from server.state import Services, services
@@ -41,7 +42,8 @@ async def component(svc: Services) -> AsyncIterator[None]:
                        sockets_per_user=settings.ws_sockets_per_user)
     granted = TtlCache(ACCESS_CACHE_S)
     hub = Hub(broker, make_authenticate(svc), make_authorize(svc, granted), limits,
-              recheck=make_recheck(svc, granted), held=held_channel)
+              recheck=make_recheck(svc, granted), held=held_channel,
+              caps=make_caps(settings, "ws", settings.ws_sockets_per_user))
     svc.broker, svc.outbox, svc.hub = broker, drain, hub
     svc.metrics.websockets.labels("ws").set_function(lambda: hub.connection_count)
     hub.start()
@@ -50,6 +52,7 @@ async def component(svc: Services) -> AsyncIterator[None]:
         yield
     finally:
         await hub.close_all()
+        await hub.caps.close()
         await drain.stop()
         await broker.close()
 
