@@ -93,16 +93,17 @@ class RedisCaps(LocalCaps):
         self.node_id = node_id
         self.ttl_ms = max(1000, int(ttl * 1000))
         if client is None:
-            import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
             from redis.exceptions import ConnectionError as RedisConnectionError
 
+            from wire.redis import connect
+
             # One immediate retry: the first call after a Redis restart meets a dead pooled
-            # connection; the retry reconnects (a Redis that is really down fails it too).
-            client = aioredis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
-                                             socket_connect_timeout=REDIS_TIMEOUT_S,
-                                             retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
+            # connection; the retry reconnects (a Redis that is really down fails it too). A
+            # cluster URL gives a RedisCluster client: the keys carry the user's hash tag.
+            client = connect(url, socket_timeout=REDIS_TIMEOUT_S, socket_connect_timeout=REDIS_TIMEOUT_S,
+                             retry=Retry(NoBackoff(), 1), retry_on_error=[RedisConnectionError])
         self.client = client
         self._take = client.register_script(_TAKE)
         self._refresh = client.register_script(_REFRESH)
