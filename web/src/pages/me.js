@@ -22,7 +22,7 @@ export default async function mePage (main) {
 
   function showStreak (s) {
     clear(streakBox, h('h2#st-h', 'Streak'),
-      h('p.big', { 'data-testid': 'streak' }, `${s.current_streak ?? 0} day${s.current_streak === 1 ? '' : 's'}`),
+      h('div.big', { 'data-testid': 'streak' }, `${s.current_streak ?? 0} day${s.current_streak === 1 ? '' : 's'}`),
       h('p.muted', `Longest: ${s.longest_streak ?? 0} · last active ${s.last_active_date || '—'}`))
   }
   get('/me/streak').then(showStreak).catch((e) => clear(streakBox, h('h2#st-h', 'Streak'), h('p.error', errorText(e))))
