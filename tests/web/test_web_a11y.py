@@ -201,10 +201,11 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
 
 # --- the keyboard -------------------------------------------------------------------------
 
-# Every visible control that a pointer could use; Tab must reach each of them.
-CONTROLS = """() => [...document.querySelectorAll('a[href], button, input, select, textarea, [contenteditable=true], [tabindex]')]
+# Every visible control that a pointer could use; Tab must reach each of them (a radio group is one
+# stop: the arrows move within it).
+CONTROLS = """() => [...new Set([...document.querySelectorAll('a[href], button, input, select, textarea, [contenteditable=true], [tabindex]')]
   .filter((el) => !el.disabled && el.tabIndex >= 0 && el.getClientRects().length && getComputedStyle(el).visibility !== 'hidden')
-  .map((el, i) => { el.dataset.kbd = String(i); return String(i) })"""
+  .map((el, i) => { el.dataset.kbd = el.type === 'radio' ? `radio:${el.name}` : String(i); return el.dataset.kbd }))]"""
 # The focused element shows it: its own outline or box-shadow, or the editor's outline around it.
 FOCUSED = """() => {
   const el = document.activeElement
