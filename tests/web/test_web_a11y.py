@@ -178,7 +178,6 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
         await expect(toasts).to_have_attribute("role", "status")
         await expect(page_a.get_by_label("Your reply to this reply")).to_be_focused()
         await audits.check(page_a, "thread with a toast")
-        await screenshot(page_a, "thread.png")
 
         # the notifications panel, the notifications page, me
         await page_a.get_by_test_id("bell").click()
