@@ -82,6 +82,9 @@ async def build_world(client: httpx.AsyncClient) -> World:
                                       headers=alice.headers))
     await ok(await client.post(f"/api/forum/posts/{post['id']}/replies",
                                json={"content": "It reflects green light."}, headers=bob.headers))
+    cards = await ok(await client.post("/api/flashcard-sets", json={"title": "Pigments"}, headers=carol.headers))
+    await ok(await client.post(f"/api/flashcard-sets/{cards['id']}/cards", json={"front": "Chlorophyll", "back": "Green"},
+                               headers=carol.headers))
     title = (await ok(await client.get(f"/api/courses/{course.course_id}")))["title"]
     return World(alice, bob, carol, course, quiz_lesson["id"], post["id"], title)
 
@@ -193,8 +196,12 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
         await expect(page_c.get_by_role("heading", name="Flashcards")).to_be_visible()
         await audits.check(page_c, "me")
         await screenshot(page_c, "me.png")
+        await page_c.get_by_role("button", name="Review due cards").click()
+        await page_c.get_by_role("button", name="Show answer (Space)").click()
+        await expect(page_c.locator(".card-back")).to_have_text("Green")
+        await audits.check(page_c, "flashcard review")
 
-    assert len(audits.states) == 13, audits.states
+    assert len(audits.states) == 14, audits.states
     audits.assert_clean()
 
 

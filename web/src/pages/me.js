@@ -120,7 +120,7 @@ export default async function mePage (main) {
     try { due = (await get(`/flashcard-sets/${set.id}/due?limit=50`)).items } catch (e) { showError(e); return }
     let i = 0
     let shown = false
-    const stage = h('div.review', { tabindex: '0', 'aria-label': 'Flashcard review: Space shows the answer, 1 again, 2 hard, 3 good, 4 easy' })
+    const stage = h('div.review', { tabindex: '0', role: 'group', 'aria-label': 'Flashcard review: Space shows the answer, 1 again, 2 hard, 3 good, 4 easy' })
     const ratings = ['again', 'hard', 'good', 'easy']
     const rate = async (rating) => {
       if (!shown) return
