@@ -21,8 +21,12 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 async def browser() -> AsyncIterator[Browser]:
-    async for b in launch():
-        yield b
+    expect.set_options(timeout=20_000)  # a loaded machine: these pages make several requests each
+    try:
+        async for b in launch():
+            yield b
+    finally:
+        expect.set_options(timeout=5_000)
 
 
 async def box(page: Page, css: str) -> dict[str, float]:
