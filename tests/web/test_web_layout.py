@@ -32,7 +32,7 @@ async def browser() -> AsyncIterator[Browser]:
 async def box(page: Page, css: str) -> dict[str, float]:
     found = await page.locator(css).first.bounding_box()
     assert found is not None, f"{css} is not laid out"
-    return dict(found)
+    return {"x": found["x"], "y": found["y"], "width": found["width"], "height": found["height"]}
 
 
 async def overflow(page: Page) -> int:
