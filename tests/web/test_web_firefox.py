@@ -229,7 +229,8 @@ async def test_history_shows_and_restores_a_version_in_firefox(firefox: Firefox,
     await firefox.js("const v = document.querySelector('.body-editor').editorView; const at = v.state.doc.toString().indexOf('Draft two.');"
                      "v.dispatch({changes: {from: at, to: at + 'Draft two.'.length}})")
     await firefox.until("return document.querySelector('[data-testid=saved]')?.textContent === 'Saved'")
-    await firefox.click_button("Refresh", within="aside.side")
+    # the history panel listed the versions when the page opened (Refresh would rebuild the list)
+    await firefox.until(f"return !!document.querySelector(\"[data-testid=versions] li[data-vid='{vid}'] button\")")
     await firefox.click(f"[data-testid=versions] li[data-vid='{vid}'] button")
     await firefox.until("return document.querySelector('.version-view')?.textContent.includes('Draft two.')")
     await firefox.click_button("Restore this version", within=".version-view")
