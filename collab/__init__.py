@@ -27,6 +27,9 @@ is given):
   per socket. -> manager, sender, wire. A second protocol is a sibling module: a
   :class:`~collab.room.Link` per document, and ``admit`` / ``join`` / ``receiver.receive`` /
   ``leave`` on the manager.
+- :mod:`collab.hocuspocus`: the Hocuspocus protocol (``WS /collab``), many documents per socket,
+  each a :class:`~collab.room.Link` over the same manager API. -> manager, connection (its
+  receive-loop pacing), sender, protocol, wire.
 - :mod:`collab.sender`: writing frames to one y-websocket socket without a task per frame (the
   direct-transport fast path). -> wire.
 - :mod:`collab.relay` (Redis pub/sub between nodes), :mod:`collab.store` (the storage interface

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from server.catalog.schemas import EVENTS as CATALOG_EVENTS
 from server.feedback.schemas import EVENTS as FEEDBACK_EVENTS
 from server.forum.schemas import LikedEvent, PostDeletedEvent, PostEvent, ReplyEvent, TypingEvent
 from server.gamification.schemas import EVENTS as GAMIFICATION_EVENTS
@@ -23,6 +24,7 @@ FORUM_EVENTS: dict[str, type[Out]] = {
     "post.created": PostEvent,
     "post.updated": PostEvent,
     "post.deleted": PostDeletedEvent,
+    "thread.updated": PostEvent,
     "reply.created": ReplyEvent,
     "reply.updated": ReplyEvent,
     "reply.deleted": ReplyEvent,
@@ -32,14 +34,14 @@ FORUM_EVENTS: dict[str, type[Out]] = {
 }
 
 LIVE_EVENTS: dict[str, type[Out]] = {
-    **FORUM_EVENTS, **FEEDBACK_EVENTS, **NOTIFICATION_EVENTS, **GAMIFICATION_EVENTS,
+    **FORUM_EVENTS, **CATALOG_EVENTS, **FEEDBACK_EVENTS, **NOTIFICATION_EVENTS, **GAMIFICATION_EVENTS,
 }
 
 # The channel kind that carries each event (``course:<id>``, ``thread:<post_id>``, ``user:me``).
 LIVE_EVENT_CHANNELS: dict[str, Literal["course", "thread", "user"]] = {
     "post.created": "course", "post.updated": "course", "post.deleted": "course",
-    "feedback.created": "course", "feedback.updated": "course",
-    "reply.created": "thread", "reply.updated": "thread", "reply.deleted": "thread",
+    "outline.updated": "course", "feedback.created": "course", "feedback.updated": "course",
+    "thread.updated": "thread", "reply.created": "thread", "reply.updated": "thread", "reply.deleted": "thread",
     "post.liked": "thread", "reply.liked": "thread", "typing": "thread",
     "notification.created": "user", "notification.read": "user",
     "achievement.earned": "user", "streak.updated": "user",

@@ -102,7 +102,8 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
     redis = RedisServer().start()
     data_dir = Path(tempfile.mkdtemp(prefix="scr-bench-"))
     server = ServerProcess(database_url=url, data_dir=data_dir, redis_url=redis.url, workers=args.workers,
-                           env={"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning"})
+                           env={"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning",
+                                "WS_SOCKETS_PER_USER": "0"})
     await asyncio.to_thread(server.start)
     engine = make_engine(url)
     result: dict[str, Any] = {}
@@ -124,7 +125,8 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
         npm_install(HERE)
         config = dict(wsUrl=server.ws_url, baseUrl=server.base_url, channel=f"thread:{post_id}", postId=post_id,
                       posterToken=author.token, tokens=[u.token for u in users], clients=args.clients,
-                      rate=args.rate, seconds=args.seconds, stormReplies=args.storm_replies)
+                      rate=args.rate, seconds=args.seconds,
+                      stormReplies=0 if args.no_storm else args.storm_replies)
         cfg_path = data_dir / "load.json"
         cfg_path.write_text(json.dumps(config))
         rss0, cpu0 = rss_kib(pid), cpu_s(pid)
@@ -132,11 +134,18 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
                                                     stdout=asyncio.subprocess.PIPE)
         assert proc.stdout is not None
         marks: dict[str, Any] = {}
+        spy: subprocess.Popen[bytes] | None = None
         async for line in proc.stdout:
             msg = json.loads(line)
             print(f"[bench] {msg}", file=sys.stderr, flush=True)
             phase = msg.pop("phase", None)
             if phase == "subscribed":
+                if args.profile:
+                    # py-spy (pip download py-spy; its wheel holds one static binary) samples the
+                    # server through the steady run; collapsed stacks for flamegraph tools.
+                    spy = subprocess.Popen([args.pyspy, "record", "-p", str(pid), "-d", str(args.seconds),
+                                            "-r", "200", "-f", "raw", "-o", args.profile, "--nonblocking"],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 marks["rss_subscribed"], marks["cpu_subscribed"] = rss_kib(pid), cpu_s(pid)
                 marks["gen_cpu0"] = cpu_s(proc.pid)
                 result["connect_ms"] = msg["connectMs"]
@@ -152,6 +161,8 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
                 marks["cpu_storm1"] = cpu_s(pid)
                 result["storm"] = msg
         await proc.wait()
+        if spy is not None:
+            spy.wait(30)
         run = result["run"]
         run_cpu = marks["cpu_run"] - marks["cpu_subscribed"]
         result.update(
@@ -204,6 +215,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--storm-replies", type=int, default=20)
     parser.add_argument("--socketio", action="store_true")
+    parser.add_argument("--profile", help="write py-spy collapsed stacks of the server's steady run here")
+    parser.add_argument("--pyspy", default=shutil.which("py-spy") or "py-spy", help="the py-spy binary")
+    parser.add_argument("--no-storm", action="store_true", help="skip the reconnect storm")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (joined through Redis)")
     args = parser.parse_args()
     started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())

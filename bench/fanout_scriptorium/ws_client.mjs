@@ -6,14 +6,18 @@
 // Then a reconnect storm: every client disconnects, K replies are posted, and all clients
 // reconnect within a few seconds with `since` = the last id they saw.
 // Prints phase lines ({"phase": ...}) so the runner can sample the server's CPU and memory.
+// With wsUrls / baseUrls (bench/scale), client k connects to node k mod N and post i goes to node i mod N.
 // usage: node ws_client.mjs CONFIG.json
 import fs from "node:fs";
 import WebSocket from "ws";
 
-setTimeout(() => { say({ phase: "error", error: "timeout" }); process.exit(1); }, 180000);
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
+// A hung run ends: 3 minutes, plus 60 ms per client (connecting thousands on a busy machine).
+setTimeout(() => { say({ phase: "error", error: "timeout" }); process.exit(1); }, 180000 + 60 * cfg.clients);
 const { wsUrl, baseUrl, channel, postId, posterToken, tokens, clients: n, rate, seconds, stormReplies } = cfg;
 const say = (obj) => console.log(JSON.stringify(obj));
+// Several nodes (bench/scale): client k opens its socket on node k % N, post i goes to node i % N.
+const wsUrls = cfg.wsUrls || [wsUrl], baseUrls = cfg.baseUrls || [baseUrl];
 const clients = [];
 const latencies = [];
 let received = 0, dups = 0, gaps = 0, sent = 0, sendErrors = 0;
@@ -34,7 +38,7 @@ function onFrame(c, raw) {
 
 function open(c, since) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsUrl}/ws?token=${c.token}`, { perMessageDeflate: false });
+    const ws = new WebSocket(`${wsUrls[c.k % wsUrls.length]}/ws?token=${c.token}`, { perMessageDeflate: false });
     c.ws = ws;
     c.subscribed = (m) => resolve(m);
     ws.on("open", () => ws.send(JSON.stringify(since === undefined ? { type: "subscribe", channel } : { type: "subscribe", channel, since })));
@@ -46,7 +50,7 @@ function open(c, since) {
 
 async function post(i) {
   try {
-    const r = await fetch(`${baseUrl}/api/forum/posts/${postId}/replies`, {
+    const r = await fetch(`${baseUrls[(typeof i === "number" ? i : 0) % baseUrls.length]}/api/forum/posts/${postId}/replies`, {
       method: "POST", headers: { "content-type": "application/json", authorization: `Bearer ${posterToken}` },
       body: JSON.stringify({ content: `t=${Date.now()} #${i} ` + "x".repeat(160) }),
     });
@@ -62,7 +66,7 @@ const waitAll = (pred, ms) => new Promise((resolve) => {
   tick();
 });
 
-for (let i = 0; i < n; i++) clients.push({ token: tokens[i % tokens.length], last: 0, count: 0, dups: 0, stormCount: 0, inStorm: false, other: [] });
+for (let i = 0; i < n; i++) clients.push({ k: i, token: tokens[i % tokens.length], last: 0, count: 0, dups: 0, stormCount: 0, inStorm: false, other: [] });
 const t0 = Date.now();
 for (let i = 0; i < n; i += 100) await Promise.all(clients.slice(i, i + 100).map((c) => open(c)));
 say({ phase: "subscribed", connectMs: Date.now() - t0 });
@@ -86,7 +90,8 @@ say({ phase: "run_done", clients: n, rate, seconds, sent, sendErrors, expected, 
       dups, gaps, p50: q(latencies, 0.5), p99: q(latencies, 0.99), max: latencies[latencies.length - 1] ?? null,
       closed: clients.filter((c) => c.closeCode !== undefined).length });
 
-// reconnect storm
+// reconnect storm (skipped with stormReplies = 0)
+if (!stormReplies) { for (const c of clients) c.ws.terminate(); process.exit(0); }
 for (const c of clients) { c.ws.removeAllListeners("close"); c.ws.terminate(); c.inStorm = true; c.stormCount = 0; }
 await Promise.all(Array.from({ length: stormReplies }, (_, k) => post(`storm${k}`)));
 const stormSent = stormReplies;

@@ -375,6 +375,7 @@ async def patch_lesson(request: Request) -> Response:
     lesson_id = path_id(request, "id")
     body = await read_json(request, LessonPatch)
     changes = changes_of(body, not_null=("title", "content_type"))
+    outline_fields = {"title", "content_type", "position", "unit_id"} & changes.keys()
     svc = services(request)
     if "content" in changes or "content_type" in changes:
         async with svc.sessions() as session:
@@ -402,6 +403,10 @@ async def patch_lesson(request: Request) -> Response:
             await service.update_lesson(session, lesson_id, changes, prerendered)
         lesson, course_id = await service.get_lesson(session, lesson_id)
         payload = await queries.lesson_payload(lesson, course_id)
+        if outline_fields:  # what the outline shows changed: tell its viewers (§7 outline.updated)
+            renamed = "title" in outline_fields
+            await service.outline_changed(session, course_id, lesson_id=lesson_id if renamed else None,
+                                          title=body.title if renamed else None)
     return json_response(payload)
 
 

@@ -140,3 +140,20 @@ LanguagePage = Page[LanguageOut]
 TagPage = Page[TagOut]
 CoursePage = Page[CourseOut]
 CollaboratorPage = Page[CollaboratorOut]
+
+
+# --- live events (channel ``course:<id>``) -----------------------------------------------------
+
+
+class OutlineEvent(Out):
+    """``outline.updated``: the course's units or lessons changed (added, renamed, moved, reordered,
+    deleted); clients refetch ``GET /courses/{id}/outline``. A lesson rename carries the lesson's id
+    and new title (the outline may show the old title for up to 2 s while a live editing room holds
+    the text: the room writes it to the row when it materialises)."""
+
+    course_id: uuid.UUID
+    lesson_id: uuid.UUID | None
+    title: str | None
+
+
+EVENTS: dict[str, type[Out]] = {"outline.updated": OutlineEvent}

@@ -27,6 +27,7 @@ from server.errors import Conflict, NotFound, validation
 from server.learning.service import recompute_course_progress
 from server.media.models import Media
 from server.notifications.service import notify
+from server.outbox.emit import emit
 from server.users.models import User
 
 _UUIDS = ARRAY(PgUUID(as_uuid=True))
@@ -172,6 +173,13 @@ async def _apply_order(session: AsyncSession, model: type[Unit] | type[Lesson], 
     )
 
 
+async def outline_changed(session: AsyncSession, course_id: uuid.UUID, *, lesson_id: uuid.UUID | None = None,
+                          title: str | None = None) -> None:
+    """Record ``outline.updated`` on ``course:<id>`` (§7) in the writing transaction."""
+    await emit(session, channel=f"course:{course_id}", event="outline.updated",
+               data={"course_id": course_id, "lesson_id": lesson_id, "title": title})
+
+
 # --- units -------------------------------------------------------------------------------
 
 
@@ -186,6 +194,7 @@ async def create_unit(session: AsyncSession, course_id: uuid.UUID, *, title: str
     session.add(unit)
     await session.flush()
     await session.refresh(unit)
+    await outline_changed(session, course_id)
     return unit
 
 
@@ -217,6 +226,8 @@ async def update_unit(session: AsyncSession, unit_id: uuid.UUID, changes: dict[s
     values = {k: changes[k] for k in ("title", "description") if k in changes}
     if values:
         await session.execute(update(Unit).where(Unit.id == unit_id).values(**values))
+    if values or changes.get("position") is not None:
+        await outline_changed(session, unit.course_id)
     return await get_unit(session, unit_id)
 
 
@@ -228,6 +239,7 @@ async def delete_unit(session: AsyncSession, unit_id: uuid.UUID) -> list[str]:
     await session.execute(delete(Unit).where(Unit.id == unit_id))
     await _close_gap(session, Unit, Unit.course_id == course_id, unit.position)
     await recompute_course_progress(session, course_id)
+    await outline_changed(session, course_id)
     return paths
 
 
@@ -235,6 +247,7 @@ async def reorder_units(session: AsyncSession, course_id: uuid.UUID, unit_ids: l
     await lock_course(session, course_id)
     current = list((await session.execute(select(Unit.id).where(Unit.course_id == course_id))).scalars())
     await _apply_order(session, Unit, Unit.course_id == course_id, current, unit_ids, "unit_ids")
+    await outline_changed(session, course_id)
     return list((await session.execute(
         select(Unit).where(Unit.course_id == course_id).order_by(Unit.position)
         .execution_options(populate_existing=True)
@@ -269,6 +282,7 @@ async def create_lesson(session: AsyncSession, unit_id: uuid.UUID, *, title: str
     await session.flush()
     await recompute_course_progress(session, course_id)
     await session.refresh(lesson)
+    await outline_changed(session, course_id)
     return lesson
 
 
@@ -354,14 +368,16 @@ async def delete_lesson(session: AsyncSession, lesson_id: uuid.UUID) -> list[str
     await session.execute(delete(Lesson).where(Lesson.id == lesson_id))
     await _close_gap(session, Lesson, Lesson.unit_id == lesson.unit_id, lesson.position)
     await recompute_course_progress(session, course_id)
+    await outline_changed(session, course_id)
     return paths
 
 
 async def reorder_lessons(session: AsyncSession, unit_id: uuid.UUID, lesson_ids: list[uuid.UUID]) -> list[Lesson]:
     await lock_course(session, await unit_course_id(session, unit_id))
-    await unit_course_id(session, unit_id)  # still there once we hold the lock
+    course_id = await unit_course_id(session, unit_id)  # still there once we hold the lock
     current = list((await session.execute(select(Lesson.id).where(Lesson.unit_id == unit_id))).scalars())
     await _apply_order(session, Lesson, Lesson.unit_id == unit_id, current, lesson_ids, "lesson_ids")
+    await outline_changed(session, course_id)
     return list((await session.execute(
         select(Lesson).where(Lesson.unit_id == unit_id).order_by(Lesson.position)
         .execution_options(populate_existing=True)

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.access import (
+    SIGNED_IN,
     SuggestionAccess,
     edit_course,
     member_of,
@@ -19,7 +20,15 @@ from server.access import (
 )
 from server.auth import require_user
 from server.editing import service
-from server.editing.schemas import Decided, Restored, Suggestion, SuggestionPage, VersionDetail, VersionPage
+from server.editing.schemas import (
+    Decided,
+    MySuggestionPage,
+    Restored,
+    Suggestion,
+    SuggestionPage,
+    VersionDetail,
+    VersionPage,
+)
 from server.http import decode_cursor, json_response, page_limit, path_id, read_json
 from server.routing import Api, granted
 from server.state import services
@@ -107,6 +116,17 @@ async def list_suggestions(request: Request) -> Response:
     async with services(request).sessions() as session:
         return json_response(await service.list_suggestions(
             session, lesson_id, user, granted(request), status=request.query_params.get("status") or None,
+            limit=page_limit(request), cursor=decode_cursor(request)))
+
+
+@api.get("/me/suggested-edits", access=SIGNED_IN, response=MySuggestionPage,
+         query={"status": "open|accepted|rejected|withdrawn", "limit": "page size (≤ 100)", "cursor": "next_cursor"})
+async def my_suggestions(request: Request) -> Response:
+    """My suggestions across lessons, newest first, with the lesson's and course's titles."""
+    user = await require_user(request)
+    async with services(request).sessions() as session:
+        return json_response(await service.my_suggestions(
+            session, user, status=request.query_params.get("status") or None,
             limit=page_limit(request), cursor=decode_cursor(request)))
 
 

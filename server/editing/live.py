@@ -1,5 +1,6 @@
-"""Wiring of live co-editing: the ``/collab/lessons/{lesson_id}`` socket, its access policy
-(built on :mod:`server.access`) and the room manager on ``services.rooms``."""
+"""Wiring of live co-editing: the ``/collab/lessons/{lesson_id}`` (y-websocket) and ``/collab``
+(Hocuspocus) sockets, their access policy (built on :mod:`server.access`) and the room manager on
+``services.rooms``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from collab.access import Denied, Grant
 from collab.connection import serve as serve_collab
+from collab.hocuspocus import serve as serve_hocuspocus
 from collab.manager import RoomManager
 from collab.relay import RedisRelay
 from server.access import lesson_access
@@ -150,12 +152,12 @@ async def component(svc: Services) -> AsyncIterator[None]:
 _counts: dict[int, SocketCounts] = {}  # per Services (one per app)
 
 
-async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
+async def _handle(scope: Scope, receive: Receive, send: Send, serve: Any = serve_collab) -> None:
     svc = services(HTTPConnection(scope))
     rooms = svc.rooms
     assert rooms is not None, "the collab component starts with the app"
     try:
-        await serve_collab(rooms, scope, receive, send)
+        await serve(rooms, scope, receive, send)
     finally:
         counts = _counts.get(id(svc))
         if counts is not None:
@@ -163,10 +165,11 @@ async def _handle(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 COLLAB_PREFIX = "/collab/lessons/"
+HOCUSPOCUS_PATH = "/collab"  # the Hocuspocus protocol: documents lesson:<id>, many per socket
 
 
 class CollabFastPath:
-    """Hands ``/collab/lessons/{id}`` sockets to the rooms ahead of the router, with the server's
+    """Hands ``/collab/lessons/{id}`` and ``/collab`` sockets to the rooms ahead of the router, with the server's
     own ``send`` (not wrapped per message by the exception middleware), so broadcasts can write
     one encoded frame to every peer. Everything else goes on to the app unchanged."""
 
@@ -178,5 +181,8 @@ class CollabFastPath:
         if scope["type"] == "websocket" and path.startswith(COLLAB_PREFIX) and "/" not in path[len(COLLAB_PREFIX):]:
             scope["path_params"] = {"lesson_id": path[len(COLLAB_PREFIX):]}
             await _handle(scope, receive, send)
+            return
+        if scope["type"] == "websocket" and path.rstrip("/") == HOCUSPOCUS_PATH:
+            await _handle(scope, receive, send, serve_hocuspocus)
             return
         await self.app(scope, receive, send)

@@ -53,9 +53,22 @@ class Suggestion(Out):
     decided_by: str | None
     decided_at: datetime | None
     created_at: datetime
+    user_name: str | None = None  # the suggester's display name (in lists of a lesson's suggestions)
 
 
 class SuggestionPage(Page[Suggestion]):
+    pass
+
+
+class MySuggestion(Suggestion):
+    """One of my suggestions, with where it is (for a list across lessons)."""
+
+    lesson_title: str
+    course_id: uuid.UUID
+    course_title: str
+
+
+class MySuggestionPage(Page[MySuggestion]):
     pass
 
 

@@ -23,13 +23,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from collab import suggestions, versions
 from collab.manager import RoomManager
 from collab.room import TEXT_LIMITS, TextTooLong
-from server.access import CourseAccess, Role
+from server.access import CourseAccess, Role, visible_courses
 from server.auth import Principal
-from server.catalog.models import Collaborator, Lesson
+from server.catalog.models import Collaborator, Course, Lesson, Unit
 from server.editing.models import LessonVersion, SuggestedEdit
 from server.errors import Conflict, NotFound, ServiceUnavailable, ValidationFailed, field_error
 from server.http import page, parse_datetime, parse_uuid
 from server.notifications.service import notify
+from server.users.models import User
 
 STATUSES = ("open", "accepted", "rejected", "withdrawn")
 
@@ -241,27 +242,57 @@ async def list_suggestions(session: AsyncSession, lesson_id: uuid.UUID, user: Pr
                            status: str | None, limit: int, cursor: list[Any] | None) -> dict[str, Any]:
     """The team sees every suggestion on the lesson; anyone else only their own (a filter on what
     a reader of the lesson sees, not a refusal)."""
-    if status is not None and status not in STATUSES:
-        raise ValidationFailed("Invalid query.", errors=[field_error("query.status", f"must be one of {STATUSES}")])
-    query = select(SuggestedEdit).where(SuggestedEdit.lesson_id == lesson_id)
+    _check_status(status)
+    query = (select(SuggestedEdit, User.name).outerjoin(User, User.clerk_id == SuggestedEdit.user_id)
+             .where(SuggestedEdit.lesson_id == lesson_id))
     if access.role < Role.VIEWER:
         query = query.where(SuggestedEdit.user_id == user.clerk_id)
     if status is not None:
         query = query.where(SuggestedEdit.status == status)
-    if cursor is not None:
-        try:
-            at, sid = parse_datetime(cursor[0]), parse_uuid(cursor[1])
-        except (ValueError, IndexError, TypeError):
-            sid = None
-        if sid is None:
-            raise ValidationFailed("Invalid query.", errors=[field_error("query.cursor", "malformed cursor")])
-        query = query.where(or_(SuggestedEdit.created_at < at,
-                                and_(SuggestedEdit.created_at == at, SuggestedEdit.id < sid)))
     rows = (await session.execute(
-        query.order_by(SuggestedEdit.created_at.desc(), SuggestedEdit.id.desc()).limit(limit + 1)
-    )).scalars().all()
-    result = page(list(rows), limit, lambda s: [s.created_at, str(s.id)])
-    result["items"] = [suggestion_payload(s) for s in result["items"]]
+        _after(query, cursor).order_by(SuggestedEdit.created_at.desc(), SuggestedEdit.id.desc()).limit(limit + 1)
+    )).all()
+    result = page(list(rows), limit, lambda r: [r[0].created_at, str(r[0].id)])
+    result["items"] = [suggestion_payload(s) | {"user_name": name} for s, name in result["items"]]
+    return result
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise ValidationFailed("Invalid query.", errors=[field_error("query.status", f"must be one of {STATUSES}")])
+
+
+def _after(query: Any, cursor: list[Any] | None) -> Any:
+    if cursor is None:
+        return query
+    try:
+        at, sid = parse_datetime(cursor[0]), parse_uuid(cursor[1])
+    except (ValueError, IndexError, TypeError):
+        sid = None
+    if sid is None:
+        raise ValidationFailed("Invalid query.", errors=[field_error("query.cursor", "malformed cursor")])
+    return query.where(or_(SuggestedEdit.created_at < at, and_(SuggestedEdit.created_at == at, SuggestedEdit.id < sid)))
+
+
+async def my_suggestions(session: AsyncSession, user: Principal, *, status: str | None, limit: int,
+                         cursor: list[Any] | None) -> dict[str, Any]:
+    """The caller's own suggestions across lessons, newest first, with each lesson's and course's
+    title (suggestions on a course the caller can no longer see are left out)."""
+    _check_status(status)
+    query = (select(SuggestedEdit, Lesson.title, Course.id, Course.title)
+             .join(Lesson, Lesson.id == SuggestedEdit.lesson_id)
+             .join(Unit, Unit.id == Lesson.unit_id)
+             .join(Course, Course.id == Unit.course_id)
+             .where(SuggestedEdit.user_id == user.clerk_id, visible_courses(user)))
+    if status is not None:
+        query = query.where(SuggestedEdit.status == status)
+    rows = (await session.execute(
+        _after(query, cursor).order_by(SuggestedEdit.created_at.desc(), SuggestedEdit.id.desc()).limit(limit + 1)
+    )).all()
+    result = page(list(rows), limit, lambda r: [r[0].created_at, str(r[0].id)])
+    result["items"] = [suggestion_payload(s) | {"lesson_title": lesson_title, "course_id": str(course_id),
+                                                 "course_title": course_title}
+                       for s, lesson_title, course_id, course_title in result["items"]]
     return result
 
 

@@ -24,8 +24,9 @@ from server.access import (
     require_staff,
 )
 from server.auth import current_user, require_user
+from server.errors import validation
 from server.forum import queries, service
-from server.forum.schemas import LikeState, Post, PostPage, PostWithEvents, Reply, ReplyPage
+from server.forum.schemas import LikeState, Post, PostPage, PostWithEvents, Reply, ReplyPage, SearchPage
 from server.http import (
     decode_cursor,
     encode_cursor,
@@ -34,6 +35,7 @@ from server.http import (
     no_content,
     page_limit,
     path_id,
+    query_text,
     read_json,
 )
 from server.markdown import render
@@ -106,6 +108,20 @@ async def list_posts(request: Request) -> Response:
         items, next_key = await queries.list_posts(session, course_id=course_id, viewer=user,
                                                    lesson_id=lesson_id, limit=limit, cursor=cursor)
     return json_response(_page(items, next_key) | {"last_event_id": last_id})
+
+
+@api.get("/courses/{id}/forum/search", access=read_course("id"), response=SearchPage,
+         query={**PAGE_QUERY, "q": "Words to find (websearch syntax: \"a phrase\", -not, or); 1–200 characters"})
+async def search_forum(request: Request) -> Response:
+    """Full-text search over a course forum's posts and replies, best match first."""
+    course_id = path_id(request)
+    q = query_text(request, "q", queries.SEARCH_MAX_QUERY)
+    if q is None:
+        raise validation("query.q", "give the words to search for")
+    limit, cursor = page_limit(request), decode_cursor(request)
+    async with services(request).sessions() as session:
+        items, next_key = await queries.search_forum(session, course_id=course_id, q=q, limit=limit, cursor=cursor)
+    return json_response(_page(items, next_key))
 
 
 @api.post("/courses/{id}/forum/posts", access=member_of("id"), status=201, body=PostCreate, response=Post)

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Index, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy import Boolean, Computed, DateTime, ForeignKey, Index, Text, UniqueConstraint
+from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, IdMixin, TimestampMixin, user_fk
@@ -23,6 +24,7 @@ class ForumPost(IdMixin, TimestampMixin, Base):
     __tablename__ = "forum_posts"
     __table_args__ = (
         Index("ix_forum_posts_course_id_pinned_created", "course_id", "is_pinned", "created_at", "id"),
+        Index("ix_forum_posts_search", "search", postgresql_using="gin"),
     )
 
     course_id: Mapped[uuid.UUID] = mapped_column(
@@ -39,6 +41,10 @@ class ForumPost(IdMixin, TimestampMixin, Base):
     is_pinned: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     is_locked: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default="false")
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Full-text search of the course forum (migration 0009); deferred: only the search reads it.
+    search: Mapped[Any] = mapped_column(TSVECTOR, Computed(
+        "setweight(to_tsvector('english', coalesce(title, '')), 'A') || "
+        "setweight(to_tsvector('english', coalesce(content, '')), 'B')", persisted=True), deferred=True)
 
 
 class ForumReply(IdMixin, TimestampMixin, Base):
@@ -46,6 +52,7 @@ class ForumReply(IdMixin, TimestampMixin, Base):
     __table_args__ = (
         Index("ix_forum_replies_post_id_parent_created", "post_id", "parent_reply_id", "created_at", "id"),
         Index("ix_forum_replies_parent_reply_id", "parent_reply_id"),
+        Index("ix_forum_replies_search", "search", postgresql_using="gin"),
     )
 
     post_id: Mapped[uuid.UUID] = mapped_column(
@@ -58,6 +65,8 @@ class ForumReply(IdMixin, TimestampMixin, Base):
     content: Mapped[str] = mapped_column(Text, nullable=False)
     html: Mapped[str | None] = mapped_column(Text)  # as on ForumPost
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    search: Mapped[Any] = mapped_column(TSVECTOR, Computed(
+        "setweight(to_tsvector('english', coalesce(content, '')), 'B')", persisted=True), deferred=True)
 
 
 class ForumPostLike(IdMixin, TimestampMixin, Base):

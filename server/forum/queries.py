@@ -13,7 +13,26 @@ import uuid
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, false, func, select, true, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Integer,
+    Select,
+    Text,
+    bindparam,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    null,
+    select,
+    true,
+    tuple_,
+    union_all,
+)
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -256,3 +275,97 @@ def parse_lesson_filter(raw: str | None) -> uuid.UUID | None:
     if value is None:
         raise validation("query.lesson_id", "must be a UUID")
     return value
+
+
+# --- searching a course's forum ------------------------------------------------------------------
+# Full-text over live posts (title A, content B) and live replies (content B) through the generated
+# ``search`` columns (migration 0009), ranked with ``ts_rank`` as the catalogue search ranks
+# courses (server/catalog/queries.py); keyset cursor (rank, hit id). The snippet marks the matched
+# words with ts_headline's StartSel/StopSel (two control characters no text of ours carries) and is
+# returned as parts, so clients highlight without parsing HTML.
+
+SEARCH_MAX_QUERY = 200
+_START, _STOP = "\x02", "\x03"
+_HEADLINE_OPTIONS = f"StartSel={_START}, StopSel={_STOP}, MaxWords=30, MinWords=12, MaxFragments=2, FragmentDelimiter=\" … \""
+
+
+@cache
+def _search_statement(after: bool) -> Any:
+    query = func.websearch_to_tsquery(literal_column("'english'::regconfig"), bindparam("q", type_=Text))
+    course = bindparam("course_id", type_=PgUUID(as_uuid=True))
+    post_rank = cast(func.ts_rank(ForumPost.search, query), Float(precision=53))
+    reply_rank = cast(func.ts_rank(ForumReply.search, query), Float(precision=53))
+    posts = (
+        select(literal("post").label("kind"), ForumPost.id.label("hit_id"), ForumPost.id.label("post_id"),
+               cast(null(), PgUUID(as_uuid=True)).label("reply_id"), ForumPost.title.label("post_title"),
+               ForumPost.content.label("body"), ForumPost.user_id.label("user_id"),
+               ForumPost.created_at.label("created_at"), post_rank.label("rank"))
+        .where(ForumPost.course_id == course, ForumPost.deleted_at.is_(None), ForumPost.search.op("@@")(query))
+    )
+    replies = (
+        select(literal("reply").label("kind"), ForumReply.id.label("hit_id"), ForumReply.post_id.label("post_id"),
+               ForumReply.id.label("reply_id"), ForumPost.title.label("post_title"),
+               ForumReply.content.label("body"), ForumReply.user_id.label("user_id"),
+               ForumReply.created_at.label("created_at"), reply_rank.label("rank"))
+        .join(ForumPost, ForumPost.id == ForumReply.post_id)
+        .where(ForumPost.course_id == course, ForumPost.deleted_at.is_(None), ForumReply.deleted_at.is_(None),
+               ForumReply.search.op("@@")(query))
+    )
+    hits = union_all(posts, replies).subquery("hits")
+    page = select(hits)
+    if after:
+        page = page.where(tuple_(hits.c.rank, hits.c.hit_id) < tuple_(
+            bindparam("after_rank", type_=Float(precision=53)), bindparam("after_id", type_=PgUUID(as_uuid=True))))
+    paged = (page.order_by(hits.c.rank.desc(), hits.c.hit_id.desc())
+             .limit(bindparam("limit", type_=Integer)).subquery("paged"))
+    # the headline only for the page's rows (it re-parses the text: the costly part)
+    headline = func.ts_headline(literal_column("'english'::regconfig"), paged.c.body, query,
+                                literal(_HEADLINE_OPTIONS, Text))
+    return (
+        select(paged.c.kind, paged.c.hit_id, paged.c.post_id, paged.c.reply_id, paged.c.post_title,
+               paged.c.user_id, paged.c.created_at, paged.c.rank, headline.label("headline"),
+               User.name, User.image_url)
+        .join(User, User.clerk_id == paged.c.user_id)
+        .order_by(paged.c.rank.desc(), paged.c.hit_id.desc())
+    )
+
+
+def snippet_parts(headline: str) -> list[dict[str, Any]]:
+    """ts_headline's text with its markers, as ``[{text, match}]`` (adjacent parts merged)."""
+    parts: list[dict[str, Any]] = []
+    for i, chunk in enumerate(headline.split(_START)):
+        inside, _, rest = chunk.partition(_STOP) if i else ("", "", chunk)
+        for text, match in ((inside, True), (rest, False)):
+            if not text:
+                continue
+            if parts and parts[-1]["match"] == match:
+                parts[-1]["text"] += text
+            else:
+                parts.append({"text": text, "match": match})
+    return parts
+
+
+async def search_forum(
+    session: AsyncSession, *, course_id: uuid.UUID, q: str, limit: int, cursor: list[Any] | None,
+) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """A page of the posts and replies of a course's forum that match ``q`` (websearch syntax:
+    words, "quoted phrases", -excluded, or), best first; returns (items, next key)."""
+    params: dict[str, Any] = {"q": q, "course_id": course_id, "limit": limit + 1}
+    after = _cursor_values(cursor, 2)
+    if after is not None:
+        try:
+            if isinstance(after[0], bool) or not isinstance(after[0], int | float):
+                raise ValueError("rank")
+            params["after_rank"] = float(after[0])
+            params["after_id"] = uuid.UUID(str(after[1]))
+        except (ValueError, TypeError):
+            raise validation("query.cursor", "malformed cursor") from None
+    rows = (await session.execute(_search_statement(after is not None), params)).all()
+    items = [{
+        "kind": row.kind, "id": row.hit_id, "post_id": row.post_id, "reply_id": row.reply_id,
+        "post_title": row.post_title, "snippet": snippet_parts(row.headline or ""),
+        "author": author_of(row.user_id, row.name, row.image_url),
+        "created_at": row.created_at, "rank": float(row.rank),
+    } for row in rows[:limit]]
+    more = len(rows) > limit
+    return items, ([items[-1]["rank"], items[-1]["id"]] if more and items else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from server.schemas import Out, Page
 
@@ -68,6 +69,29 @@ class ReplyPage(Page[ReplyNode]):
     last_event_id: int
 
 
+class SnippetPart(Out):
+    text: str
+    match: bool  # one of the searched words (highlight it)
+
+
+class SearchHit(Out):
+    """A post or reply of a course's forum that matches a search (``GET /courses/{id}/forum/search``)."""
+
+    kind: Literal["post", "reply"]
+    id: uuid.UUID  # the post's id, or the reply's
+    post_id: uuid.UUID
+    reply_id: uuid.UUID | None
+    post_title: str
+    snippet: list[SnippetPart]
+    author: ForumAuthor | None
+    created_at: datetime
+    rank: float
+
+
+class SearchPage(Page[SearchHit]):
+    """Best match first (``ts_rank``)."""
+
+
 class LikeState(Out):
     like_count: int
     liked_by_me: bool
@@ -77,7 +101,9 @@ class LikeState(Out):
 
 
 class PostEvent(Post):
-    """``post.created`` / ``post.updated``: the post as REST returns it (``liked_by_me`` false)."""
+    """``post.created`` / ``post.updated`` (``course:<id>``) and ``thread.updated``
+    (``thread:<post_id>``, so an open thread sees an edit, a lock or a pin at once): the post as
+    REST returns it (``liked_by_me`` false)."""
 
 
 class PostDeletedEvent(Post):

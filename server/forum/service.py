@@ -95,6 +95,7 @@ async def update_post(
     payload = await post_payload(session, post.id, user)
     if changes:
         await emit(session, channel=course_channel(post.course_id), event="post.updated", data=_event(payload))
+        await emit(session, channel=thread_channel(post.id), event="thread.updated", data=_event(payload))
     return payload
 
 

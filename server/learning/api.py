@@ -24,6 +24,7 @@ from server.learning.schemas import (
     MyCourseOut,
     QuizKeyOut,
     QuizPage,
+    TeamCourseOut,
 )
 from server.routing import Api, granted
 from server.schemas import Page
@@ -72,6 +73,20 @@ async def my_courses(request: Request) -> Response:
     limit, after = page_limit(request), decode_cursor(request)
     async with services(request).sessions() as session:
         items = await service.my_courses(session, user=user, limit=limit, after=after)
+    result = page(items, limit, lambda item: item["_cursor"])
+    for item in result["items"]:
+        item.pop("_cursor")
+    return json_response(result)
+
+
+@api.get("/me/team-courses", access=SIGNED_IN, response=Page[TeamCourseOut],
+         query={"limit": "page size (1-100)", "cursor": "from next_cursor"})
+async def my_team_courses(request: Request) -> Response:
+    """The courses I author or collaborate on (drafts included), with my role on each."""
+    user = await require_user(request)
+    limit, after = page_limit(request), decode_cursor(request)
+    async with services(request).sessions() as session:
+        items = await service.team_courses(session, user=user, limit=limit, after=after)
     result = page(items, limit, lambda item: item["_cursor"])
     for item in result["items"]:
         item.pop("_cursor")

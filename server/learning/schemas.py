@@ -46,6 +46,20 @@ class MyCourseOut(Out):
     enrolled_at: datetime
 
 
+class TeamCourseOut(Out):
+    """A course I author or collaborate on (drafts included), with my role on it."""
+
+    id: uuid.UUID
+    title: str
+    description: str | None
+    difficulty: Difficulty | None
+    is_published: bool
+    role: Literal["author", "editor", "viewer"]
+    lesson_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
 class LessonStatusOut(Out):
     """My status of a lesson after a write, with the course progress it makes."""
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.access import visible_courses
 from server.auth import Principal
-from server.catalog.models import Course, Lesson, Unit
+from server.catalog.models import Collaborator, Course, Lesson, Unit
 from server.errors import Conflict, NotFound
 from server.gamification.service import record_action
 from server.http import cursor_key, cursor_uuid, parse_datetime
@@ -234,5 +234,37 @@ async def my_courses(
             "lesson_count": int(lessons),
             "progress": float(enrollment.progress), "completed_at": enrollment.completed_at,
             "enrolled_at": enrollment.created_at, "_cursor": [enrollment.created_at, enrollment.id],
+        })
+    return items
+
+
+async def team_courses(
+    session: AsyncSession, *, user: Principal, limit: int, after: list[Any] | None
+) -> list[dict[str, Any]]:
+    """The courses the user authors or collaborates on (drafts included), newest first, with
+    their role on each (one query)."""
+    user_id = user.clerk_id
+    lesson_count = (
+        select(func.count(Lesson.id)).join(Unit, Unit.id == Lesson.unit_id)
+        .where(Unit.course_id == Course.id).correlate(Course).scalar_subquery()
+    )
+    query = (
+        select(Course, Collaborator.role, lesson_count.label("lesson_count"))
+        .outerjoin(Collaborator, (Collaborator.course_id == Course.id) & (Collaborator.user_id == user_id))
+        .where((Course.author_id == user_id) | (Collaborator.user_id == user_id))
+        .order_by(Course.created_at.desc(), Course.id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        created, last_id = cursor_key(after, parse_datetime, cursor_uuid)
+        query = query.where((Course.created_at < created) | ((Course.created_at == created) & (Course.id < last_id)))
+    items = []
+    for course, collaborator_role, lessons in (await session.execute(query)).all():
+        items.append({
+            "id": course.id, "title": course.title, "description": course.description,
+            "difficulty": course.difficulty, "is_published": course.is_published,
+            "role": "author" if course.author_id == user_id else collaborator_role,
+            "lesson_count": int(lessons), "created_at": course.created_at, "updated_at": course.updated_at,
+            "_cursor": [course.created_at, course.id],
         })
     return items

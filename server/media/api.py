@@ -15,10 +15,10 @@ from server.access import edit_course, edit_media, member_of
 from server.auth import require_user
 from server.catalog.models import Lesson
 from server.errors import NotFound, PayloadTooLarge, UnsupportedMediaType
-from server.http import json_response, no_content, path_id, read_json
+from server.http import decode_cursor, json_response, no_content, page, page_limit, path_id, read_json
 from server.media import service
 from server.media.models import Media
-from server.media.schemas import MediaOut
+from server.media.schemas import CourseMediaOut, MediaOut
 from server.routing import Api
 from server.schemas import Page
 from server.state import services
@@ -110,6 +110,22 @@ async def list_media(request: Request) -> Response:
         )).scalars()
         items = [service.media_payload(m) for m in found]
     return json_response({"items": items, "next_cursor": None})
+
+
+@api.get("/courses/{id}/media", response=Page[CourseMediaOut],
+         access=edit_course("id", detail="Only the course's editors can see its media library."),
+         query={"limit": "page size (1-100)", "cursor": "from next_cursor"})
+async def course_media(request: Request) -> Response:
+    """The course's media library, newest first: each item with its lesson and the lessons whose
+    body references it (editors)."""
+    course_id = path_id(request)
+    limit, after = page_limit(request), decode_cursor(request)
+    async with services(request).sessions() as session:
+        items = await service.course_media(session, course_id, limit=limit, after=after)
+    result = page(items, limit, lambda item: item["_cursor"])
+    for item in result["items"]:
+        item.pop("_cursor")
+    return json_response(result)
 
 
 @api.delete("/media/{id}", access=edit_media("id"), status=204)

@@ -19,3 +19,16 @@ class MediaOut(Out):
     mime_type: str | None
     size_bytes: int | None
     created_at: datetime
+
+
+class LessonRef(Out):
+    id: uuid.UUID
+    title: str
+
+
+class CourseMediaOut(MediaOut):
+    """A media item of a course's library: the lesson it was added to and the lessons whose body
+    references its ``url``."""
+
+    lesson_title: str
+    used_in: list[LessonRef]

@@ -15,7 +15,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.catalog.models import Lesson, Unit
 from server.errors import PayloadTooLarge, UnsupportedMediaType, validation
+from server.http import cursor_key, cursor_uuid, parse_datetime
 from server.media.models import Media
 
 
@@ -296,3 +298,32 @@ def external_kind(url: str) -> tuple[str, str | None]:
     ext = {"jpeg": "jpg", "oga": "ogg"}.get(ext, ext)
     kind = BY_EXT.get(ext)
     return (kind.media_type, kind.mime) if kind else ("link", None)
+
+
+# --- a course's media library ---------------------------------------------------------------
+
+
+async def course_media(session: AsyncSession, course_id: uuid.UUID, *, limit: int,
+                       after: list[Any] | None) -> list[dict[str, Any]]:
+    """A page of the course's media, newest first, each with the lesson it belongs to and the
+    lessons of the course whose Markdown body contains its URL (two queries)."""
+    query = (select(Media, Lesson.title).join(Lesson, Lesson.id == Media.lesson_id)
+             .join(Unit, Unit.id == Lesson.unit_id).where(Unit.course_id == course_id)
+             .order_by(Media.created_at.desc(), Media.id.desc()).limit(limit + 1))
+    if after is not None:
+        created, last_id = cursor_key(after, parse_datetime, cursor_uuid)
+        query = query.where((Media.created_at < created) | ((Media.created_at == created) & (Media.id < last_id)))
+    rows = (await session.execute(query)).all()
+    used: dict[uuid.UUID, list[dict[str, Any]]] = {media.id: [] for media, _ in rows}
+    if rows:
+        body = Lesson.content["body"].astext
+        usage = (select(Media.id, Lesson.id, Lesson.title).select_from(Lesson)
+                 .join(Unit, Unit.id == Lesson.unit_id)
+                 .join(Media, func.strpos(body, Media.url) > 0)
+                 .where(Unit.course_id == course_id, Media.id.in_(list(used)))
+                 .order_by(Unit.position, Lesson.position, Lesson.id))
+        for media_id, lesson_id, title in (await session.execute(usage)).all():
+            used[media_id].append({"id": lesson_id, "title": title})
+    return [media_payload(media) | {"lesson_title": title, "used_in": used[media.id],
+                                    "_cursor": [media.created_at, media.id]}
+            for media, title in rows]

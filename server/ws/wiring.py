@@ -43,6 +43,7 @@ async def component(svc: Services) -> AsyncIterator[None]:
     hub = Hub(broker, make_authenticate(svc), make_authorize(svc, granted), limits,
               recheck=make_recheck(svc, granted), held=held_channel)
     svc.broker, svc.outbox, svc.hub = broker, drain, hub
+    svc.metrics.websockets.labels("ws").set_function(lambda: hub.connection_count)
     hub.start()
     await drain.start()
     try:

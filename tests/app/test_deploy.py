@@ -125,19 +125,24 @@ def render(template: str, variables: dict[str, str]) -> str:
     return re.sub(r"\$\{(\w+)\}", lambda m: variables.get(m.group(1), m.group(0)), template)
 
 
-def test_compose_has_postgres_redis_two_nodes_and_a_proxy() -> None:
+def _nodes(services: dict[str, Any]) -> list[str]:
+    return sorted(name for name in services if re.fullmatch(r"app\d+", name))
+
+
+def test_compose_has_postgres_redis_three_nodes_and_a_proxy() -> None:
     services = _compose()["services"]
+    assert _nodes(services) == ["app1", "app2", "app3"]
     assert services["postgres"]["image"].startswith("postgres:16")
     assert services["redis"]["image"].startswith("redis:7")
     assert services["proxy"]["image"].startswith(("nginx", "caddy"))
-    for node in ("app1", "app2"):
+    for node in _nodes(services):
         env = services[node]["environment"]
         assert env["DATABASE_URL"].startswith("postgresql+asyncpg://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["REDIS_URL"].startswith("redis://redis:6379")
         assert "readyz" in " ".join(services[node]["healthcheck"]["test"])
         assert services[node]["depends_on"]["postgres"]["condition"] == "service_healthy"
         assert services[node]["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert services["app1"]["environment"]["NODE_ID"] != services["app2"]["environment"]["NODE_ID"]
+    assert len({services[n]["environment"]["NODE_ID"] for n in _nodes(services)}) == 3
     for name in ("postgres", "redis", "proxy"):
         assert services[name]["healthcheck"]["test"]
 
@@ -147,7 +152,7 @@ def test_only_the_proxy_is_published_and_metrics_stay_private() -> None:
     for compose, shell in ((_compose(), clerk_shell), (_merged(DEV_OVERLAY), {})):
         services = compose["services"]
         assert {name for name, _ in _published(services)} == {"proxy"}
-        for node in ("app1", "app2"):
+        for node in _nodes(services):
             settings = _settings(services[node], shell)
             assert settings.metrics == "listen" and settings.metrics_listen is not None
             assert settings.metrics_listen[1] != 8000
@@ -156,7 +161,7 @@ def test_only_the_proxy_is_published_and_metrics_stay_private() -> None:
 def test_compose_requires_clerk_by_default() -> None:
     """``docker compose up`` with no CLERK_* in the environment: the nodes refuse to start."""
     services = _compose()["services"]
-    for node in ("app1", "app2"):
+    for node in _nodes(services):
         assert services[node]["environment"]["AUTH_MODE"] == "clerk"
         assert "ALLOW_DEV_AUTH_ON_NETWORK" not in services[node]["environment"]
         with pytest.raises(SettingsError, match="CLERK_JWT_KEY or CLERK_JWKS_URL"):
@@ -173,7 +178,7 @@ def test_dev_overlay_is_published_on_loopback_only() -> None:
     services = _merged(DEV_OVERLAY)["services"]
     published = _published(services)
     assert published and all(_on_loopback(spec) for _, spec in published), published
-    for node in ("app1", "app2"):
+    for node in _nodes(services):
         dev = _settings(services[node], {})
         assert dev.auth_mode == "dev" and dev.allow_dev_auth_on_network
         assert exposure_check(dev, "0.0.0.0") is None
@@ -181,7 +186,7 @@ def test_dev_overlay_is_published_on_loopback_only() -> None:
             _settings(services[node], {"CLERK_JWKS_URL": "https://clerk.example/jwks"})
     # and the base file alone never publishes dev auth: its published proxy runs Clerk nodes
     base = _compose()["services"]
-    assert all(base[n]["environment"]["AUTH_MODE"] == "clerk" for n in ("app1", "app2"))
+    assert all(base[n]["environment"]["AUTH_MODE"] == "clerk" for n in _nodes(base))
 
 
 def test_dockerfile_serves_on_port_8000_without_dev_auth_baked_in() -> None:
@@ -200,7 +205,8 @@ def test_proxy_template_is_rendered_from_the_compose_environment() -> None:
     wanted = set(re.findall(r"\$\{(\w+)\}", template))
     assert wanted and wanted <= set(proxy["environment"])
     conf = render(template, {k: str(v) for k, v in proxy["environment"].items()})
-    assert "server app1:8000;" in conf and "server app2:8000;" in conf
+    for node in _nodes(services):
+        assert re.search(rf"server {node}:8000 [^;]*;", conf), node
     assert "listen 80;" in conf
     assert "proxy_set_header Host $http_host;" in conf
     assert "proxy_set_header Upgrade $http_upgrade" in conf
@@ -286,8 +292,7 @@ async def proxy(postgres: Postgres, redis_url: str, data_dir: Path) -> AsyncIter
     proxy_service = _compose()["services"]["proxy"]
     conf = render(_template_path(proxy_service).read_text(), {
         "SCRIPTORIUM_LISTEN": f"127.0.0.1:{port}",
-        "SCRIPTORIUM_NODE_1": f"127.0.0.1:{node_a.port}",
-        "SCRIPTORIUM_NODE_2": f"127.0.0.1:{node_b.port}",
+        "SCRIPTORIUM_UPSTREAM": f"server 127.0.0.1:{node_a.port}; server 127.0.0.1:{node_b.port};",
     })
     nginx = run_nginx(conf, port)
     try:

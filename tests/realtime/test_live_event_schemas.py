@@ -94,7 +94,9 @@ async def test_every_live_event_matches_its_model(server: ServerProcess, client:
         ok(await client.put(f"/api/forum/replies/{reply['id']}/like", headers=bob.headers))  # reply.liked
         ok(await client.put(f"/api/forum/posts/{post['id']}/like", headers=alice.headers))  # post.liked
         ok(await client.patch(f"/api/forum/posts/{post['id']}", headers=bob.headers,
-                              json={"title": "An edited question"}))  # post.updated
+                              json={"title": "An edited question"}))  # post.updated, thread.updated
+        ok(await client.post(f"/api/courses/{course.id}/units", headers=alice.headers,
+                             json={"title": "A new unit"}), 201)  # outline.updated
         review = await client.post(f"/api/courses/{course.id}/feedback", headers=bob.headers, json={"rating": 4})
         ok(review, 201)  # feedback.created
         ok(await client.post(f"/api/courses/{course.id}/feedback", headers=bob.headers,

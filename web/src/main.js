@@ -20,6 +20,7 @@ const routes = [
   [/^\/threads\/([0-9a-f-]+)$/, () => import('./pages/thread.js')],
   [/^\/courses\/[0-9a-f-]+\/forum\/([0-9a-f-]+)$/, () => import('./pages/thread.js')], // the links notifications carry
   [/^\/me$/, () => import('./pages/me.js')],
+  [/^\/my-work$/, () => import('./pages/mywork.js')],
   [/^\/notifications$/, () => import('./pages/notifications.js')]
 ]
 

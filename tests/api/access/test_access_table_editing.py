@@ -44,6 +44,7 @@ CASES: list[Case] = [
     Case("POST", "/lessons/{lesson}/suggested-edits", SUGGESTION, **readers(201),
          probe="/lessons/{lesson}/suggested-edits"),
     Case("GET", "/lessons/{lesson}/suggested-edits", **readers(200)),
+    Case("GET", "/me/suggested-edits", published=READERS.format(ok=200), draft=READERS.format(ok=200)),
     Case("GET", "/suggested-edits/{suggestion}",
          published="401 404 200 200 200 200 200", draft="401 404 404 200 200 200 200"),
     Case("POST", "/suggested-edits/{suggestion}/accept",

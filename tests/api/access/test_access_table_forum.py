@@ -46,6 +46,7 @@ CASES: list[Case] = [
     Case("POST", "/courses/{course}/forum/posts", {"title": "New thread", "content": "Hello"},
          **rows(SIGNED_IN, SIGNED_IN_DRAFT, 201), probe="/courses/{course}/forum/posts"),
     Case("GET", "/forum/posts/{post}", published=READ_ALL, draft=READ_DRAFT),
+    Case("GET", "/courses/{course}/forum/search?q=post", published=READ_ALL, draft=READ_DRAFT),
     Case("PATCH", "/forum/posts/{post}", {"title": "Edited"},
          **rows(AUTHOR_OR_STAFF, AUTHOR_OR_STAFF_DRAFT, 200), probe="/forum/posts/{post}"),
     Case("PATCH", "/forum/posts/{post}", {"is_pinned": True},  # pin and lock: staff only, even for the author

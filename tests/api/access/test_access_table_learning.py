@@ -57,6 +57,7 @@ CASES: list[Case] = [
     Row("DELETE", "/courses/{course}/enrollment", published=SIGNED_IN, draft=SIGNED_IN_DRAFT,
         probe="/courses/{course}", same=NOT_ENROLLED),
     Case("GET", "/me/courses", published=SIGNED_IN),
+    Case("GET", "/me/team-courses", published=SIGNED_IN),
     Row("PUT", "/lessons/{lesson}/progress", {"status": "completed"},
         published="401 409 200 409 409 409 409", draft="401 404 404 409 409 409 409",
         probe="/courses/{course}/progress", probe_as="caller"),
@@ -73,6 +74,7 @@ CASES: list[Case] = [
     # Media and quizzes: signed-in only (§2: not part of the public catalogue)
     # Media
     Case("GET", "/lessons/{lesson}/media", published=SIGNED_IN, draft=SIGNED_IN_DRAFT),
+    Case("GET", "/courses/{course}/media", **edit(200)),
     Case("POST", "/lessons/{lesson}/media", {"url": "https://example.org/a.png"}, **edit(201),
          probe="/lessons/{lesson}/media"),
     Case("DELETE", "/media/{media}", **edit(204), probe="/lessons/{lesson}/media"),

@@ -39,7 +39,8 @@ export function renderHeader () {
   const nav = h('nav', { 'aria-label': 'Main' },
     h('a.brand', { href: '/' }, 'Scriptorium'),
     h('a', { href: '/' }, 'Catalogue'),
-    auth.signedIn ? h('a', { href: '/me' }, 'Me') : null)
+    auth.signedIn ? h('a', { href: '/me' }, 'Me') : null,
+    auth.signedIn ? h('a', { href: '/my-work' }, 'My work') : null)
   const right = h('div.top-right')
   if (auth.signedIn) {
     right.append(liveDot, bell,

@@ -1,11 +1,15 @@
-// A course: outline with progress, enrolment, staff tools, feedback and the forum's thread list.
+// A course: outline with progress (pages/outline.js), enrolment, staff tools (collaborators:
+// pages/collaborators.js), feedback and the forum's thread list and search (pages/forum.js).
 import { h, clear } from '../lib/dom.js'
 import { auth } from '../lib/auth.js'
 import { get, post, put, del, getAll } from '../lib/api.js'
-import { live } from '../lib/live.js'
 import { toast, showError } from '../lib/toast.js'
-import { stars, authorOf, tagName } from '../lib/format.js'
-import { navigate, onLeave, render } from '../lib/router.js'
+import { stars, tagName } from '../lib/format.js'
+import { onLeave, render } from '../lib/router.js'
+import { outlineView } from './outline.js'
+import { collaboratorsPanel } from './collaborators.js'
+import { renderForum } from './forum.js'
+import { onProgress } from '../lib/progress.js'
 
 export default async function coursePage (main, id) {
   const [outline, access] = await Promise.all([get(`/courses/${id}/outline`), get(`/courses/${id}/access`).catch(() => ({ role: 'anonymous' }))])
@@ -27,24 +31,14 @@ export default async function coursePage (main, id) {
     } catch (e) { showError(e) }
   }
 
-  const outlineEl = h('ol.outline')
-  for (const unit of outline.units) {
-    const lessons = h('ol.lessons')
-    for (const l of unit.lessons) {
-      const done = l.status === 'completed'
-      const box = h('input', { type: 'checkbox', checked: done, 'aria-label': `Mark “${l.title}” complete`, disabled: !isEnrolled })
-      box.onchange = async () => {
-        try {
-          const r = await put(`/lessons/${l.id}/progress`, { status: box.checked ? 'completed' : 'in_progress' })
-          setProgress(r.progress)
-        } catch (e) { box.checked = !box.checked; showError(e) }
-      }
-      lessons.append(h('li', { class: done ? 'done' : '' }, box, ' ', h('a', { href: `/lessons/${l.id}` }, l.title), h('small.muted', ` ${l.content_type}`)))
-    }
-    if (canEdit) lessons.append(h('li', addLessonForm(unit.id)))
-    outlineEl.append(h('li', h('h3', unit.title), lessons))
-  }
-  if (canEdit) outlineEl.append(h('li', addUnitForm(id)))
+  // the outline (editing tools for editors, live for everyone signed in): pages/outline.js
+  const outlineBox = outlineView(id, outline, { canEdit, enrolled: isEnrolled, onProgress: setProgress })
+  onLeave(outlineBox.dispose)
+  onLeave(onProgress(id, (c) => { // a lesson completed in another tab (a passed quiz): lib/progress.js
+    const li = outlineBox.el.querySelector(`li.lesson[data-id="${c.lessonId}"]`)
+    if (li && c.status === 'completed') { li.classList.add('done'); const cb = li.querySelector('input[type=checkbox]'); if (cb) cb.checked = true }
+    if (c.progress !== null && c.progress !== undefined) setProgress(c.progress)
+  }))
 
   const staff = canEdit ? h('section.box', h('h2', 'Manage'),
     h('p', course.is_published ? 'Published.' : 'Draft — only you and collaborators see it.'),
@@ -52,7 +46,9 @@ export default async function coursePage (main, id) {
       type: 'button',
       onclick: async () => { try { await post(`/courses/${id}/${course.is_published ? 'unpublish' : 'publish'}`); render() } catch (e) { showError(e) } }
     }, course.is_published ? 'Unpublish' : 'Publish'),
-    access.can_manage ? collaboratorForm(id) : null) : null
+    access.can_manage ? collaboratorsPanel(id) : null) : null
+  const library = canEdit ? h('div') : null
+  if (library) import('./media.js').then((m) => { if (library.isConnected) library.append(m.mediaLibrary(id)) }).catch(() => {})
 
   const forum = h('section.box', { 'aria-labelledby': 'forum-h' })
   const feedback = h('section.box', { 'aria-labelledby': 'fb-h' })
@@ -62,30 +58,10 @@ export default async function coursePage (main, id) {
     auth.signedIn && !canEdit ? enrollBtn : null),
     isEnrolled ? h('div.progress', progressBar, progressText) : null,
     h('div.cols',
-      h('section.box', h('h2', 'Outline'), outlineEl),
-      h('div', staff, feedback, forum)))
+      h('section.box', h('h2', 'Outline'), outlineBox.el),
+      h('div', staff, library, feedback, forum)))
   await Promise.all([renderFeedback(feedback, id, isEnrolled), renderForum(forum, id)])
-}
-
-function addUnitForm (courseId) {
-  const t = h('input', { required: true, placeholder: 'New unit title', 'aria-label': 'New unit title' })
-  return h('form.row', { onsubmit: async (e) => { e.preventDefault(); try { await post(`/courses/${courseId}/units`, { title: t.value }); render() } catch (err) { showError(err) } } }, t, h('button', { type: 'submit' }, 'Add unit'))
-}
-
-function addLessonForm (unitId) {
-  const t = h('input', { required: true, placeholder: 'New lesson title', 'aria-label': 'New lesson title' })
-  return h('form.row', { onsubmit: async (e) => { e.preventDefault(); try { await post(`/units/${unitId}/lessons`, { title: t.value, content_type: 'text' }); render() } catch (err) { showError(err) } } }, t, h('button', { type: 'submit' }, 'Add lesson'))
-}
-
-function collaboratorForm (courseId) {
-  const who = h('input', { required: true, placeholder: 'clerk id, e.g. user_bob', 'aria-label': 'Collaborator clerk id' })
-  const role = h('select', { 'aria-label': 'Role' }, h('option', { value: 'editor' }, 'editor'), h('option', { value: 'viewer' }, 'viewer'))
-  return h('form.row', {
-    onsubmit: async (e) => {
-      e.preventDefault()
-      try { await post(`/courses/${courseId}/collaborators`, { clerk_id: who.value.trim(), role: role.value }); toast('Collaborator added', `${who.value} is now ${role.value}`); who.value = '' } catch (err) { showError(err) }
-    }
-  }, who, role, h('button', { type: 'submit' }, 'Add collaborator'))
+  outlineBox.goLive() // after the forum's subscription to course:<id>, which carries its since
 }
 
 async function renderFeedback (box, courseId, enrolled) {
@@ -121,34 +97,4 @@ async function renderFeedback (box, courseId, enrolled) {
     }, fs, comment, h('button', { type: 'submit' }, 'Send feedback'))
   }
   clear(box, h('h2#fb-h', 'Feedback'), list, form)
-}
-
-async function renderForum (box, courseId) {
-  const list = h('ul.posts', { 'data-testid': 'posts' })
-  const page = await get(`/courses/${courseId}/forum/posts?limit=30`)
-  const addPost = (p, first) => {
-    if (list.querySelector(`[data-id="${p.id}"]`)) return
-    const li = h('li', { dataset: { id: p.id } }, h('a', { href: `/threads/${p.id}` }, p.title),
-      h('small.muted', ` by ${authorOf(p)} · ${p.reply_count ?? 0} replies · ${p.like_count ?? 0} likes`))
-    if (first) list.prepend(li); else list.append(li)
-  }
-  for (const p of page.items) addPost(p)
-  if (auth.signedIn) {
-    onLeave(live.subscribe(`course:${courseId}`, page.last_event_id ?? null, (ev, data) => {
-      if (ev === 'post.created') addPost(data, true)
-      if (ev === 'post.deleted') list.querySelector(`[data-id="${data.id}"]`)?.remove()
-    }))
-  }
-  let form = null
-  if (auth.signedIn) {
-    const title = h('input', { required: true, name: 'title', placeholder: 'Title', 'aria-label': 'Post title' })
-    const content = h('textarea', { required: true, name: 'content', rows: 3, placeholder: 'Ask or share something', 'aria-label': 'Post text' })
-    form = h('form.stack', {
-      onsubmit: async (e) => {
-        e.preventDefault()
-        try { const p = await post(`/courses/${courseId}/forum/posts`, { title: title.value, content: content.value }); navigate(`/threads/${p.id}`) } catch (err) { showError(err) }
-      }
-    }, title, content, h('button', { type: 'submit' }, 'Start a thread'))
-  }
-  clear(box, h('h2#forum-h', 'Forum'), list, form)
 }

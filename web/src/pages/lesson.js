@@ -19,6 +19,9 @@ import { toast, showError } from '../lib/toast.js'
 import { timeAgo, fmtTime } from '../lib/format.js'
 import { state, onLeave } from '../lib/router.js'
 import { previewToggle } from './lesson-layout.js'
+import { announceProgress, onProgress } from '../lib/progress.js'
+import { mySuggestionsBox } from './mywork-suggestions.js'
+import { enhanceMedia, lessonPlayer, mediaUploader } from './media.js'
 
 const MSG_SAVED = 100 // collab protocol extension (see collab/protocol.py)
 const MSG_QUERY_SAVED = 101
@@ -51,7 +54,7 @@ export function sanitizeInto (target, html) {
   target.replaceChildren(tpl.content)
 }
 
-const renderMarkdown = (target, src) => sanitizeInto(target, marked.parse(src || '', { async: false, gfm: true }))
+const renderMarkdown = (target, src) => { sanitizeInto(target, marked.parse(src || '', { async: false, gfm: true })); enhanceMedia(target) }
 
 // code points <-> UTF-16 offsets (the API counts code points, CodeMirror UTF-16 units)
 const cpLen = (s) => { let n = 0; for (const _ of s) n++; return n }
@@ -162,8 +165,39 @@ export default async function lessonPage (main, id) {
       } else {
         connEl.textContent = event.code === 4403 ? 'You may not edit this lesson.' : event.code === 4404 ? 'This lesson is gone.' : `Closed (${event.code})`
         connEl.dataset.state = 'closed'
+        if (event.code === 4403 || event.code === 4404) accessLost(event.code) // e.g. removed as a collaborator
       }
     })
+    // The room re-checks rights every few seconds (collab/access.py): a collaborator removed (or a
+    // course gone) has their socket closed with 4403/4404. The editor turns read-only, says why, and
+    // keeps the text as it was; nothing typed after this point could be saved.
+    // A demoted editor (now a viewer) stays connected and the room drops their writes without a
+    // word, so while this tab may edit it re-reads its access every 8 s (while visible).
+    let notice = null
+    const readOnlyNow = (text) => {
+      titleView.setReadOnly(true)
+      bodyView.setReadOnly(true)
+      main.querySelector('[data-testid="role"]').textContent = 'Read-only'
+      if (!notice) { notice = h('p.notice.error', { role: 'alert', 'data-testid': 'access-lost' }); main.querySelector('.editor-bar').after(notice) }
+      notice.textContent = text
+      savedEl.textContent = ''
+    }
+    const accessLost = (code) => {
+      clearInterval(recheck)
+      provider.disconnect()
+      readOnlyNow(code === 4404
+        ? 'You can no longer see this lesson (your access was removed or the lesson was deleted). The editor is read-only.'
+        : 'Your editing access to this lesson was removed. The editor is read-only now.')
+    }
+    const recheck = canEdit ? setInterval(async () => {
+      if (document.hidden) return
+      const now = await get(`/lessons/${id}/access`).catch(() => null)
+      if (now && !now.can_edit) {
+        clearInterval(recheck)
+        readOnlyNow(now.role === 'viewer' ? 'Your role changed to viewer: the editor is read-only now.' : 'You can no longer edit this lesson. The editor is read-only now.')
+      }
+    }, 8000) : null
+    cleanups.push(() => clearInterval(recheck))
     cleanups.push(auth.on('token', (t) => {
       if (!t) return
       provider.params.token = t
@@ -228,19 +262,26 @@ export default async function lessonPage (main, id) {
     titleView = makeEditor(titleHost, { readOnly: true, single: true, doc: lesson.title, label: 'Lesson title', testid: 'title-editor' })
     bodyView = makeEditor(bodyHost, { readOnly: true, doc: lesson.content?.body || '', label: 'Lesson body (Markdown)', testid: 'body-editor' })
     cleanups.push(() => { titleView.destroy(); bodyView.destroy() })
-    if (lesson.content?.html) sanitizeInto(preview, lesson.content.html); else renderMarkdown(preview, lesson.content?.body)
+    if (lesson.content?.html) { sanitizeInto(preview, lesson.content.html); enhanceMedia(preview) } else renderMarkdown(preview, lesson.content?.body)
   }
   titleHost.editorView = titleView // reachable from the DOM (tests, extensions)
   bodyHost.editorView = bodyView
   bodyHost.provider = provider
-  if (lesson.content?.video_url) preview.before(h('p', h('a', { href: lesson.content.video_url, rel: 'noopener noreferrer' }, 'Watch the video')))
+  if (canEdit && useCollab) bodyHost.before(mediaUploader(id, bodyView))
+  lessonPlayer(lesson, async () => (await get(`/lessons/${id}/media`)).items).then((player) => { if (player && preview.isConnected) preview.before(player) })
+  if (auth.signedIn) {
+    const quizHost = h('div')
+    main.append(quizHost)
+    import('./quiz.js').then((m) => { if (quizHost.isConnected) quizHost.append(m.quizSection(id, { canEdit, courseId })) }).catch(() => {})
+  }
 
   // --- suggestion mode (learners and viewers) --------------------------------------------
   let lastField = 'body'
   titleView.contentDOM.addEventListener('focus', () => { lastField = 'title' })
   bodyView.contentDOM.addEventListener('focus', () => { lastField = 'body' })
   if (access.role === 'learner') side.append(progressBox())
-  if (canSuggest) side.append(suggestBox())
+  const mySuggestions = canSuggest ? mySuggestionsBox(id) : null
+  if (canSuggest) side.append(suggestBox(), mySuggestions)
   if (courseId) side.append(h('p', h('a', { href: `/courses/${courseId}#forum-h` }, 'Discuss this course in the forum')))
 
   function progressBox () {
@@ -252,12 +293,16 @@ export default async function lessonPage (main, id) {
         const r = await put(`/lessons/${id}/progress`, { status: 'completed' })
         out.textContent = `Done. Course progress: ${Math.round(r.progress)}%`
         btn.disabled = true
+        announceProgress({ courseId, lessonId: id, status: 'completed', progress: r.progress })
       } catch (e) { showError(e) }
     }
     get(`/courses/${courseId}/outline`).then(async (outline) => {
       const mine = outline.units.flatMap((u) => u.lessons).find((l) => l.id === id)
       if (mine?.status === 'completed') { btn.disabled = true; out.textContent = 'You completed this lesson.' } else if (!mine?.status || mine.status === 'not_started') await put(`/lessons/${id}/progress`, { status: 'in_progress' })
     }).catch(() => {})
+    cleanups.push(onProgress(courseId, (c) => {
+      if (c.lessonId === id && c.status === 'completed' && !btn.disabled) { btn.disabled = true; out.textContent = `You completed this lesson. Course progress: ${Math.round(c.progress)}%` }
+    }))
     box.append(btn, out)
     return box
   }
@@ -300,6 +345,7 @@ export default async function lessonPage (main, id) {
           await post(`/lessons/${id}/suggested-edits`, body)
           msg.textContent = 'Suggestion sent. The authors have been notified.'
           form.hidden = true; comment.value = ''
+          mySuggestions?.reload()
           toast('Suggestion sent', 'You will be notified when it is decided.')
         } catch (err) {
           if (err instanceof ApiError && err.status === 409) {
@@ -373,7 +419,7 @@ export default async function lessonPage (main, id) {
       }
       const changes = (s.changes || []).map((c) => h('div.change', c.delete ? h('del', c.original ?? `${c.delete} characters`) : null, c.insert ? h('ins', c.insert) : null))
       return h('li.suggestion', { 'data-testid': 'suggestion', dataset: { id: String(s.id) } },
-        h('div', h('strong', s.user_id), h('small.muted', ` on the ${s.field || 'body'} · ${timeAgo(s.created_at)}`)),
+        h('div', h('strong', s.user_name || s.user_id), h('small.muted', ` suggested on the ${s.field || 'body'} · `, h('time', { datetime: s.created_at, title: fmtTime(s.created_at) }, timeAgo(s.created_at)))),
         changes, s.comment ? h('p', s.comment) : null,
         h('div.row', h('button.primary.small', { type: 'button', onclick: () => decide('accept'), 'data-testid': 'accept' }, 'Accept'),
           h('button.small', { type: 'button', onclick: () => decide('reject'), 'data-testid': 'reject' }, 'Reject')), out)

@@ -1,26 +1,44 @@
-// A forum thread: the post, its nested replies, likes, edits and deletions, typing, all live.
+// A forum thread: the post, its nested replies, likes, edits and deletions, typing, all live; its
+// author edits or deletes the post, course staff pin and lock it (a lock hides the reply box live).
 import { h, clear } from '../lib/dom.js'
 import { auth } from '../lib/auth.js'
 import { get, post, put, del, patch, getAll } from '../lib/api.js'
 import { live } from '../lib/live.js'
-import { showError } from '../lib/toast.js'
+import { toast, showError } from '../lib/toast.js'
 import { authorOf, timeAgo, fmtTime } from '../lib/format.js'
-import { state, onLeave, render } from '../lib/router.js'
+import { state, onLeave, render, navigate } from '../lib/router.js'
 
 export default async function threadPage (main, id) {
   const postObj = await get(`/forum/posts/${id}`)
   const since = postObj.last_event_id ?? 0
-  const repliesPage = await getAll(`/forum/posts/${id}/replies?limit=50`, 5)
+  const [repliesPage, access] = await Promise.all([
+    getAll(`/forum/posts/${id}/replies?limit=50`, 5),
+    auth.signedIn ? get(`/courses/${postObj.course_id}/access`).catch(() => ({})) : Promise.resolve({})
+  ])
   const me = state.me?.clerk_id || auth.session?.sub
+  const staff = !!access.is_staff
   const tree = replyTree(id, me)
   for (const r of repliesPage.items) tree.add(r) // the top-level replies, oldest first, each with its subtree
   const postLike = likeButton('post', postObj, me)
   const typing = typingLine()
+  const head = postHead(postObj, { me, staff, postLike })
+  const form = auth.signedIn ? replyForm(id, null, tree.add) : null
+  // a locked thread says so and takes no new replies (staff still may: server/forum/service.py)
+  const lockedNote = h('p.notice', { role: 'status', 'data-testid': 'locked-note' })
+  const setLocked = (locked) => {
+    lockedNote.textContent = locked ? (staff ? 'This thread is locked: only course staff can reply.' : 'This thread is locked: no new replies.') : ''
+    lockedNote.hidden = !locked
+    if (form) form.hidden = locked && !staff
+    tree.root.classList.toggle('locked', locked && !staff)
+  }
+  setLocked(postObj.is_locked)
+  head.onChange = (p) => setLocked(p.is_locked)
   if (auth.signedIn) {
     onLeave(live.subscribe(`thread:${id}`, since, (ev, data) => {
       if (ev === 'reply.created') { tree.add(data); typing.stopped(data.author.clerk_id) }
       else if (ev === 'reply.updated') tree.update(data)
       else if (ev === 'reply.deleted') tree.update({ ...data, deleted_at: data.deleted_at || 'now' })
+      else if (ev === 'thread.updated') head.update(data)
       else if (ev === 'post.liked') postLike.setCount(data.like_count)
       else if (ev === 'reply.liked') tree.setLikes(data.id, data.like_count)
       else if (ev === 'typing') { if (data.user_id !== me) typing.typing(data.user_id, data.name) }
@@ -29,12 +47,72 @@ export default async function threadPage (main, id) {
   }
   clear(main,
     h('p', h('a', { href: `/courses/${postObj.course_id}` }, '← Course')),
-    h('article.box.post', h('h1', postObj.title), h('p.muted', `by ${authorOf(postObj)} · ${fmtTime(postObj.created_at)}`),
-      h('div.post-body', postObj.content), h('div.row', postLike)),
-    h('section', { 'aria-label': 'Replies' }, h('h2', 'Replies'), tree.root, typing.el,
-      auth.signedIn ? replyForm(id, null, tree.add) : h('p', h('a', { href: '/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' to reply.')))
+    head.el,
+    h('section', { 'aria-label': 'Replies' }, h('h2', 'Replies'), lockedNote, tree.root, typing.el,
+      auth.signedIn ? form : h('p', h('a', { href: '/signin?next=' + encodeURIComponent(location.pathname) }, 'Sign in'), ' to reply.')))
   const target = location.hash && document.getElementById(location.hash.slice(1))
   if (target) { target.classList.add('target'); target.scrollIntoView({ block: 'center' }) }
+}
+
+/** The post: title, badges, text; its author edits or deletes it; staff also lock and pin it. */
+function postHead (p, { me, staff, postLike }) {
+  const title = h('h1')
+  const badges = h('span.badges')
+  const body = h('div.post-body')
+  const byline = h('p.muted', `by ${authorOf(p)} · ${fmtTime(p.created_at)}`)
+  const slot = h('div')
+  const own = auth.signedIn && p.author?.clerk_id === me
+  const tools = h('div.row', postLike)
+  const api = { el: null, onChange: null, update: null }
+  let cur = p
+  const lockBtn = staff ? h('button.small', { type: 'button', 'data-testid': 'lock-thread' }) : null
+  const pinBtn = staff ? h('button.small', { type: 'button', 'data-testid': 'pin-thread' }) : null
+  const show = (x) => {
+    cur = { ...cur, ...x }
+    title.textContent = cur.title
+    body.textContent = cur.content
+    clear(badges, cur.is_pinned ? h('span.pill', 'Pinned') : null, cur.is_locked ? h('span.pill.locked', 'Locked') : null)
+    if (lockBtn) lockBtn.textContent = cur.is_locked ? 'Unlock thread' : 'Lock thread'
+    if (pinBtn) pinBtn.textContent = cur.is_pinned ? 'Unpin thread' : 'Pin thread'
+    api.onChange?.(cur)
+  }
+  const change = async (changes, said) => {
+    try { show(await patch(`/forum/posts/${p.id}`, changes)); if (said) toast(said) } catch (e) { showError(e) }
+  }
+  if (lockBtn) lockBtn.onclick = () => change({ is_locked: !cur.is_locked }, cur.is_locked ? 'Thread unlocked' : 'Thread locked')
+  if (pinBtn) pinBtn.onclick = () => change({ is_pinned: !cur.is_pinned }, cur.is_pinned ? 'Thread unpinned' : 'Thread pinned')
+  if (own || staff) {
+    const editBtn = h('button.small', { type: 'button', 'data-testid': 'edit-post' }, 'Edit post')
+    editBtn.onclick = () => {
+      const t = h('input', { required: true, maxlength: 300, 'aria-label': 'Post title' })
+      const c = h('textarea', { required: true, rows: 4, 'aria-label': 'Post text' })
+      t.value = cur.title; c.value = cur.content
+      const done = () => { slot.replaceChildren(); editBtn.focus() }
+      slot.replaceChildren(h('form.stack', {
+        onsubmit: async (e) => { e.preventDefault(); await change({ title: t.value, content: c.value }); done() },
+        onkeydown: (e) => { if (e.key === 'Escape') { e.preventDefault(); done() } }
+      }, t, c, h('div.row', h('button', { type: 'submit' }, 'Save'), h('button.link', { type: 'button', onclick: done }, 'Cancel'))))
+      t.focus()
+    }
+    const delLabel = h('span', 'Delete post')
+    const delBtn = h('button.small', { type: 'button', 'data-testid': 'delete-post' }, delLabel)
+    let armed = null
+    delBtn.onclick = async () => {
+      if (!armed) { // first press asks, a second one within 5 s deletes
+        delLabel.textContent = 'Really delete the thread?'
+        armed = setTimeout(() => { armed = null; delLabel.textContent = 'Delete post' }, 5000)
+        return
+      }
+      clearTimeout(armed); armed = null
+      try { await del(`/forum/posts/${p.id}`); toast('Thread deleted'); navigate(`/courses/${p.course_id}#forum-h`) } catch (e) { showError(e) }
+    }
+    tools.append(editBtn, delBtn)
+  }
+  if (staff) tools.append(pinBtn, lockBtn)
+  api.el = h('article.box.post', h('div.row', title, badges), byline, body, tools, slot)
+  api.update = show
+  show(p)
+  return api
 }
 
 /** ♥ n for a post or a reply; disabled on your own and when signed out. */
@@ -113,7 +191,7 @@ function replyTree (postId, me) {
     const likeBtn = likeButton('reply', r, me)
     const { toggle, setToggle } = childrenToggle(children)
     const slot = h('div') // the reply or edit form opens here
-    const replyBtn = auth.signedIn ? h('button.small.link', {
+    const replyBtn = auth.signedIn ? h('button.small.link.reply-btn', {
       type: 'button',
       onclick: () => {
         if (slot.firstChild) { slot.replaceChildren(); return }

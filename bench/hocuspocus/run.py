@@ -1,0 +1,233 @@
+"""Hocuspocus-protocol benchmark: Scriptorium's ``WS /collab`` vs ``@hocuspocus/server`` (npm).
+
+usage (from the repository root, with the project venv; tests/js's npm packages installed):
+    .venv/bin/python bench/hocuspocus/run.py [--only hocuspocus,scriptorium] [--scenarios room,docs]
+
+Both servers get the same load from bench/hocuspocus/load.mjs (shared/bench/collab_load.mjs
+adapted to the Hocuspocus wire format: raw frames, auth first, one Y.Map "ts" per document):
+
+- ``room``: one document, 100 sockets, 20 writers, 25 updates/s each, 10 s;
+- ``docs``: 50 documents over 50 sockets (every socket opens every document: 2,500 document
+  connections), 50 writers at 5 updates/s each cycling over the documents, 10 s.
+
+``@hocuspocus/server`` runs in memory with no extensions and no auth hook. Scriptorium runs as in
+bench/collab/run.py: dev-token auth, PostgreSQL persistence and the Redis relay ON (a
+redis-server of its own, PostgreSQL from BENCH_DATABASE_URL or TEST_DATABASE_URL). Server CPU is
+read from /proc for the server's process tree. Writes bench/results/hocuspocus.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+WORK = HERE / ".work"
+LOAD = Path(os.environ.get("COLLAB_LOAD", "/work/shared/bench/collab_load.mjs"))
+sys.path.insert(0, str(ROOT))
+
+from tests.support import Postgres, RedisServer, ServerProcess, free_port, wait_for_port  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("collab_bench", ROOT / "bench" / "collab" / "run.py")
+assert _spec is not None and _spec.loader is not None
+collab_bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(collab_bench)
+
+SCENARIOS = {
+    "room": {"docs": 1, "sockets": 100, "writers": 20, "rate": 25},
+    "docs": {"docs": 50, "sockets": 50, "writers": 50, "rate": 5},
+}
+
+
+def install() -> None:
+    js = ROOT / "tests" / "js"
+    if not (js / "node_modules" / "@hocuspocus" / "server").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=js, check=True)
+    WORK.mkdir(parents=True, exist_ok=True)
+    link = WORK / "node_modules"
+    if not link.exists():
+        link.symlink_to(js / "node_modules")
+    for name in ("load.mjs", "server.mjs"):
+        shutil.copy(HERE / name, WORK / name)
+
+
+def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pids: list[int],
+             token: str | None) -> dict[str, Any]:
+    """Run load.mjs; server CPU is counted from when every socket is in (its ``phase`` line):
+    connecting and authenticating the sockets is reported apart (``setup_cpu_s``)."""
+    cpu0 = collab_bench.cpu_seconds(pids)
+    cmd = ["node", "load.mjs", url, json.dumps(names), str(scenario["sockets"]), str(scenario["writers"]),
+           str(scenario["rate"]), str(secs), token or ""]
+    proc = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    # load.mjs gives up on a socket after 120 s of setup; past this the run is abandoned.
+    killer = threading.Timer(secs + 400, proc.kill)
+    killer.start()
+    cpu_load = cpu0
+    lines = []
+    for line in proc.stdout:
+        if line.startswith('{"phase"'):
+            cpu_load = collab_bench.cpu_seconds(pids)
+        elif line.startswith("{"):
+            lines.append(line)
+    stderr = proc.stderr.read() if proc.stderr is not None else ""
+    proc.wait(timeout=60)
+    killer.cancel()
+    cpu1 = collab_bench.cpu_seconds(pids)
+    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": stderr[-500:]}
+    result["setup_cpu_s"] = round(cpu_load - cpu0, 2)
+    result["cpu_s"] = round(cpu1 - cpu_load, 2)
+    result["rss_mb"] = round(collab_bench.rss_mb(pids), 1)
+    received = result.get("received") or 0
+    result["cpu_us_per_delivery"] = round(1e6 * result["cpu_s"] / received, 2) if received else None
+    return result
+
+
+def main() -> None:
+    # Stopped (e.g. by `timeout`): unwind, so the servers started here are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="hocuspocus,scriptorium,ywebsocket")
+    ap.add_argument("--scenarios", default="room,docs")
+    ap.add_argument("--secs", type=int, default=10)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "hocuspocus.md"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other rows of the last run (its raw JSON beside --out): run parts one by one")
+    args = ap.parse_args()
+    install()
+    which = args.only.split(",")
+    scenarios = {name: SCENARIOS[name] for name in args.scenarios.split(",")}
+    results: dict[str, dict[str, Any]] = {}
+
+    if "hocuspocus" in which:
+        for name, scenario in scenarios.items():
+            port = free_port()
+            proc = subprocess.Popen(["node", "server.mjs", str(port)], cwd=WORK,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                wait_for_port(port, proc=proc)
+                names = [f"lesson:bench-{i}" for i in range(scenario["docs"])]
+                results[f"{name} · @hocuspocus/server (in-memory, no extensions)"] = run_load(
+                    f"ws://127.0.0.1:{port}", names, scenario, args.secs, [proc.pid], None)
+            finally:
+                proc.terminate()
+                proc.wait()
+
+    if "scriptorium" in which:
+        postgres = Postgres() if os.environ.get("TEST_DATABASE_URL") else None
+        if postgres is None:
+            os.environ["TEST_DATABASE_URL"] = os.environ.get(
+                "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres")
+            postgres = Postgres()
+        database_url = asyncio.run(postgres.create_database("scr_bench"))
+        from server.migrate import upgrade
+
+        asyncio.run(upgrade(database_url))
+        redis = RedisServer().start()
+        node = ServerProcess(database_url=database_url, data_dir=Path(tempfile.mkdtemp(prefix="scr-bench-")),
+                             # one account's token for every socket: lift the per-user socket cap
+                             redis_url=redis.url, env={"RATE_LIMIT_PER_MINUTE": "0",
+                                                       "COLLAB_SOCKETS_PER_USER": "0"})
+        try:
+            for name, scenario in scenarios.items():
+                node.start(timeout=120)  # a fresh process per scenario, as for the other server
+                assert node.proc is not None
+                token, lessons = asyncio.run(collab_bench.scriptorium_setup(
+                    database_url, scenario["docs"], node.base_url))
+                results[f"{name} · Scriptorium /collab (auth + PostgreSQL + Redis relay)"] = run_load(
+                    f"{node.ws_url}/collab", [f"lesson:{lesson}" for lesson in lessons], scenario, args.secs,
+                    collab_bench.tree(node.proc.pid), token)
+                node.stop()
+                if name == "room" and "ywebsocket" in which and LOAD.exists():
+                    # Calibration: the same room over y-websocket with the original harness.
+                    node.start(timeout=120)
+                    assert node.proc is not None
+                    token, lessons = asyncio.run(collab_bench.scriptorium_setup(database_url, 1, node.base_url))
+                    shutil.copy(LOAD, WORK / "collab_load.mjs")
+                    pids = collab_bench.tree(node.proc.pid)
+                    cpu0 = collab_bench.cpu_seconds(pids)
+                    out = subprocess.run(["node", "collab_load.mjs", f"{node.ws_url}/collab/lessons", lessons[0],
+                                          str(scenario["sockets"]), str(scenario["writers"]), str(scenario["rate"]),
+                                          str(args.secs), token], cwd=WORK, capture_output=True, text=True,
+                                         timeout=args.secs + 300)
+                    cpu = collab_bench.cpu_seconds(pids) - cpu0
+                    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+                    result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": out.stderr[-500:]}
+                    result["cpu_s"] = round(cpu, 2)
+                    result["rss_mb"] = round(collab_bench.rss_mb(pids), 1)
+                    received = result.get("received") or 0
+                    result["cpu_us_per_delivery"] = round(1e6 * cpu / received, 2) if received else None
+                    results[f"{name} · Scriptorium /collab/lessons (y-websocket, collab_load.mjs, its CPU includes setup; calibration)"] = result
+                    node.stop()
+        finally:
+            node.stop()
+            redis.stop()
+            asyncio.run(postgres.drop_database(database_url))
+
+    raw = Path(args.out).with_suffix(".json")
+    for result in results.values():
+        result["at"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    if args.merge and raw.exists():
+        results = {**json.loads(raw.read_text()), **results}
+    results = dict(sorted(results.items()))
+    raw.write_text(json.dumps(results, indent=1) + "\n")
+    write_results(Path(args.out), args, SCENARIOS, results)
+    print(json.dumps(results, indent=1))
+
+
+def write_results(path: Path, args: argparse.Namespace, scenarios: dict[str, dict[str, int]],
+                  results: dict[str, dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Hocuspocus protocol benchmark",
+        "",
+        f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `./bench/hocuspocus/run.sh`"
+        f"{' (parts run one by one with --merge; each row has its time in the raw JSON)' if args.merge else ''}.",
+        "",
+        "Scenarios (bench/hocuspocus/load.mjs, raw Hocuspocus frames):",
+    ]
+    for name, s in scenarios.items():
+        lines.append(f"- `{name}`: {s['docs']} document(s), {s['sockets']} sockets each opening every document, "
+                     f"{s['writers']} writers × {s['rate']} updates/s, {args.secs} s.")
+    lines += [
+        "",
+        "Caveat: a 2-core machine shared with other work at the time, the load generator on the same",
+        "cores; compare the servers within one run, as ratios. `sent` below writers × rate × seconds",
+        "means the generator (one Node process applying every update in every socket's documents) was",
+        "starved: the servers then got different loads, and each server's fixed per-second work (for",
+        "Scriptorium: the 2 s access re-check of every room's users against PostgreSQL, the maintenance",
+        "loop, the Redis heartbeat) weighs on its CPU per delivery. Rerun on a quiet machine.",
+        "",
+        "delivered/s: updates applied by the other sockets' documents per second of load; p50/p99: send to",
+        "apply at a receiving socket; lost: expected − received deliveries; converged: every socket's",
+        "copy of every document has every entry; CPU: the server's process tree (not PostgreSQL/Redis)",
+        "from when every socket is in (authenticated and synced) to the end of the run; connecting and",
+        "authenticating the sockets is `setup CPU s` (Scriptorium checks each token against PostgreSQL;",
+        "@hocuspocus/server without an auth hook accepts any).",
+        "",
+        "| scenario · server | sent | delivered/s | p50 ms | p99 ms | lost | converged | setup CPU s | load CPU s | CPU µs/delivery | RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r.get('sent')} | {r.get('deliveredPerSec')} | {r.get('p50')} | {r.get('p99')} | "
+                     f"{r.get('lost')} | {r.get('converged')} | {r.get('setup_cpu_s', '–')} | {r.get('cpu_s')} | "
+                     f"{r.get('cpu_us_per_delivery')} | {r.get('rss_mb')} |")
+    lines += ["", "Raw:", "", "```json", json.dumps(results, indent=1), "```", ""]
+    path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The course outline in Chromium: an editor reorders by drag and drop and by keyboard, moves a
+lesson to another unit, renames and deletes with Undo; a second person sees each change live."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, expect
+
+from tests.support import DevUser, ServerProcess, dev_user
+from tests.support.web import launch, screenshot, signed_in_pages
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    async for b in launch():
+        yield b
+
+
+async def build_course(client: httpx.AsyncClient, author: DevUser, editor: DevUser) -> dict[str, Any]:
+    r = await client.post("/api/courses", json={"title": f"Apiculture {uuid.uuid4().hex[:6]}"}, headers=author.headers)
+    r.raise_for_status()
+    course_id = r.json()["id"]
+    ids: dict[str, Any] = {"course": course_id}
+    for unit, lessons in (("Basics", ("Hives", "Queens", "Combs")), ("Advanced", ("Swarms",))):
+        u = await client.post(f"/api/courses/{course_id}/units", json={"title": unit}, headers=author.headers)
+        u.raise_for_status()
+        ids[unit] = u.json()["id"]
+        for title in lessons:
+            lesson = await client.post(f"/api/units/{ids[unit]}/lessons", json={"title": title, "content_type": "text"},
+                                       headers=author.headers)
+            lesson.raise_for_status()
+            ids[title] = lesson.json()["id"]
+    (await client.post(f"/api/courses/{course_id}/collaborators", json={"clerk_id": editor.clerk_id, "role": "editor"},
+                       headers=author.headers)).raise_for_status()
+    return ids
+
+
+def unit(page: Page, title: str) -> Any:
+    return page.get_by_test_id("unit").filter(has=page.get_by_role("heading", name=title, exact=True))
+
+
+async def expect_lessons(page: Page, unit_title: str, titles: list[str], timeout: float = 10_000) -> None:
+    await expect(unit(page, unit_title).get_by_test_id("lesson").get_by_role("link")).to_have_text(titles,
+                                                                                                  timeout=timeout)
+
+
+async def rest_outline(client: httpx.AsyncClient, course_id: str, user: DevUser) -> list[tuple[str, list[str]]]:
+    outline = (await client.get(f"/api/courses/{course_id}/outline", headers=user.headers)).json()
+    return [(u["title"], [lesson["title"] for lesson in u["lessons"]]) for u in outline["units"]]
+
+
+async def test_reorder_move_rename_delete_live(browser: Browser, server: ServerProcess,
+                                               client: httpx.AsyncClient) -> None:
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    ids = await build_course(client, alice, bob)
+    course = ids["course"]
+    async with signed_in_pages(browser, server.base_url, alice, bob) as (mine, theirs):
+        for page in (mine, theirs):
+            await page.goto(f"/courses/{course}")
+            await expect_lessons(page, "Basics", ["Hives", "Queens", "Combs"])
+            await expect(page.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+
+        # drag "Combs" onto the top half of "Hives": it goes first, for both, and stays after a reload
+        combs = unit(mine, "Basics").get_by_test_id("lesson").filter(has_text="Combs")
+        hives = unit(mine, "Basics").get_by_test_id("lesson").filter(has_text="Hives")
+        await combs.drag_to(hives, target_position={"x": 40, "y": 2})
+        await expect_lessons(mine, "Basics", ["Combs", "Hives", "Queens"])
+        await expect_lessons(theirs, "Basics", ["Combs", "Hives", "Queens"])
+        await theirs.reload()
+        await expect_lessons(theirs, "Basics", ["Combs", "Hives", "Queens"])
+        assert await rest_outline(client, course, alice) == [("Basics", ["Combs", "Hives", "Queens"]),
+                                                             ("Advanced", ["Swarms"])]
+        await expect(theirs.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+
+        # keyboard: Move down keeps the focus on the moved lesson; past the end of its unit it
+        # moves to the start of the next unit
+        down = mine.get_by_role("button", name="Move down “Combs”")
+        await down.focus()
+        await mine.keyboard.press("Enter")
+        await expect_lessons(mine, "Basics", ["Hives", "Combs", "Queens"])
+        await expect(down).to_be_focused()
+        await mine.keyboard.press("Enter")
+        await expect_lessons(mine, "Basics", ["Hives", "Queens", "Combs"])
+        await mine.keyboard.press("Enter")
+        await expect_lessons(mine, "Basics", ["Hives", "Queens"])
+        await expect_lessons(mine, "Advanced", ["Combs", "Swarms"])
+        await expect(mine.get_by_test_id("outline-status")).to_have_text("Moved “Combs” to unit “Advanced”.")
+        await expect_lessons(theirs, "Advanced", ["Combs", "Swarms"])
+        await expect_lessons(theirs, "Basics", ["Hives", "Queens"])
+
+        # a unit moves up by keyboard; a lesson moves with its "Unit" menu
+        await mine.get_by_role("button", name="Move up “Advanced”").click()
+        await expect(theirs.get_by_test_id("unit").locator("h3")).to_have_text(["Advanced", "Basics"], timeout=10_000)
+        await mine.get_by_label("Unit of “Swarms”").select_option(label="Basics")
+        await expect_lessons(theirs, "Basics", ["Hives", "Queens", "Swarms"])
+        await expect_lessons(theirs, "Advanced", ["Combs"])
+
+        # rename: Escape cancels, Enter saves; the other person sees the new title
+        await mine.get_by_role("button", name="Rename “Queens”").click()
+        field = mine.get_by_label("New title for “Queens”")
+        await field.fill("Nope")
+        await field.press("Escape")
+        await expect(mine.get_by_role("button", name="Rename “Queens”")).to_be_focused()
+        await mine.get_by_role("button", name="Rename “Queens”").click()
+        await mine.get_by_label("New title for “Queens”").fill("Queen bees")
+        await field.press("Enter")
+        await expect_lessons(theirs, "Basics", ["Hives", "Queen bees", "Swarms"])
+
+        # delete, then Undo within the window: nothing was deleted
+        await mine.get_by_role("button", name="Delete “Hives”").click()
+        await expect_lessons(mine, "Basics", ["Queen bees", "Swarms"])
+        toast = mine.get_by_test_id("toast").filter(has_text="Deleted “Hives”")
+        await expect(toast).to_be_visible()
+        await screenshot(mine, "outline-editor.png")
+        await toast.get_by_role("button", name="Undo").click()
+        await expect_lessons(mine, "Basics", ["Hives", "Queen bees", "Swarms"])
+        assert ("Basics", ["Hives", "Queen bees", "Swarms"]) in await rest_outline(client, course, alice)
+        # delete for real: when the undo window closes the DELETE goes and the other page follows
+        await mine.get_by_role("button", name="Delete “Swarms”").click()
+        await expect_lessons(mine, "Basics", ["Hives", "Queen bees"])
+        await expect_lessons(theirs, "Basics", ["Hives", "Queen bees"], timeout=20_000)  # 8 s of undo window
+        assert ("Basics", ["Hives", "Queen bees"]) in await rest_outline(client, course, alice)
+        await expect(mine.get_by_test_id("toast").filter(has_text="Deleted “Swarms”")).to_have_count(0)

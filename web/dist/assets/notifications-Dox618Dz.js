@@ -1,1 +1,0 @@
-import{E as e,T as t,n}from"./shell-BmSS_bD4.js";async function r(r){let i=e(`section.box`);t(r,i),await n(i,!1)}export{r as default};
