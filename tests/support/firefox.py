@@ -124,10 +124,34 @@ class Firefox:
         await self.command("WebDriver:Navigate", {"url": url})
         await self.js(ERRORS_HOOK)
 
-    async def type_into(self, css: str, text: str) -> None:
-        """Real key events into the element (at its current caret)."""
-        found = await self.command("WebDriver:FindElement", {"using": "css selector", "value": css})
-        await self.command("WebDriver:ElementSendKeys", {"id": found["value"][ELEMENT], "text": text})
+    async def find(self, css: str | None = None, *, xpath: str | None = None) -> str:
+        """The WebDriver id of the first element matching ``css`` (or ``xpath``)."""
+        using, value = ("xpath", xpath) if xpath is not None else ("css selector", css)
+        found = await self.command("WebDriver:FindElement", {"using": using, "value": value})
+        element: str = found["value"][ELEMENT]
+        return element
+
+    async def type_into(self, css: str, text: str, *, clear: bool = False) -> None:
+        """Real key events into the element (at its current caret; into an emptied field with ``clear``)."""
+        element = await self.find(css)
+        if clear:
+            await self.command("WebDriver:ElementClear", {"id": element})
+        await self.command("WebDriver:ElementSendKeys", {"id": element, "text": text})
+
+    async def click(self, css: str | None = None, *, xpath: str | None = None) -> None:
+        """A real pointer click in the middle of the element (scrolled into view; refused if covered)."""
+        await self.command("WebDriver:ElementClick", {"id": await self.find(css, xpath=xpath)})
+
+    async def click_button(self, name: str, within: str = "") -> None:
+        """Click the button whose text is ``name`` (under the element matching the CSS ``within``)."""
+        scope = f"{within} " if within else ""
+        element = await self.js(
+            "return [...document.querySelectorAll(arguments[0] + 'button')]"
+            ".find((b) => b.textContent.trim() === arguments[1] && b.getClientRects().length) ?? null",
+            scope, name)
+        if element is None:
+            raise MarionetteError(f"no visible button {name!r} {('in ' + within) if within else ''}")
+        await self.command("WebDriver:ElementClick", {"id": element[ELEMENT]})
 
     async def until(self, script: str, *args: Any, within: float = 15) -> Any:
         """Poll a page expression until it is truthy (a bounded wait on what the page shows)."""

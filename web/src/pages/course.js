@@ -71,7 +71,8 @@ async function renderFeedback (box, courseId, enrolled) {
     let count = f.upvotes
     let mine = f.upvoted_by_me
     const btn = h('button.small', { type: 'button', 'aria-pressed': String(mine) })
-    const label = () => { btn.textContent = `▲ ${count}`; btn.setAttribute('aria-label', `Upvote (${count})`); btn.setAttribute('aria-pressed', String(mine)) }
+    // named "Upvote 3": what it does (for screen readers only) and the count it shows (WCAG 2.5.3)
+    const label = () => { btn.replaceChildren(h('span.sr-only', 'Upvote'), h('span', { 'aria-hidden': 'true' }, '▲'), ` ${count}`); btn.setAttribute('aria-pressed', String(mine)) }
     label()
     btn.onclick = async () => {
       try {
@@ -79,7 +80,7 @@ async function renderFeedback (box, courseId, enrolled) {
         count = r.upvotes; mine = r.upvoted_by_me; label()
       } catch (e) { showError(e) }
     }
-    list.append(h('li', h('span.rating', { 'aria-label': `${f.rating} stars` }, '★'.repeat(f.rating) + '☆'.repeat(5 - f.rating)), ' ', h('strong', f.author.name || f.author.clerk_id), h('p', f.comment || ''), btn))
+    list.append(h('li', h('span.rating', h('span', { 'aria-hidden': 'true' }, '★'.repeat(f.rating) + '☆'.repeat(5 - f.rating)), h('span.sr-only', `${f.rating} out of 5 stars`)), ' ', h('strong', f.author.name || f.author.clerk_id), h('p', f.comment || ''), btn))
   }
   if (!items.length) list.append(h('li.muted', 'No feedback yet.'))
   let form = null

@@ -18,6 +18,7 @@ import { ApiError, errorText } from '../lib/errors.js'
 import { toast, showError } from '../lib/toast.js'
 import { timeAgo, fmtTime } from '../lib/format.js'
 import { state, onLeave } from '../lib/router.js'
+import { previewToggle } from './lesson-layout.js'
 import { announceProgress, onProgress } from '../lib/progress.js'
 import { mySuggestionsBox } from './mywork-suggestions.js'
 import { enhanceMedia, lessonPlayer, mediaUploader } from './media.js'
@@ -25,7 +26,8 @@ import { enhanceMedia, lessonPlayer, mediaUploader } from './media.js'
 const MSG_SAVED = 100 // collab protocol extension (see collab/protocol.py)
 const MSG_QUERY_SAVED = 101
 
-const COLORS = ['#e03131', '#2f9e44', '#1971c2', '#f08c00', '#9c36b5', '#0c8599', '#c2255c', '#5c940d']
+// white cursor labels sit on these: each is at least 5.4:1 against white
+const COLORS = ['#c92a2a', '#2f6f3e', '#1864ab', '#b34700', '#862e9c', '#0b7285', '#a61e4d', '#3f6212']
 const colorFor = (s) => { let x = 0; for (const c of s || '') x = (x * 31 + c.charCodeAt(0)) >>> 0; return COLORS[x % COLORS.length] }
 
 // --- safe Markdown preview ----------------------------------------------------------------
@@ -116,14 +118,17 @@ export default async function lessonPage (main, id) {
   const side = h('aside.side')
   const roleText = canEdit ? 'You can edit' : isViewer ? 'Viewer: read-only, you may suggest edits' : auth.signedIn ? 'Read-only: select text to suggest an edit' : 'Read-only'
 
+  const grid = h('div.lesson-grid',
+    h('div.lesson-main',
+      h('section.editor-col', { 'aria-label': 'Lesson source' }, titleHost, bodyHost),
+      h('section#lesson-preview.preview-col', { 'aria-label': 'Rendered lesson' }, preview)),
+    side)
   clear(main,
     h('h1.sr-only', `Lesson: ${lesson.title}`),
     h('p', courseId ? h('a', { href: `/courses/${courseId}` }, '← Course') : null),
-    h('div.editor-bar', h('span.pill', { 'data-testid': 'role' }, roleText), connEl, savedEl, presenceEl),
-    h('div.lesson-grid',
-      h('section.editor-col', { 'aria-label': 'Lesson source' }, h('label.sr-only', 'Title'), titleHost, bodyHost),
-      h('section.preview-col', { 'aria-label': 'Rendered lesson' }, preview),
-      side))
+    h('div.editor-bar', h('span.pill', { 'data-testid': 'role' }, roleText), connEl, savedEl, presenceEl,
+      previewToggle(grid, { readOnly: !canEdit })),
+    grid)
 
   let titleView, bodyView, doc, provider, ytitle, ybody
   const cleanups = []

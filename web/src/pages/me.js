@@ -22,7 +22,7 @@ export default async function mePage (main) {
 
   function showStreak (s) {
     clear(streakBox, h('h2#st-h', 'Streak'),
-      h('p.big', { 'data-testid': 'streak' }, `${s.current_streak ?? 0} day${s.current_streak === 1 ? '' : 's'}`),
+      h('div.big', { 'data-testid': 'streak' }, `${s.current_streak ?? 0} day${s.current_streak === 1 ? '' : 's'}`),
       h('p.muted', `Longest: ${s.longest_streak ?? 0} · last active ${s.last_active_date || '—'}`))
   }
   get('/me/streak').then(showStreak).catch((e) => clear(streakBox, h('h2#st-h', 'Streak'), h('p.error', errorText(e))))
@@ -120,7 +120,7 @@ export default async function mePage (main) {
     try { due = (await get(`/flashcard-sets/${set.id}/due?limit=50`)).items } catch (e) { showError(e); return }
     let i = 0
     let shown = false
-    const stage = h('div.review', { tabindex: '0', 'aria-label': 'Flashcard review: Space shows the answer, 1 again, 2 hard, 3 good, 4 easy' })
+    const stage = h('div.review', { tabindex: '0', role: 'group', 'aria-label': 'Flashcard review: Space shows the answer, 1 again, 2 hard, 3 good, 4 easy' })
     const ratings = ['again', 'hard', 'good', 'easy']
     const rate = async (rating) => {
       if (!shown) return

@@ -121,7 +121,8 @@ function likeButton (kind, obj, me) {
   let mine = !!obj.liked_by_me
   const own = obj.author?.clerk_id === me
   const btn = h('button.small.like', { type: 'button', disabled: own || !auth.signedIn, 'data-testid': `like-${kind}` })
-  const label = () => { btn.textContent = `♥ ${count}`; btn.setAttribute('aria-pressed', String(mine)); btn.setAttribute('aria-label', `Like (${count} likes)`) }
+  // named "Like 3": what it does (for screen readers only) and the count it shows (WCAG 2.5.3)
+  const label = () => { btn.replaceChildren(h('span.sr-only', 'Like'), h('span', { 'aria-hidden': 'true' }, '♥'), ` ${count}`); btn.setAttribute('aria-pressed', String(mine)) }
   label()
   btn.onclick = async () => {
     try {
