@@ -213,10 +213,20 @@ async def main(args: argparse.Namespace) -> int:
     phase = "idle"
 
     async with httpx.AsyncClient(base_url=server.base_url, timeout=60,
-                                 limits=httpx.Limits(max_connections=20)) as http:
+                                 limits=httpx.Limits(max_connections=20, keepalive_expiry=2.0)) as http:
+
+        async def scrape() -> dict[str, Any]:
+            # a pooled connection the server closed as idle fails at once: one retry on a new one
+            for attempt in (1, 2):
+                try:
+                    return parse_metrics((await http.get("/metrics")).text)
+                except httpx.TransportError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
 
         async def sample() -> dict[str, Any]:
-            metrics = parse_metrics((await http.get("/metrics")).text)
+            metrics = await scrape()
             conns, busy = await db_connections(admin, database_name(url))
             row: dict[str, Any] = {"t": round(time.monotonic() - started, 2), "phase": phase,
                                    **proc_status(pid), **metrics, "sockets": open_connections(server.port),
@@ -227,9 +237,13 @@ async def main(args: argparse.Namespace) -> int:
 
         async def sampler() -> None:
             while True:
-                await sample()
+                try:
+                    await sample()
+                except (httpx.TransportError, OSError) as exc:  # counted, never the end of the run
+                    missed.append(f"{round(time.monotonic() - started, 1)} s: {type(exc).__name__}")
                 await asyncio.sleep(1)
 
+        missed: list[str] = []  # samples the server did not answer (reported with the figures)
         # idle counts: the server up, nobody connected
         for _ in range(5):
             idle = await sample()
@@ -306,6 +320,7 @@ async def main(args: argparse.Namespace) -> int:
         "loop_lag_p99_ms": lag_p99 * 1000, "loop_lag_per_second_max_p99_ms": round(lag_max_p99 * 1000, 1),
         "delivered": load.delivered, "delivered_per_second": round(load.delivered / seconds),
         "edits": load.edits, "saved_answers": load.saved, "requests": load.requests, "errors": load.errors,
+        "missed_samples": missed,
         "idle": {k: idle.get(k) for k in ("rooms", "sockets", "tasks", "fds", "db_connections", "db_busy")},
         "after": {k: final.get(k) for k in ("rooms", "sockets", "tasks", "fds", "db_connections", "db_busy")},
         "back_to_idle_s": round(final["t"] - (left - started), 1),
