@@ -38,7 +38,7 @@ def _schema_ref(model: Any, schemas: dict[str, Any], mode: JsonSchemaMode = "ser
 def build(operations: list[Operation], *, title: str = "Scriptorium", version: str = "0.1.0") -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Problem": PROBLEM}
-    for op in operations:
+    for number, op in enumerate(operations):
         path = _PARAM.sub(lambda m: "{" + m.group(1) + "}", op.path)
         params: list[dict[str, Any]] = [
             {"name": name, "in": "path", "required": True,
@@ -56,7 +56,7 @@ def build(operations: list[Operation], *, title: str = "Scriptorium", version: s
         responses["default"] = {"description": "Problem", "content": {
             "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
         operation: dict[str, Any] = {
-            "summary": op.summary, "tags": [op.tag], "operationId": f"{op.method.lower()}_{op.tag}_{len(paths)}",
+            "summary": op.summary, "tags": [op.tag], "operationId": f"{op.method.lower()}_{op.tag}_{number}",  # unique: links name it
             "parameters": params, "responses": responses, "x-access": op.access.name,
         }
         if op.auth == "user":

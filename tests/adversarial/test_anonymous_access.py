@@ -19,7 +19,7 @@ from tests.support import DevUser
 PUBLIC = {
     "GET /api/languages", "GET /api/tags", "GET /api/courses", "GET /api/courses/{id}",
     "GET /api/courses/{id}/outline", "GET /api/courses/{id}/feedback", "GET /api/lessons/{id}",
-    "GET /api/courses/{id}/forum/posts", "GET /api/forum/posts/{id}", "GET /api/forum/posts/{id}/replies",
+    "GET /api/courses/{id}/forum/posts", "GET /api/courses/{id}/forum/search", "GET /api/forum/posts/{id}", "GET /api/forum/posts/{id}/replies",
     "GET /api/config", "POST /api/dev/token", "POST /api/webhooks/clerk",
     "GET /api/courses/{id}/access", "GET /api/lessons/{id}/access",
 }

@@ -76,6 +76,9 @@ async def test_dropped_image_reaches_the_co_editor_and_the_library(
         await drop_file(page_a, "crater.png", PNG, "image/png")
         await expect(page_a.get_by_test_id("upload-status")).to_have_text("Added crater.png.")
         await expect(page_b.locator(".body-editor .cm-content")).to_contain_text("![crater.png](/media/")
+        toggle = page_a.get_by_test_id("preview-toggle")  # the preview sits behind a toggle on a laptop screen
+        if await toggle.get_attribute("aria-expanded") != "true":
+            await toggle.click()
         await expect(page_a.get_by_test_id("preview").get_by_role("img", name="crater.png")).to_be_visible()
         media = (await client.get(f"/api/lessons/{lesson}/media", headers=alice.headers)).json()["items"]
         assert len(media) == 1 and media[0]["mime_type"] == "image/png" and media[0]["size_bytes"] == len(PNG)
