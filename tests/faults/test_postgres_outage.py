@@ -155,7 +155,7 @@ async def test_collab_edits_made_while_postgres_is_down_are_saved_when_it_return
         # traceback per retry; then that it recovered
         flush_log = [line for line in live.server.log_path.read_text()[logged:].splitlines()
                      if "collab flush" in line]
-        assert [line.count("Traceback") for line in flush_log] == [1, 0], flush_log
+        assert ["Traceback" in line for line in flush_log] == [True, False], flush_log  # one entry (its cause chained)
         assert "collab flush failed; retrying every 0.5 s (" in flush_log[0]  # then the innermost cause
         assert "collab flush recovered after" in flush_log[1], flush_log
     finally:
@@ -289,6 +289,7 @@ async def test_postgres_outage_under_load_loses_nothing_and_never_answers_500(
 
     alice = await eventually(signed_in, within=30, interval=0.2)
     editors_users = [await live.user(f"Editor {i}") for i in range(10)]
+    await live.engine.dispose()  # another test of this module restarted PostgreSQL: pooled connections are dead
     lesson = await make_lesson(live.engine, alice.clerk_id, body="",
                                editors=tuple(u.clerk_id for u in editors_users))
     course = await live.course(alice)
