@@ -167,7 +167,7 @@ class Settings:
     # With several nodes (Redis), one node at a time materialises, compacts and versions a room:
     # the holder of its lease in PostgreSQL (collab_leases), taken over this long after its holder
     # stops renewing it (died, or paused); renewed every third of it in one statement per node.
-    collab_lease_seconds: float = 10.0
+    collab_lease_seconds: float = 5.0  # docs/API.md §5: no ownership outlives a dead node by more than 5 s
     # Lesson version history (each version holds the text and the whole document state): every
     # version of the last ``version_keep_days`` days, plus the ``version_keep_older`` newest older
     # ones, and never more than ``version_max_per_lesson`` in all (pruned as versions are recorded).
@@ -246,7 +246,7 @@ class Settings:
             collab_awareness_relay_tick=_float(env, "COLLAB_AWARENESS_RELAY_TICK", 0.05),
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
-            collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 10.0),
+            collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),
             version_max_per_lesson=_int(env, "VERSION_MAX_PER_LESSON", 500),
