@@ -38,6 +38,25 @@ FRAMES_PER_TURN = 64  # frames of one socket handled before the loop serves othe
 SLOW_FRAME_S = 0.01
 
 
+class Pacing:
+    """How one socket's receive loop yields: wait out its receive budget, else let other sockets
+    (and requests) in every FRAMES_PER_TURN frames or after a slow one — receive() does not suspend
+    while frames are buffered (one 256 KB read of 4-byte frames is 26,000 of them). Shared by the
+    y-websocket and the Hocuspocus connections."""
+
+    def __init__(self) -> None:
+        self.handled = 0
+
+    async def after(self, spent: float, wait: float) -> None:
+        self.handled += 1
+        if wait > 0:
+            self.handled = 0
+            await asyncio.sleep(wait)
+        elif self.handled >= FRAMES_PER_TURN or spent > SLOW_FRAME_S:
+            self.handled = 0
+            await asyncio.sleep(0)
+
+
 async def serve(rooms: RoomManager, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve one ``WS /collab/lessons/{lesson_id}`` connection (an ASGI app body)."""
     message = await receive()
@@ -70,7 +89,7 @@ async def serve(rooms: RoomManager, scope: Scope, receive: Receive, send: Send) 
     receiver = rooms.receiver
     user_id = grant.user_id
     inbound = receiver.user_budget(user_id)
-    handled = 0
+    pacing = Pacing()
     try:
         while True:
             message = await receive()
@@ -81,16 +100,7 @@ async def serve(rooms: RoomManager, scope: Scope, receive: Receive, send: Send) 
                 if data and not peer.sender.closed:  # closed: what is still buffered is moot
                     receiver.receive(room, peer, data)
                 spent = time.perf_counter() - started
-                handled += 1
-                wait = inbound.spend(receiver.frame_cost(data, spent), time.monotonic())
-                if wait > 0:
-                    handled = 0
-                    await asyncio.sleep(wait)
-                elif handled >= FRAMES_PER_TURN or spent > SLOW_FRAME_S:
-                    # receive() does not suspend while frames are buffered: one 256 KB read
-                    # of 4-byte frames is 26,000 of them. Let other sockets (and requests) in.
-                    handled = 0
-                    await asyncio.sleep(0)
+                await pacing.after(spent, inbound.spend(receiver.frame_cost(data, spent), time.monotonic()))
             elif kind == "websocket.disconnect":
                 break
     finally:

@@ -60,7 +60,7 @@ from pycrdt import get_state as update_state_vector
 
 from collab import protocol as p
 from collab.access import Denied, Grant, Scope
-from collab.connection import FRAMES_PER_TURN, SLOW_FRAME_S
+from collab.connection import Pacing
 from collab.manager import CLOSE_SERVICE_RESTART, RoomManager
 from collab.room import Peer, Room, lesson_key
 from collab.sender import Sender
@@ -591,7 +591,7 @@ async def serve(rooms: RoomManager, scope: Scope, receive: Receive, send: Send) 
     await send({"type": "websocket.accept"})
     session = Session(rooms, scope, send)
     session.start()
-    handled = 0
+    pacing = Pacing()
     try:
         while True:
             message = await receive()
@@ -603,16 +603,10 @@ async def serve(rooms: RoomManager, scope: Scope, receive: Receive, send: Send) 
                 started = time.perf_counter()
                 budget = session.receive(data)
                 spent = time.perf_counter() - started
-                handled += 1
                 wait = 0.0
                 if budget is not None:
                     wait = budget.spend(rooms.receiver.frame_cost(data, spent), time.monotonic())
-                if wait > 0:
-                    handled = 0
-                    await asyncio.sleep(wait)
-                elif handled >= FRAMES_PER_TURN or spent > SLOW_FRAME_S:
-                    handled = 0
-                    await asyncio.sleep(0)
+                await pacing.after(spent, wait)
             elif kind == "websocket.disconnect":
                 break
     finally:
