@@ -186,7 +186,10 @@ class RedisCluster:
 
     def fail_over_master_of(self, key: str, timeout: float = 30.0) -> ClusterNode:
         """kill -9 the master serving ``key``; return once its replica serves the slot (automatic
-        failover after the node timeout) and the cluster is healthy again. Returns the dead node."""
+        failover after the node timeout) and the cluster is healthy again. Returns the dead node.
+        A node an earlier test left dead is started first: a master without a replica has
+        nobody to fail over to."""
+        self.heal()
         dead = self.master_of(key)
         dead.stop(signal.SIGKILL)
         deadline = time.monotonic() + timeout
@@ -202,6 +205,16 @@ class RedisCluster:
         """Start a stopped node again (it rejoins as a replica of the master that replaced it)."""
         node.start()
         self.wait_healthy()
+
+    def heal(self) -> None:
+        """Start every stopped node again; return once the cluster is healthy and every replica
+        has synced with its master."""
+        stopped = [node for node in self.nodes if not node.running]
+        for node in stopped:
+            node.start()
+        if stopped:
+            self.wait_healthy()
+            self.wait_replicas_synced()
 
 
 @pytest.fixture(scope="session")
