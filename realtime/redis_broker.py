@@ -74,6 +74,42 @@ end
 return {id, 1}
 """
 
+# Restore (a broker that lost its history): many events of one channel in one call, none fanned
+# out. ARGV: now, keep, max age, cap, then (id, event, data, created_ms) per event, in id order;
+# ids the stream already has are skipped (a retry, or a live publish that got there first). Then
+# the history policy, as _PUBLISH applies it (at most one call's worth of old entries dropped).
+_RESTORE = """
+local s, lastkey = KEYS[1], KEYS[2]
+local last = tonumber(redis.call('GET', lastkey) or '0')
+local now, keep, maxage, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local added = 0
+for i = 5, #ARGV, 4 do
+  local id = tonumber(ARGV[i])
+  if id > last then
+    redis.call('XADD', s, id .. '-0', 'e', ARGV[i + 1], 'd', ARGV[i + 2], 't', ARGV[i + 3])
+    last = id
+    added = added + 1
+  end
+end
+if added > 0 then
+  redis.call('SET', lastkey, last)
+  redis.call('XTRIM', s, 'MAXLEN', cap)
+  local len = redis.call('XLEN', s)
+  if len > keep then
+    local old = redis.call('XRANGE', s, '-', '+', 'COUNT', math.min(len - keep, 1000))
+    local drop = 0
+    for i = 1, #old do
+      if tonumber(old[i][2][6]) <= now - maxage then drop = drop + 1 else break end
+    end
+    if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
+  end
+end
+return added
+"""
+# What one restore call carries at most: Redis runs a script alone, so a call stays short.
+RESTORE_EVENTS_PER_CALL = 200
+RESTORE_BYTES_PER_CALL = 1 << 20
+
 _RAISE_LAST = """
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tonumber(ARGV[1]) > last then redis.call('SET', KEYS[1], ARGV[1]) end
@@ -109,6 +145,7 @@ class RedisBroker(Broker):
             self.redis = aioredis.Redis(connection_pool=pool)
         self._publish = self.redis.register_script(_PUBLISH)
         self._raise_last = self.redis.register_script(_RAISE_LAST)
+        self._restore = self.redis.register_script(_RESTORE)
         self._listeners = Listeners()
         self._cursor: dict[str, int] = {}
         self._opening: dict[str, asyncio.Future[None]] = {}
@@ -183,8 +220,20 @@ class RedisBroker(Broker):
             await self.redis.publish(self._live(channel), payload)
 
     async def restore(self, channel: str, events: list[tuple[int, str, str, int]], last_id: int) -> None:
+        """A call per ``RESTORE_EVENTS_PER_CALL`` events or ``RESTORE_BYTES_PER_CALL`` bytes
+        (a round trip per event made a restart of Redis under a long history take minutes)."""
+        keys = [self._stream(channel), self._last(channel)]
+        policy = self.policy
+        head: list[str | int] = [now_ms(), policy.keep, int(policy.max_age_s * 1000), policy.cap]
+        args, size = list(head), 0
         for id, event, data_json, created_ms in events:
-            await self._append(channel, event, data_json, id, fan_out=False, created_ms=created_ms)
+            args += [id, event, data_json, created_ms]
+            size += len(data_json) + len(event)
+            if len(args) >= len(head) + 4 * RESTORE_EVENTS_PER_CALL or size >= RESTORE_BYTES_PER_CALL:
+                await self._restore(keys=keys, args=args)
+                args, size = list(head), 0
+        if len(args) > len(head):
+            await self._restore(keys=keys, args=args)
         await self._raise_last(keys=[self._last(channel)], args=[last_id])
 
     async def needs_restore(self) -> bool:

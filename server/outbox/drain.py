@@ -65,6 +65,7 @@ FROM batch b LEFT JOIN assigned a USING (id)
 ORDER BY b.channel, 5
 """
 PRUNE_EVERY_S = 600.0
+RESTORE_PAGE = 500  # channels read per statement when restoring a broker's history
 
 
 class OutboxDrain:
@@ -164,28 +165,35 @@ class OutboxDrain:
                 return True
 
     async def _restore(self) -> None:
-        """Put the retained history back into a broker that lost it."""
+        """Put the retained history back into a broker that lost it: channel by channel (pages of
+        ``RESTORE_PAGE`` channels, one statement for a channel's newest ``event_history`` rows), so
+        memory holds one channel's history at a time however many channels there are."""
+        started, channels, events, after = time.monotonic(), 0, 0, ""
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(text(
-                "SELECT channel, seq, event, data, ms FROM ("
-                " SELECT channel, seq, event, data::text AS data,"
-                " (extract(epoch FROM created_at) * 1000)::bigint AS ms,"
-                " row_number() OVER (PARTITION BY channel ORDER BY seq DESC) AS rn"
-                " FROM event_outbox WHERE seq IS NOT NULL AND published_at IS NOT NULL) AS t "
-                "WHERE rn <= :keep ORDER BY channel, seq"
-            ), {"keep": self.settings.event_history})).all()
-            # The newest id each channel had published: pending ids must still go out after it.
-            lasts = (await conn.execute(text(
-                "SELECT c.channel, COALESCE((SELECT min(o.seq) - 1 FROM event_outbox o WHERE o.channel = c.channel"
-                " AND o.published_at IS NULL AND o.seq IS NOT NULL), c.last_id) AS last_id FROM event_channels c"
-            ))).all()
+            while True:
+                # The newest id each channel had published: pending ids must still go out after it.
+                page = (await conn.execute(text(
+                    "SELECT c.channel, COALESCE((SELECT min(o.seq) - 1 FROM event_outbox o"
+                    " WHERE o.channel = c.channel AND o.published_at IS NULL AND o.seq IS NOT NULL),"
+                    " c.last_id) AS last_id FROM event_channels c WHERE c.channel > :after"
+                    " ORDER BY c.channel LIMIT :n"
+                ), {"after": after, "n": RESTORE_PAGE})).all()
+                for channel, last_id in page:
+                    rows = (await conn.execute(text(
+                        "SELECT seq, event, data::text AS data,"
+                        " (extract(epoch FROM created_at) * 1000)::bigint AS ms FROM event_outbox"
+                        " WHERE channel = :channel AND seq IS NOT NULL AND published_at IS NOT NULL"
+                        " ORDER BY seq DESC LIMIT :keep"
+                    ), {"channel": channel, "keep": self.settings.event_history})).all()
+                    await self.broker.restore(
+                        channel, [(row.seq, row.event, row.data, row.ms) for row in reversed(rows)], int(last_id))
+                    channels, events = channels + 1, events + len(rows)
+                if len(page) < RESTORE_PAGE:
+                    break
+                after = page[-1].channel
             await conn.commit()
-        by_channel: dict[str, list[tuple[int, str, str, int]]] = {}
-        for row in rows:
-            by_channel.setdefault(row.channel, []).append((row.seq, row.event, row.data, row.ms))
-        for row in lasts:
-            await self.broker.restore(row.channel, by_channel.get(row.channel, []), int(row.last_id))
-        log.info("restored live history", extra={"channels": len(lasts), "events": len(rows)})
+        log.info("restored live history", extra={
+            "channels": channels, "events": events, "ms": round((time.monotonic() - started) * 1000)})
 
     async def _maybe_prune(self) -> None:
         now = time.monotonic()

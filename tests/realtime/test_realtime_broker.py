@@ -81,3 +81,20 @@ async def test_restore_puts_back_history_without_fanning_out(broker: Broker) -> 
     assert await broker.publish(ch, "e", {"n": 8}, id=8) == 8  # already there
     assert got == []
     await broker.unsubscribe(ch, got.append)
+
+
+async def test_restore_of_a_long_history_keeps_order_ids_and_policy(broker: Broker) -> None:
+    """More events than one restore call carries (realtime/redis_broker.py RESTORE_EVENTS_PER_CALL):
+    every call's events land in id order, an id the broker has is skipped, and the history policy
+    applies as after live publishes (the fixture's: old events trimmed down to ``keep``, 5)."""
+    ch = channel()
+    got: list[Event | Reset] = []
+    await broker.subscribe(ch, got.append)
+    assert await broker.publish(ch, "e", {"n": "live"}, id=1) == 1  # already there: kept, not doubled
+    await broker.restore(ch, [(n, "e", f'{{"n":{n}}}', 0) for n in range(1, 451)], 450)
+    assert await broker.last_id(ch) == 450
+    kept = await broker.read_since(ch, 445)
+    assert isinstance(kept, list) and [(e.id, e.data) for e in kept] == [(n, {"n": n}) for n in range(446, 451)]
+    assert await broker.read_since(ch, 444) == Reset(ch, 450)
+    assert await broker.publish(ch, "e", {"n": 451}) == 451  # live publishing goes on after it
+    await broker.unsubscribe(ch, got.append)
