@@ -1,4 +1,5 @@
-"""Fixtures of the fault suites: services the test owns, so it may stop them."""
+"""Fixtures of the fault suites: services the test owns, so it may stop them, and a database of
+each module's own (tests/support/module_db.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import RedisServer
+from tests.support.module_db import module_database_url, module_db  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,14 +31,6 @@ from server.outbox.drain import DRAIN_LOCK
 from server.outbox.emit import emit
 from tests.support import Postgres, RedisServer, ServerProcess, eventually
 from tests.support.realtime import Live, nothing_more, subscribe
-
-
-@pytest.fixture(scope="module")
-def own_redis() -> Iterator[RedisServer]:
-    """A redis-server of this module's own (never the machine's shared one)."""
-    server = RedisServer().start()
-    yield server
-    server.stop()
 
 
 @asynccontextmanager
