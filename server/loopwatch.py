@@ -2,8 +2,12 @@
 
 A handler that holds the loop (a quadratic diff, a huge Markdown render, a deep JSON dump)
 shows up here as one long observation. Exposed in /metrics as
-``scriptorium_event_loop_lag_seconds`` (a histogram); the adversarial tests read it before and
-after an attack to prove the loop was never held past their bound. Once a second it also sets
+``scriptorium_event_loop_lag_seconds`` (a histogram). ``scriptorium_event_loop_held_seconds``
+is the same lateness less the time the loop's thread spent runnable but waiting for a CPU
+(Linux's ``/proc/thread-self/schedstat``): what the server's own work held the loop (a long
+callback, a blocking call, a GC pause, its own threads holding the GIL), not the machine's
+scheduler leaving it off a busy shared CPU. The adversarial tests read it before and after an
+attack to prove the loop was never held past their bound. Once a second it also sets
 ``scriptorium_event_loop_lag_recent_max_seconds`` and ``scriptorium_asyncio_tasks`` (bench/soak).
 """
 
@@ -19,29 +23,42 @@ if TYPE_CHECKING:
     from server.state import Services
 
 TICK = 0.05
+SCHEDSTAT = "/proc/thread-self/schedstat"
 
 
-async def watch(observe: Callable[[float], None]) -> None:
-    """Sleep ``TICK`` forever; report each wake-up's lateness to ``observe(seconds)``."""
+def runqueue_wait() -> float:
+    """Seconds this thread has spent runnable but waiting for a CPU (0.0 where Linux's
+    schedstat is missing: then every late wake-up counts as held)."""
+    try:
+        with open(SCHEDSTAT, "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+async def watch(observe: Callable[[float, float], None]) -> None:
+    """Sleep ``TICK`` forever; report each wake-up's lateness and the time the loop's thread
+    waited for a CPU meanwhile to ``observe(late, waited)`` (seconds)."""
     loop = asyncio.get_running_loop()
     while True:
-        before = loop.time()
+        before, waited_before = loop.time(), runqueue_wait()
         await asyncio.sleep(TICK)
         late = loop.time() - before - TICK
-        observe(max(0.0, late))
+        observe(max(0.0, late), runqueue_wait() - waited_before)
 
 
 SAMPLE_S = 1.0
 
 
-def sampler(svc: Services) -> Callable[[float], None]:
+def sampler(svc: Services) -> Callable[[float, float], None]:
     """``observe`` for :func:`watch`: the histogram, and once a second the gauges of the last
     second's longest lag and of the number of asyncio tasks (a soak's leak detectors)."""
     metrics = svc.metrics
     window = {"max": 0.0, "since": 0.0}
 
-    def observe(late: float) -> None:
+    def observe(late: float, waited: float) -> None:
         metrics.loop_lag.observe(late)
+        metrics.loop_held.observe(max(0.0, late - waited))
         window["max"] = max(window["max"], late)
         now = asyncio.get_running_loop().time()
         if now - window["since"] >= SAMPLE_S:

@@ -34,6 +34,13 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.loop_held = Histogram(
+            "scriptorium_event_loop_held_seconds",
+            "How late the event loop woke a 50 ms sleep, less the time its thread waited for a CPU: "
+            "what the server's own work held it (server/loopwatch.py)",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
         # Sampled once a second by server/loopwatch.py (what a soak plots over time).
         self.loop_lag_recent = Gauge(
             "scriptorium_event_loop_lag_recent_max_seconds",

@@ -1,0 +1,52 @@
+"""server/loopwatch.py: a loop held by the server's own work shows as held; time the loop's thread
+spent waiting for a CPU (a busy shared machine) does not."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from server import loopwatch
+
+
+async def observe_one_tick_around(block: float, monkeypatch: pytest.MonkeyPatch | None = None,
+                                  waited: float = 0.0) -> tuple[float, float]:
+    """Run the watcher, hold the loop ``block`` seconds with a blocking call during its first
+    sleep; ``waited``: what schedstat is made to report as the thread's wait for a CPU."""
+    if monkeypatch is not None:
+        readings = iter([0.0, waited, waited, waited])
+        monkeypatch.setattr(loopwatch, "runqueue_wait", lambda: next(readings))
+    seen: list[tuple[float, float]] = []
+    got = asyncio.Event()
+
+    def observe(late: float, waited_s: float) -> None:
+        seen.append((late, late - waited_s))
+        got.set()
+
+    task = asyncio.create_task(loopwatch.watch(observe))
+    await asyncio.sleep(0)  # the watcher starts its sleep
+    time.sleep(block)  # noqa: ASYNC251 (the point: a blocking call on the loop, as a bad handler would make)
+    await asyncio.wait_for(got.wait(), 5)
+    task.cancel()
+    return seen[0]
+
+
+async def test_a_blocking_call_shows_as_held() -> None:
+    late, held = await observe_one_tick_around(0.2)
+    assert late >= 0.14 and held >= 0.14, (late, held)
+
+
+async def test_waiting_for_a_cpu_is_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    late, held = await observe_one_tick_around(0.2, monkeypatch, waited=0.19)
+    assert late >= 0.14 and held < 0.05, (late, held)
+
+
+def test_schedstat_is_read_here() -> None:
+    """Linux (where the server runs) reports the wait; a missing file would make every late
+    wake-up count as held, which the adversarial tests could then blame on the attack."""
+    with open(loopwatch.SCHEDSTAT) as f:
+        fields = f.read().split()
+    assert len(fields) == 3 and all(field.isdigit() for field in fields), fields
+    assert loopwatch.runqueue_wait() == pytest.approx(int(fields[1]) / 1e9, abs=1.0)
