@@ -58,18 +58,37 @@ class Load:
         self.edits = 0
         self.saved = 0
         self.requests = 0
+        self.sessions = 0  # writing sessions ended (--session-minutes)
         self.errors: dict[str, int] = {}
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
-    async def editor(self, lesson_id: str, user: DevUser, n: int) -> None:
+    async def room(self, engine: Any, author: DevUser, r: int) -> None:
+        """One room's co-editors. With ``--session-minutes`` they all leave after that long and
+        meet again in a fresh lesson (the old room unloads a minute later), as writing sessions
+        come and go; without it they type into one lesson for the whole run, whose document then
+        grows by its own history (Yjs keeps an item per insert) for as long as the run lasts."""
+        session_s = self.args.session_minutes * 60
+        while not self.stop.is_set():
+            lesson = await make_lesson(engine, author.clerk_id, body="")
+            ended = asyncio.Event()
+            editors = [asyncio.create_task(self.editor(lesson.id, author, r * 100 + e, ended))
+                       for e in range(self.args.editors)]
+            if session_s > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.stop.wait(), session_s)
+                ended.set()
+            await asyncio.gather(*editors)
+            self.sessions += 1
+
+    async def editor(self, lesson_id: str, user: DevUser, n: int, ended: asyncio.Event | None = None) -> None:
         # a node busy accepting 500 sockets may answer the handshake and sync late
         client = await YClient.connect(self.ws_base, lesson_id, user.token, sync=False, open_timeout=60)
         try:
             await asyncio.wait_for(client.synced.wait(), 120)
             k = 0
-            while not self.stop.is_set():
+            while not self.stop.is_set() and not (ended is not None and ended.is_set()):
                 body = client.body
                 if len(str(body)) > 4000:  # keep the text bounded: delete what was typed
                     del body[0:2000]
@@ -159,6 +178,8 @@ def parse_metrics(text: str) -> dict[str, float]:
         "scriptorium_events_published_total": "events_published",
         "scriptorium_event_loop_lag_seconds_count": "lag_count",
     }
+    histograms = {"scriptorium_event_loop_lag_seconds_bucket": "lag_le_",
+                  "scriptorium_event_loop_held_seconds_bucket": "held_le_"}
     out: dict[str, float] = {"collab_peers": 0.0}
     for line in text.splitlines():
         if line.startswith("#") or not line.strip():
@@ -169,15 +190,15 @@ def parse_metrics(text: str) -> dict[str, float]:
             out[wanted[name]] = float(value)
         elif name == "scriptorium_websocket_connections":
             out["collab_peers"] += float(value)
-        elif name == "scriptorium_event_loop_lag_seconds_bucket":
+        elif name in histograms:
             le = name_labels.split('le="', 1)[1].split('"', 1)[0]
-            out[f"lag_le_{le}"] = float(value)
+            out[f"{histograms[name]}{le}"] = float(value)
     return out
 
 
-def lag_quantile(first: dict[str, float], last: dict[str, float], q: float) -> float:
+def lag_quantile(first: dict[str, float], last: dict[str, float], q: float, prefix: str = "lag_le_") -> float:
     """The q-quantile of the loop-lag observations between two scrapes (a bucket's upper bound)."""
-    buckets = sorted((float(k[7:]), last[k] - first.get(k, 0.0)) for k in last if k.startswith("lag_le_"))
+    buckets = sorted((float(k[len(prefix):]), last[k] - first.get(k, 0.0)) for k in last if k.startswith(prefix))
     total = buckets[-1][1] if buckets else 0.0
     for bound, count in buckets:
         if total and count >= q * total:
@@ -252,14 +273,12 @@ async def main(args: argparse.Namespace) -> int:
         users = [await dev_user(http, f"User {i}") for i in range(max(4, args.subscribers // 50))]
         course = await make_course(engine, author)
         post = await create_post(http, course, author)
-        lessons = [await make_lesson(engine, author.clerk_id, body="") for _ in range(args.rooms)]
         sampling = asyncio.create_task(sampler())
         phase = "load"
         tasks: list[asyncio.Task[None]] = []
         ready = asyncio.Event()
-        for r, lesson in enumerate(lessons):
-            for e in range(args.editors):
-                tasks.append(asyncio.create_task(load.editor(lesson.id, author, r * 100 + e)))
+        for r in range(args.rooms):
+            tasks.append(asyncio.create_task(load.room(engine, author, r)))
         tasks.append(asyncio.create_task(load.subscriber(author, "user:me", ready)))
         for i in range(args.subscribers):
             tasks.append(asyncio.create_task(load.subscriber(users[i % len(users)], f"thread:{post['id']}")))
@@ -267,7 +286,8 @@ async def main(args: argparse.Namespace) -> int:
                 await asyncio.sleep(0.2)  # connect in waves, as a class opening the page would
         tasks.append(asyncio.create_task(load.rest(http, author, users, post["id"])))
         load_started = time.monotonic()
-        warmup = max(30.0, args.minutes * 60 * 0.1)
+        # warm-up: past the first writing session and its room's unload (a minute after it ended)
+        warmup = max(30.0, args.minutes * 60 * 0.1, args.session_minutes * 60 + 90)
         await asyncio.sleep(args.minutes * 60)
         phase = "leaving"
         load.stop.set()
@@ -310,6 +330,7 @@ async def main(args: argparse.Namespace) -> int:
     peak_rss = max(s["rss"] for s in warm)
     growth = (end_rss - warm_rss) / warm_rss
     lag_p99 = lag_quantile(load_rows[0], load_rows[-1], 0.99)
+    held_p99 = lag_quantile(load_rows[0], load_rows[-1], 0.99, "held_le_")
     lag_max_p99 = sorted(s.get("lag_max", 0) for s in load_rows)[int(0.99 * (len(load_rows) - 1))]
     seconds = time.monotonic() - load_started
     figures = {
@@ -317,7 +338,9 @@ async def main(args: argparse.Namespace) -> int:
         "subscribers": args.subscribers, "replies_per_second": args.replies_per_second,
         "rss_after_warmup_mib": round(warm_rss / MiB, 1), "rss_end_mib": round(end_rss / MiB, 1),
         "rss_peak_mib": round(peak_rss / MiB, 1), "rss_growth_pct": round(100 * growth, 2),
-        "loop_lag_p99_ms": lag_p99 * 1000, "loop_lag_per_second_max_p99_ms": round(lag_max_p99 * 1000, 1),
+        "session_minutes": args.session_minutes, "writing_sessions": load.sessions,
+        "loop_lag_p99_ms": lag_p99 * 1000,
+        "loop_held_p99_ms": held_p99 * 1000, "loop_lag_per_second_max_p99_ms": round(lag_max_p99 * 1000, 1),
         "delivered": load.delivered, "delivered_per_second": round(load.delivered / seconds),
         "edits": load.edits, "saved_answers": load.saved, "requests": load.requests, "errors": load.errors,
         "missed_samples": missed,
@@ -340,10 +363,13 @@ async def main(args: argparse.Namespace) -> int:
     await asyncio.to_thread(out.write_text, json.dumps({"figures": figures, "checks": checks, "samples": samples},
                                                       indent=1))
     lines = [f"# Soak: {args.minutes} min of mixed load on one node", "",
-             f"Command: `bench/soak/run.sh --minutes {args.minutes}` (samples: `{out.relative_to(ROOT)}`, "
+             f"Command: `bench/soak/run.sh --minutes {args.minutes} --session-minutes {args.session_minutes}` (samples: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`, "
              "plot: `docs/soak.png`).", "",
              f"Load: {args.rooms} rooms x {args.editors} co-editors ({args.keys_per_second} keys/s each, "
-             f"\"saved?\" every 20 keys), {args.subscribers} /ws subscribers on one thread, "
+             f"\"saved?\" every 20 keys; "
+             + (f"a fresh lesson every {args.session_minutes} min, the old room left to unload"
+                if args.session_minutes > 0 else "one lesson each for the whole run")
+             + f"), {args.subscribers} /ws subscribers on one thread, "
              f"{args.replies_per_second} reply/s (each a notification), REST reads and writes "
              "(thread, replies, notifications, me, PATCH me).", "",
              "| figure | value |", "|---|---|"]
@@ -361,6 +387,8 @@ if __name__ == "__main__":
     parser.add_argument("--rooms", type=int, default=5)
     parser.add_argument("--editors", type=int, default=4)
     parser.add_argument("--keys-per-second", type=float, default=2.0)
+    parser.add_argument("--session-minutes", type=float, default=5.0,
+                        help="a room's co-editors leave after this long and meet in a fresh lesson (0: never)")
     parser.add_argument("--subscribers", type=int, default=500)
     parser.add_argument("--replies-per-second", type=float, default=1.0)
     parser.add_argument("--idle-wait", type=float, default=150.0, help="seconds to wait for idle counts")
