@@ -3,9 +3,10 @@
 A handler that holds the loop (a quadratic diff, a huge Markdown render, a deep JSON dump)
 shows up here as one long observation. Exposed in /metrics as
 ``scriptorium_event_loop_lag_seconds`` (a histogram). ``scriptorium_event_loop_held_seconds``
-is the same lateness less the time the loop's thread spent runnable but waiting for a CPU
-(Linux's ``/proc/thread-self/schedstat``): what the server's own work held the loop (a long
-callback, a blocking call, a GC pause, its own threads holding the GIL), not the machine's
+is the same lateness less the time the process's threads spent runnable but waiting for a CPU
+meanwhile (Linux's ``/proc/self/task/*/schedstat``; a thread of ours waiting for a CPU while it
+holds the GIL stalls the loop too): what the server's own work held the loop (a long callback, a
+blocking call, a GC pause, its own threads holding the GIL while they run), not the machine's
 scheduler leaving it off a busy shared CPU. The adversarial tests read it before and after an
 attack to prove the loop was never held past their bound. Once a second it also sets
 ``scriptorium_event_loop_lag_recent_max_seconds`` and ``scriptorium_asyncio_tasks`` (bench/soak).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -23,21 +25,29 @@ if TYPE_CHECKING:
     from server.state import Services
 
 TICK = 0.05
-SCHEDSTAT = "/proc/thread-self/schedstat"
+TASKS = "/proc/self/task"
 
 
 def runqueue_wait() -> float:
-    """Seconds this thread has spent runnable but waiting for a CPU (0.0 where Linux's
-    schedstat is missing: then every late wake-up counts as held)."""
+    """Seconds the process's live threads have spent runnable but waiting for a CPU (0.0 where
+    Linux's schedstat is missing: then every late wake-up counts as held). A thread that exits
+    takes its wait with it: the difference of two readings can only under-state the wait."""
     try:
-        with open(SCHEDSTAT, "rb") as f:
-            return int(f.read().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
+        threads = os.listdir(TASKS)
+    except OSError:
         return 0.0
+    total = 0
+    for tid in threads:
+        try:
+            with open(f"{TASKS}/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return total / 1e9
 
 
 async def watch(observe: Callable[[float, float], None]) -> None:
-    """Sleep ``TICK`` forever; report each wake-up's lateness and the time the loop's thread
+    """Sleep ``TICK`` forever; report each wake-up's lateness and the time the process's threads
     waited for a CPU meanwhile to ``observe(late, waited)`` (seconds)."""
     loop = asyncio.get_running_loop()
     while True:

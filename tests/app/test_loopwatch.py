@@ -4,6 +4,7 @@ spent waiting for a CPU (a busy shared machine) does not."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -46,7 +47,7 @@ async def test_waiting_for_a_cpu_is_not_held(monkeypatch: pytest.MonkeyPatch) ->
 def test_schedstat_is_read_here() -> None:
     """Linux (where the server runs) reports the wait; a missing file would make every late
     wake-up count as held, which the adversarial tests could then blame on the attack."""
-    with open(loopwatch.SCHEDSTAT) as f:
+    with open(f"{loopwatch.TASKS}/{threading.get_native_id()}/schedstat") as f:
         fields = f.read().split()
     assert len(fields) == 3 and all(field.isdigit() for field in fields), fields
-    assert loopwatch.runqueue_wait() == pytest.approx(int(fields[1]) / 1e9, abs=1.0)
+    assert loopwatch.runqueue_wait() >= int(fields[1]) / 1e9  # this thread's wait is in the sum
