@@ -36,8 +36,32 @@ SUBSCRIBE_WITHIN_S = 5.0  # how long subscribe() waits for Redis to confirm a ne
 
 log = logging.getLogger("scriptorium.realtime.redis")
 
+# The history policy on one stream (realtime.broker.HistoryPolicy): never more than ``cap``
+# entries; beyond ``keep``, the oldest entries older than ``maxage`` ms go, at most ``scan`` of
+# them per call (a script runs alone in Redis, so it stays short). Entry field 6 is 't' (ms).
+_TRIM = """
+local function trim(s, now, keep, maxage, cap, scan)
+  local len = redis.call('XLEN', s)
+  if len > cap then
+    redis.call('XTRIM', s, 'MAXLEN', cap)
+    len = cap
+  end
+  if len > keep then
+    -- the oldest entry alone first: nothing expired (the usual case) copies one entry, not scan
+    local first = redis.call('XRANGE', s, '-', '+', 'COUNT', 1)
+    if #first == 0 or tonumber(first[1][2][6]) > now - maxage then return end
+    local old = redis.call('XRANGE', s, '-', '+', 'COUNT', math.min(len - keep, scan))
+    local drop = 0
+    for i = 1, #old do
+      if tonumber(old[i][2][6]) <= now - maxage then drop = drop + 1 else break end
+    end
+    if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
+  end
+end
+"""
+
 # Idempotent append + trim + publish, atomically. Returns the id and whether it was appended.
-_PUBLISH = """
+_PUBLISH = _TRIM + """
 local s, lastkey = KEYS[1], KEYS[2]
 local last = tonumber(redis.call('GET', lastkey) or '0')
 local id
@@ -52,22 +76,7 @@ local ts = ARGV[10]
 if ts == '' then ts = ARGV[4] end
 redis.call('XADD', s, id .. '-0', 'e', ARGV[2], 'd', ARGV[3], 't', ts)
 redis.call('SET', lastkey, id)
-local keep, maxage, cap = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-local len = redis.call('XLEN', s)
-if len > cap then
-  redis.call('XTRIM', s, 'MAXLEN', cap)
-  len = cap
-end
-if len > keep then
-  local n = len - keep
-  if n > 100 then n = 100 end
-  local old = redis.call('XRANGE', s, '-', '+', 'COUNT', n)
-  local drop = 0
-  for i = 1, #old do
-    if tonumber(old[i][2][6]) <= now - maxage then drop = drop + 1 else break end
-  end
-  if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
-end
+trim(s, now, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), 100)
 if ARGV[9] == '1' then
   redis.call(ARGV[11], ARGV[8], id .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 end
@@ -77,8 +86,8 @@ return {id, 1}
 # Restore (a broker that lost its history): many events of one channel in one call, none fanned
 # out. ARGV: now, keep, max age, cap, then (id, event, data, created_ms) per event, in id order;
 # ids the stream already has are skipped (a retry, or a live publish that got there first). Then
-# the history policy, as _PUBLISH applies it (at most one call's worth of old entries dropped).
-_RESTORE = """
+# the history policy, as _PUBLISH applies it.
+_RESTORE = _TRIM + """
 local s, lastkey = KEYS[1], KEYS[2]
 local last = tonumber(redis.call('GET', lastkey) or '0')
 local now, keep, maxage, cap = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -93,16 +102,7 @@ for i = 5, #ARGV, 4 do
 end
 if added > 0 then
   redis.call('SET', lastkey, last)
-  redis.call('XTRIM', s, 'MAXLEN', cap)
-  local len = redis.call('XLEN', s)
-  if len > keep then
-    local old = redis.call('XRANGE', s, '-', '+', 'COUNT', math.min(len - keep, 1000))
-    local drop = 0
-    for i = 1, #old do
-      if tonumber(old[i][2][6]) <= now - maxage then drop = drop + 1 else break end
-    end
-    if drop > 0 then redis.call('XTRIM', s, 'MAXLEN', len - drop) end
-  end
+  trim(s, now, keep, maxage, cap, 1000)
 end
 return added
 """
