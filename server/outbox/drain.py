@@ -188,10 +188,10 @@ class OutboxDrain:
                     await self.broker.restore(
                         channel, [(row.seq, row.event, row.data, row.ms) for row in reversed(rows)], int(last_id))
                     channels, events = channels + 1, events + len(rows)
+                await conn.commit()  # no transaction (and its locks) held across pages
                 if len(page) < RESTORE_PAGE:
                     break
                 after = page[-1].channel
-            await conn.commit()
         log.info("restored live history", extra={
             "channels": channels, "events": events, "ms": round((time.monotonic() - started) * 1000)})
 
