@@ -3,11 +3,11 @@
 A handler that holds the loop (a quadratic diff, a huge Markdown render, a deep JSON dump)
 shows up here as one long observation. Exposed in /metrics as
 ``scriptorium_event_loop_lag_seconds`` (a histogram). ``scriptorium_event_loop_held_seconds``
-is the same lateness less the time the process's threads spent runnable but waiting for a CPU
-meanwhile (Linux's ``/proc/self/task/*/schedstat``; a thread of ours waiting for a CPU while it
-holds the GIL stalls the loop too): what the server's own work held the loop (a long callback, a
-blocking call, a GC pause, its own threads holding the GIL while they run), not the machine's
-scheduler leaving it off a busy shared CPU. The adversarial tests read it before and after an
+is the same lateness less the time the loop's own thread spent runnable but waiting for a CPU
+meanwhile (Linux's ``/proc/thread-self/schedstat``): what the server's own work held the loop (a
+long callback, a blocking call, a GC pause, its other threads holding the GIL), not the machine's
+scheduler leaving the loop off a busy shared CPU. Only the loop thread's wait is subtracted: the
+waits of other threads overlap and add up, and subtracting them would excuse a real hold. The adversarial tests read it before and after an
 attack to prove the loop was never held past their bound. Once a second it also sets
 ``scriptorium_event_loop_lag_recent_max_seconds`` and ``scriptorium_asyncio_tasks`` (bench/soak).
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -25,36 +24,32 @@ if TYPE_CHECKING:
     from server.state import Services
 
 TICK = 0.05
-TASKS = "/proc/self/task"
+SCHEDSTAT = "/proc/thread-self/schedstat"
 
 
 def runqueue_wait() -> float:
-    """Seconds the process's live threads have spent runnable but waiting for a CPU (0.0 where
-    Linux's schedstat is missing: then every late wake-up counts as held). A thread that exits
-    takes its wait with it: the difference of two readings can only under-state the wait."""
+    """Seconds the calling thread has spent runnable but waiting for a CPU (0.0 where Linux's
+    schedstat is missing: then every late wake-up counts as held)."""
     try:
-        threads = os.listdir(TASKS)
-    except OSError:
+        with open(SCHEDSTAT, "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
         return 0.0
-    total = 0
-    for tid in threads:
-        try:
-            with open(f"{TASKS}/{tid}/schedstat", "rb") as f:
-                total += int(f.read().split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # exited meanwhile
-    return total / 1e9
 
 
 async def watch(observe: Callable[[float, float], None]) -> None:
-    """Sleep ``TICK`` forever; report each wake-up's lateness and the time the process's threads
-    waited for a CPU meanwhile to ``observe(late, waited)`` (seconds)."""
+    """Sleep ``TICK`` forever; report each wake-up's lateness and the time the loop's thread
+    waited for a CPU meanwhile to ``observe(late, waited)`` (seconds). One schedstat read per
+    tick: each reading ends one interval and starts the next."""
     loop = asyncio.get_running_loop()
+    waited_before = runqueue_wait()
     while True:
-        before, waited_before = loop.time(), runqueue_wait()
+        before = loop.time()
         await asyncio.sleep(TICK)
         late = loop.time() - before - TICK
-        observe(max(0.0, late), runqueue_wait() - waited_before)
+        waited = runqueue_wait()
+        observe(max(0.0, late), waited - waited_before)
+        waited_before = waited
 
 
 SAMPLE_S = 1.0
