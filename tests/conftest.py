@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,8 +12,24 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import make_engine
-from server.migrate import upgrade
 from tests.support import DevUser, Postgres, RedisServer, ServerProcess, dev_user
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``LOOP_TIMING_PASS=only`` keeps the tests marked ``loop_timing``, ``skip`` the others
+    (scripts/test's two passes; an environment variable, so a ``-m`` of the caller still
+    applies). The deselected are reported as deselected, never as skipped."""
+    mode = os.environ.get("LOOP_TIMING_PASS", "")
+    if mode not in ("only", "skip"):
+        return
+    keep, drop = [], []
+    for item in items:
+        timed = item.get_closest_marker("loop_timing") is not None
+        (keep if timed == (mode == "only") else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -43,10 +60,8 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 async def database_url(postgres: Postgres) -> AsyncIterator[str]:
     """A migrated database shared by the session's default server."""
-    url = await postgres.create_database()
-    await upgrade(url)
-    yield url
-    await postgres.drop_database(url)
+    async with postgres.migrated() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

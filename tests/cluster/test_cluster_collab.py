@@ -8,15 +8,14 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import distinct as distinct_
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonUpdate
-from tests.support import ServerProcess, dev_user, eventually
-from tests.support.collab import YClient, converge, lesson_row, make_lesson
+from tests.support import ServerProcess, eventually
+from tests.support.collab import YClient, co_editors, converge, lesson_row
 from tests.support.redis_cluster import RedisCluster
 
 
@@ -55,12 +54,8 @@ async def update_rows(db: AsyncEngine, lesson_id: object) -> tuple[int, int]:
 async def test_two_nodes_on_a_cluster_converge_and_persist_each_update_once(
         two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
     a_node, b_node = two_nodes
-    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
-        author = await dev_user(http, "Author")
-        editor = await dev_user(http, "Editor")
-    lesson = await make_lesson(db, author.clerk_id, title="T", body="start", editors=(editor.clerk_id,))
-    a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
-    b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    pair = await co_editors(db, a_node, b_node, title="T", body="start")
+    author, lesson, a, b = pair.author, pair.lesson, pair.a, pair.b
     assert a.text() == b.text() == {"title": "T", "body": "start"}
     a.body.insert(0, "A:")
     b.body.insert(len(str(b.body)), ":B")
@@ -95,12 +90,8 @@ async def test_failover_of_the_lessons_master_mid_edit(
     a_node = cluster_node(database_url, data_dir, redis_cluster, "failover-a", every_seed=True).start(120)
     b_node = cluster_node(database_url, data_dir, redis_cluster, "failover-b", every_seed=True).start(120)
     try:
-        async with httpx.AsyncClient(base_url=a_node.base_url) as http:
-            author = await dev_user(http, "Author")
-            editor = await dev_user(http, "Editor")
-        lesson = await make_lesson(db, author.clerk_id, body="", editors=(editor.clerk_id,))
-        a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
-        b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+        pair = await co_editors(db, a_node, b_node, body="")
+        author, lesson, a, b = pair.author, pair.lesson, pair.a, pair.b
         saved: list[str] = []
 
         async def edit(client: YClient, tag: str, count: int) -> None:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonUpdate
 from tests.support import RedisServer, ServerProcess, dev_user, eventually
-from tests.support.collab import YClient, converge, lesson_row, make_lesson
+from tests.support.collab import YClient, co_editors, converge, lesson_row, make_lesson
 
 
 @pytest.fixture(scope="module")
@@ -72,12 +72,8 @@ async def test_kill_9_keeps_what_others_saw(database_url: str, data_dir: Path, d
 async def test_two_nodes_converge_even_across_a_redis_restart(
         two_nodes: tuple[ServerProcess, ServerProcess], redis_server: RedisServer, db: AsyncEngine) -> None:
     a_node, b_node = two_nodes
-    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
-        author = await dev_user(http, "Author")
-        editor = await dev_user(http, "Editor")
-    lesson = await make_lesson(db, author.clerk_id, title="T", body="start", editors=(editor.clerk_id,))
-    a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
-    b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    pair = await co_editors(db, a_node, b_node, title="T", body="start")
+    author, lesson, a, b = pair.author, pair.lesson, pair.a, pair.b
     assert a.text() == b.text() == {"title": "T", "body": "start"}
     a.body.insert(0, "A:")
     b.body.insert(len(str(b.body)), ":B")

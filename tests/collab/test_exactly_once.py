@@ -29,7 +29,7 @@ from server.editing.models import CollabLease, LessonUpdate, LessonVersion
 from server.editing.store import PgStore
 from server.users.models import User
 from tests.support import RedisServer, ServerProcess, dev_user, eventually
-from tests.support.collab import YClient, converge, lesson_row, make_lesson
+from tests.support.collab import YClient, co_editors, converge, lesson_row, make_lesson
 
 LEASE_S = 1.5
 ENV = {"RATE_LIMIT_PER_MINUTE": "0", "COLLAB_LEASE_SECONDS": str(LEASE_S)}
@@ -196,12 +196,8 @@ async def test_two_nodes_write_each_update_once(two_nodes: tuple[ServerProcess, 
 async def test_a_paused_holder_resumes_without_writing_stale_text(
         two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine, body_audit: None) -> None:
     a_node, b_node = two_nodes
-    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
-        author = await dev_user(http, "Author")
-        editor = await dev_user(http, "Editor")
-    lesson = await make_lesson(db, author.clerk_id, title="T", body="", editors=(editor.clerk_id,))
-    a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
-    b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    pair = await co_editors(db, a_node, b_node, title="T", body="")
+    lesson, a, b = pair.lesson, pair.a, pair.b
     a.body.insert(0, "[a1]")
     await a.saved()
 
@@ -258,12 +254,8 @@ async def test_a_paused_holder_resumes_without_writing_stale_text(
 async def test_a_dead_holders_duties_are_taken_over(  # last: it kills node A
         two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
     a_node, b_node = two_nodes
-    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
-        author = await dev_user(http, "Author")
-        editor = await dev_user(http, "Editor")
-    lesson = await make_lesson(db, author.clerk_id, title="T", body="", editors=(editor.clerk_id,))
-    a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
-    b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    pair = await co_editors(db, a_node, b_node, title="T", body="")
+    lesson, a, b = pair.lesson, pair.a, pair.b
     a.body.insert(0, "[a1]")
     await a.saved()
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +74,18 @@ class Postgres:
         finally:
             await conn.close()
         return with_database(self.admin_url, name)
+
+    @contextlib.asynccontextmanager
+    async def migrated(self) -> AsyncIterator[str]:
+        """A fresh database at the schema's head, dropped afterwards."""
+        from server.migrate import upgrade
+
+        url = await self.create_database()
+        try:
+            await upgrade(url)
+            yield url
+        finally:
+            await self.drop_database(url)
 
     async def drop_database(self, url: str) -> None:
         import asyncpg

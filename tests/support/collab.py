@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from collab import protocol as p
 from server.catalog.models import Collaborator, Course, Lesson, Unit
 from server.learning.models import UserCourse
-from tests.support import eventually
+from tests.support import DevUser, ServerProcess, dev_user, eventually
 
 
 @dataclass
@@ -177,3 +177,29 @@ async def converge(clients: list[YClient], within: float = 15) -> dict[str, str]
 
     result: dict[str, str] = await eventually(same, within=within)
     return result
+
+
+@dataclass
+class CoEditors:
+    """An author on node A and an editor on node B of one lesson (see :func:`co_editors`)."""
+
+    author: DevUser
+    editor: DevUser
+    lesson: LessonRow
+    a: YClient
+    b: YClient
+
+
+async def co_editors(db: AsyncEngine, a_node: ServerProcess, b_node: ServerProcess, *,
+                     title: str = "A lesson", body: str = "Hello") -> CoEditors:
+    """Two dev users, a lesson of the first with the second as its editor, the author connected
+    to ``a_node`` and the editor to ``b_node``."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
+        author = await dev_user(http, "Author")
+        editor = await dev_user(http, "Editor")
+    lesson = await make_lesson(db, author.clerk_id, title=title, body=body, editors=(editor.clerk_id,))
+    a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
+    b = await YClient.connect(b_node.ws_url, lesson.id, editor.token)
+    return CoEditors(author, editor, lesson, a, b)

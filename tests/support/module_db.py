@@ -2,7 +2,8 @@
 (``database_url``, ``db``). A conftest imports these where its modules must not inherit what the
 rest of the run left in the shared database: the fault and cluster suites start Redis servers of
 their own, and a node on a fresh Redis first restores the live history and drains the outbox of
-every earlier test into it."""
+every earlier test into it. The session fixtures built on the shared database (``server``,
+``client``, ``alice``…) must not be used beside these: they would not see this database."""
 
 from __future__ import annotations
 
@@ -12,16 +13,13 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db import make_engine
-from server.migrate import upgrade
 from tests.support import Postgres
 
 
 @pytest.fixture(scope="module", name="database_url")
 async def module_database_url(postgres: Postgres) -> AsyncIterator[str]:
-    url = await postgres.create_database()
-    await upgrade(url)
-    yield url
-    await postgres.drop_database(url)
+    async with postgres.migrated() as url:
+        yield url
 
 
 @pytest.fixture(scope="module", name="db")

@@ -161,7 +161,11 @@ class RedisCluster:
             with contextlib.suppress(subprocess.SubprocessError):
                 infos = [self.cli(node.port, "info", "replication") for node in self.nodes if node.running]
                 replicas = [info for info in infos if "role:slave" in info]
-                if len(replicas) >= 1 and all("master_link_status:up" in info for info in replicas):
+                # every running node beyond the masters is a replica (a restarted ex-master reports
+                # itself master until gossip demotes it) and has finished its sync
+                if (len(replicas) == len(infos) - self.masters
+                        and all("master_link_status:up" in info and "master_sync_in_progress:0" in info
+                                for info in replicas)):
                     return
             time.sleep(0.1)
         raise TimeoutError(f"redis cluster replicas not in sync after {timeout}s")
