@@ -15,6 +15,7 @@ import asyncio
 import json
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
@@ -22,6 +23,8 @@ from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
 from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 MAX_IDS = 4
 MAX_STATE = 8 * 1024

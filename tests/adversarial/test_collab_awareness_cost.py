@@ -9,6 +9,7 @@ entries (16 at most) or is dropped unread, and every frame is charged a frame's 
 from __future__ import annotations
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
@@ -16,6 +17,8 @@ from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
 from tests.support import ServerProcess, dev_user
 from tests.support.collab import YClient, make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 
 async def test_frames_of_many_minimal_entries_do_not_hold_the_loop(

@@ -10,6 +10,7 @@ only when its bounds straddle the limit.
 from __future__ import annotations
 
 import httpx
+import pytest
 from pycrdt import Doc, Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +19,8 @@ from tests.adversarial.probe import AttackWatch
 from tests.adversarial.rawws import RawSocket, client_frames
 from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 BODY = "😀" * 199_990  # 800 KB: 4 bytes each
 

@@ -10,6 +10,7 @@ room has seen recently is recognised by its digest before the scratch check.
 from __future__ import annotations
 
 import httpx
+import pytest
 from pycrdt import Doc, Map
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,6 +20,8 @@ from server.editing.models import LessonUpdate
 from tests.adversarial.probe import AttackWatch
 from tests.support import ServerProcess, dev_user
 from tests.support.collab import YClient, make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 COPIES = 20
 

@@ -25,6 +25,8 @@ from tests.adversarial.rawws import RawSocket, client_frames
 from tests.support import ServerProcess, dev_user, eventually, running
 from tests.support.collab import YClient, make_lesson
 
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
+
 MiB = 1024 * 1024
 LIMIT = 16 * MiB
 BURST = 8  # COLLAB_SYNC_BURST, set explicitly below (the default too)

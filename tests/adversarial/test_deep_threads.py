@@ -15,12 +15,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.adversarial.probe import AttackWatch
 from tests.support import DevUser, ServerProcess
 from tests.support.forum import create_post, make_course
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 
 async def reply_chain(db: AsyncEngine, post_id: str, user: DevUser, depth: int) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -18,6 +19,8 @@ from server.editing.models import LessonVersion
 from tests.adversarial.probe import AttackWatch
 from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, lesson_row, make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 N = 4000  # "ab"*N + "x" is 8,001 characters
 

@@ -12,11 +12,14 @@ import asyncio
 import base64
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from tests.support import ServerProcess, dev_user
 from tests.support.collab import YClient, converge, make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 # The fuzzer's crash file (tests.fuzz.run collab_dispatch): a sync step 2 carrying the update.
 POISON_FRAME = base64.b64decode("AAEbAQHhyajcraoTAQAAAAAAAADiBAYgd29ybGQA")

@@ -21,6 +21,8 @@ from tests.adversarial.probe import AttackWatch
 from tests.support import DevUser, ServerProcess
 from tests.support.catalog import build_course, enroll, ok
 
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
+
 DEEP = b"[" * 100_000 + b"]" * 100_000
 DEEP_OBJECT = b'{"a":' * 50_000 + b"1" + b"}" * 50_000
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -24,6 +25,8 @@ from tests.support import ServerProcess, dev_user
 from tests.support.catalog import build_course, ok
 from tests.support.collab import make_lesson
 from tests.support.forum import create_post, make_course
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 FRONT = "![" * 9_999  # 19,998 characters (+ a digit), at the card limit
 

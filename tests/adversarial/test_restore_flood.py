@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,6 +14,8 @@ from server.editing.models import LessonVersion
 from tests.adversarial.probe import AttackWatch
 from tests.support import ServerProcess, dev_user
 from tests.support.collab import make_lesson
+
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
 
 async def test_restores_are_rate_limited_per_user(database_url: str, data_dir: Path, db: AsyncEngine) -> None:

@@ -22,6 +22,8 @@ from tests.adversarial.probe import AttackWatch
 from tests.support import DevUser, Postgres, ServerProcess, dev_user
 from tests.support.realtime import Live
 
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
+
 MiB = 1024 * 1024
 
 

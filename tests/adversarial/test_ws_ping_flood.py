@@ -21,6 +21,8 @@ from tests.adversarial.rawws import OP_PING, RawSocket, client_frame
 from tests.support import ServerProcess, dev_user
 from tests.support.collab import make_lesson
 
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
+
 FLOOD_BYTES = 48 * 1024 * 1024  # ~370,000 pings of 125 bytes: ~47 MB of pongs if all answered
 CHUNK = 1024 * 1024
 RSS_BOUND = 16 * 1024 * 1024  # one socket; the unbounded server grew by hundreds of MB here

@@ -23,6 +23,8 @@ from tests.adversarial.rawws import OP_CLOSE, OP_PING, RawSocket, client_frame
 from tests.support import ServerProcess, dev_user
 from tests.support.collab import make_lesson
 
+pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
+
 OP_PONG = 0xA
 FLOOD_BYTES = 4 * 1024 * 1024
 RSS_BOUND = 48 * 1024 * 1024  # the whole 4 MB flood, parsed: no per-frame memory is kept
