@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -74,12 +76,32 @@ def sampler(svc: Services) -> Callable[[float, float], None]:
     return observe
 
 
+def gc_timer(svc: Services) -> Callable[[str, dict[str, int]], None]:
+    """A ``gc.callbacks`` entry: each collector pass's duration, by generation (a full pass over a
+    large heap is a loop hold no handler shows)."""
+    pause = svc.metrics.gc_pause
+    by_generation = {generation: pause.labels(str(generation)) for generation in (0, 1, 2)}
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            by_generation[info["generation"]].observe(time.perf_counter() - started)
+
+    return callback
+
+
 @asynccontextmanager
 async def component(svc: Services) -> AsyncIterator[None]:
     task = asyncio.create_task(watch(sampler(svc)), name="loop-lag-watch")
+    timer = gc_timer(svc)
+    gc.callbacks.append(timer)
     try:
         yield
     finally:
+        gc.callbacks.remove(timer)
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

@@ -41,6 +41,13 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.gc_pause = Histogram(
+            "scriptorium_gc_pause_seconds",
+            "How long each pass of Python's cyclic garbage collector held the process, by generation "
+            "(server/loopwatch.py)",
+            ["generation"], registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
         # Sampled once a second by server/loopwatch.py (what a soak plots over time).
         self.loop_lag_recent = Gauge(
             "scriptorium_event_loop_lag_recent_max_seconds",

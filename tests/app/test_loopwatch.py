@@ -50,3 +50,21 @@ def test_schedstat_is_read_here() -> None:
         fields = f.read().split()
     assert len(fields) == 3 and all(field.isdigit() for field in fields), fields
     assert loopwatch.runqueue_wait() >= int(fields[1]) / 1e9
+
+
+def test_every_collector_pass_is_timed_by_generation() -> None:
+    import gc
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from server.metrics import Metrics
+
+    metrics = Metrics()
+    timer = loopwatch.gc_timer(cast(Any, SimpleNamespace(metrics=metrics)))
+    gc.callbacks.append(timer)
+    try:
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(timer)
+    count = metrics.registry.get_sample_value("scriptorium_gc_pause_seconds_count", {"generation": "2"})
+    assert count is not None and count >= 1
