@@ -190,6 +190,10 @@ def parse_metrics(text: str) -> dict[str, float]:
             out[wanted[name]] = float(value)
         elif name == "scriptorium_websocket_connections":
             out["collab_peers"] += float(value)
+        elif name == "scriptorium_gc_pause_seconds_bucket":
+            gen = name_labels.split('generation="', 1)[1].split('"', 1)[0]
+            le = name_labels.split('le="', 1)[1].split('"', 1)[0]
+            out[f"gc{gen}_le_{le}"] = float(value)
         elif name in histograms:
             le = name_labels.split('le="', 1)[1].split('"', 1)[0]
             out[f"{histograms[name]}{le}"] = float(value)
@@ -223,7 +227,10 @@ async def main(args: argparse.Namespace) -> int:
     engine = make_engine(url)
     server = ServerProcess(database_url=url, data_dir=Path(tempfile.mkdtemp(prefix="scr-soak-")), env={
         "RATE_LIMIT_PER_MINUTE": "0", "WS_SOCKETS_PER_USER": "1000", "WS_FRAMES_PER_SECOND": "0",
-        "COLLAB_SOCKETS_PER_USER": "1000"})
+        "COLLAB_SOCKETS_PER_USER": "1000",
+        **({"EVENT_HISTORY": str(args.event_history)} if args.event_history is not None else {}),
+        **({"EVENT_HISTORY_SECONDS": str(args.event_history_seconds)}
+           if args.event_history_seconds is not None else {})})
     await asyncio.to_thread(server.start, 120)
     assert server.proc is not None
     pid = server.proc.pid
@@ -333,14 +340,22 @@ async def main(args: argparse.Namespace) -> int:
     held_p99 = lag_quantile(load_rows[0], load_rows[-1], 0.99, "held_le_")
     lag_max_p99 = sorted(s.get("lag_max", 0) for s in load_rows)[int(0.99 * (len(load_rows) - 1))]
     seconds = time.monotonic() - load_started
+    first, last = load_rows[0], load_rows[-1]
+    gc_slow = {gen: int((last.get(f"gc{gen}_le_+Inf", 0) - first.get(f"gc{gen}_le_+Inf", 0))
+                        - (last.get(f"gc{gen}_le_0.05", 0) - first.get(f"gc{gen}_le_0.05", 0)))
+               for gen in (0, 1, 2)}
     figures = {
         "minutes": args.minutes, "rooms": args.rooms, "editors_per_room": args.editors,
         "subscribers": args.subscribers, "replies_per_second": args.replies_per_second,
         "rss_after_warmup_mib": round(warm_rss / MiB, 1), "rss_end_mib": round(end_rss / MiB, 1),
         "rss_peak_mib": round(peak_rss / MiB, 1), "rss_growth_pct": round(100 * growth, 2),
         "session_minutes": args.session_minutes, "writing_sessions": load.sessions,
+        "event_history": args.event_history or "default (1000)",
+        "event_history_seconds": args.event_history_seconds or "default (86400)",
         "loop_lag_p99_ms": lag_p99 * 1000,
         "loop_held_p99_ms": held_p99 * 1000, "loop_lag_per_second_max_p99_ms": round(lag_max_p99 * 1000, 1),
+        "seconds_with_lag_over_50ms": sum(1 for row in load_rows if row.get("lag_max", 0) > 0.05),
+        "gc_passes_over_50ms_by_generation": gc_slow,
         "delivered": load.delivered, "delivered_per_second": round(load.delivered / seconds),
         "edits": load.edits, "saved_answers": load.saved, "requests": load.requests, "errors": load.errors,
         "missed_samples": missed,
@@ -363,7 +378,7 @@ async def main(args: argparse.Namespace) -> int:
     await asyncio.to_thread(out.write_text, json.dumps({"figures": figures, "checks": checks, "samples": samples},
                                                       indent=1))
     lines = [f"# Soak: {args.minutes} min of mixed load on one node", "",
-             f"Command: `bench/soak/run.sh --minutes {args.minutes} --session-minutes {args.session_minutes}` (samples: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`, "
+             f"Command: `bench/soak/run.sh {' '.join(sys.argv[1:])}` (samples: `{out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}`, "
              "plot: `docs/soak.png`).", "",
              f"Load: {args.rooms} rooms x {args.editors} co-editors ({args.keys_per_second} keys/s each, "
              f"\"saved?\" every 20 keys; "
@@ -390,6 +405,11 @@ if __name__ == "__main__":
     parser.add_argument("--session-minutes", type=float, default=5.0,
                         help="a room's co-editors leave after this long and meet in a fresh lesson (0: never)")
     parser.add_argument("--subscribers", type=int, default=500)
+    parser.add_argument("--event-history", type=int, default=None,
+                        help="the server's EVENT_HISTORY (live events kept per channel, at least)")
+    parser.add_argument("--event-history-seconds", type=int, default=None,
+                        help="the server's EVENT_HISTORY_SECONDS (every event younger is kept too: by default "
+                             "24 h, so a soak's live history grows for its whole run, by design)")
     parser.add_argument("--replies-per-second", type=float, default=1.0)
     parser.add_argument("--idle-wait", type=float, default=150.0, help="seconds to wait for idle counts")
     parser.add_argument("--out", default=str(RESULTS / "soak.json"))
