@@ -267,6 +267,8 @@ class Connection:
         if self.close_code is None:
             if code == CLOSE_TOO_SLOW:  # as collab's sender logs it (an operator sees slow readers)
                 log.warning("/ws connection too slow, closing", extra={"queued": self.queued_bytes})
+                if self.hub.on_slow_close is not None:
+                    self.hub.on_slow_close()
             self.close_code = code
             self.queue.clear()
             self.wake.set()
@@ -350,8 +352,11 @@ class Hub:
 
     def __init__(self, broker: Broker, authenticate: Authenticate, authorize: Authorize,
                  limits: HubLimits | None = None, *, recheck: Recheck | None = None,
-                 held: Callable[[str], bool] | None = None, caps: Caps | None = None) -> None:
+                 held: Callable[[str], bool] | None = None, caps: Caps | None = None,
+                 on_slow_close: Callable[[], None] | None = None) -> None:
         self.broker = broker
+        # Called when a socket is closed as too slow (4008): the server counts them in a metric.
+        self.on_slow_close = on_slow_close
         self.authenticate = authenticate
         self.authorize = authorize
         self.limits = limits or HubLimits()

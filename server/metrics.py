@@ -21,6 +21,11 @@ class Metrics:
             "scriptorium_websocket_connections", "Open WebSocket connections", ["endpoint"],
             registry=self.registry,
         )
+        self.slow_closes = Counter(
+            "scriptorium_websocket_slow_closes_total",
+            "WebSocket connections closed as too slow (4008: more than the bound waited for the client)",
+            ["endpoint"], registry=self.registry,
+        )
         self.collab_rooms = Gauge("scriptorium_collab_rooms", "Rooms in memory", registry=self.registry)
         self.collab_updates = Counter(
             "scriptorium_collab_updates_total", "Document updates applied", registry=self.registry

@@ -43,7 +43,8 @@ async def component(svc: Services) -> AsyncIterator[None]:
     granted = TtlCache(ACCESS_CACHE_S)
     hub = Hub(broker, make_authenticate(svc), make_authorize(svc, granted), limits,
               recheck=make_recheck(svc, granted), held=held_channel,
-              caps=make_caps(settings, "ws", settings.ws_sockets_per_user))
+              caps=make_caps(settings, "ws", settings.ws_sockets_per_user),
+              on_slow_close=svc.metrics.slow_closes.labels("ws").inc)
     svc.broker, svc.outbox, svc.hub = broker, drain, hub
     svc.metrics.websockets.labels("ws").set_function(lambda: hub.connection_count)
     hub.start()

@@ -10,8 +10,17 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.support import Postgres
-from tests.support.realtime import Live, events, live_deployment, nothing_more, recv, send, subscribe
+from tests.support import Postgres, eventually
+from tests.support.realtime import (
+    Live,
+    events,
+    live_deployment,
+    nothing_more,
+    recv,
+    send,
+    slow_closes,
+    subscribe,
+)
 
 
 @pytest.fixture(scope="module", params=["memory", "redis"])
@@ -220,9 +229,17 @@ async def test_slow_reader_is_closed_4008(live: Live) -> None:
         # on some machines), which would hold the whole flood in the kernel.
         ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
         await subscribe(ws, channel)
+        before = await slow_closes(live.client)
         # ~20 MB of live events while the client reads nothing: more than the kernel's socket
         # buffers on both ends can hold, so the server's own backlog passes 1 MiB
         await live.emit_many(channel, 800, pad="x" * 25_000, per_tx=100)
+        # The events reach the hub after their commit (outbox, then the broker): the reader starts
+        # reading only once the server has counted it as too slow, or on a slow delivery it keeps
+        # up and is never behind.
+        async def counted() -> bool:
+            return await slow_closes(live.client) > before
+
+        await eventually(counted, within=60)
         got = 0
         with pytest.raises(ConnectionClosed) as closed:
             while True:

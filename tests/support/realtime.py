@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -75,6 +76,17 @@ async def recv(ws: ClientConnection, within: float = 10.0) -> dict[str, Any]:
     raw = await asyncio.wait_for(ws.recv(), within)
     frame: dict[str, Any] = json.loads(raw)
     return frame
+
+
+async def slow_closes(client: httpx.AsyncClient) -> float:
+    """How many /ws sockets the server has closed as too slow (4008), from its /metrics."""
+    response = await client.get("/metrics")
+    response.raise_for_status()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name == "scriptorium_websocket_slow_closes_total" and sample.labels == {"endpoint": "ws"}:
+                return sample.value
+    return 0.0
 
 
 async def send(ws: ClientConnection, frame: dict[str, Any]) -> None:
