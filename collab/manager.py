@@ -392,7 +392,7 @@ class RoomManager:
                  exclude: Peer | None = None) -> None:
         """A change made on this node: broadcast, relay, persist (this node only)."""
         room.remember(update)
-        room.broadcast(frame, exclude)
+        room.broadcast_update(frame, update, exclude)
         if self.on_update is not None:
             self.on_update()
         if self.relay is not None:

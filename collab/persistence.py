@@ -26,8 +26,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from pycrdt import merge_updates
+
 from collab import protocol as p
-from collab.room import Peer, Room, merge_log, within_limits
+from collab.room import MERGE_MAX_BYTES, Peer, Room, merge_log, within_limits
 from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
 
 log = logging.getLogger("scriptorium.collab")
@@ -42,6 +44,9 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 FLUSH_BATCH = 5000  # updates per INSERT
+# While "saved?" or the other nodes wait, a flush starts at once but at most this often: about
+# one commit's time, so updates arriving meanwhile share the next one.
+URGENT_GAP_S = 0.005
 
 UNFENCED = Fence("", 0)  # a single node's: its writes carry no token
 
@@ -155,6 +160,16 @@ class PgLeases:
 Leases = LocalLeases | PgLeases
 
 
+def _publish_run(relay: Callable[[str, bytes], None] | None, lesson_id: str, run: list[tuple[bytes, bytes]]) -> None:
+    """Relay one lesson's committed updates: the frame as received for one, merged for several."""
+    if relay is None or not run:
+        return
+    if len(run) == 1:
+        relay(lesson_id, run[0][0])
+    else:
+        relay(lesson_id, p.update_frame(merge_updates(*(update for _, update in run))))
+
+
 class Persistence:
     def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int) -> None:
         self.store = store
@@ -178,13 +193,14 @@ class Persistence:
         # (queued here as (its place in the log's order, lesson id, frame); published by
         # ``on_relay`` after the commit). While some wait, the flush runs at once (group commit:
         # each flush waits for the previous one) instead of after ``flush_interval``.
-        self.to_relay: list[tuple[int, str, bytes]] = []
+        self.to_relay: list[tuple[int, str, bytes, bytes]] = []  # (place, lesson, frame, update)
         self.on_relay: Callable[[str, bytes], None] | None = None
         self._urgent = asyncio.Event()
         # (lesson id, callback) run once nothing of that lesson is left uncommitted: another
         # node's catch-up is answered from the live document only then (see Cluster.on_relay)
         self._after_commit: list[tuple[str, Callable[[], None]]] = []
         self._lock = asyncio.Lock()
+        self._flushed_at = 0.0  # when the background flush last started (time.monotonic())
         self.leases: Leases = LocalLeases()  # the manager's choice
 
     async def _fence(self, lesson_id: str, *, duty: bool) -> tuple[bool, dict[str, Fence]]:
@@ -216,20 +232,35 @@ class Persistence:
     def queue_relayed(self, update: PendingUpdate, frame: bytes) -> None:
         """Queue an applied update, and its frame for the other nodes once it is committed."""
         self.queue(update)
-        self.to_relay.append((self.enqueued, update.lesson_id, frame))
+        self.to_relay.append((self.enqueued, update.lesson_id, frame, update.update))
         self._urgent.set()
 
     def _relay_committed(self) -> None:
-        """Publish the frames of every committed update, in order."""
+        """Publish every committed update, in order: a lesson's updates committed together go
+        as one merged update (up to MERGE_MAX_BYTES each), one Redis message instead of one per
+        keystroke, on this node and on every node that receives it."""
         relay, persisted = self.on_relay, self.persisted
         done = 0
-        for index, lesson_id, frame in self.to_relay:
+        runs: dict[str, list[tuple[bytes, bytes]]] = {}  # lesson id -> [(frame, update)]
+        sizes: dict[str, int] = {}
+        for index, lesson_id, frame, update in self.to_relay:
             if index > persisted:
                 break
             done += 1
-            if relay is not None:
-                relay(lesson_id, frame)
+            run = runs.get(lesson_id)
+            if run is None:
+                runs[lesson_id] = [(frame, update)]
+                sizes[lesson_id] = len(update)
+                continue
+            if sizes[lesson_id] + len(update) > MERGE_MAX_BYTES:
+                _publish_run(relay, lesson_id, run)
+                run.clear()
+                sizes[lesson_id] = 0
+            run.append((frame, update))
+            sizes[lesson_id] += len(update)
         del self.to_relay[:done]
+        for lesson_id, run in runs.items():
+            _publish_run(relay, lesson_id, run)
 
     def after_commit(self, lesson_id: str, callback: Callable[[], None]) -> None:
         """Run ``callback`` now if none of ``lesson_id``'s queued updates is uncommitted, else
@@ -336,6 +367,13 @@ class Persistence:
             if not self._urgent.is_set():  # nothing for other nodes waits: batch for an interval
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
+            # Something waits ("saved?", the other nodes): flush now, but at most one flush
+            # starts per URGENT_GAP_S, so a steady stream of edits is committed in groups instead
+            # of one transaction per update (each costs a pool checkout, a statement, a commit).
+            gap = self._flushed_at + URGENT_GAP_S - time.monotonic()
+            if gap > 0:
+                await asyncio.sleep(gap)
+            self._flushed_at = time.monotonic()
             self.ready.clear()
             self._urgent.clear()
             try:

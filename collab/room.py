@@ -59,6 +59,10 @@ SEEN_UPDATES_KEPT = 32
 # check_update); a keystroke is a few dozen bytes.
 SCRATCH_CHECK_MAX_BYTES = 64 * 1024
 FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
+# Client updates applied in one event-loop turn leave as one merged update (as @hocuspocus/server
+# 4 does): one frame per peer instead of one per update. A merge stops at this many bytes, so a
+# merged frame stays well under a client's frame limit (y-websocket has none, `websockets` 1 MiB).
+MERGE_MAX_BYTES = 256 * 1024
 
 
 class TextTooLong(ValueError):
@@ -303,6 +307,9 @@ class Room:
     # Digests of the last large updates applied or found to change nothing (see update_digest).
     seen_updates: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     materialised: tuple[str, str] | None = None  # title and body this room last materialised
+    # Client updates applied this loop turn, not yet sent: (frame, update, the peer it came from).
+    pending: list[tuple[bytes, bytes, Peer | None]] = field(default_factory=list)
+    pending_bytes: int = 0
 
     def note_seen(self, digest: bytes | None) -> None:
         if digest is None:
@@ -354,10 +361,55 @@ class Room:
         return (str(self.text("title")).replace("\x00", "\ufffd"),
                 str(self.text("body")).replace("\x00", "\ufffd"))
 
-    def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
-        """Write one encoded frame to every local peer (same bytes, same ASGI message)."""
+    def broadcast_update(self, frame: bytes, update: bytes, origin: Peer | None) -> None:
+        """Send an applied update to every local peer but ``origin``, at the end of this loop
+        turn: the updates of one turn leave merged, one frame per peer (the peers that sent one of
+        them get the others' frames as they came, never their own)."""
         if not self.peers:
             return
+        if self.pending and self.pending_bytes + len(update) > MERGE_MAX_BYTES:
+            self.flush_updates()
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self.flush_updates)
+        self.pending.append((frame, update, origin))
+        self.pending_bytes += len(update)
+
+    def flush_updates(self) -> None:
+        """Send the updates :meth:`broadcast_update` holds (a no-op when there are none)."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending, self.pending_bytes = [], 0
+        if len(pending) == 1:
+            frame, _, origin = pending[0]
+            self._send_all(frame, origin)
+            return
+        merged = p.update_frame(merge_updates(*(update for _, update, _ in pending)))
+        origins = {id(origin) for _, _, origin in pending if origin is not None}
+        message = {"type": "websocket.send", "bytes": merged}
+        wire = encode_frame(merged)
+        singles: list[tuple[bytes, dict[str, Any], bytes, Peer | None]] | None = None
+        for peer in self.peers:
+            if id(peer) not in origins:
+                peer.sender.push(merged, message, wire)
+                continue
+            if singles is None:
+                singles = [(frame, {"type": "websocket.send", "bytes": frame}, encode_frame(frame), origin)
+                           for frame, _, origin in pending]
+            for frame, single_message, single_wire, origin in singles:
+                if origin is not peer:
+                    peer.sender.push(frame, single_message, single_wire)
+
+    def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
+        """Write one encoded frame to every local peer (same bytes, same ASGI message), after the
+        updates this turn holds (the order peers see is the order things happened)."""
+        if not self.peers:
+            return
+        if self.pending:
+            self.flush_updates()
+        self._send_all(frame, exclude)
+
+    def _send_all(self, frame: bytes, exclude: Peer | None) -> None:
         message = {"type": "websocket.send", "bytes": frame}
         wire = encode_frame(frame)
         for peer in self.peers:

@@ -14,7 +14,7 @@ const [url, docsJson, S, W, R, SECS, token] = process.argv.slice(2)
 const names = JSON.parse(docsJson)
 const s = +S; const w = +W; const rate = +R; const secs = +SECS
 const lat = []
-let received = 0; let errors = 0; let denied = 0; let acks = 0; let timeouts = 0
+let received = 0; let syncFrames = 0; let errors = 0; let denied = 0; let acks = 0; let timeouts = 0
 const closes = []
 const frame = (name, type, write) => {
   const e = encoding.createEncoder()
@@ -63,6 +63,7 @@ function mkSocket (i) {
       const doc = docs.get(name)
       if (!doc) return
       if (type === 0 || type === 4) {
+        if (synced) syncFrames++
         const e = encoding.createEncoder()
         encoding.writeVarString(e, name)
         encoding.writeVarUint(e, 0)
@@ -105,7 +106,7 @@ const p = q => lat.length ? lat[Math.min(lat.length - 1, Math.floor(q * lat.leng
 const expected = sent * (live.length - 1)
 const converged = live.every(c => names.every(n => c.docs.get(n).getMap('ts').size === perDoc.get(n)))
 console.log(JSON.stringify({
-  sockets: live.length, documents: names.length, errors, denied, timeouts, closes, sent, acks, expected, received,
+  sockets: live.length, documents: names.length, errors, denied, timeouts, closes, sent, acks, expected, received, syncFrames,
   lost: expected - received, converged, p50: p(0.5), p99: p(0.99), max: p(1),
   deliveredPerSec: Math.round(received / secs), elapsed: (Date.now() - t0) / 1000
 }))

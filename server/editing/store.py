@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from collab.store import Fence, LeaseAnswer, LessonGone, LoadedDocument, PendingUpdate, StaleLease
 from server.catalog.models import Lesson
+from server.db import autocommit
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
 from server.markdown import render
 
@@ -115,6 +116,7 @@ class PgStore:
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
                  retention: VersionRetention | None = None) -> None:
         self.sessions = sessions
+        self.engine: AsyncEngine = sessions.kw["bind"]
         self.retention = retention or VersionRetention()
 
     async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
@@ -145,10 +147,12 @@ class PgStore:
     async def append(self, batch: Sequence[PendingUpdate]) -> None:
         if not batch:
             return
-        # One statement for the whole batch; updates of a lesson deleted meanwhile are skipped
-        # (otherwise one foreign-key error would hold back every other lesson's updates).
-        async with self.sessions() as session, session.begin():
-            await session.execute(_APPEND, {
+        # One statement for the whole batch, its own transaction (no BEGIN/COMMIT round trips:
+        # the log is written as often as commits allow while a "saved" answer or a relay waits);
+        # updates of a lesson deleted meanwhile are skipped (otherwise one foreign-key error
+        # would hold back every other lesson's updates).
+        async with autocommit(self.engine) as conn:
+            await conn.execute(_APPEND, {
                 "lessons": [uuid.UUID(item.lesson_id) for item in batch],
                 "updates": [item.update for item in batch],
                 "actors": [item.actor for item in batch],

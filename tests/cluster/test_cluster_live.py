@@ -104,7 +104,8 @@ async def test_a_reply_on_node_a_reaches_node_b_and_a_socket_resumes_with_since(
     # written while the socket is away: replayed after `since`, then live again
     missed = [await create_reply(on_a, post["id"], bob, f"while away {n}") for n in range(5)]
     async with socket(node_b, alice) as ws:
-        assert await subscribe(ws, channel, since=seen) >= seen + 5
+        # (the outbox may not have published all five yet: the rest then arrive live)
+        assert await subscribe(ws, channel, since=seen) >= seen
         got = await replies(ws, channel, 5)
         assert [e["data"]["id"] for e in got] == [r["id"] for r in missed]
         assert [e["id"] for e in got] == sorted(e["id"] for e in got) and got[0]["id"] > seen

@@ -95,6 +95,7 @@ async def test_a_connection_type_needs_only_a_link_and_the_manager_api() -> None
 
         update = _edit(room.doc, "Hello ")
         rooms.receiver.receive(room, writer, p.update_frame(update))
+        await asyncio.sleep(0)  # the updates of one loop turn leave at its end
         assert viewer_link.frames[-1] == p.update_frame(update)  # fanned out, same bytes
         assert str(room.doc.get("body", type=Text)) == "Hello Body"
 
@@ -120,5 +121,42 @@ async def test_a_connection_type_needs_only_a_link_and_the_manager_api() -> None
             await asyncio.sleep(0.01)
         assert store.materialised[-1] == ("Title", "Hello Body")
         assert store.versions == ["close"]
+    finally:
+        await rooms.stop()
+
+
+async def test_updates_of_one_loop_turn_leave_merged_and_never_back_to_their_sender() -> None:
+    store = MemoryStore()
+    rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01)  # type: ignore[arg-type]
+    await rooms.start()
+    try:
+        links = {name: MemoryLink() for name in ("ann", "bob", "viewer")}
+        peers = {}
+        for name, link in links.items():
+            grant, room = await rooms.admit({"user": name}, LESSON)
+            room, peers[name] = await rooms.join(room, grant, link)
+        seen = {name: len(link.frames) for name, link in links.items()}
+        base = room.doc.get_update()
+        ann, bob = _edit(room.doc, "Ann "), _edit(room.doc, "Bob ")
+        rooms.receiver.receive(room, peers["ann"], p.update_frame(ann))
+        rooms.receiver.receive(room, peers["bob"], p.update_frame(bob))
+        assert all(len(link.frames) == seen[name] for name, link in links.items())  # not yet
+        await asyncio.sleep(0)  # the end of the loop turn
+
+        def body(frames: list[bytes]) -> str:
+            doc: Doc[Any] = Doc()
+            doc.apply_update(base)
+            for frame in frames:
+                doc.apply_update(p.parse_frame(frame).payload)
+            return str(doc.get("body", type=Text))
+
+        [merged] = links["viewer"].frames[seen["viewer"]:]  # one frame for both updates
+        assert p.parse_frame(merged).sync == p.SYNC_UPDATE
+        assert set(body([merged]).split()) == {"Ann", "Bob", "Body"}
+        # each writer gets the other's update as it came, never its own
+        assert links["ann"].frames[seen["ann"]:] == [p.update_frame(bob)]
+        assert links["bob"].frames[seen["bob"]:] == [p.update_frame(ann)]
+        for peer in peers.values():
+            rooms.leave(room, peer)
     finally:
         await rooms.stop()

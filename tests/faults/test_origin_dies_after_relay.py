@@ -207,6 +207,7 @@ async def test_other_nodes_get_an_update_and_a_catch_up_only_once_it_is_committe
         room, _ = await rooms.join(room, grant, local_link)
         update = _edit(room.doc, "Hello ")
         rooms.receiver.receive(room, writer, p.update_frame(update))
+        await asyncio.sleep(0)  # the end of this loop turn
         assert local_link.frames[-1] == p.update_frame(update)  # a peer of this node: at once
         # Another node asks for what it lacks (a room opening there) while the update is uncommitted.
         assert relay.handler is not None
@@ -221,6 +222,34 @@ async def test_other_nodes_get_an_update_and_a_catch_up_only_once_it_is_committe
         caught_up: Doc[Any] = Doc()
         caught_up.apply_update(p.parse_frame(relay.updates()[1]).payload)
         assert str(caught_up.get("body", type=Text)) == "Hello Body"
+    finally:
+        store.gate.set()
+        await rooms.stop()
+
+
+async def test_updates_committed_together_are_relayed_as_one_merged_message() -> None:
+    store, relay = GatedStore(), RecordingRelay()
+    rooms = RoomManager(store, _authorize, _recheck, relay, flush_interval=30)  # type: ignore[arg-type]
+    await rooms.start()
+    try:
+        grant, room = await rooms.admit({"user": "writer"}, LESSON)
+        room, writer = await rooms.join(room, grant, Link())
+        base = room.doc.get_update()
+        first = _edit(room.doc, "One ")
+        rooms.receiver.receive(room, writer, p.update_frame(first))
+        second = _edit(room.doc, "Two ")
+        rooms.receiver.receive(room, writer, p.update_frame(second))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert relay.updates() == []  # nothing before the commit
+        store.gate.set()
+        await _until(lambda: len(relay.updates()) >= 1)
+        assert [u.update for u in store.appended] == [first, second]  # the log keeps each update
+        [merged] = relay.updates()  # one Redis message for both
+        other: Doc[Any] = Doc()
+        other.apply_update(base)
+        other.apply_update(p.parse_frame(merged).payload)
+        assert str(other.get("body", type=Text)) == "Two One Body"
     finally:
         store.gate.set()
         await rooms.stop()
