@@ -94,6 +94,22 @@ async def test_dropped_image_reaches_the_co_editor_and_the_library(
 
         # the course's media library: size, type, where each file is used; delete
         await expect(page_a.get_by_test_id("saved")).to_have_text("Saved")
+        # "Saved" is the update log; the library reads lessons.content, which the room writes within
+        # 2 s of the last edit (Bob's page keeps the room open): wait until REST has both links (a
+        # waited-for function is not awaited, so each poll starts a fetch and reads the last answer)
+        await page_a.wait_for_function(
+            """(lesson) => {
+                const w = window
+                if (!w.__bodyFetch) {
+                    const token = JSON.parse(localStorage.getItem('scriptorium.session')).token
+                    w.__bodyFetch = fetch(`/api/lessons/${lesson}`, { headers: { authorization: `Bearer ${token}` } })
+                        .then((r) => r.json())
+                        .then((j) => { w.__body = j.content?.body || '' })
+                        .finally(() => { w.__bodyFetch = null })
+                }
+                const body = w.__body || ''
+                return body.includes('![crater.png](/media/') && body.includes('[eruption.mp4](/media/')
+            }""", arg=lesson, polling=200, timeout=15_000)
         await page_a.goto(f"/courses/{course_id}")
         library = page_a.get_by_test_id("media-library")
         rows = library.get_by_test_id("media-row")
