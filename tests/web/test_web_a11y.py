@@ -1,8 +1,9 @@
 """Accessibility by audit: axe-core (tests/support/axe.py) on every page and state of the web app —
-catalogue, course, lesson editor, suggestion dialog, thread (with a toast and an open reply form),
-notifications panel, notifications page, me, quiz, sign-in — finds no serious or critical violation;
-every control on a page is reachable with Tab and shows where the focus is; toasts are announced
-politely without taking the focus.
+catalogue, course (with its media library and collaborators loaded, the outline's Undo toast, forum
+search results), lesson editor, suggestion dialog, thread (with a toast and an open reply form; locked),
+notifications panel, notifications page, me, My work, quiz (and its preview), sign-in — finds no
+serious or critical violation; every control on a page is reachable with Tab and shows where the
+focus is; toasts are announced politely without taking the focus.
 
 The quiz states open a lesson that has a quiz: with the quiz UI (web/src/pages/quiz.js) the learner's
 form, its graded result and the author's quiz builder are audited; without it, the lesson page as the
@@ -27,6 +28,7 @@ from tests.web.test_web_live import Course, add_collaborator, make_course, open_
 pytestmark = pytest.mark.browser
 
 QUIZ_UI = (ROOT / "web" / "src" / "pages" / "quiz.js").exists()
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 64
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,9 @@ async def build_world(client: httpx.AsyncClient) -> World:
                                       headers=alice.headers))
     await ok(await client.post(f"/api/forum/posts/{post['id']}/replies",
                                json={"content": "It reflects green light."}, headers=bob.headers))
+    # a file in the course's media library (not linked from any lesson body)
+    await ok(await client.post(f"/api/lessons/{course.lesson_id}/media", headers=alice.headers,
+                               files={"file": ("leaf.png", PNG, "image/png")}))
     cards = await ok(await client.post("/api/flashcard-sets", json={"title": "Pigments"}, headers=carol.headers))
     await ok(await client.post(f"/api/flashcard-sets/{cards['id']}/cards", json={"front": "Chlorophyll", "back": "Green"},
                                headers=carol.headers))
@@ -112,6 +117,21 @@ class Audits:
 
     def assert_clean(self) -> None:
         assert not self.failures, "axe found serious/critical violations:\n" + "\n".join(self.failures)
+
+
+async def author_course_page(page: Page, w: World) -> None:
+    """The course as its author sees it, once the Manage panel's parts that load on their own have."""
+    await page.goto(f"/courses/{w.course.course_id}")
+    await expect(page.get_by_role("heading", name="Manage")).to_be_visible()
+    await expect(page.get_by_test_id("posts")).to_contain_text("Why green?")
+    await expect(page.get_by_test_id("collaborator")).to_contain_text("Bob")
+    await expect(page.get_by_test_id("media-library").get_by_test_id("media-row")).to_have_count(1)
+
+
+async def my_work_page(page: Page) -> None:
+    await page.goto("/my-work")
+    await expect(page.get_by_role("heading", name="My work", level=1)).to_be_visible()
+    await expect(page.get_by_test_id("my-suggestion")).to_contain_text("More precise")
 
 
 async def test_axe_finds_nothing_serious_on_any_page_or_state(
@@ -138,16 +158,27 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
         await audits.check(page_a, "catalogue")
         await screenshot(page_a, "catalogue.png")
 
-        # the course as its author (Manage) and as an enrolled learner (progress, feedback, upvotes)
-        await page_a.goto(f"/courses/{w.course.course_id}")
-        await expect(page_a.get_by_role("heading", name="Manage")).to_be_visible()
-        await expect(page_a.get_by_test_id("posts")).to_contain_text("Why green?")
+        # the course as its author (Manage: its media library and collaborators loaded) and as an
+        # enrolled learner (progress, feedback, upvotes)
+        await author_course_page(page_a, w)
         await audits.check(page_a, "course, author")
+        # the outline's Undo toast after a delete; Undo, so nothing is deleted
+        await page_a.get_by_role("button", name="Delete “Check yourself”").click()
+        undo_toast = page_a.get_by_test_id("toast").filter(has_text="Deleted “Check yourself”")
+        await expect(undo_toast.get_by_role("button", name="Undo")).to_be_visible()
+        await audits.check(page_a, "course, outline Undo toast")
+        await undo_toast.get_by_role("button", name="Undo").click()
+        await expect(page_a.get_by_test_id("outline").get_by_role("link", name="Check yourself")).to_be_visible()
         await page_c.goto(f"/courses/{w.course.course_id}")
         await expect(page_c.get_by_role("button", name="Send feedback")).to_be_visible()
         await expect(page_c.get_by_text("Clear and short.")).to_be_visible()
         await audits.check(page_c, "course, learner")
         await screenshot(page_c, "course.png")
+        # forum search results, a match highlighted
+        await page_c.get_by_label("Search the forum").fill("green")
+        await page_c.get_by_label("Search the forum").press("Enter")
+        await expect(page_c.get_by_test_id("forum-hit").locator("mark").first).to_be_visible()
+        await audits.check(page_c, "forum search results")
 
         # the lesson editor: live, the open suggestion highlighted, history; then with the preview open
         await open_lesson(page_a, w.course.lesson_id)
@@ -185,6 +216,10 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
             await item.get_by_role("button", name="Edit").click()
             await expect(page_a.get_by_label("Question 1 prompt")).to_have_value("What do plants make from light?")
             await audits.check(page_a, "quiz builder")
+            await item.get_by_role("button", name="Preview as a learner").click()
+            preview = item.get_by_role("form", name="Preview of Quiz: Light and sugar")
+            await expect(preview.get_by_role("group")).to_have_count(3)
+            await audits.check(page_a, "quiz preview")
         else:
             await audits.check(page_c, "quiz")
 
@@ -203,6 +238,13 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
         await expect(toasts).to_have_attribute("role", "status")
         await expect(page_a.get_by_label("Your reply to this reply")).to_be_focused()
         await audits.check(page_a, "thread with a toast")
+
+        # a locked thread, as a learner sees it: the note, no reply box
+        await ok(await client.patch(f"/api/forum/posts/{w.post_id}", json={"is_locked": True}, headers=w.alice.headers))
+        await page_c.goto(f"/threads/{w.post_id}")
+        await expect(page_c.get_by_test_id("locked-note")).to_have_text("This thread is locked: no new replies.")
+        await expect(page_c.get_by_label("Your reply", exact=True)).to_be_hidden()
+        await audits.check(page_c, "locked thread")
 
         # the notifications panel, the notifications page, me
         await page_a.get_by_test_id("bell").click()
@@ -223,7 +265,11 @@ async def test_axe_finds_nothing_serious_on_any_page_or_state(
         await expect(page_c.locator(".card-back")).to_have_text("Green")
         await audits.check(page_c, "flashcard review")
 
-    assert len(audits.states) == (16 if QUIZ_UI else 14), audits.states
+        # My work: the learner's open suggestion (withdrawable), no courses of their own
+        await my_work_page(page_c)
+        await audits.check(page_c, "my work")
+
+    assert len(audits.states) == (21 if QUIZ_UI else 18), audits.states
     audits.assert_clean()
 
 
@@ -276,6 +322,10 @@ async def test_every_control_is_reachable_by_tab_with_visible_focus(
     async with signed_in_pages(browser, server.base_url, w.alice, w.carol) as (page_a, page_c):
         await page_c.goto(f"/courses/{w.course.course_id}")
         await expect(page_c.get_by_role("button", name="Send feedback")).to_be_visible()
+        await tab_through(page_c)
+        await author_course_page(page_a, w)
+        await tab_through(page_a)
+        await my_work_page(page_c)
         await tab_through(page_c)
 
         await asyncio.gather(open_lesson(page_a, w.course.lesson_id), open_lesson(page_c, w.course.lesson_id, live=False))

@@ -1,6 +1,7 @@
-"""Forum moderation and search in Chromium: staff lock and pin a thread and another open tab hides
-its reply box and shows the badges live; the author edits their post live for others; the course
-page's search finds a reply by a word in it and leads to it."""
+"""Forum moderation and search in Chromium: staff lock, pin and unpin a thread and another open tab
+hides its reply box and shows or drops the badges live; the author edits their post live for others
+and deletes it (another open course page drops it live); the course page's search finds a reply by a
+word in it and leads to it."""
 
 from __future__ import annotations
 
@@ -81,6 +82,29 @@ async def test_lock_and_pin_live_and_own_post_edits(browser: Browser, server: Se
         # the course page lists it as pinned
         await learner.goto(f"/courses/{course_id}")
         await expect(learner.get_by_test_id("posts").locator("li").first).to_contain_text("Pinned")
+
+        # staff unpin it: the learner's open thread drops the badge live
+        await learner.goto(f"/threads/{post_id}")
+        await expect(learner.locator(".live-dot")).to_have_attribute("data-status", "live", timeout=10_000)
+        await expect(learner.locator("article.post .pill", has_text="Pinned")).to_be_visible()
+        await staff.get_by_role("button", name="Unpin thread").click()
+        await expect(learner.locator("article.post .pill", has_text="Pinned")).to_have_count(0, timeout=10_000)
+        await expect(staff.get_by_role("button", name="Pin thread")).to_be_visible()
+        assert (await client.get(f"/api/forum/posts/{post_id}")).json()["is_pinned"] is False
+        await staff.goto(f"/courses/{course_id}")
+        thread_item = staff.get_by_test_id("posts").locator("li", has_text="Cracks when drying slowly")
+        await expect(thread_item).to_be_visible()
+        await expect(thread_item.locator(".pill", has_text="Pinned")).to_have_count(0)
+
+        # the learner deletes their own post (a second press confirms): they land on the course page,
+        # and the staff's open course page drops the thread live
+        await learner.get_by_role("button", name="Delete post").click()
+        await learner.get_by_role("button", name="Really delete the thread?").click()
+        await expect(learner).to_have_url(f"{server.base_url}/courses/{course_id}#forum-h")
+        await expect(learner.get_by_test_id("toast").filter(has_text="Thread deleted")).to_be_visible()
+        await expect(learner.get_by_test_id("posts")).not_to_contain_text("Cracks when drying")
+        await expect(thread_item).to_have_count(0, timeout=10_000)
+        assert (await client.get(f"/api/forum/posts/{post_id}")).status_code == 404
 
 
 async def test_forum_search_finds_a_reply(browser: Browser, server: ServerProcess, client: httpx.AsyncClient) -> None:

@@ -1,5 +1,6 @@
 """The course outline in Chromium: an editor reorders by drag and drop and by keyboard, moves a
-lesson to another unit, renames and deletes with Undo; a second person sees each change live."""
+lesson to another unit (menu, keyboard, drag), renames and deletes lessons (with Undo) and units;
+a second person sees each change live."""
 
 from __future__ import annotations
 
@@ -129,3 +130,35 @@ async def test_reorder_move_rename_delete_live(browser: Browser, server: ServerP
         await expect_lessons(theirs, "Basics", ["Hives", "Queen bees"], timeout=20_000)  # 8 s of undo window
         assert ("Basics", ["Hives", "Queen bees"]) in await rest_outline(client, course, alice)
         await expect(mine.get_by_test_id("toast").filter(has_text="Deleted “Swarms”")).to_have_count(0)
+
+        # drag "Queen bees" onto the bottom half of "Combs", in the other unit: it moves there, last
+        queen = unit(mine, "Basics").get_by_test_id("lesson").filter(has_text="Queen bees")
+        combs = unit(mine, "Advanced").get_by_test_id("lesson").filter(has_text="Combs")
+        box = await combs.bounding_box()
+        assert box is not None
+        await queen.drag_to(combs, target_position={"x": 40, "y": box["height"] - 3})
+        await expect_lessons(mine, "Advanced", ["Combs", "Queen bees"])
+        await expect_lessons(mine, "Basics", ["Hives"])
+        await expect(mine.get_by_test_id("outline-status")).to_have_text("Moved “Queen bees” to unit “Advanced”.")
+        await expect_lessons(theirs, "Advanced", ["Combs", "Queen bees"])
+        await expect_lessons(theirs, "Basics", ["Hives"])
+        assert await rest_outline(client, course, alice) == [("Advanced", ["Combs", "Queen bees"]), ("Basics", ["Hives"])]
+
+        # rename a unit: the other person sees the new heading
+        await mine.get_by_role("button", name="Rename “Advanced”").click()
+        await mine.get_by_label("New title for “Advanced”").fill("Beyond the basics")
+        await mine.get_by_label("New title for “Advanced”").press("Enter")
+        await expect(mine.get_by_role("button", name="Rename “Beyond the basics”")).to_be_focused()
+        await expect(theirs.get_by_test_id("unit").locator("h3")).to_have_text(["Beyond the basics", "Basics"],
+                                                                              timeout=10_000)
+        await expect_lessons(theirs, "Beyond the basics", ["Combs", "Queen bees"])
+
+        # delete a unit: hidden at once with its lessons, gone for everyone when the undo window closes
+        await mine.get_by_role("button", name="Delete “Basics”").click()
+        await expect(mine.get_by_test_id("unit").locator("h3")).to_have_text(["Beyond the basics"])
+        unit_toast = mine.get_by_test_id("toast").filter(has_text="Deleted “Basics”")
+        await expect(unit_toast).to_contain_text("The unit and its lessons go in a few seconds.")
+        await expect(theirs.get_by_test_id("unit").locator("h3")).to_have_text(["Beyond the basics"], timeout=20_000)
+        await expect(unit_toast).to_have_count(0)
+        assert await rest_outline(client, course, alice) == [("Beyond the basics", ["Combs", "Queen bees"])]
+        assert (await client.get(f"/api/lessons/{ids['Hives']}", headers=alice.headers)).status_code == 404

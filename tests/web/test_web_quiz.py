@@ -1,5 +1,6 @@
 """Quizzes in Chromium: an author builds, reorders, previews and edits a quiz; a learner fails, then
-passes it, and the course outline open in another tab shows the lesson complete without a reload."""
+passes it, and the course outline open in another tab shows the lesson complete without a reload;
+the author then removes one question and deletes the quiz."""
 
 from __future__ import annotations
 
@@ -143,6 +144,26 @@ async def test_author_builds_a_quiz_and_a_learner_passes_it(
         # and after navigation too
         await learner.goto(f"/courses/{course_id}")
         await expect(learner.locator(f'li.lesson[data-id="{lesson}"] input[type=checkbox]')).to_be_checked()
+
+        # --- the author removes one question (the multiple-choice one, second) and saves
+        await item.get_by_role("button", name="Edit").click()
+        builder = author.get_by_role("form", name="Edit quiz Capitals of Europe")
+        await expect(builder.get_by_test_id("question-editor")).to_have_count(3)
+        await builder.get_by_role("button", name="Remove question 2").click()
+        await expect(builder.get_by_test_id("question-editor")).to_have_count(2)
+        await expect(builder.get_by_role("status")).to_have_text("Question 2 removed.")
+        await expect(builder.get_by_role("button", name="Add question")).to_be_focused()
+        # the short-answer question moved up into second place
+        await expect(author.get_by_label("Question 2 prompt")).to_have_value("Capital of Italy?")
+        await expect(builder.get_by_role("button", name="Remove question 3")).to_have_count(0)
+        await builder.get_by_role("button", name="Save quiz").click()
+        await expect(item).to_contain_text("2 questions · pass mark 60%")
+        stored = (await client.get(f"/api/lessons/{lesson}/quizzes", headers=alice.headers)).json()["items"][0]
+        assert [(q["kind"], q["prompt"]) for q in stored["questions"]] == [
+            ("single", "Capital of France?"), ("short", "Capital of Italy?")]
+        # the learner's next visit has the two questions left
+        await learner.goto(f"/lessons/{lesson}")
+        await expect(learner.get_by_role("form", name="Quiz: Capitals of Europe").get_by_role("group")).to_have_count(2)
 
         # --- the author deletes the quiz
         await item.get_by_role("button", name="Delete").click()

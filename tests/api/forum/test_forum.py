@@ -122,6 +122,12 @@ async def test_staff_pin_and_lock(client: httpx.AsyncClient, db: AsyncEngine, al
     assert pinned.status_code == 200 and pinned.json()["is_pinned"] is True
     order = (await client.get(f"/api/courses/{course.id}/forum/posts")).json()["items"]
     assert [p["id"] for p in order] == [first["id"], second["id"]]
+    # Unpinning puts it back in date order (newest first).
+    unpinned = await client.patch(f"/api/forum/posts/{first['id']}", headers=editor.headers, json={"is_pinned": False})
+    assert unpinned.status_code == 200 and unpinned.json()["is_pinned"] is False
+    assert (await client.get(f"/api/forum/posts/{first['id']}")).json()["is_pinned"] is False
+    order = (await client.get(f"/api/courses/{course.id}/forum/posts")).json()["items"]
+    assert [p["id"] for p in order] == [second["id"], first["id"]]
 
     locked = await client.patch(f"/api/forum/posts/{second['id']}", headers=alice.headers, json={"is_locked": True})
     assert locked.json()["is_locked"] is True

@@ -101,7 +101,8 @@ function builder (lessonId, quiz, { onSaved, onCancel }) {
 
   const draw = (focus) => {
     clear(qHost, questions.map((q, i) => questionEditor(q, i)))
-    if (focus) qHost.querySelector(focus)?.focus()
+    // in the whole form: after a question is removed the focus goes to "Add question", below the list
+    if (focus) form.querySelector(focus)?.focus()
   }
   const move = (i, d) => {
     const j = i + d
