@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from pycrdt import Doc, Map, Text, merge_updates
 
 from collab import protocol as p
-from collab.access import Authorize, Grant, Recheck, Scope, recheck_room
+from collab.access import Authorize, Grant, Recheck, RecheckMany, Scope, recheck_room, recheck_rooms
 from collab.awareness import Awareness
 from collab.cluster import Cluster
 from collab.persistence import Leases, Persistence, PgLeases
@@ -76,11 +76,13 @@ class RoomManager:
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
                  awareness_relay_tick: float = 0.05, max_unsaved: int = 8 * 1024 * 1024,
-                 on_update: Callable[[], None] | None = None, leases: Leases | None = None) -> None:
+                 on_update: Callable[[], None] | None = None, leases: Leases | None = None,
+                 recheck_many: RecheckMany | None = None) -> None:
         self.store = store
         self.on_update = on_update  # called once per document update applied (metrics)
         self.authorize = authorize
         self.recheck = recheck
+        self.recheck_many = recheck_many  # the re-check of every room, in batches (else per user)
         self.relay = relay
         self.materialise_delay = materialise_delay
         self.version_interval = version_interval
@@ -453,7 +455,11 @@ class RoomManager:
     async def _recheck_loop(self) -> None:
         while True:
             await asyncio.sleep(self.recheck_interval)
-            for room in list(self.rooms.values()):
+            rooms = [room for room in self.rooms.values() if room.peers]
+            if self.recheck_many is not None:
+                await recheck_rooms(rooms, self.recheck_many)
+                continue
+            for room in rooms:
                 if room.peers:
                     await recheck_room(room, self.recheck)
 

@@ -37,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 WORK = HERE / ".work"
 LOAD = Path(os.environ.get("COLLAB_LOAD", "/work/shared/bench/collab_load.mjs"))
+PROFILE = os.environ.get("BENCH_PROFILE")
 sys.path.insert(0, str(ROOT))
 
 from tests.support import Postgres, RedisServer, ServerProcess, free_port, wait_for_port  # noqa: E402
@@ -78,14 +79,23 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
     killer.start()
     cpu_load = cpu0
     lines = []
+    profiler = None
     for line in proc.stdout:
         if line.startswith('{"phase"'):
             cpu_load = collab_bench.cpu_seconds(pids)
+            if PROFILE:  # BENCH_PROFILE=<py-spy binary>: sample the server during the load
+                out = WORK / f"profile-{pids[0]}.raw"
+                profiler = subprocess.Popen([PROFILE, "record", "-p", str(pids[0]), "-d", str(secs), "-r", "200",
+                                             "--native", "-f", "raw", "-o", str(out)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                print(f"profiling the server into {out}", file=sys.stderr)
         elif line.startswith("{"):
             lines.append(line)
     stderr = proc.stderr.read() if proc.stderr is not None else ""
     proc.wait(timeout=60)
     killer.cancel()
+    if profiler is not None:
+        profiler.wait(timeout=60)
     cpu1 = collab_bench.cpu_seconds(pids)
     result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": stderr[-500:]}
     result["setup_cpu_s"] = round(cpu_load - cpu0, 2)

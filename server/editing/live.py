@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -20,10 +20,13 @@ from collab.manager import RoomManager
 from collab.persistence import PgLeases
 from collab.relay import RedisRelay
 from realtime.caps import Caps
-from server.access import lesson_access
+from server.access import access_from, lesson_access
 from server.auth import Principal
+from server.catalog.models import Collaborator, Course, Lesson, Unit
+from server.db import autocommit
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
+from server.learning.models import UserCourse
 from server.limits import make_caps
 from server.state import Services, services
 from server.users.models import User
@@ -112,6 +115,73 @@ def make_recheck(svc: Services) -> Any:
     return recheck
 
 
+# The facts of make_recheck's decision for many (lesson, user) pairs in one statement, in order:
+# the user (found, deleted, role), the lesson's course, the user's collaborator role on it and
+# their enrollment.
+_RECHECK_MANY = text(f"""
+    SELECT u.clerk_id IS NOT NULL, u.deleted_at IS NOT NULL, u.role,
+           c.id, c.author_id, c.is_published,
+           (SELECT cc.role FROM {Collaborator.__tablename__} cc
+             WHERE cc.course_id = c.id AND cc.user_id = p.clerk_id),
+           EXISTS (SELECT 1 FROM {UserCourse.__tablename__} e
+                    WHERE e.course_id = c.id AND e.user_id = p.clerk_id)
+    FROM unnest(CAST(:lessons AS uuid[]), CAST(:users AS text[])) WITH ORDINALITY AS p(lesson_id, clerk_id, n)
+    LEFT JOIN {User.__tablename__} u ON u.clerk_id = p.clerk_id
+    LEFT JOIN {Lesson.__tablename__} l ON l.id = p.lesson_id
+    LEFT JOIN {Unit.__tablename__} un ON un.id = l.unit_id
+    LEFT JOIN {Course.__tablename__} c ON c.id = un.course_id
+    ORDER BY p.n
+""")
+
+
+def make_recheck_many(svc: Services) -> Any:
+    """``recheck`` for a batch of (lesson, grant) pairs in one statement (the rooms' re-check
+    round): the same decisions, the same close codes."""
+
+    async def recheck_many(pairs: list[tuple[str, Grant]]) -> list[bool | Denied]:
+        answers: list[bool | Denied | None] = [None] * len(pairs)
+        lessons: list[uuid.UUID] = []
+        users: list[str] = []
+        asked: list[int] = []
+        for index, (lesson_id, grant) in enumerate(pairs):
+            try:
+                lessons.append(_lesson_uuid(lesson_id))
+            except Denied as denied:
+                answers[index] = denied
+                continue
+            users.append(grant.user_id)
+            asked.append(index)
+        async with autocommit(svc.engine) as conn:
+            rows = (await conn.execute(_RECHECK_MANY, {"lessons": lessons, "users": users})).all()
+        for index, row in zip(asked, rows, strict=True):
+            answers[index] = _recheck_answer(pairs[index][1].user_id, *row)
+        return [answer if answer is not None else Denied(CLOSE_NOT_FOUND) for answer in answers]
+
+    return recheck_many
+
+
+def _recheck_answer(clerk_id: str, found: bool, deleted: bool, role: str | None, course_id: uuid.UUID | None,
+                    author_id: str | None, is_published: bool | None, collaborator: str | None,
+                    enrolled: bool) -> bool | Denied:
+    if not found:
+        return Denied(CLOSE_FORBIDDEN, "The user is gone.")
+    if deleted:  # §2: a deleted user's token is 401, so is their socket
+        return Denied(CLOSE_UNAUTHORIZED, "The user was deleted.")
+    if course_id is None or author_id is None:
+        return Denied(CLOSE_NOT_FOUND, "No such lesson.")
+    principal = Principal(clerk_id=clerk_id, id="", email=None, name=None, image_url=None,
+                          role=role or "member", timezone="UTC")
+    try:
+        access = access_from(course_id, author_id, bool(is_published), collaborator, bool(enrolled), principal)
+    except NotFound:
+        return Denied(CLOSE_NOT_FOUND, "No such lesson.")
+    if access.can_edit:
+        return True
+    if access.can_see_drafts:  # a viewer collaborator: read-only
+        return False
+    return Denied(CLOSE_FORBIDDEN, "Only the author, collaborators and admins may join.")
+
+
 def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManager:
     relay = None
     if svc.settings.redis_url:
@@ -134,7 +204,8 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         awareness_relay_tick=settings.collab_awareness_relay_tick,
                         receive_per_second=settings.collab_receive_bytes_per_second,
                         max_unsaved=settings.collab_unsaved_max_bytes,
-                        on_update=metrics.collab_updates.inc if metrics is not None else None)
+                        on_update=metrics.collab_updates.inc if metrics is not None else None,
+                        recheck_many=make_recheck_many(svc))
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.websockets.labels("collab").set_function(rooms.peer_count)
