@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.auth import DEV_ISSUER
 from tests.collab.test_collab_js import JS, ensure_node_modules, next_event
+from tests.collab.test_suggestions import version_of
 from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient, lesson_row, make_lesson
 
@@ -219,3 +220,28 @@ async def test_rest_restore_reaches_a_provider(server: ServerProcess, client: ht
             proc.kill()
             await proc.wait()
     await py.close()
+
+
+async def test_accepted_suggestion_reaches_a_provider(server: ServerProcess, client: httpx.AsyncClient,
+                                                      db: AsyncEngine) -> None:
+    author, learner = await dev_user(client, "Author"), await dev_user(client, "Learner")
+    lesson = await make_lesson(db, author.clerk_id, body="The cat sat.", published=True,
+                               learners=(learner.clerk_id,))
+    proc = await node("coedit", server, lesson=lesson.id, token=author.token, text="", wait=["The dog sat."])
+    try:
+        synced = await next_event(proc)
+        assert (synced["event"], synced["body"]) == ("synced", "The cat sat."), synced
+        assert (await next_event(proc))["event"] == "saved"
+        created = await client.post(f"/api/lessons/{lesson.id}/suggested-edits", headers=learner.headers, json={
+            "field": "body", "base_version": await version_of(db, lesson.id),
+            "changes": [{"index": 4, "delete": 3, "insert": "dog"}]})
+        assert created.status_code == 201, created.text
+        accepted = await client.post(f"/api/suggested-edits/{created.json()['id']}/accept", headers=author.headers)
+        assert accepted.status_code == 200 and accepted.json()["status"] == "accepted", accepted.text
+        saw = await next_event(proc)
+        assert saw == {"event": "saw", "body": "The dog sat."}, saw
+        await finished(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
