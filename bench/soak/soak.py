@@ -230,7 +230,8 @@ async def main(args: argparse.Namespace) -> int:
         "COLLAB_SOCKETS_PER_USER": "1000",
         **({"EVENT_HISTORY": str(args.event_history)} if args.event_history is not None else {}),
         **({"EVENT_HISTORY_SECONDS": str(args.event_history_seconds)}
-           if args.event_history_seconds is not None else {})})
+           if args.event_history_seconds is not None else {}),
+        **dict(item.split("=", 1) for item in args.server_env)})
     await asyncio.to_thread(server.start, 120)
     assert server.proc is not None
     pid = server.proc.pid
@@ -411,6 +412,8 @@ if __name__ == "__main__":
                         help="the server's EVENT_HISTORY_SECONDS (every event younger is kept too: by default "
                              "24 h, so a soak's live history grows for its whole run, by design)")
     parser.add_argument("--replies-per-second", type=float, default=1.0)
+    parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="an environment variable for the server (repeatable), e.g. MALLOC_ARENA_MAX=2")
     parser.add_argument("--idle-wait", type=float, default=150.0, help="seconds to wait for idle counts")
     parser.add_argument("--out", default=str(RESULTS / "soak.json"))
     parser.add_argument("--md", default=str(RESULTS / "soak.md"))
