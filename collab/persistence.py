@@ -26,10 +26,8 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from pycrdt import merge_updates
-
 from collab import protocol as p
-from collab.room import MERGE_MAX_BYTES, Peer, Room, merge_log, within_limits
+from collab.room import MERGE_MAX_BYTES, Peer, Room, merge_log, merged_frame, within_limits
 from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
 
 log = logging.getLogger("scriptorium.collab")
@@ -161,13 +159,9 @@ Leases = LocalLeases | PgLeases
 
 
 def _publish_run(relay: Callable[[str, bytes], None] | None, lesson_id: str, run: list[tuple[bytes, bytes]]) -> None:
-    """Relay one lesson's committed updates: the frame as received for one, merged for several."""
-    if relay is None or not run:
-        return
-    if len(run) == 1:
-        relay(lesson_id, run[0][0])
-    else:
-        relay(lesson_id, p.update_frame(merge_updates(*(update for _, update in run))))
+    """Relay one lesson's committed updates as one frame."""
+    if relay is not None and run:
+        relay(lesson_id, merged_frame(run))
 
 
 class Persistence:

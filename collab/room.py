@@ -29,6 +29,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -122,6 +123,14 @@ def check_update(update: bytes) -> None:
         if not is_panic(exc):
             raise
         raise p.ProtocolError(f"update breaks the document: {exc}") from None
+
+
+def merged_frame(items: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """One update frame for several (frame, update) pairs: the frame as it came for one, the
+    merged update for several (a merged update is a valid one for every Yjs client)."""
+    if len(items) == 1:
+        return items[0][0]
+    return p.update_frame(merge_updates(*(update for _, update in items)))
 
 
 def update_digest(update: bytes) -> bytes | None:
@@ -384,7 +393,7 @@ class Room:
             frame, _, origin = pending[0]
             self._send_all(frame, origin)
             return
-        merged = p.update_frame(merge_updates(*(update for _, update, _ in pending)))
+        merged = merged_frame([(frame, update) for frame, update, _ in pending])
         origins = {id(origin) for _, _, origin in pending if origin is not None}
         message = {"type": "websocket.send", "bytes": merged}
         wire = encode_frame(merged)

@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -36,6 +37,24 @@ async def node(mode: str, server: ServerProcess, **args: Any) -> asyncio.subproc
 async def finished(proc: asyncio.subprocess.Process) -> None:
     try:
         assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def provider_sees_change(proc: asyncio.subprocess.Process, before: str, after: str,
+                               change: Callable[[], Awaitable[None]]) -> None:
+    """A ``coedit`` provider synced on ``before`` and saved sees ``after`` once ``change`` (a
+    REST write to the lesson) is made."""
+    try:
+        synced = await next_event(proc)
+        assert (synced["event"], synced["body"]) == ("synced", before), synced
+        assert (await next_event(proc))["event"] == "saved"
+        await change()
+        saw = await next_event(proc)
+        assert saw == {"event": "saw", "body": after}, saw
+        await finished(proc)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -206,19 +225,12 @@ async def test_rest_restore_reaches_a_provider(server: ServerProcess, client: ht
     py.body.insert(0, "Rewritten.")
     await py.saved()
     proc = await node("coedit", server, lesson=lesson.id, token=author.token, text="", wait=["Original. Changed."])
-    try:
-        synced = await next_event(proc)
-        assert (synced["event"], synced["body"]) == ("synced", "Rewritten."), synced
-        assert (await next_event(proc))["event"] == "saved"
+
+    async def restore() -> None:
         r = await client.post(f"/api/lessons/{lesson.id}/versions/{version['id']}/restore", headers=author.headers)
         assert r.status_code == 200, r.text
-        saw = await next_event(proc)
-        assert saw == {"event": "saw", "body": "Original. Changed."}, saw
-        await finished(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+
+    await provider_sees_change(proc, "Rewritten.", "Original. Changed.", restore)
     await py.close()
 
 
@@ -228,20 +240,13 @@ async def test_accepted_suggestion_reaches_a_provider(server: ServerProcess, cli
     lesson = await make_lesson(db, author.clerk_id, body="The cat sat.", published=True,
                                learners=(learner.clerk_id,))
     proc = await node("coedit", server, lesson=lesson.id, token=author.token, text="", wait=["The dog sat."])
-    try:
-        synced = await next_event(proc)
-        assert (synced["event"], synced["body"]) == ("synced", "The cat sat."), synced
-        assert (await next_event(proc))["event"] == "saved"
+
+    async def suggest_and_accept() -> None:
         created = await client.post(f"/api/lessons/{lesson.id}/suggested-edits", headers=learner.headers, json={
             "field": "body", "base_version": await version_of(db, lesson.id),
             "changes": [{"index": 4, "delete": 3, "insert": "dog"}]})
         assert created.status_code == 201, created.text
         accepted = await client.post(f"/api/suggested-edits/{created.json()['id']}/accept", headers=author.headers)
         assert accepted.status_code == 200 and accepted.json()["status"] == "accepted", accepted.text
-        saw = await next_event(proc)
-        assert saw == {"event": "saw", "body": "The dog sat."}, saw
-        await finished(proc)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+
+    await provider_sees_change(proc, "The cat sat.", "The dog sat.", suggest_and_accept)
