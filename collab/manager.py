@@ -42,6 +42,7 @@ from collab.room import (
     Room,
     TextTooLong,
     apply_checked,
+    apply_new,
     check_update,
     deletes_only,
     lesson_key,
@@ -76,10 +77,10 @@ class RoomManager:
                  receive_per_second: float = 8 * 1024 * 1024, receive_frame_cost: int = 4096,
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
                  awareness_relay_tick: float = 0.05, max_unsaved: int = 8 * 1024 * 1024,
-                 on_update: Callable[[], None] | None = None, leases: Leases | None = None,
-                 recheck_many: RecheckMany | None = None) -> None:
+                 leases: Leases | None = None,
+                 recheck_many: RecheckMany | None = None, write_interval: float = 0.0) -> None:
         self.store = store
-        self.on_update = on_update  # called once per document update applied (metrics)
+        self.updates_applied = 0  # document updates applied on this node (a metric reads it)
         self.authorize = authorize
         self.recheck = recheck
         self.recheck_many = recheck_many  # the re-check of every room, in batches (else per user)
@@ -110,7 +111,8 @@ class RoomManager:
                                  sync_per_second=sync_per_second, receive_per_second=receive_per_second,
                                  receive_frame_cost=receive_frame_cost)
         self.cluster = Cluster(relay, self.rooms, self.awareness, self.persistence.after_commit)
-        self.coalescer = Coalescer()  # one per node: every sender's frames leave once per loop turn
+        # one per node: every sender's frames leave together, at most once per write_interval
+        self.coalescer = Coalescer(write_interval)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False
@@ -334,11 +336,11 @@ class RoomManager:
             return  # a copy of an update already applied: changes nothing
         check_update(update)
         before = None if room.small else room.text_sizes()
-        state = room.doc.get_state()
-        if not apply_checked(room.doc, update):
+        changed = apply_new(room.doc, update)
+        if changed is None:
             self._drop_poison(room, peer)
             return
-        if room.doc.get_state() == state and not deletes_only(update):
+        if not changed and not deletes_only(update):
             # Every struct was known already: re-sent, it would cost a 2 MiB row,
             # broadcast and relay per copy. (A delete-only update never moves the
             # state vector, so it is kept.)
@@ -395,8 +397,7 @@ class RoomManager:
         """A change made on this node: broadcast, relay, persist (this node only)."""
         room.remember(update)
         room.broadcast_update(frame, update, exclude)
-        if self.on_update is not None:
-            self.on_update()
+        self.updates_applied += 1
         if self.relay is not None:
             # Persist before relay: the other nodes get it once it is committed (within about
             # one commit: the flush runs at once), so whatever a peer on another node has seen

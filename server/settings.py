@@ -164,6 +164,9 @@ class Settings:
     # Bytes of one room's updates held while they cannot be written (the database unreachable):
     # past it the room's writers are closed 4503 and keep their edits until they reconnect.
     collab_unsaved_max_bytes: int = 8 * 1024 * 1024
+    # Frames for one collab socket leave in one write at most this often (a lone keystroke leaves
+    # at once; under load the frames of the next few ms share a write): collab.sender.Coalescer.
+    collab_write_interval_ms: float = 4.0
     # With several nodes (Redis), one node at a time materialises, compacts and versions a room:
     # the holder of its lease in PostgreSQL (collab_leases), taken over this long after its holder
     # stops renewing it (died, or paused); renewed every third of it in one statement per node.
@@ -246,6 +249,7 @@ class Settings:
             collab_awareness_relay_tick=_float(env, "COLLAB_AWARENESS_RELAY_TICK", 0.05),
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
+            collab_write_interval_ms=_float(env, "COLLAB_WRITE_INTERVAL_MS", 4.0),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),

@@ -111,6 +111,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="hocuspocus,scriptorium,ywebsocket")
+    ap.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for Scriptorium's server (repeatable; named in its rows), "
+                         "e.g. COLLAB_WRITE_INTERVAL_MS=0 to compare variants run by run")
     ap.add_argument("--scenarios", default="room,docs")
     ap.add_argument("--secs", type=int, default=10)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "hocuspocus.md"))
@@ -147,17 +150,19 @@ def main() -> None:
 
         asyncio.run(upgrade(database_url))
         redis = RedisServer().start()
+        extra = dict(item.split("=", 1) for item in args.server_env)
+        variant = f" [{' '.join(args.server_env)}]" if extra else ""
         node = ServerProcess(database_url=database_url, data_dir=Path(tempfile.mkdtemp(prefix="scr-bench-")),
                              # one account's token for every socket: lift the per-user socket cap
                              redis_url=redis.url, env={"RATE_LIMIT_PER_MINUTE": "0",
-                                                       "COLLAB_SOCKETS_PER_USER": "0"})
+                                                       "COLLAB_SOCKETS_PER_USER": "0", **extra})
         try:
             for name, scenario in scenarios.items():
                 node.start(timeout=120)  # a fresh process per scenario, as for the other server
                 assert node.proc is not None
                 token, lessons = asyncio.run(collab_bench.scriptorium_setup(
                     database_url, scenario["docs"], node.base_url))
-                results[f"{name} · Scriptorium /collab (auth + PostgreSQL + Redis relay)"] = run_load(
+                results[f"{name} · Scriptorium /collab (auth + PostgreSQL + Redis relay){variant}"] = run_load(
                     f"{node.ws_url}/collab", [f"lesson:{lesson}" for lesson in lessons], scenario, args.secs,
                     collab_bench.tree(node.proc.pid), token)
                 node.stop()
@@ -180,7 +185,7 @@ def main() -> None:
                     result["rss_mb"] = round(collab_bench.rss_mb(pids), 1)
                     received = result.get("received") or 0
                     result["cpu_us_per_delivery"] = round(1e6 * cpu / received, 2) if received else None
-                    results[f"{name} · Scriptorium /collab/lessons (y-websocket, collab_load.mjs, its CPU includes setup; calibration)"] = result
+                    results[f"{name} · Scriptorium /collab/lessons (y-websocket, collab_load.mjs, its CPU includes setup; calibration){variant}"] = result
                     node.stop()
         finally:
             node.stop()

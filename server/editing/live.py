@@ -204,10 +204,11 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         awareness_relay_tick=settings.collab_awareness_relay_tick,
                         receive_per_second=settings.collab_receive_bytes_per_second,
                         max_unsaved=settings.collab_unsaved_max_bytes,
-                        on_update=metrics.collab_updates.inc if metrics is not None else None,
-                        recheck_many=make_recheck_many(svc))
+                        recheck_many=make_recheck_many(svc),
+                        write_interval=settings.collab_write_interval_ms / 1000)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
+        metrics.collab_updates.set_function(lambda: rooms.updates_applied)
         metrics.websockets.labels("collab").set_function(rooms.peer_count)
     return rooms
 
