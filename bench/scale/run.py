@@ -382,8 +382,12 @@ async def one(args: argparse.Namespace, n: int, kind: str = "single") -> dict[st
     env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning", "WS_SOCKETS_PER_USER": "0",
            "COLLAB_SOCKETS_PER_USER": "0", "CHECK_RESPONSES": "0"}
     # Everything started here is stopped in reverse order (nodes, Redis, database) when the block
-    # ends, also on an error or Ctrl-C (asyncio.run cancels this task; main() turns SIGTERM into it).
+    # ends, also on an error, Ctrl-C (asyncio.run cancels this task) or SIGTERM (so do we).
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
     async with contextlib.AsyncExitStack() as stack:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        stack.callback(loop.remove_signal_handler, signal.SIGTERM)
         url = await postgres.create_database("scr_scale")
         stack.push_async_callback(postgres.drop_database, url)
         await upgrade(url)
@@ -416,11 +420,6 @@ async def one(args: argparse.Namespace, n: int, kind: str = "single") -> dict[st
     return {"nodes": n, "redis": kind, "redis_version": version, "forum": forum, "collab": collab}
 
 
-def sigterm_as_ctrl_c(signum: int, frame: Any) -> None:
-    """SIGTERM ends the bench as Ctrl-C does: every node and Redis it started is stopped."""
-    os.kill(os.getpid(), signal.SIGINT)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", default="1,2,3", help="node counts to run, comma-separated")
@@ -439,7 +438,6 @@ def main() -> None:
     kinds = [k.strip() for k in args.redis.split(",") if k.strip()]
     if not kinds or set(kinds) - {"single", "cluster"}:
         parser.error("--redis takes single, cluster or both")
-    signal.signal(signal.SIGTERM, sigterm_as_ctrl_c)
     if not (FANOUT / "node_modules").exists():
         import subprocess
 
@@ -450,7 +448,10 @@ def main() -> None:
     for kind in kinds:
         for n in [int(x) for x in args.nodes.split(",")]:
             print(f"[scale] {n} node(s) on {kind} Redis", file=sys.stderr, flush=True)
-            report["runs"].append(asyncio.run(one(args, n, kind)))
+            try:
+                report["runs"].append(asyncio.run(one(args, n, kind)))
+            except asyncio.CancelledError:  # SIGTERM; what the run started is stopped
+                raise SystemExit("bench/scale: terminated") from None
     text = json.dumps(report, indent=2)
     if args.out:
         args.out.write_text(text + "\n")
