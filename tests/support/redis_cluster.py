@@ -4,7 +4,8 @@ joined with ``redis-cli --cluster create … --cluster-replicas 1``.
 
 :meth:`RedisCluster.url` is the ``redis+cluster://`` URL the server takes (``REDIS_URL``);
 :meth:`RedisCluster.fail_over_master_of` kills the master that owns a key's slot and waits until
-its replica has taken over, for the failover tests.
+its replica has taken over, for the failover tests. No pytest here: bench/scale/run.py starts one
+too; the session fixture is tests/cluster/conftest.py's.
 """
 
 from __future__ import annotations
@@ -17,11 +18,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pytest
 
 from tests.support import wait_for_port
 
@@ -220,12 +218,3 @@ class RedisCluster:
             self.wait_healthy()
             self.wait_replicas_synced()
 
-
-@pytest.fixture(scope="session")
-def redis_cluster() -> Iterator[RedisCluster]:
-    """A 3-master, 3-replica Redis Cluster of this test run's own (tests/cluster/ imports it)."""
-    cluster = RedisCluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
