@@ -267,6 +267,7 @@ class RoomManager:
         try:
             await self.persistence.close_room(room)
         finally:
+            room.release_bounds()
             await self.persistence.release(room)
         log.debug("room unloaded", extra={"lesson_id": room.lesson_id})
 
@@ -425,14 +426,19 @@ class RoomManager:
         while True:
             await asyncio.sleep(0.25)
             tick += 1
-            now = time.monotonic()
-            for room in list(self.rooms.values()):
-                try:
-                    await self._maintain(room, now, resync=(tick % 60 == 0))
-                except LessonGone:  # deleted under the room: the access re-check closes its sockets
-                    log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
-                except Exception:
-                    log.exception("collab room maintenance failed", extra={"lesson_id": room.lesson_id})
+            await self._maintain_all(resync=(tick % 60 == 0))
+
+    async def _maintain_all(self, *, resync: bool) -> None:
+        # A function of its own: a loop variable left in the loop's frame would keep the last
+        # room unloaded (and its document) alive until another room came.
+        now = time.monotonic()
+        for room in list(self.rooms.values()):
+            try:
+                await self._maintain(room, now, resync=resync)
+            except LessonGone:  # deleted under the room: the access re-check closes its sockets
+                log.info("collab room's lesson is gone", extra={"lesson_id": room.lesson_id})
+            except Exception:
+                log.exception("collab room maintenance failed", extra={"lesson_id": room.lesson_id})
 
     async def _maintain(self, room: Room, now: float, *, resync: bool) -> None:
         self.awareness.expire_remote(room, now)

@@ -389,6 +389,7 @@ class Room:
             doc.apply_update(self.base)
         for update in self.tail:
             doc.apply_update(update)
+        self.release_bounds()
         self.doc = doc
         self.full_sync = None
         self.texts_cache.clear()
@@ -480,9 +481,17 @@ class Room:
     def bounds(self) -> CharBounds:
         bounds = self.char_bounds
         if bounds is None or bounds.doc is not self.doc:  # first needed, or the doc was rebuilt
+            self.release_bounds()
             bounds = CharBounds(self.doc, {name: self.text(name) for name, _ in TEXT_LIMITS})
             self.char_bounds = bounds
         return bounds
+
+    def release_bounds(self) -> None:
+        """Drop the text observers of :meth:`bounds` (their cycle through Rust would keep the
+        document alive for ever): when the document is rebuilt and when the room is unloaded."""
+        if self.char_bounds is not None:
+            self.char_bounds.close()
+            self.char_bounds = None
 
     def text_sizes(self) -> list[tuple[int, int]]:
         """Per limited field, bounds of its length in characters before an update (O(1)):

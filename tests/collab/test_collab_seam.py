@@ -160,3 +160,47 @@ async def test_updates_of_one_loop_turn_leave_merged_and_never_back_to_their_sen
             rooms.leave(room, peer)
     finally:
         await rooms.stop()
+
+
+async def test_an_unloaded_or_rebuilt_room_lets_its_document_go() -> None:
+    """A room's text observers (collab.textsize.CharBounds) form a cycle through Rust that Python's
+    collector cannot see: every unloaded room kept its whole document (the soak's RSS growth), and
+    every rebuild (a poisoning or over-limit update) kept the old one, which a writer could repeat."""
+    import gc
+    import weakref
+
+    store = MemoryStore()
+    rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01,  # type: ignore[arg-type]
+                        unload_after=0.05)
+    await rooms.start()
+    try:
+        grant, room = await rooms.admit({"user": "writer"}, LESSON)
+        link = MemoryLink()
+        room, writer = await rooms.join(room, grant, link)
+        rooms.receiver.receive(room, writer, p.update_frame(_edit(room.doc, "Hello ")))
+        assert room.char_bounds is not None  # the observers exist
+        first = weakref.ref(room.doc)
+
+        rooms.receiver.receive(room, writer, p.update_frame(_edit(room.doc, "x" * 200_001)))
+        assert link.close_code == CLOSE_TOO_LARGE  # refused: the room's document was rebuilt
+        assert room.doc is not first()
+        gc.collect()
+        assert first() is None, "the document before the rebuild is still alive"
+
+        rooms.receiver.receive(room, writer, p.update_frame(_edit(room.doc, "Again ")))
+        rebuilt = weakref.ref(room.doc)
+        rooms.leave(room, writer)
+        del room, writer
+        for _ in range(200):  # the maintenance loop unloads it (every 0.25 s)
+            if LESSON not in rooms.rooms:
+                break
+            await asyncio.sleep(0.05)
+        assert LESSON not in rooms.rooms
+        for _ in range(100):  # the maintenance loop's last local lets go of the room at its next tick
+            gc.collect()
+            if rebuilt() is None:
+                break
+            await asyncio.sleep(0.05)
+        assert rebuilt() is None, "the unloaded room's document is still alive"
+    finally:
+        await rooms.stop()
