@@ -207,9 +207,8 @@ async def create_reply(request: Request) -> Response:
     await svc.rate_limiter.hit(me.clerk_id, "reply")
     html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
     async with svc.sessions.begin() as session:
-        ctx = await service.post_context(session, granted(request))
-        reply = await service.create_reply(session, ctx=ctx, author=me, content=body.content, html=html,
-                                           parent_reply_id=body.parent_reply_id)
+        reply = await service.create_reply(session, grant=granted(request), author=me, content=body.content,
+                                           html=html, parent_reply_id=body.parent_reply_id)
     return json_response(reply, 201)
 
 
