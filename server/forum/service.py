@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.access import CourseAccess, ForumAccess, require
 from server.auth import Principal
@@ -167,11 +167,14 @@ def _create_reply_statement() -> Any:
             .where(ForumPost.id == post_id, ForumPost.deleted_at.is_(None)).cte("post"))
     parent = (select(ForumReply.user_id, ForumReply.deleted_at)
               .where(ForumReply.id == parent_id, ForumReply.post_id == post_id).cte("parent"))
+    probe = select(achievements_to_evaluate().label("evaluate")).cte("probe")
     reply = (insert(replies).from_select(
         ["post_id", "user_id", "parent_reply_id", "content", "html"],
         select(post.c.id, user_id, parent_id, bindparam("content", type_=Text), bindparam("html", type_=Text))
         .where(or_(post.c.is_locked.is_not(True), bindparam("staff", type_=Boolean)),
-               or_(parent_id.is_(None), exists(select(parent.c.user_id)))),
+               or_(parent_id.is_(None), exists(select(parent.c.user_id))),
+               # alone (autocommit, see create_reply): nothing written when more would follow
+               or_(bindparam("alone", type_=Boolean).is_(False), ~select(probe.c.evaluate).scalar_subquery())),
     ).returning(replies.c.id, replies.c.created_at, replies.c.updated_at).cte("reply"))
     data = cast(bindparam("data", type_=Text), JSONB).op("||")(func.jsonb_build_object(
         _sql("'id'"), cast(reply.c.id, Text), _sql("'created_at'"), iso_utc(reply.c.created_at),
@@ -183,8 +186,26 @@ def _create_reply_statement() -> Any:
     return (select(reply.c.id, reply.c.created_at, reply.c.updated_at, select(event.c.id).scalar_subquery(),
                    post.c.is_locked, exists(select(parent.c.user_id)),
                    select(parent.c.user_id).scalar_subquery(), select(parent.c.deleted_at).scalar_subquery(),
-                   achievements_to_evaluate())
+                   select(probe.c.evaluate).scalar_subquery())
             .select_from(post).outerjoin(reply, true()))
+
+
+def replies_alone(grant: ForumAccess, author: Principal, parent_reply_id: uuid.UUID | None) -> bool:
+    """Whether a reply can be written by :func:`create_reply_alone`: a top-level reply to one's
+    own thread notifies nobody."""
+    return parent_reply_id is None and grant.author_id == author.clerk_id
+
+
+async def create_reply_alone(conn: AsyncConnection, *, grant: ForumAccess, author: Principal, content: str,
+                             html: str) -> dict[str, Any] | None:
+    """A top-level reply to one's own thread as the statement alone, on an AUTOCOMMIT connection:
+    the statement is then the whole transaction (no BEGIN and COMMIT round trips), committed when
+    it returns. None, with nothing written, when the author has an achievement to evaluate:
+    then :func:`create_reply` in a transaction (the statement's own probe decides, so nothing
+    that would have run in the transaction is skipped)."""
+    written = await _write_reply(conn, grant=grant, author=author, content=content, html=html,
+                                 parent_reply_id=None, alone=True)
+    return None if written is None else written[0]
 
 
 async def create_reply(
@@ -197,42 +218,19 @@ async def create_reply(
     parent_reply_id: uuid.UUID | None,
 ) -> dict[str, Any]:
     """A reply to the post the route's policy granted, in one statement (see above), plus the
-    author's notification and achievements when there are any. Refused as before: 404 for a post
-    deleted since the policy looked, 409 for a locked thread (not for staff), 422 for a parent
-    that is not a reply of this post."""
-    post_id, course_id = grant.post_id, grant.access.course_id
-    # The payload from what we know: a new reply has no likes and no children, and its author
-    # is the caller; ``id`` and the timestamps come from the INSERT (and go into the event's data
-    # in SQL, which takes the rest as encoded here).
-    payload: dict[str, Any] = {
-        "id": None, "post_id": post_id, "parent_reply_id": parent_reply_id, "content": content,
-        "html": html, "author": author_of(author.clerk_id, author.name, author.image_url),
-        "like_count": 0, "liked_by_me": False, "reply_count": 0, "deleted_at": None,
-        "created_at": None, "updated_at": None,
-    }
-    channel = thread_channel(post_id)
-    row = (await session.execute(_create_reply_statement(), {
-        "post_id": post_id, "parent_reply_id": parent_reply_id, "user_id": author.clerk_id,
-        "content": content, "html": html, "staff": grant.access.is_staff, "channel": channel,
-        "data": dumps({k: v for k, v in payload.items() if k not in _FROM_INSERT}).decode(),
-        "pattern": candidate_pattern(_REPLY_KEYS),
-    })).one_or_none()
-    if row is None:  # deleted since the policy looked
-        raise NotFound("No such post.")
-    reply_id, created_at, updated_at, event_id, is_locked, parent_found, parent_user, parent_deleted, evaluate = row
-    if reply_id is None:
-        if is_locked and not grant.access.is_staff:
-            raise Conflict("This thread is locked: no new replies.")
-        assert parent_reply_id is not None and not parent_found
-        raise validation("parent_reply_id", "is not a reply of this post")
+    author's achievements and the notification when there are any, in the caller's transaction."""
+    written = await _write_reply(session, grant=grant, author=author, content=content, html=html,
+                                 parent_reply_id=parent_reply_id, alone=False)
+    assert written is not None
+    payload, event_id, evaluate, parent_user, parent_deleted = written
     recorded(session, event_id)
-    payload.update(id=reply_id, created_at=created_at, updated_at=updated_at)
     if evaluate:  # otherwise record_action would find nothing to do
         await record_action(session, user_id=author.clerk_id, keys=_REPLY_KEYS)
 
     # Notify the author of what was replied to (never yourself; a [deleted] parent has no author).
     target_user = grant.author_id if parent_reply_id is None else (None if parent_deleted else parent_user)
     if target_user is not None and target_user != author.clerk_id:
+        post_id, course_id, reply_id = grant.post_id, grant.access.course_id, payload["id"]
         what = "post" if parent_reply_id is None else "reply"
         await notify(
             session, user_id=target_user, type="reply", actor_id=author.clerk_id,
@@ -243,6 +241,43 @@ async def create_reply(
                       "actor_name": author.name, "link": _thread_link(course_id, post_id, reply_id)},
         )
     return payload
+
+
+async def _write_reply(executor: AsyncSession | AsyncConnection, *, grant: ForumAccess, author: Principal,
+                       content: str, html: str, parent_reply_id: uuid.UUID | None,
+                       alone: bool) -> tuple[dict[str, Any], int, bool, str | None, Any] | None:
+    """The statement and its refusals, as before: 404 for a post deleted since the policy looked,
+    409 for a locked thread (not for staff), 422 for a parent that is not a reply of this post.
+    Returns the payload, the event's id, whether achievements are to be evaluated and the
+    parent's author and deletion; None when ``alone`` and it wrote nothing for that reason."""
+    post_id = grant.post_id
+    # The payload from what we know: a new reply has no likes and no children, and its author
+    # is the caller; ``id`` and the timestamps come from the INSERT (and go into the event's data
+    # in SQL, which takes the rest as encoded here).
+    payload: dict[str, Any] = {
+        "id": None, "post_id": post_id, "parent_reply_id": parent_reply_id, "content": content,
+        "html": html, "author": author_of(author.clerk_id, author.name, author.image_url),
+        "like_count": 0, "liked_by_me": False, "reply_count": 0, "deleted_at": None,
+        "created_at": None, "updated_at": None,
+    }
+    row = (await executor.execute(_create_reply_statement(), {
+        "post_id": post_id, "parent_reply_id": parent_reply_id, "user_id": author.clerk_id,
+        "content": content, "html": html, "staff": grant.access.is_staff, "channel": thread_channel(post_id),
+        "data": dumps({k: v for k, v in payload.items() if k not in _FROM_INSERT}).decode(),
+        "pattern": candidate_pattern(_REPLY_KEYS), "alone": alone,
+    })).one_or_none()
+    if row is None:  # deleted since the policy looked
+        raise NotFound("No such post.")
+    reply_id, created_at, updated_at, event_id, is_locked, parent_found, parent_user, parent_deleted, evaluate = row
+    if reply_id is None:
+        if alone and evaluate:
+            return None
+        if is_locked and not grant.access.is_staff:
+            raise Conflict("This thread is locked: no new replies.")
+        assert parent_reply_id is not None and not parent_found
+        raise validation("parent_reply_id", "is not a reply of this post")
+    payload.update(id=reply_id, created_at=created_at, updated_at=updated_at)
+    return payload, int(event_id), bool(evaluate), parent_user, parent_deleted
 
 
 _FROM_INSERT = frozenset(("id", "created_at", "updated_at"))

@@ -163,3 +163,24 @@ async def test_new_users_and_claims_to_fill_take_the_usual_path(client: httpx.As
     assert again.status_code == 201 and again.json()["author"]["name"] == "Newcomer"
     # No token: 401 as ever.
     assert (await client.post(replies_url(post["id"]), json={"content": "x"})).status_code == 401
+
+
+async def test_a_reply_with_achievements_to_evaluate_falls_back_to_the_transaction(
+        client: httpx.AsyncClient, db: AsyncEngine, alice: DevUser) -> None:
+    # A top-level reply to one's own thread is written alone (autocommit) only when the statement's
+    # probe finds no achievement to evaluate; otherwise it writes nothing and the transaction runs
+    # record_action with it, as every reply did before.
+    course = await make_course(db, alice)
+    post = await create_post(client, course, alice)
+    async with db.begin() as conn:
+        await conn.execute(text("DELETE FROM user_achievements WHERE user_id = :u"), {"u": alice.clerk_id})
+    response = await client.post(replies_url(post["id"]), headers=alice.headers, json={"content": "again"})
+    assert response.status_code == 201
+    assert int(response.headers["x-sql-statements"]) > 2
+    async with db.connect() as conn:
+        evaluated = (await conn.execute(text(
+            "SELECT count(*) FROM user_achievements ua JOIN achievements a ON a.id = ua.achievement_id "
+            "WHERE ua.user_id = :u AND CAST(a.requirement AS text) ~ '\"forum_posts\"'"), {"u": alice.clerk_id})).scalar_one()
+        replies = (await conn.execute(text("SELECT count(*) FROM forum_replies WHERE post_id = :p"),
+                                      {"p": uuid.UUID(post["id"])})).scalar_one()
+    assert evaluated >= 1 and replies == 1  # evaluated, and the reply written once
