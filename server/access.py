@@ -32,11 +32,11 @@ from sqlalchemy import ColumnElement, Text, bindparam, exists, literal, or_, sel
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from server.auth import Principal
+from server.auth import PRINCIPAL_COLUMNS, Principal
 from server.catalog.models import Collaborator, Course, Lesson, Unit
 from server.db import autocommit
 from server.errors import Forbidden, NotFound
-from server.http import path_id
+from server.http import parse_uuid, path_id
 from server.learning.models import UserCourse
 from server.routing import Access
 from server.state import services
@@ -354,18 +354,23 @@ def _forum_statement(kind: str, signed_in: bool) -> Any:
     return stmt.where(item.id == key)
 
 
+@cache
+def _forum_statement_with_user(kind: str) -> Any:
+    """The caller's ``users`` row (``PRINCIPAL_COLUMNS``) with ``_forum_statement``'s columns
+    (NULL when the post or reply is not there): no row at all when the user is unknown."""
+    from server.users.models import User
+
+    facts = _forum_statement(kind, True).subquery("facts")
+    return (select(*PRINCIPAL_COLUMNS, *facts.c).select_from(User).outerjoin(facts, true())
+            .where(User.clerk_id == bindparam("clerk_id", type_=Text)))
+
+
 def _on_forum(kind: str, param: str, auth: Any, need: Callable[[ForumAccess, Principal | None], bool] | None,
               detail: str, name: str) -> Access:
     missing = f"No such {kind}."
 
-    async def check(request: Any, user: Principal | None) -> ForumAccess:
-        key = path_id(request, param)
-        params: dict[str, Any] = {"key": key}
-        if user is not None:
-            params["clerk_id"] = user.clerk_id
-        async with autocommit(services(request).engine) as conn:
-            row = (await conn.execute(_forum_statement(kind, user is not None), params)).one_or_none()
-        if row is None:
+    def decide(row: Any, user: Principal | None) -> ForumAccess:
+        if row is None or row[0] is None:
             raise NotFound(missing)
         try:
             access = access_from(row[0], row[1], row[2], row[3], bool(row[4]), user)
@@ -376,7 +381,28 @@ def _on_forum(kind: str, param: str, auth: Any, need: Callable[[ForumAccess, Pri
             require(need(found, user), detail)
         return found
 
-    return Access(f"{name} ({kind} {{{param}}})", auth, check)
+    async def check(request: Any, user: Principal | None) -> ForumAccess:
+        key = path_id(request, param)
+        params: dict[str, Any] = {"key": key}
+        if user is not None:
+            params["clerk_id"] = user.clerk_id
+        async with autocommit(services(request).engine) as conn:
+            row = (await conn.execute(_forum_statement(kind, user is not None), params)).one_or_none()
+        return decide(row, user)
+
+    async def fused(request: Any, clerk_id: str) -> tuple[Any, Callable[[Principal], ForumAccess]] | None:
+        key = parse_uuid(request.path_params.get(param))
+        if key is None:
+            return None  # the usual path answers it (401 for a deleted user before this 404)
+        async with autocommit(services(request).engine) as conn:
+            row = (await conn.execute(_forum_statement_with_user(kind),
+                                      {"key": key, "clerk_id": clerk_id})).one_or_none()
+        if row is None:
+            return None
+        width = len(PRINCIPAL_COLUMNS)
+        return row[:width], lambda user: decide(row[width:], user)
+
+    return Access(f"{name} ({kind} {{{param}}})", auth, check, fused)
 
 
 def _author_or_staff(found: ForumAccess, user: Principal | None) -> bool:

@@ -7,12 +7,13 @@ URLs only) ``?token=``. Every failure is :class:`Unauthorized` (401 / close 4401
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from sqlalchemy import select
+from sqlalchemy import Text, bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
@@ -250,20 +251,46 @@ class Authenticator:
         scheme = {"ws": "http", "wss": "https"}.get(conn.url.scheme, conn.url.scheme)
         return origin == f"{scheme}://{host}"
 
-    async def authenticate(self, conn: HTTPConnection, *, websocket: bool = False,
-                           write: bool = False) -> Principal | None:
-        """The caller, None when anonymous; 401 for a bad token, 403 for a foreign origin."""
+    async def claims_of(self, conn: HTTPConnection, *, websocket: bool = False,
+                        write: bool = False) -> dict[str, Any] | None:
+        """The verified claims of the caller's token, None when anonymous; 401 for a bad token,
+        403 for a foreign origin (the first half of :meth:`authenticate`)."""
         found = self.token_from(conn, websocket=websocket)
         if found is None:
             return None
         token, source = found
         if source == "cookie" and (write or websocket) and not self.origin_allowed(conn):
             raise Forbidden("Cross-site request refused: the Origin is not allowed.")
-        claims = await self.verify(token)
+        return await self.verify(token)
+
+    async def authenticate(self, conn: HTTPConnection, *, websocket: bool = False,
+                           write: bool = False) -> Principal | None:
+        """The caller, None when anonymous; 401 for a bad token, 403 for a foreign origin."""
+        claims = await self.claims_of(conn, websocket=websocket, write=write)
+        if claims is None:
+            return None
         principal = await self.resolve_user(claims)
+        await self.signed_in(principal)
+        return principal
+
+    async def signed_in(self, principal: Principal) -> None:
+        """Run the hooks of an authenticated request (activity days and streaks)."""
         for hook in self.hooks:
             await hook(principal)
-        return principal
+
+    @staticmethod
+    def known_principal(claims: dict[str, Any], row: Sequence[Any]) -> Principal | None:
+        """The caller from their ``users`` row already read (``row``: the values of
+        :data:`PRINCIPAL_COLUMNS`, in order), as :meth:`resolve_user`'s hot path decides: 401 for
+        a deleted user, None when the row needs :meth:`resolve_user` (claims to fill in)."""
+        clerk_id, user_id, email, name, image_url, role, timezone, deleted_at = row
+        if deleted_at is not None:
+            raise Unauthorized("This account has been deleted.")
+        stored = {"email": email, "name": name, "image_url": image_url}
+        if any(stored[key] is None for key in _claim_fields(claims)):
+            return None
+        return Principal(clerk_id=clerk_id, id=str(user_id), email=email, name=name, image_url=image_url,
+                         role=role, timezone=timezone)
 
     async def resolve_user(self, claims: dict[str, Any]) -> Principal:
         """The user of ``sub``, created just in time from its claims; later claims fill empty fields.
@@ -272,22 +299,20 @@ class Authenticator:
         still valid: the row stays anonymised and the account unusable.
         """
         sub = str(claims["sub"])
-        # Claims PostgreSQL could not store (NUL, a lone surrogate) or absurdly long are ignored,
-        # as if absent: a 500 on someone's first request otherwise.
-        fields = {k: claims[k] for k in ("email", "name", "image_url")
-                  if isinstance(claims.get(k), str) and storable_text(claims[k], MAX_CLAIM_CHARS)}
+        fields = _claim_fields(claims)
         # Hot path: one autocommit SELECT (no BEGIN/COMMIT round trips) for a known user whose
-        # row needs nothing from these claims; not cached, so role changes apply at once.
+        # row needs nothing from these claims; not cached, so role changes apply at once. (Routes
+        # whose policy can read the row along with its own facts skip even this: see
+        # ``Access.fused`` in server/routing.py.)
         engine = self.sessions.kw.get("bind")
         if engine is not None:
             async with engine.connect() as conn:
                 conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                row = (await conn.execute(select(*_PRINCIPAL_COLUMNS).where(User.clerk_id == sub))).first()
-            if row is not None and row.deleted_at is not None:
-                raise Unauthorized("This account has been deleted.")
-            if row is not None and all(getattr(row, key) is not None for key in fields):
-                return Principal(clerk_id=row.clerk_id, id=str(row.id), email=row.email, name=row.name,
-                                 image_url=row.image_url, role=row.role, timezone=row.timezone)
+                row = (await conn.execute(_principal_statement(), {"clerk_id": sub})).first()
+            if row is not None:
+                known = self.known_principal(claims, row)
+                if known is not None:
+                    return known
         async with self.sessions() as session, session.begin():
             # FOR UPDATE: a ``user.deleted`` committing meanwhile must not be overwritten by claims.
             user = (await session.execute(
@@ -309,8 +334,23 @@ class Authenticator:
             return Principal.from_user(user)
 
 
-_PRINCIPAL_COLUMNS = (User.clerk_id, User.id, User.email, User.name, User.image_url, User.role, User.timezone,
-                      User.deleted_at)
+# What ``known_principal`` reads of a user's row, in this order.
+PRINCIPAL_COLUMNS = (User.clerk_id, User.id, User.email, User.name, User.image_url, User.role, User.timezone,
+                     User.deleted_at)
+
+
+@functools.cache
+def _principal_statement() -> Any:
+    """Built once (statement construction and its cache key cost more than the lookup)."""
+    return select(*PRINCIPAL_COLUMNS).where(User.clerk_id == bindparam("clerk_id", type_=Text))
+
+
+def _claim_fields(claims: dict[str, Any]) -> dict[str, str]:
+    """The optional claims that may fill a user's row. Claims PostgreSQL could not store (NUL, a
+    lone surrogate) or absurdly long are ignored, as if absent: a 500 on someone's first request
+    otherwise."""
+    return {k: claims[k] for k in ("email", "name", "image_url")
+            if isinstance(claims.get(k), str) and storable_text(claims[k], MAX_CLAIM_CHARS)}
 
 
 async def _email_taken(session: AsyncSession, email: str, sub: str) -> bool:

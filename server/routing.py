@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,6 +39,11 @@ if TYPE_CHECKING:
 Endpoint = Callable[[Request], Awaitable[Response]]
 AuthNeed = Literal["none", "optional", "user"]
 Check = Callable[[Request, "Principal | None"], Awaitable[Any]]
+# A policy that reads the caller's ``users`` row in its own statement (see ``Access.fused``):
+# given the request and the token's ``sub``, the row's PRINCIPAL_COLUMNS values (None when there
+# is no such user) and the decision to apply to the Principal made of it; None to decline.
+Decide = Callable[["Principal"], Any]
+Fused = Callable[[Request, str], Awaitable["tuple[Sequence[Any] | None, Decide] | None"]]
 
 logger = logging.getLogger("scriptorium.routing")
 
@@ -54,6 +59,10 @@ class Access:
     name: str
     auth: AuthNeed
     check: Check | None = None
+    # Optional, for a hot route: ``check`` and the caller's user lookup in one statement. Same
+    # decision, same errors in the same order (401 before 404/403); whenever the fused read cannot
+    # decide alone (a new user, claims to fill in, a malformed id), the usual path runs instead.
+    fused: Fused | None = None
 
 
 @dataclass
@@ -113,6 +122,37 @@ def _name(model: Any) -> str:
     return getattr(model, "__name__", repr(model))
 
 
+_WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+async def _fused_check(request: Request, access: Access) -> Any:
+    """Identity and policy as ``guarded`` runs them, with the user's row read by the policy's own
+    statement (one round trip and one pooled connection fewer)."""
+    from server.auth import current_user, require_user
+    from server.errors import Unauthorized
+    from server.state import services
+
+    assert access.fused is not None and access.check is not None
+    auth = services(request).auth
+    claims = await auth.claims_of(request, write=request.method in _WRITES)  # 401/403 as before
+    if claims is None:
+        if access.auth == "user":
+            raise Unauthorized("Sign in to do this.")
+        request.state.principal = None
+        return await access.check(request, None)
+    found = await access.fused(request, str(claims["sub"]))
+    row, decide = found if found is not None else (None, None)
+    if row is not None and decide is not None:
+        principal = auth.known_principal(claims, row)  # 401 for a deleted user, as resolve_user
+        if principal is not None:
+            request.state.principal = principal
+            await auth.signed_in(principal)
+            return decide(principal)
+    # A new user, claims to store, or a path the policy declined: the usual order.
+    user = await require_user(request) if access.auth == "user" else await current_user(request)
+    return await access.check(request, user)
+
+
 def _wrap(endpoint: Endpoint, op: Operation) -> Endpoint:
     access = op.access
 
@@ -121,12 +161,15 @@ def _wrap(endpoint: Endpoint, op: Operation) -> Endpoint:
         from server.auth import current_user, require_user  # server.auth imports the domain models
         from server.state import services
 
-        user: Principal | None = None
-        if access.auth == "user":
-            user = await require_user(request)  # memoised on the request: the handler's own call is free
-        elif access.auth == "optional" and access.check is not None:
-            user = await current_user(request)
-        request.state.granted = await access.check(request, user) if access.check is not None else None
+        if access.fused is not None:
+            request.state.granted = await _fused_check(request, access)
+        else:
+            user: Principal | None = None
+            if access.auth == "user":
+                user = await require_user(request)  # memoised on the request: the handler's own call is free
+            elif access.auth == "optional" and access.check is not None:
+                user = await current_user(request)
+            request.state.granted = await access.check(request, user) if access.check is not None else None
         response = await endpoint(request)
         if services(request).settings.check_responses:
             response = _check_response(op, response)

@@ -24,6 +24,7 @@ from server.access import (
     require_staff,
 )
 from server.auth import current_user, require_user
+from server.db import autocommit
 from server.errors import validation
 from server.forum import queries, service
 from server.forum.schemas import LikeState, Post, PostPage, PostWithEvents, Reply, ReplyPage, SearchPage
@@ -206,10 +207,15 @@ async def create_reply(request: Request) -> Response:
     svc = services(request)
     await svc.rate_limiter.hit(me.clerk_id, "reply")
     html = await render(body.content, me.clerk_id)  # before the transaction, as for posts
-    async with svc.sessions.begin() as session:
-        ctx = await service.post_context(session, granted(request))
-        reply = await service.create_reply(session, ctx=ctx, author=me, content=body.content, html=html,
-                                           parent_reply_id=body.parent_reply_id)
+    grant: ForumAccess = granted(request)
+    reply = None
+    if service.replies_alone(grant, me, body.parent_reply_id):  # one statement, no BEGIN/COMMIT
+        async with autocommit(svc.engine) as conn:
+            reply = await service.create_reply_alone(conn, grant=grant, author=me, content=body.content, html=html)
+    if reply is None:
+        async with svc.sessions.begin() as session:
+            reply = await service.create_reply(session, grant=grant, author=me, content=body.content,
+                                               html=html, parent_reply_id=body.parent_reply_id)
     return json_response(reply, 201)
 
 

@@ -15,9 +15,25 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    Boolean,
+    Table,
+    Text,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    true,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.access import CourseAccess, ForumAccess, require
 from server.auth import Principal
@@ -33,10 +49,11 @@ from server.forum.queries import (
     reply_payload,
     thread_channel,
 )
-from server.gamification.service import record_action
-from server.http import jsonable
+from server.gamification.service import achievements_to_evaluate, candidate_pattern, record_action
+from server.http import dumps, jsonable
 from server.notifications.service import notify
-from server.outbox.emit import emit
+from server.outbox.emit import emit, recorded
+from server.outbox.models import OutboxEvent
 
 
 @dataclass(frozen=True)
@@ -117,60 +134,154 @@ def _event(payload: dict[str, Any]) -> dict[str, Any]:
 # --- writing replies -------------------------------------------------------------------------
 
 
+def iso_utc(ts: Any) -> Any:
+    """SQL: a timestamp as the API's JSON encoder writes it (server.http: UTC, ``T``, microseconds
+    unless they are 0, ``Z``), for event data built in SQL."""
+    utc = func.timezone(_sql("'UTC'"), ts)
+    return func.concat(
+        func.to_char(utc, _sql("""'YYYY-MM-DD"T"HH24:MI:SS'""")),
+        case((func.extract("microseconds", utc) % _sql("1000000") == _sql("0"), _sql("''")),
+             else_=func.to_char(utc, _sql("'.US'"))),
+        _sql("'Z'"),
+    )
+
+
+def _sql(constant: str) -> Any:
+    """A constant written into the statement (not one more bind parameter per execution)."""
+    return literal_column(constant)
+
+
 @cache
-def _insert_reply_statement() -> Any:
-    table: Table = ForumReply.__table__  # type: ignore[assignment]
-    return insert(table).values(
-        post_id=bindparam("post_id"), user_id=bindparam("user_id"),
-        parent_reply_id=bindparam("parent_reply_id"), content=bindparam("content"), html=bindparam("html"),
-    ).returning(table.c.id, table.c.created_at, table.c.updated_at)
+def _create_reply_statement() -> Any:
+    """One statement for a reply's whole write (built once): the post, still live (the policy read
+    it on its own connection) and open (or the caller is staff); the parent, a reply of this post;
+    the INSERT; its ``reply.created`` event in the outbox, its data the REST object (the caller's
+    part of it encoded by Python, ``id`` and timestamps from the INSERT, formatted as the API does);
+    and whether the author has an achievement to evaluate. Five round trips before."""
+    replies: Table = ForumReply.__table__  # type: ignore[assignment]
+    outbox: Table = OutboxEvent.__table__  # type: ignore[assignment]
+    post_id = bindparam("post_id", type_=PgUUID(as_uuid=True))
+    parent_id = bindparam("parent_reply_id", type_=PgUUID(as_uuid=True))
+    user_id = bindparam("user_id", type_=Text)
+    post = (select(ForumPost.id, ForumPost.is_locked)
+            .where(ForumPost.id == post_id, ForumPost.deleted_at.is_(None)).cte("post"))
+    parent = (select(ForumReply.user_id, ForumReply.deleted_at)
+              .where(ForumReply.id == parent_id, ForumReply.post_id == post_id).cte("parent"))
+    probe = select(achievements_to_evaluate().label("evaluate")).cte("probe")
+    reply = (insert(replies).from_select(
+        ["post_id", "user_id", "parent_reply_id", "content", "html"],
+        select(post.c.id, user_id, parent_id, bindparam("content", type_=Text), bindparam("html", type_=Text))
+        .where(or_(post.c.is_locked.is_not(True), bindparam("staff", type_=Boolean)),
+               or_(parent_id.is_(None), exists(select(parent.c.user_id))),
+               # alone (autocommit, see create_reply): nothing written when more would follow
+               or_(bindparam("alone", type_=Boolean).is_(False), ~select(probe.c.evaluate).scalar_subquery())),
+    ).returning(replies.c.id, replies.c.created_at, replies.c.updated_at).cte("reply"))
+    data = cast(bindparam("data", type_=Text), JSONB).op("||")(func.jsonb_build_object(
+        _sql("'id'"), cast(reply.c.id, Text), _sql("'created_at'"), iso_utc(reply.c.created_at),
+        _sql("'updated_at'"), iso_utc(reply.c.updated_at)))
+    event = (insert(outbox).from_select(
+        ["channel", "event", "data"],
+        select(bindparam("channel", type_=Text), _sql("'reply.created'"), data).select_from(reply),
+    ).returning(outbox.c.id).cte("event"))
+    return (select(reply.c.id, reply.c.created_at, reply.c.updated_at, select(event.c.id).scalar_subquery(),
+                   post.c.is_locked, exists(select(parent.c.user_id)),
+                   select(parent.c.user_id).scalar_subquery(), select(parent.c.deleted_at).scalar_subquery(),
+                   select(probe.c.evaluate).scalar_subquery())
+            .select_from(post).outerjoin(reply, true()))
+
+
+def replies_alone(grant: ForumAccess, author: Principal, parent_reply_id: uuid.UUID | None) -> bool:
+    """Whether a reply can be written by :func:`create_reply_alone`: a top-level reply to one's
+    own thread notifies nobody."""
+    return parent_reply_id is None and grant.author_id == author.clerk_id
+
+
+async def create_reply_alone(conn: AsyncConnection, *, grant: ForumAccess, author: Principal, content: str,
+                             html: str) -> dict[str, Any] | None:
+    """A top-level reply to one's own thread as the statement alone, on an AUTOCOMMIT connection:
+    the statement is then the whole transaction (no BEGIN and COMMIT round trips), committed when
+    it returns. None, with nothing written, when the author has an achievement to evaluate:
+    then :func:`create_reply` in a transaction (the statement's own probe decides, so nothing
+    that would have run in the transaction is skipped)."""
+    written = await _write_reply(conn, grant=grant, author=author, content=content, html=html,
+                                 parent_reply_id=None, alone=True)
+    return None if written is None else written[0]
 
 
 async def create_reply(
     session: AsyncSession,
     *,
-    ctx: PostContext,
+    grant: ForumAccess,
     author: Principal,
     content: str,
     html: str,
     parent_reply_id: uuid.UUID | None,
 ) -> dict[str, Any]:
-    post = ctx.post
-    if post.is_locked and not ctx.access.is_staff:
-        raise Conflict("This thread is locked: no new replies.")
-    parent: ForumReply | None = None
-    if parent_reply_id is not None:
-        parent = await session.get(ForumReply, parent_reply_id)
-        if parent is None or parent.post_id != post.id:
-            raise validation("parent_reply_id", "is not a reply of this post")
-    # One INSERT … RETURNING, and the payload from what we know: a new reply has no likes and no
-    # children, and its author is the caller (re-selecting it cost more than the rest of the write).
-    row = (await session.execute(_insert_reply_statement(), {
-        "post_id": post.id, "user_id": author.clerk_id, "parent_reply_id": parent_reply_id, "content": content,
-        "html": html,
-    })).one()
-    payload = {
-        "id": row.id, "post_id": post.id, "parent_reply_id": parent_reply_id, "content": content,
-        "html": html, "author": author_of(author.clerk_id, author.name, author.image_url),
-        "like_count": 0, "liked_by_me": False, "reply_count": 0, "deleted_at": None,
-        "created_at": row.created_at, "updated_at": row.updated_at,
-    }
-    await emit(session, channel=thread_channel(post.id), event="reply.created", data=_event(payload))
-    await record_action(session, user_id=author.clerk_id, keys={"forum_posts"})
+    """A reply to the post the route's policy granted, in one statement (see above), plus the
+    author's achievements and the notification when there are any, in the caller's transaction."""
+    written = await _write_reply(session, grant=grant, author=author, content=content, html=html,
+                                 parent_reply_id=parent_reply_id, alone=False)
+    assert written is not None
+    payload, event_id, evaluate, parent_user, parent_deleted = written
+    recorded(session, event_id)
+    if evaluate:  # otherwise record_action would find nothing to do
+        await record_action(session, user_id=author.clerk_id, keys=_REPLY_KEYS)
 
     # Notify the author of what was replied to (never yourself; a [deleted] parent has no author).
-    target_user = post.user_id if parent is None else (None if parent.deleted_at else parent.user_id)
-    if target_user is not None:
-        what = "post" if parent is None else "reply"
+    target_user = grant.author_id if parent_reply_id is None else (None if parent_deleted else parent_user)
+    if target_user is not None and target_user != author.clerk_id:
+        post_id, course_id, reply_id = grant.post_id, grant.access.course_id, payload["id"]
+        what = "post" if parent_reply_id is None else "reply"
         await notify(
             session, user_id=target_user, type="reply", actor_id=author.clerk_id,
             title=f"{author.name or 'Someone'} replied to your {what}",
             body=_excerpt(content),
-            metadata={"course_id": str(post.course_id), "post_id": str(post.id), "reply_id": str(row.id),
+            metadata={"course_id": str(course_id), "post_id": str(post_id), "reply_id": str(reply_id),
                       "parent_reply_id": str(parent_reply_id) if parent_reply_id else None,
-                      "actor_name": author.name, "link": _link(post, row.id)},
+                      "actor_name": author.name, "link": _thread_link(course_id, post_id, reply_id)},
         )
     return payload
+
+
+async def _write_reply(executor: AsyncSession | AsyncConnection, *, grant: ForumAccess, author: Principal,
+                       content: str, html: str, parent_reply_id: uuid.UUID | None,
+                       alone: bool) -> tuple[dict[str, Any], int, bool, str | None, Any] | None:
+    """The statement and its refusals, as before: 404 for a post deleted since the policy looked,
+    409 for a locked thread (not for staff), 422 for a parent that is not a reply of this post.
+    Returns the payload, the event's id, whether achievements are to be evaluated and the
+    parent's author and deletion; None when ``alone`` and it wrote nothing for that reason."""
+    post_id = grant.post_id
+    # The payload from what we know: a new reply has no likes and no children, and its author
+    # is the caller; ``id`` and the timestamps come from the INSERT (and go into the event's data
+    # in SQL, which takes the rest as encoded here).
+    payload: dict[str, Any] = {
+        "id": None, "post_id": post_id, "parent_reply_id": parent_reply_id, "content": content,
+        "html": html, "author": author_of(author.clerk_id, author.name, author.image_url),
+        "like_count": 0, "liked_by_me": False, "reply_count": 0, "deleted_at": None,
+        "created_at": None, "updated_at": None,
+    }
+    row = (await executor.execute(_create_reply_statement(), {
+        "post_id": post_id, "parent_reply_id": parent_reply_id, "user_id": author.clerk_id,
+        "content": content, "html": html, "staff": grant.access.is_staff, "channel": thread_channel(post_id),
+        "data": dumps({k: v for k, v in payload.items() if k not in _FROM_INSERT}).decode(),
+        "pattern": candidate_pattern(_REPLY_KEYS), "alone": alone,
+    })).one_or_none()
+    if row is None:  # deleted since the policy looked
+        raise NotFound("No such post.")
+    reply_id, created_at, updated_at, event_id, is_locked, parent_found, parent_user, parent_deleted, evaluate = row
+    if reply_id is None:
+        if alone and evaluate:
+            return None
+        if is_locked and not grant.access.is_staff:
+            raise Conflict("This thread is locked: no new replies.")
+        assert parent_reply_id is not None and not parent_found
+        raise validation("parent_reply_id", "is not a reply of this post")
+    payload.update(id=reply_id, created_at=created_at, updated_at=updated_at)
+    return payload, int(event_id), bool(evaluate), parent_user, parent_deleted
+
+
+_FROM_INSERT = frozenset(("id", "created_at", "updated_at"))
+_REPLY_KEYS = frozenset(("forum_posts",))
 
 
 @dataclass(frozen=True)
@@ -310,5 +421,9 @@ def _excerpt(text: str, size: int = 140) -> str:
 
 
 def _link(post: ForumPost, reply_id: uuid.UUID | None) -> str:
-    base = f"/courses/{post.course_id}/forum/{post.id}"
+    return _thread_link(post.course_id, post.id, reply_id)
+
+
+def _thread_link(course_id: uuid.UUID, post_id: uuid.UUID, reply_id: uuid.UUID | None) -> str:
+    base = f"/courses/{course_id}/forum/{post_id}"
     return f"{base}#reply-{reply_id}" if reply_id else base

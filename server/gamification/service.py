@@ -166,6 +166,18 @@ def _candidates_statement() -> Any:
     )
 
 
+def candidate_pattern(keys: Iterable[str]) -> str:
+    """The ``:pattern`` of the candidates statement for the action keys ``keys``."""
+    return f'"({"|".join(sorted(set(keys)))})"'
+
+
+def achievements_to_evaluate() -> Any:
+    """SQL (binds ``:user_id``, ``:pattern``): whether :func:`record_action` would find a candidate
+    achievement, for a write that can ask along with its own statement and skip the call (then a
+    no-op) when there is none. For keys without goal types only (``forum_posts``, ``likes_received``)."""
+    return _candidates_statement().exists()
+
+
 async def evaluate_achievements(session: AsyncSession, *, user_id: str, keys: Iterable[str],
                                 now: datetime) -> list[uuid.UUID]:
     """Update progress of the unearned achievements that mention ``keys``; award those now met.
@@ -178,9 +190,8 @@ async def evaluate_achievements(session: AsyncSession, *, user_id: str, keys: It
     touched = set(keys)
     if not touched:
         return []
-    pattern = "|".join(sorted(touched))
     candidates = (await session.execute(
-        _candidates_statement(), {"user_id": user_id, "pattern": f'"({pattern})"'}
+        _candidates_statement(), {"user_id": user_id, "pattern": candidate_pattern(touched)}
     )).all()
     rules: list[tuple[uuid.UUID, str, str | None, Requirement]] = []
     for achievement_id, name, description, raw in candidates:

@@ -46,5 +46,11 @@ def _insert_statement() -> Any:
     ).returning(table.c.id)
 
 
+def recorded(session: AsyncSession, event_id: int) -> None:
+    """An event inserted by the caller's own statement (not :func:`emit`), e.g. in a CTE with the
+    write it describes: counted as pending like the others."""
+    _pending(session).append(event_id)
+
+
 def has_pending(session: AsyncSession) -> bool:
     return bool(session.info.get("outbox_pending"))

@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
+from functools import cache
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Text, any_, bindparam, null, select, union_all
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import UUID as PgUUID
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.websockets import WebSocket
 
 from realtime.hub import Authenticate, Authorize, ChannelDenied, ConnectionDenied, Recheck, User
 from server.access import access_from, course_access
 from server.auth import Principal
 from server.catalog.models import Collaborator, Course
+from server.db import autocommit
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.forum.models import ForumPost
 from server.state import Services
@@ -103,17 +109,17 @@ def make_recheck(svc: Services, granted: TtlCache) -> Recheck:
         """Which (user, internal channel) pairs lost read access: a bounded number of queries
         for the whole batch (threads, courses, then users and collaborators of drafts only),
         decided by the one policy (``access_from``)."""
-        threads: set[uuid.UUID] = set()
-        courses: set[uuid.UUID] = set()
         wanted: list[tuple[Principal, str, str, uuid.UUID]] = []
         denied: dict[tuple[str, str], ChannelDenied] = {}
         # A deleted user (§2) loses every subscription, user:me included, each ended with
         # not_found; the socket itself stays open with nothing to receive (it can subscribe
         # again only to be refused), which ends their live data without a hub-level close.
-        async with svc.sessions() as session:
-            deleted = set((await session.scalars(
-                select(UserRow.clerk_id).where(UserRow.clerk_id.in_({u.clerk_id for u, _ in pairs}),
-                                               UserRow.deleted_at.is_not(None)))).all())
+        # One autocommit connection (no BEGIN/ROLLBACK round trips: every statement is a read)
+        # and statements built once, with arrays for the sets: it runs before each burst of a
+        # held channel, i.e. about once per event at tens of events a second.
+        async with autocommit(svc.engine) as conn:
+            deleted = set((await conn.scalars(_DELETED_USERS, {"ids": list({u.clerk_id for u, _ in pairs})})).all())
+            facts_rows = await _channel_facts(conn, pairs, deleted)
         for user, channel in pairs:
             if user.clerk_id in deleted:
                 denied[(user.clerk_id, channel)] = ChannelDenied("not_found", "The user was deleted.")
@@ -122,31 +128,25 @@ def make_recheck(svc: Services, granted: TtlCache) -> Recheck:
             if kind not in ("course", "thread"):
                 continue
             assert isinstance(user, Principal)
-            ident = uuid.UUID(rest)
-            (courses if kind == "course" else threads).add(ident)
-            wanted.append((user, channel, kind, ident))
+            wanted.append((user, channel, kind, uuid.UUID(rest)))
         if not wanted:
             return denied
         gone = ChannelDenied("not_found", "No such channel (access was lost).")
-        async with svc.sessions() as session:
-            thread_course: dict[uuid.UUID, uuid.UUID] = {}
-            if threads:
-                rows = await session.execute(
-                    select(ForumPost.id, ForumPost.course_id)
-                    .where(ForumPost.id.in_(threads), ForumPost.deleted_at.is_(None)))
-                thread_course = {row[0]: row[1] for row in rows}
-            courses.update(thread_course.values())
-            facts: dict[uuid.UUID, tuple[str, bool]] = {}
-            if courses:
-                course_rows = await session.execute(
-                    select(Course.id, Course.author_id, Course.is_published).where(Course.id.in_(courses)))
-                facts = {row[0]: (row[1], row[2]) for row in course_rows}
-            drafts = {cid for cid, (_, published) in facts.items() if not published}
-            roles: dict[str, str] = {}
-            collaborators: dict[tuple[uuid.UUID, str], str] = {}
-            if drafts:  # a published course is readable by everyone signed in
-                readers = {user.clerk_id for user, _, kind, ident in wanted
-                           if (ident if kind == "course" else thread_course.get(ident)) in drafts}
+        # The live threads' courses and the facts of those and of the course channels, as read
+        # above (one statement: rows with a thread id, and rows of the courses asked directly).
+        thread_course: dict[uuid.UUID, uuid.UUID] = {}
+        facts: dict[uuid.UUID, tuple[str, bool]] = {}
+        for thread_id, course_id, author_id, published in facts_rows:
+            if thread_id is not None:
+                thread_course[thread_id] = course_id
+            facts[course_id] = (author_id, published)
+        drafts = {cid for cid, (_, published) in facts.items() if not published}
+        roles: dict[str, str] = {}
+        collaborators: dict[tuple[uuid.UUID, str], str] = {}
+        if drafts:  # a published course is readable by everyone signed in
+            readers = {user.clerk_id for user, _, kind, ident in wanted
+                       if (ident if kind == "course" else thread_course.get(ident)) in drafts}
+            async with svc.sessions() as session:
                 user_rows = await session.execute(
                     select(UserRow.clerk_id, UserRow.role).where(UserRow.clerk_id.in_(readers)))
                 roles = {row[0]: row[1] for row in user_rows}
@@ -176,6 +176,40 @@ def make_recheck(svc: Services, granted: TtlCache) -> Recheck:
         return denied
 
     return recheck
+
+
+_DELETED_USERS = (select(UserRow.clerk_id)
+                  .where(UserRow.clerk_id == any_(bindparam("ids", type_=ARRAY(Text))), UserRow.deleted_at.is_not(None)))
+
+
+@cache
+def _facts_statement() -> Any:
+    """Live threads of ``:threads`` with their course's facts, and the facts of the courses
+    ``:courses`` (thread id NULL)."""
+    threads, courses = bindparam("threads", type_=ARRAY(PgUUID(as_uuid=True))), \
+        bindparam("courses", type_=ARRAY(PgUUID(as_uuid=True)))
+    of_threads = (select(ForumPost.id, Course.id, Course.author_id, Course.is_published)
+                  .join(Course, Course.id == ForumPost.course_id)
+                  .where(ForumPost.id == any_(threads), ForumPost.deleted_at.is_(None)))
+    of_courses = (select(null().label("thread_id"), Course.id, Course.author_id, Course.is_published)
+                  .where(Course.id == any_(courses)))
+    return union_all(of_threads, of_courses)
+
+
+async def _channel_facts(conn: AsyncConnection, pairs: list[tuple[User, str]],
+                         deleted: set[str]) -> list[Any]:
+    """(thread id or None, course id, author, published) for the course and thread channels of
+    the pairs of users not deleted; no statement when there are none."""
+    threads: set[uuid.UUID] = set()
+    courses: set[uuid.UUID] = set()
+    for user, channel in pairs:
+        kind, _, rest = channel.partition(":")
+        if user.clerk_id in deleted or kind not in ("course", "thread"):
+            continue
+        (courses if kind == "course" else threads).add(uuid.UUID(rest))
+    if not threads and not courses:
+        return []
+    return list(await conn.execute(_facts_statement(), {"threads": list(threads), "courses": list(courses)}))
 
 
 def make_authenticate(svc: Services) -> Authenticate:
