@@ -155,7 +155,8 @@ def main() -> None:
         node = ServerProcess(database_url=database_url, data_dir=Path(tempfile.mkdtemp(prefix="scr-bench-")),
                              # one account's token for every socket: lift the per-user socket cap
                              redis_url=redis.url, env={"RATE_LIMIT_PER_MINUTE": "0",
-                                                       "COLLAB_SOCKETS_PER_USER": "0", **extra})
+                                                       "COLLAB_SOCKETS_PER_USER": "0",
+                                                       "CHECK_RESPONSES": "0", **extra})
         try:
             for name, scenario in scenarios.items():
                 node.start(timeout=120)  # a fresh process per scenario, as for the other server
