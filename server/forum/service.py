@@ -274,7 +274,8 @@ async def _write_reply(executor: AsyncSession | AsyncConnection, *, grant: Forum
             return None
         if is_locked and not grant.access.is_staff:
             raise Conflict("This thread is locked: no new replies.")
-        assert parent_reply_id is not None and not parent_found
+        if parent_reply_id is None or parent_found:  # the INSERT's conditions and these disagree
+            raise RuntimeError("reply not written for no known reason")
         raise validation("parent_reply_id", "is not a reply of this post")
     payload.update(id=reply_id, created_at=created_at, updated_at=updated_at)
     return payload, int(event_id), bool(evaluate), parent_user, parent_deleted

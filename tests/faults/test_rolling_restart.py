@@ -137,7 +137,7 @@ class Follower:
                     assert subscribed["type"] == "subscribed", subscribed
                     async for raw in ws:
                         frame = json.loads(raw)
-                        assert frame["type"] == "event", frame
+                        assert frame["type"] == "event", (frame, len(self.frames))
                         self.frames.append(frame)
             except RETRYABLE:
                 await asyncio.sleep(0.05)  # reconnect pacing
@@ -211,7 +211,14 @@ async def test_rolling_restart_behind_a_proxy_loses_and_repeats_nothing(
         assert set(poster.acked) <= stored, set(poster.acked) - stored
         assert set(poster.statuses) <= {201}, poster.statuses  # a drained node finishes, never 5xx
         # the /ws follower got every stored reply exactly once, in order of the channel's ids
+        def follower_alive() -> None:
+            """The follower's task ended (an unexpected frame, say): fail with its reason now."""
+            if tasks[2].done():
+                tasks[2].result()
+                raise AssertionError("the /ws follower stopped")
+
         async def delivered() -> bool:
+            follower_alive()
             return len(follower.frames) >= len(stored)
 
         await eventually(delivered, within=60, interval=0.05)
@@ -228,6 +235,7 @@ async def test_rolling_restart_behind_a_proxy_loses_and_repeats_nothing(
         count = len(follower.frames)
 
         async def marker_arrived() -> bool:
+            follower_alive()
             return len(follower.frames) > count
 
         await eventually(marker_arrived, within=30)
