@@ -93,13 +93,33 @@ def cluster_options(url: str) -> dict[str, Any]:
     return options
 
 
+class BoundedRedisCluster(AsyncRedisCluster):
+    """``RedisCluster`` whose commands wait for one of ``max_connections`` instead of failing.
+
+    redis-py's cluster client keeps a pool of ``max_connections`` per master and raises
+    ``MaxConnectionsError`` at once when a command finds it empty: 300 /ws clients subscribing
+    together (a reconnect storm) each read their channel's last id, and the ones past 64 were
+    closed 1011. On one Redis a ``BlockingConnectionPool`` makes callers wait; this does the same
+    here (commands, and the scripts registered on the client, all go through
+    ``execute_command``; pipelines hold one connection per master for their whole batch)."""
+
+    def __init__(self, *args: Any, max_connections: int = 64, **kwargs: Any) -> None:
+        super().__init__(*args, max_connections=max_connections, **kwargs)
+        self._bound = asyncio.Semaphore(max_connections)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        async with self._bound:
+            return await super().execute_command(*args, **kwargs)
+
+
 def connect(url: str, **options: Any) -> Any:
-    """A client for ``url``: ``redis.asyncio.Redis`` or, for a cluster URL, ``RedisCluster``
-    (which routes each command to the master of its key's slot and follows failovers)."""
+    """A client for ``url``: ``redis.asyncio.Redis`` or, for a cluster URL, a ``RedisCluster``
+    (which routes each command to the master of its key's slot and follows failovers) whose
+    commands wait for a free connection (:class:`BoundedRedisCluster`)."""
     if is_cluster(url):
         options.pop("connection_pool", None)
         options.pop("health_check_interval", None)
-        return AsyncRedisCluster(**cluster_options(url), **options)
+        return BoundedRedisCluster(**cluster_options(url), **options)
     return aioredis.Redis.from_url(url, **options)
 
 
