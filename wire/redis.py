@@ -103,8 +103,8 @@ class BoundedRedisCluster(AsyncRedisCluster):
     here (commands, and the scripts registered on the client, all go through
     ``execute_command``; pipelines hold one connection per master for their whole batch)."""
 
-    def __init__(self, *args: Any, max_connections: int = 64, **kwargs: Any) -> None:
-        super().__init__(*args, max_connections=max_connections, **kwargs)
+    def __init__(self, *, max_connections: int = 64, **kwargs: Any) -> None:
+        super().__init__(max_connections=max_connections, **kwargs)
         self._bound = asyncio.Semaphore(max_connections)
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
