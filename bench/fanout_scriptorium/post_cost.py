@@ -32,13 +32,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
-from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
-from bench.fanout_scriptorium.run import cpu_s  # noqa: E402
-from server.catalog.models import Course  # noqa: E402
+from bench.fanout_scriptorium.run import bench_thread, cpu_s  # noqa: E402
 from server.db import make_engine  # noqa: E402
 from server.migrate import upgrade  # noqa: E402
-from tests.support import Postgres, RedisServer, ServerProcess, dev_user  # noqa: E402
+from tests.support import Postgres, RedisServer, ServerProcess  # noqa: E402
 
 
 async def post_replies(client: httpx.AsyncClient, post_id: str, headers: dict[str, str], count: int,
@@ -65,7 +63,8 @@ async def measure(args: argparse.Namespace, *, count_statements: bool) -> dict[s
     await upgrade(url)
     redis = RedisServer().start()
     data_dir = Path(tempfile.mkdtemp(prefix="scr-postcost-"))
-    env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning", "WS_SOCKETS_PER_USER": "0"}
+    env = {"RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "warning", "WS_SOCKETS_PER_USER": "0",
+           "CHECK_RESPONSES": "0"}  # production's setting, as run.py
     if count_statements:
         env["SQL_STATEMENT_HEADER"] = "1"
     server = ServerProcess(database_url=url, data_dir=data_dir, redis_url=redis.url, env=env)
@@ -75,16 +74,8 @@ async def measure(args: argparse.Namespace, *, count_statements: bool) -> dict[s
         assert server.proc is not None
         pid = server.proc.pid
         async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as client:
-            users = [await dev_user(client, f"Reader {k}") for k in range(args.users)]
+            users, post_id = await bench_thread(client, engine, args.users)
             author = users[0]
-            async with AsyncSession(engine, expire_on_commit=False) as session:
-                course = Course(author_id=author.clerk_id, title="Bench course", is_published=True)
-                session.add(course)
-                await session.commit()
-            r = await client.post(f"/api/courses/{course.id}/forum/posts", headers=author.headers,
-                                  json={"title": "Bench thread", "content": "Fan-out"})
-            r.raise_for_status()
-            post_id = r.json()["id"]
             statements: Counter[int] = Counter()
             await post_replies(client, post_id, author.headers, args.warmup, args.concurrency, Counter())
             await asyncio.sleep(0.5)  # the warm-up's drain done

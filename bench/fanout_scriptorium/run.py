@@ -92,6 +92,20 @@ def npm_install(path: Path) -> None:
                        stdout=subprocess.DEVNULL)
 
 
+async def bench_thread(client: httpx.AsyncClient, engine: Any, count: int) -> tuple[list[Any], str]:
+    """``count`` dev users and a thread of the first one's, in a published course: (users, post id)."""
+    users = [await dev_user(client, f"Reader {k}") for k in range(count)]
+    author = users[0]
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        course = Course(author_id=author.clerk_id, title="Bench course", is_published=True)
+        session.add(course)
+        await session.commit()
+    r = await client.post(f"/api/courses/{course.id}/forum/posts", headers=author.headers,
+                          json={"title": "Bench thread", "content": "Fan-out"})
+    r.raise_for_status()
+    return users, str(r.json()["id"])
+
+
 async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
     admin = os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
     if admin:
@@ -113,16 +127,8 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
         assert server.proc is not None
         pid = server.proc.pid
         async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as client:
-            users = [await dev_user(client, f"Reader {k}") for k in range(args.users)]
+            users, post_id = await bench_thread(client, engine, args.users)
             author = users[0]
-            async with AsyncSession(engine, expire_on_commit=False) as session:
-                course = Course(author_id=author.clerk_id, title="Bench course", is_published=True)
-                session.add(course)
-                await session.commit()
-            r = await client.post(f"/api/courses/{course.id}/forum/posts", headers=author.headers,
-                                  json={"title": "Bench thread", "content": "Fan-out"})
-            r.raise_for_status()
-            post_id = r.json()["id"]
         print("[bench] thread ready; installing the load generator", file=sys.stderr, flush=True)
         npm_install(HERE)
         config = dict(wsUrl=server.ws_url, baseUrl=server.base_url, channel=f"thread:{post_id}", postId=post_id,
