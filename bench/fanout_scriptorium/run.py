@@ -36,6 +36,7 @@ import asyncpg  # noqa: E402
 import httpx  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 
+from bench.server_view import scrape, stalls  # noqa: E402
 from server.catalog.models import Course  # noqa: E402
 from server.db import make_engine  # noqa: E402
 from server.migrate import upgrade  # noqa: E402
@@ -156,11 +157,14 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 marks["rss_subscribed"], marks["cpu_subscribed"] = rss_kib(pid), cpu_s(pid)
                 marks["gen_cpu0"] = cpu_s(proc.pid)
+                marks["metrics0"] = await asyncio.to_thread(scrape, f"{server.base_url}/metrics")
                 result["connect_ms"] = msg["connectMs"]
             elif phase == "run_done":
                 marks["cpu_run"] = cpu_s(pid)
                 marks["gen_cpu1"] = cpu_s(proc.pid)
                 result["run"] = msg
+                result["server_view"] = stalls(marks["metrics0"], await asyncio.to_thread(
+                    scrape, f"{server.base_url}/metrics"))
             elif phase == "storm_start":
                 marks["xact_storm"] = await xact_commits(postgres.admin_url, database_name(url))
                 marks["cpu_storm0"] = cpu_s(pid)

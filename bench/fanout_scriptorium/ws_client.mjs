@@ -20,6 +20,9 @@ const say = (obj) => console.log(JSON.stringify(obj));
 const wsUrls = cfg.wsUrls || [wsUrl], baseUrls = cfg.baseUrls || [baseUrl];
 const clients = [];
 const latencies = [];
+// From the reply's created_at (the database's clock at its INSERT) to arrival: the path after the
+// REST handler got to the write (commit -> outbox -> broker -> hub -> socket -> this process).
+const fromCommit = [];
 let received = 0, dups = 0, gaps = 0, sent = 0, sendErrors = 0;
 
 function onFrame(c, raw) {
@@ -32,6 +35,7 @@ function onFrame(c, raw) {
   if (received % 50 === 0) {
     const t = /t=(\d+)/.exec(m.data.content);
     if (t) latencies.push(Date.now() - Number(t[1]));
+    if (m.data.created_at) fromCommit.push(Date.now() - Date.parse(m.data.created_at));
   }
   if (c.waiter && c.waiter()) c.waiter = null;
 }
@@ -85,9 +89,11 @@ await new Promise((resolve) => {
 await Promise.all(pending);
 await waitAll(() => clients.every((c) => c.count >= sent), 30000);
 latencies.sort((a, b) => a - b);
+fromCommit.sort((a, b) => a - b);
 const expected = sent * n;
 say({ phase: "run_done", clients: n, rate, seconds, sent, sendErrors, expected, received, lost: expected - received,
       dups, gaps, p50: q(latencies, 0.5), p99: q(latencies, 0.99), max: latencies[latencies.length - 1] ?? null,
+      fromCommit: { p50: q(fromCommit, 0.5), p99: q(fromCommit, 0.99), max: fromCommit[fromCommit.length - 1] ?? null },
       closed: clients.filter((c) => c.closeCode !== undefined).length });
 
 // reconnect storm (skipped with stormReplies = 0)

@@ -40,6 +40,7 @@ LOAD = Path(os.environ.get("COLLAB_LOAD", "/work/shared/bench/collab_load.mjs"))
 PROFILE = os.environ.get("BENCH_PROFILE")
 sys.path.insert(0, str(ROOT))
 
+from bench.server_view import scrape, stalls  # noqa: E402
 from tests.support import Postgres, RedisServer, ServerProcess, free_port, wait_for_port  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("collab_bench", ROOT / "bench" / "collab" / "run.py")
@@ -66,10 +67,13 @@ def install() -> None:
 
 
 def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pids: list[int],
-             token: str | None) -> dict[str, Any]:
+             token: str | None, metrics_url: str | None = None) -> dict[str, Any]:
     """Run load.mjs; server CPU is counted from when every socket is in (its ``phase`` line):
-    connecting and authenticating the sockets is reported apart (``setup_cpu_s``)."""
+    connecting and authenticating the sockets is reported apart (``setup_cpu_s``). With
+    ``metrics_url`` (Scriptorium) the server's loop stalls and collector passes over the load
+    are read from its /metrics (:func:`stalls`)."""
     cpu0 = collab_bench.cpu_seconds(pids)
+    metrics0: dict[str, float] = {}
     cmd = ["node", "load.mjs", url, json.dumps(names), str(scenario["sockets"]), str(scenario["writers"]),
            str(scenario["rate"]), str(secs), token or ""]
     proc = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -83,6 +87,7 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
     for line in proc.stdout:
         if line.startswith('{"phase"'):
             cpu_load = collab_bench.cpu_seconds(pids)
+            metrics0 = scrape(metrics_url) if metrics_url else {}
             if PROFILE:  # BENCH_PROFILE=<py-spy binary>: sample the server during the load
                 out = WORK / f"profile-{pids[0]}.raw"
                 profiler = subprocess.Popen([PROFILE, "record", "-p", str(pids[0]), "-d", str(secs), "-r", "200",
@@ -92,13 +97,18 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
         elif line.startswith("{"):
             lines.append(line)
     stderr = proc.stderr.read() if proc.stderr is not None else ""
-    proc.wait(timeout=60)
+    # wait4: the generator's own CPU (a starved generator measures its own queueing, not the server's)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     killer.cancel()
     if profiler is not None:
         profiler.wait(timeout=60)
     cpu1 = collab_bench.cpu_seconds(pids)
     result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": stderr[-500:]}
+    if metrics_url is not None:
+        result["server"] = stalls(metrics0, scrape(metrics_url))
     result["setup_cpu_s"] = round(cpu_load - cpu0, 2)
+    result["generator_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
     result["cpu_s"] = round(cpu1 - cpu_load, 2)
     result["rss_mb"] = round(collab_bench.rss_mb(pids), 1)
     received = result.get("received") or 0
@@ -165,7 +175,7 @@ def main() -> None:
                     database_url, scenario["docs"], node.base_url))
                 results[f"{name} · Scriptorium /collab (auth + PostgreSQL + Redis relay){variant}"] = run_load(
                     f"{node.ws_url}/collab", [f"lesson:{lesson}" for lesson in lessons], scenario, args.secs,
-                    collab_bench.tree(node.proc.pid), token)
+                    collab_bench.tree(node.proc.pid), token, metrics_url=f"{node.base_url}/metrics")
                 node.stop()
                 if name == "room" and "ywebsocket" in which and LOAD.exists():
                     # Calibration: the same room over y-websocket with the original harness.

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from websockets.asyncio.client import connect  # noqa: E402
 
+from bench.server_view import parse_metrics  # noqa: E402
 from server.db import make_engine  # noqa: E402
 from server.migrate import upgrade  # noqa: E402
 from tests.support import DevUser, Postgres, ServerProcess, database_name, dev_user  # noqa: E402
@@ -167,37 +168,6 @@ def open_connections(port: int) -> int:
                 if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                     count += 1
     return count
-
-
-def parse_metrics(text: str) -> dict[str, float]:
-    wanted = {
-        "scriptorium_asyncio_tasks": "tasks",
-        "scriptorium_event_loop_lag_recent_max_seconds": "lag_max",
-        "scriptorium_collab_rooms": "rooms",
-        "scriptorium_collab_updates_total": "collab_updates",
-        "scriptorium_events_published_total": "events_published",
-        "scriptorium_event_loop_lag_seconds_count": "lag_count",
-    }
-    histograms = {"scriptorium_event_loop_lag_seconds_bucket": "lag_le_",
-                  "scriptorium_event_loop_held_seconds_bucket": "held_le_"}
-    out: dict[str, float] = {"collab_peers": 0.0}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name_labels, _, value = line.rpartition(" ")
-        name = name_labels.split("{", 1)[0]
-        if name in wanted:
-            out[wanted[name]] = float(value)
-        elif name == "scriptorium_websocket_connections":
-            out["collab_peers"] += float(value)
-        elif name == "scriptorium_gc_pause_seconds_bucket":
-            gen = name_labels.split('generation="', 1)[1].split('"', 1)[0]
-            le = name_labels.split('le="', 1)[1].split('"', 1)[0]
-            out[f"gc{gen}_le_{le}"] = float(value)
-        elif name in histograms:
-            le = name_labels.split('le="', 1)[1].split('"', 1)[0]
-            out[f"{histograms[name]}{le}"] = float(value)
-    return out
 
 
 def lag_quantile(first: dict[str, float], last: dict[str, float], q: float, prefix: str = "lag_le_") -> float:

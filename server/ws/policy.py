@@ -5,8 +5,8 @@ subscribed they are re-checked (§7) by ``make_recheck``, in batches: by the hub
 WS_RECHECK_SECONDS for all of a node's subscriptions, and before each burst of a course or
 thread channel's events is delivered (``held_channel``), so an event written after a course
 was unpublished or a collaborator removed never reaches the reader who lost it. The cost is
-one database round trip per burst per node: two primary-key lookups (thread, course) for a
-published course, plus users and collaborators for a draft.
+one statement per burst per node for a published course (its readers' deletion, and the thread's
+and course's facts by primary key), plus users and collaborators for a draft.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Text, any_, bindparam, null, select, union_all
+from sqlalchemy import Boolean, Text, any_, bindparam, cast, null, select, union_all
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import UUID as PgUUID
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -118,8 +118,7 @@ def make_recheck(svc: Services, granted: TtlCache) -> Recheck:
         # and statements built once, with arrays for the sets: it runs before each burst of a
         # held channel, i.e. about once per event at tens of events a second.
         async with autocommit(svc.engine) as conn:
-            deleted = set((await conn.scalars(_DELETED_USERS, {"ids": list({u.clerk_id for u, _ in pairs})})).all())
-            facts_rows = await _channel_facts(conn, pairs, deleted)
+            deleted, facts_rows = await _deleted_and_facts(conn, pairs)
         for user, channel in pairs:
             if user.clerk_id in deleted:
                 denied[(user.clerk_id, channel)] = ChannelDenied("not_found", "The user was deleted.")
@@ -178,38 +177,46 @@ def make_recheck(svc: Services, granted: TtlCache) -> Recheck:
     return recheck
 
 
-_DELETED_USERS = (select(UserRow.clerk_id)
-                  .where(UserRow.clerk_id == any_(bindparam("ids", type_=ARRAY(Text))), UserRow.deleted_at.is_not(None)))
-
-
 @cache
-def _facts_statement() -> Any:
-    """Live threads of ``:threads`` with their course's facts, and the facts of the courses
-    ``:courses`` (thread id NULL)."""
-    threads, courses = bindparam("threads", type_=ARRAY(PgUUID(as_uuid=True))), \
-        bindparam("courses", type_=ARRAY(PgUUID(as_uuid=True)))
-    of_threads = (select(ForumPost.id, Course.id, Course.author_id, Course.is_published)
+def _recheck_statement() -> Any:
+    """One statement (one round trip before each burst): the live threads of ``:threads`` with
+    their course's facts, the facts of the courses ``:courses`` (thread id NULL), and the users
+    of ``:ids`` who were deleted (a row with only ``deleted_id``)."""
+    ids = bindparam("ids", type_=ARRAY(Text))
+    threads = bindparam("threads", type_=ARRAY(PgUUID(as_uuid=True)))
+    courses = bindparam("courses", type_=ARRAY(PgUUID(as_uuid=True)))
+    no_text = cast(null(), Text)
+    of_threads = (select(no_text.label("deleted_id"), ForumPost.id.label("thread_id"), Course.id.label("course_id"),
+                         Course.author_id, Course.is_published)
                   .join(Course, Course.id == ForumPost.course_id)
                   .where(ForumPost.id == any_(threads), ForumPost.deleted_at.is_(None)))
-    of_courses = (select(null().label("thread_id"), Course.id, Course.author_id, Course.is_published)
+    of_courses = (select(no_text, cast(null(), PgUUID(as_uuid=True)), Course.id, Course.author_id, Course.is_published)
                   .where(Course.id == any_(courses)))
-    return union_all(of_threads, of_courses)
+    deleted = (select(UserRow.clerk_id, cast(null(), PgUUID(as_uuid=True)), cast(null(), PgUUID(as_uuid=True)),
+                      no_text, cast(null(), Boolean))
+               .where(UserRow.clerk_id == any_(ids), UserRow.deleted_at.is_not(None)))
+    return union_all(of_threads, of_courses, deleted)
 
 
-async def _channel_facts(conn: AsyncConnection, pairs: list[tuple[User, str]],
-                         deleted: set[str]) -> list[Any]:
-    """(thread id or None, course id, author, published) for the course and thread channels of
-    the pairs of users not deleted; no statement when there are none."""
+async def _deleted_and_facts(conn: AsyncConnection, pairs: list[tuple[User, str]]) -> tuple[set[str], list[Any]]:
+    """The deleted users among the pairs', and (thread id or None, course id, author, published)
+    for their course and thread channels."""
     threads: set[uuid.UUID] = set()
     courses: set[uuid.UUID] = set()
-    for user, channel in pairs:
+    for _, channel in pairs:
         kind, _, rest = channel.partition(":")
-        if user.clerk_id in deleted or kind not in ("course", "thread"):
-            continue
-        (courses if kind == "course" else threads).add(uuid.UUID(rest))
-    if not threads and not courses:
-        return []
-    return list(await conn.execute(_facts_statement(), {"threads": list(threads), "courses": list(courses)}))
+        if kind in ("course", "thread"):
+            (courses if kind == "course" else threads).add(uuid.UUID(rest))
+    rows = await conn.execute(_recheck_statement(), {
+        "ids": list({user.clerk_id for user, _ in pairs}), "threads": list(threads), "courses": list(courses)})
+    deleted: set[str] = set()
+    facts: list[Any] = []
+    for deleted_id, thread_id, course_id, author_id, published in rows:
+        if deleted_id is not None:
+            deleted.add(deleted_id)
+        else:
+            facts.append((thread_id, course_id, author_id, published))
+    return deleted, facts
 
 
 def make_authenticate(svc: Services) -> Authenticate:
