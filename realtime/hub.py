@@ -370,6 +370,10 @@ class Hub:
         # open sockets per user (sockets_per_user): this node's, or the cluster's (realtime.caps)
         self.caps: Caps = caps if caps is not None else LocalCaps(self.limits.sockets_per_user)
         self._subs: dict[str, set[Subscription]] = {}
+        # Per channel, its distinct readers: clerk_id -> [a User of theirs, their subscriptions].
+        # A re-check asks about each (user, channel) once; keeping the set as subscriptions come
+        # and go makes that O(users), not O(sockets), before each burst of a held channel.
+        self._readers: dict[str, dict[str, list[Any]]] = {}
         self._ready: dict[str, asyncio.Future[None]] = {}
         self._connections: set[Connection] = set()
         self._listeners_by_channel: dict[str, Callable[[Event | Reset], None]] = {}
@@ -469,17 +473,16 @@ class Hub:
         """Re-check each (user, channel) subscribed on this node among ``channels``; end the
         subscriptions the policy now refuses with an ``error`` for their channel."""
         assert self.recheck is not None
-        pairs: dict[tuple[str, str], User] = {}
+        items: list[tuple[User, str]] = []
         counted = 0
         for channel in channels:
-            subs = self._subs.get(channel, ())
-            for sub in subs:
-                pairs.setdefault((sub.conn.user.clerk_id, channel), sub.conn.user)
-            counted += len(subs)
-            if counted > RECHECK_BATCH:  # many subscriptions: let the loop breathe
-                counted = 0
-                await asyncio.sleep(0)
-        items = [(user, channel) for (_, channel), user in pairs.items()]
+            readers = self._readers.get(channel)
+            if readers:
+                items += [(entry[0], channel) for entry in readers.values()]
+                counted += len(readers)
+                if counted > RECHECK_BATCH:  # a sweep of many channels: let the loop breathe
+                    counted = 0
+                    await asyncio.sleep(0)
         for start in range(0, len(items), RECHECK_BATCH):
             denied = await self.recheck(items[start:start + RECHECK_BATCH])
             by_channel: dict[str, dict[str, ChannelDenied]] = {}
@@ -534,12 +537,14 @@ class Hub:
             if ready is None:
                 ready = self._ready[channel] = asyncio.get_running_loop().create_future()
                 self._subs[channel] = {sub}
+                self._count_reader(channel, sub, 1)
                 self._listeners_by_channel[channel] = listener = self._listener(channel)
                 try:
                     await self.broker.subscribe(channel, listener)
                 except BaseException:
                     if self._ready.get(channel) is ready:
                         self._subs.pop(channel, None)
+                        self._readers.pop(channel, None)
                         self._ready.pop(channel, None)
                         self._listeners_by_channel.pop(channel, None)
                     ready.set_result(None)  # the waiters retry
@@ -552,8 +557,23 @@ class Hub:
                 await asyncio.shield(ready)
             subs = self._subs.get(channel)
             if self._ready.get(channel) is ready and subs is not None:
-                subs.add(sub)
+                if sub not in subs:
+                    subs.add(sub)
+                    self._count_reader(channel, sub, 1)
                 return
+
+    def _count_reader(self, channel: str, sub: Subscription, delta: int) -> None:
+        """Keep ``_readers`` in step with ``_subs`` (``sub`` added: +1, removed: -1)."""
+        readers = self._readers.setdefault(channel, {})
+        user = sub.conn.user
+        entry = readers.get(user.clerk_id)
+        if entry is None:
+            if delta > 0:
+                readers[user.clerk_id] = [user, delta]
+        elif entry[1] + delta <= 0:
+            del readers[user.clerk_id]
+        else:
+            entry[1] += delta
 
     async def _detach(self, sub: Subscription) -> None:
         sub.active = False
@@ -561,9 +581,12 @@ class Hub:
         subs = self._subs.get(channel)
         if subs is None:
             return
-        subs.discard(sub)
+        if sub in subs:
+            subs.discard(sub)
+            self._count_reader(channel, sub, -1)
         if not subs:
             del self._subs[channel]
+            self._readers.pop(channel, None)
             self._ready.pop(channel, None)
             listener = self._listeners_by_channel.pop(channel, None)
             if listener is not None:

@@ -82,6 +82,31 @@ async def test_unpublished_course_ends_subscriptions_and_no_later_event_arrives(
     print(f"[{live.backend}] subscriptions ended {took:.2f} s after the unpublish")
 
 
+async def test_a_reader_with_several_sockets_loses_every_one_after_closing_some(live: Live) -> None:
+    """The re-check asks once per (user, channel) whatever the number of sockets (the hub keeps
+    each channel's distinct readers as subscriptions come and go): a reader whose other
+    sockets on the channel closed or unsubscribed is still re-checked on the one left."""
+    author, learner = await live.user("Author"), await live.user("Learner")
+    course = await live.course(author)
+    thread = await live.thread(author, course)
+    channel = f"thread:{thread}"
+    async with live.ws(author) as watcher, live.ws(learner) as kept, live.ws(learner) as dropped:
+        for sock in (watcher, kept, dropped):
+            assert (await subscribe(sock, channel))["type"] == "subscribed"
+        async with live.ws(learner) as closed:
+            assert (await subscribe(closed, channel))["type"] == "subscribed"
+        await send(dropped, {"type": "unsubscribe", "channel": channel})
+        await _nothing_pending(dropped)
+        await live.emit(channel, "before", {"n": 0})
+        assert [f["channel"] for f in await events(kept, 1)] == [channel]
+
+        ok(await live.client.post(f"/api/courses/{course}/unpublish", headers=author.headers))
+        await live.emit(channel, "after", {"n": 1})
+        assert [f["channel"] for f in await events(watcher, 2)] == [channel, channel]
+        await _ended(kept, {channel})
+        await _nothing_pending(kept)
+
+
 async def test_quiet_channel_ends_within_15_s_of_an_unpublish(live: Live) -> None:
     author, learner = await live.user("Author"), await live.user("Learner")
     course = await live.course(author)
