@@ -30,7 +30,7 @@ from collab import protocol as p
 from collab.access import Authorize, Grant, Recheck, RecheckMany, Scope, recheck_room, recheck_rooms
 from collab.awareness import Awareness
 from collab.cluster import Cluster
-from collab.persistence import Leases, Persistence, PgLeases
+from collab.persistence import COMMIT_GAP_S, Leases, Persistence, PgLeases
 from collab.receiver import Receiver
 from collab.relay import KIND_UPDATE, Relay
 from collab.room import (
@@ -78,7 +78,8 @@ class RoomManager:
                  awareness_burst: int = 20, awareness_per_second: float = 10.0,
                  awareness_relay_tick: float = 0.05, max_unsaved: int = 8 * 1024 * 1024,
                  leases: Leases | None = None,
-                 recheck_many: RecheckMany | None = None, write_interval: float = 0.0) -> None:
+                 recheck_many: RecheckMany | None = None, write_interval: float = 0.0,
+                 commit_gap: float = COMMIT_GAP_S) -> None:
         self.store = store
         self.updates_applied = 0  # document updates applied on this node (a metric reads it)
         self.authorize = authorize
@@ -96,7 +97,7 @@ class RoomManager:
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
         self.persistence = Persistence(store, flush_interval=flush_interval,
-                                       compact_threshold=compact_threshold)
+                                       compact_threshold=compact_threshold, commit_gap=commit_gap)
         self.persistence.on_failure = self._check_unsaved
         if leases is not None:  # several nodes: PgLeases (see collab.persistence)
             self.persistence.leases = leases

@@ -42,9 +42,12 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:300]
 
 FLUSH_BATCH = 5000  # updates per INSERT
-# While "saved?" or the other nodes wait, a flush starts at once but at most this often: about
-# one commit's time, so updates arriving meanwhile share the next one.
-URGENT_GAP_S = 0.005
+# While "saved?" or the other nodes wait, a flush starts at once but at most this often
+# (COLLAB_COMMIT_GAP_MS): the updates arriving meanwhile share the next commit. Each commit is a
+# statement and a write to PostgreSQL's socket whatever it holds: at 5 ms a room of 500 updates/s
+# paid ~200 of them a second (the largest single cost after the socket writes, bench/hocuspocus);
+# at 20 ms, 50, for at most that much more delay of a "saved" answer and of the other nodes' copy.
+COMMIT_GAP_S = 0.02
 
 UNFENCED = Fence("", 0)  # a single node's: its writes carry no token
 
@@ -165,9 +168,11 @@ def _publish_run(relay: Callable[[str, bytes], None] | None, lesson_id: str, run
 
 
 class Persistence:
-    def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int) -> None:
+    def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int,
+                 commit_gap: float = COMMIT_GAP_S) -> None:
         self.store = store
         self.flush_interval = flush_interval
+        self.commit_gap = commit_gap
         self.compact_threshold = compact_threshold
         self.pending: list[PendingUpdate] = []
         self.ready = asyncio.Event()
@@ -362,9 +367,9 @@ class Persistence:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._urgent.wait(), self.flush_interval)
             # Something waits ("saved?", the other nodes): flush now, but at most one flush
-            # starts per URGENT_GAP_S, so a steady stream of edits is committed in groups instead
+            # starts per ``commit_gap``, so a steady stream of edits is committed in groups instead
             # of one transaction per update (each costs a pool checkout, a statement, a commit).
-            gap = self._flushed_at + URGENT_GAP_S - time.monotonic()
+            gap = self._flushed_at + self.commit_gap - time.monotonic()
             if gap > 0:
                 await asyncio.sleep(gap)
             self._flushed_at = time.monotonic()

@@ -167,6 +167,9 @@ class Settings:
     # Frames for one collab socket leave in one write at most this often (a lone keystroke leaves
     # at once; under load the frames of the next few ms share a write): collab.sender.Coalescer.
     collab_write_interval_ms: float = 4.0
+    # While a "saved" answer or another node waits for updates, a commit of the log starts at once
+    # but at most this often; the updates meanwhile share it (collab.persistence.COMMIT_GAP_S).
+    collab_commit_gap_ms: float = 20.0
     # With several nodes (Redis), one node at a time materialises, compacts and versions a room:
     # the holder of its lease in PostgreSQL (collab_leases), taken over this long after its holder
     # stops renewing it (died, or paused); renewed every third of it in one statement per node.
@@ -250,6 +253,7 @@ class Settings:
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
             collab_write_interval_ms=_float(env, "COLLAB_WRITE_INTERVAL_MS", 4.0),
+            collab_commit_gap_ms=_float(env, "COLLAB_COMMIT_GAP_MS", 20.0),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),

@@ -205,7 +205,8 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         receive_per_second=settings.collab_receive_bytes_per_second,
                         max_unsaved=settings.collab_unsaved_max_bytes,
                         recheck_many=make_recheck_many(svc),
-                        write_interval=settings.collab_write_interval_ms / 1000)
+                        write_interval=settings.collab_write_interval_ms / 1000,
+                        commit_gap=settings.collab_commit_gap_ms / 1000)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.collab_updates.set_function(lambda: rooms.updates_applied)
