@@ -230,6 +230,8 @@ class RoomManager:
         for name in TEXT_FIELDS:
             room.text(name)
         room.doc.get("meta", type=Map)
+        if loaded.stored_text is not None and room.texts() == loaded.stored_text:
+            room.materialised = loaded.stored_text  # the row holds this text already
         now = time.monotonic()
         room.materialised_at = now
         return room

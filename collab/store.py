@@ -23,6 +23,9 @@ class LoadedDocument:
 
     updates: list[bytes]
     log_rows: int
+    # The lesson row's title and body when the document was read (None: not known). A room whose
+    # text equals them has nothing to materialise until it changes (no lease, no query for it).
+    stored_text: tuple[str, str] | None = None
 
 
 class LessonGone(LookupError):

@@ -142,7 +142,12 @@ class PgStore:
                     await session.execute(insert(LessonUpdate).values(lesson_id=lid, update=first))
                     rows = [first]
             updates = ([snapshot.state] if snapshot is not None else []) + list(rows)
-            return LoadedDocument(updates=updates, log_rows=len(rows))
+            # The row's text as of now: a room equal to it has nothing to materialise yet.
+            stored = (await session.execute(select(Lesson.title, Lesson.content).where(Lesson.id == lid))).first()
+            stored_text = None
+            if stored is not None and isinstance(body := dict(stored.content or {}).get("body"), str):
+                stored_text = (stored.title or "", body)
+            return LoadedDocument(updates=updates, log_rows=len(rows), stored_text=stored_text)
 
     async def append(self, batch: Sequence[PendingUpdate]) -> None:
         if not batch:

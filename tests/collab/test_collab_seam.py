@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pycrdt import Doc, Text
+from pycrdt import Doc, Map, Text
 
 from collab import protocol as p
 from collab.access import Grant, Scope
@@ -204,3 +204,46 @@ async def test_an_unloaded_or_rebuilt_room_lets_its_document_go() -> None:
         assert rebuilt() is None, "the unloaded room's document is still alive"
     finally:
         await rooms.stop()
+
+
+class _StoredTextStore(MemoryStore):
+    """The lesson row held ``stored`` when the document was read."""
+
+    def __init__(self, stored: tuple[str, str]) -> None:
+        super().__init__()
+        self.stored = stored
+
+    async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
+        return LoadedDocument([seed("Title", "Body")], 1, stored_text=self.stored)
+
+
+def _set_meta(room_doc: Doc[Any]) -> bytes:
+    client: Doc[Any] = Doc()
+    client.apply_update(room_doc.get_update())
+    state = client.get_state()
+    client.get("meta", type=Map)["cursor"] = 1
+    return client.get_update(state)
+
+
+async def test_a_room_whose_text_the_row_already_holds_writes_no_text_until_it_changes() -> None:
+    """Opening a room and changing only non-text parts (or nothing) costs no materialisation
+    (each was a lease check and a query a second after every room load); the row is written
+    once the text differs from it, and when the row did not hold the room's text to begin with."""
+    for stored, expected in ((("Title", "Body"), []), (("Old title", "Body"), [("Title", "Body")])):
+        store = _StoredTextStore(stored)
+        rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01,  # type: ignore[arg-type]
+                            materialise_delay=0.0)
+        await rooms.start()
+        try:
+            grant, room = await rooms.admit({"user": "writer"}, LESSON)
+            room, writer = await rooms.join(room, grant, MemoryLink())
+            rooms.receiver.receive(room, writer, p.update_frame(_set_meta(room.doc)))
+            assert room.dirty
+            await rooms.persistence.materialise(room)
+            assert store.materialised == expected, stored
+            rooms.receiver.receive(room, writer, p.update_frame(_edit(room.doc, "New ")))
+            await rooms.persistence.materialise(room)
+            assert store.materialised[-1] == ("Title", "New Body")
+            rooms.leave(room, writer)
+        finally:
+            await rooms.stop()
