@@ -246,6 +246,10 @@ class RoomManager:
         loaded = await self.store.load(lesson_id, seed_update)
         if self.rooms.get(lesson_id) is not room:
             return
+        # The old holder wrote the lesson row last, maybe a text this room never had or wrote:
+        # compare with the row again at the next materialisation (soon: the room is dirty).
+        room.materialised = None
+        room.dirty = True
         before = room.doc.get_state()
         for update in loaded.updates:
             if not apply_checked(room.doc, update):

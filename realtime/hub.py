@@ -726,6 +726,8 @@ class Hub:
         if since is not None and since > last:
             await self._detach(sub)
             raise ChannelDenied("bad_request", f"'since' {since} is ahead of the channel (last id {last}).")
+        if not sub.active:  # a re-check ended it meanwhile (and sent its error): no "subscribed"
+            return
         if conn.close_code is not None:
             await self._detach(sub)
             return

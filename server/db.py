@@ -146,7 +146,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # invalidated on its first error, and recycled before servers' idle timeouts anyway.
     # LIFO: the most recently returned idle connection goes out next, so light traffic stays on a
     # few warm sessions (prepared statements, PostgreSQL's per-session caches) and the rest idle.
-    options: dict[str, Any] = {"pool_recycle": 300}
+    # Recycled at two minutes: with LIFO the least used connections can sit idle that long, and a
+    # middlebox's idle cutoff (load balancers: 4 minutes and up) must not get to them first.
+    options: dict[str, Any] = {"pool_recycle": 120}
     if "poolclass" not in kwargs:
         options.update(pool_size=10, max_overflow=20, poolclass=FairAsyncQueuePool, pool_use_lifo=True)
     options.update(kwargs)

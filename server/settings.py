@@ -61,6 +61,12 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _at_most(value: float, limit: float, name: str) -> float:
+    if value > limit:
+        raise SettingsError(f"{name} must be at most {limit:g}, got {value:g}")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -253,7 +259,7 @@ class Settings:
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
             collab_write_interval_ms=_float(env, "COLLAB_WRITE_INTERVAL_MS", 4.0),
-            collab_commit_gap_ms=_float(env, "COLLAB_COMMIT_GAP_MS", 20.0),
+            collab_commit_gap_ms=_at_most(_float(env, "COLLAB_COMMIT_GAP_MS", 20.0), 1000.0, "COLLAB_COMMIT_GAP_MS"),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),

@@ -145,7 +145,8 @@ class PgStore:
             # The row's text as of now: a room equal to it has nothing to materialise yet.
             stored = (await session.execute(select(Lesson.title, Lesson.content).where(Lesson.id == lid))).first()
             stored_text = None
-            if stored is not None and isinstance(body := dict(stored.content or {}).get("body"), str):
+            if (stored is not None and isinstance(stored.content, dict)
+                    and isinstance(body := stored.content.get("body"), str)):
                 stored_text = (stored.title or "", body)
             return LoadedDocument(updates=updates, log_rows=len(rows), stored_text=stored_text)
 

@@ -43,6 +43,16 @@ def test_metrics_setting() -> None:
             Settings.from_env({"METRICS": bad})
 
 
+def test_collab_commit_gap_is_bounded() -> None:
+    """A huge gap would hold every "saved" answer and the other nodes' copies that long."""
+    assert Settings.from_env({}).collab_commit_gap_ms == 20.0
+    assert Settings.from_env({"COLLAB_COMMIT_GAP_MS": "0"}).collab_commit_gap_ms == 0.0
+    assert Settings.from_env({"COLLAB_COMMIT_GAP_MS": "1000"}).collab_commit_gap_ms == 1000.0
+    for bad in ("1001", "1e9", "-1", "nan", "inf", "soon"):
+        with pytest.raises(SettingsError, match="COLLAB_COMMIT_GAP_MS"):
+            Settings.from_env({"COLLAB_COMMIT_GAP_MS": bad})
+
+
 def test_clerk_on_the_network_is_fine() -> None:
     clerk = Settings.from_env({"CLERK_JWKS_URL": "https://clerk.example/.well-known/jwks.json"})
     assert exposure_check(clerk, "0.0.0.0") is None
