@@ -57,9 +57,15 @@ def make_authorize(svc: Services, granted: TtlCache) -> Authorize:
             raise ChannelDenied("not_found", "No such channel (use user:me).")
         internal = f"{kind}:{ident}"
         key = (user.clerk_id, user.role, internal)
-        if not user.is_admin and granted.get(key) is not None:
-            return internal
         assert isinstance(ident, uuid.UUID)
+        if user.is_admin:  # an admin's role is read again each time (below): no memo
+            await check(user, kind, ident)
+            return internal
+        await granted.load(key, lambda: check(user, kind, ident))
+        return internal
+
+    async def check(user: Principal, kind: str, ident: uuid.UUID) -> bool:
+        """True if ``user`` may read the channel, else ChannelDenied."""
         async with svc.sessions() as session:
             if user.is_admin:
                 # The socket's user was read at connect: an admin grant revoked since must not
@@ -77,8 +83,7 @@ def make_authorize(svc: Services, granted: TtlCache) -> Authorize:
                     await course_access(session, post.course_id, user)
             except NotFound:
                 raise ChannelDenied("not_found", "No such channel.") from None
-        granted.put(key, True)
-        return internal
+        return True
 
     return authorize
 
@@ -228,13 +233,12 @@ def make_authenticate(svc: Services) -> Authenticate:
             if found is not None and found[1] != "cookie":
                 # The token is verified every time (signature, expiry); only the user lookup
                 # (SQL, and the per-login hooks) is memoised per subject for a minute.
+                # Concurrent sockets of one subject share one lookup (TtlCache.load).
                 claims = await svc.auth.verify(found[0])
-                cached: Principal | None = known.get(claims["sub"])
-                if cached is not None:
-                    return cached
-            user = await svc.auth.authenticate(ws, websocket=True)
-            if user is not None:
-                known.put(user.clerk_id, user)
+                user: Principal | None = await known.load(
+                    claims["sub"], lambda: svc.auth.authenticate(ws, websocket=True))
+            else:
+                user = await svc.auth.authenticate(ws, websocket=True)
         except Unauthorized as exc:
             raise ConnectionDenied(4401, str(exc.detail or "Unauthorized")) from None
         except Forbidden as exc:
