@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import (
@@ -173,6 +174,22 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     async with engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         yield conn
+
+
+@asynccontextmanager
+async def driver_autocommit(engine: AsyncEngine) -> AsyncIterator[Any]:
+    """A pooled connection's asyncpg connection, outside any transaction (each statement its
+    own): for a hot statement run many times a second, where SQLAlchemy's execution machinery
+    cost more than the statement (~250 against ~140 µs of CPU for the collab log's append). A
+    connection that fails at the connection level is invalidated, so the pool does not hand the
+    dead one out again (SQLAlchemy never saw the error)."""
+    async with engine.connect() as conn:
+        fairy = await conn.get_raw_connection()
+        try:
+            yield fairy.driver_connection
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+            await conn.invalidate()
+            raise
 
 
 # --- SQL statement counting (opt-in: ``SQL_STATEMENT_HEADER=1``) ------------------------------

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from collab.store import Fence, LeaseAnswer, LessonGone, LoadedDocument, PendingUpdate, StaleLease
 from server.catalog.models import Lesson
-from server.db import autocommit
+from server.db import driver_autocommit
 from server.editing.models import LessonSnapshot, LessonUpdate, LessonVersion
 from server.markdown import render
 
@@ -28,14 +28,14 @@ async def _lock_lesson_document(session: AsyncSession, lesson_id: uuid.UUID) -> 
                           {"key": f"collab:{lesson_id}"})
 
 
-_APPEND = text("""
+_APPEND_SQL = """
     INSERT INTO lesson_updates (lesson_id, update, user_id)
     SELECT u.lesson_id, u.update, u.user_id
-    FROM unnest(CAST(:lessons AS uuid[]), CAST(:updates AS bytea[]), CAST(:actors AS text[]))
+    FROM unnest($1::text[]::uuid[], $2::bytea[], $3::text[])
          WITH ORDINALITY AS u(lesson_id, update, user_id, n)
     WHERE EXISTS (SELECT 1 FROM lessons WHERE lessons.id = u.lesson_id)
     ORDER BY u.n
-""")
+"""
 
 
 # Leases (collab_leases, see collab.persistence.PgLeases): the times are PostgreSQL's
@@ -157,12 +157,10 @@ class PgStore:
         # the log is written as often as commits allow while a "saved" answer or a relay waits);
         # updates of a lesson deleted meanwhile are skipped (otherwise one foreign-key error
         # would hold back every other lesson's updates).
-        async with autocommit(self.engine) as conn:
-            await conn.execute(_APPEND, {
-                "lessons": [uuid.UUID(item.lesson_id) for item in batch],
-                "updates": [item.update for item in batch],
-                "actors": [item.actor for item in batch],
-            })
+        # The driver's own call (server.db.driver_autocommit): as often as 50 times a second.
+        async with driver_autocommit(self.engine) as conn:
+            await conn.execute(_APPEND_SQL, [item.lesson_id for item in batch],
+                               [item.update for item in batch], [item.actor for item in batch])
 
     async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]], *,
                       fence: Fence | None = None) -> int:
