@@ -187,7 +187,8 @@ async def driver_autocommit(engine: AsyncEngine) -> AsyncIterator[Any]:
         fairy = await conn.get_raw_connection()
         try:
             yield fairy.driver_connection
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncio.CancelledError):
+            # (cancelled mid-statement: the connection's state is unknown, start afresh)
             await conn.invalidate()
             raise
 

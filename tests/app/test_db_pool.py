@@ -109,3 +109,31 @@ async def test_an_idle_engine_reuses_its_most_recently_used_connection(database_
             assert {(await a.execute(pid)).scalar_one(), (await b.execute(pid)).scalar_one()} == {pids[2], pids[1]}
     finally:
         await engine.dispose()
+
+
+async def test_a_driver_connection_that_died_is_not_handed_out_again(database_url: str) -> None:
+    """server.db.driver_autocommit: SQLAlchemy never sees the driver's errors, so a connection
+    that failed at the connection level is invalidated there; the next checkout is a new one."""
+    import asyncpg
+
+    from server.db import driver_autocommit
+
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        async with driver_autocommit(engine) as conn:
+            victim = await conn.fetchval("SELECT pg_backend_pid()")
+        killer = await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
+            with pytest.raises((OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                                asyncpg.AdminShutdownError)):
+                async with driver_autocommit(engine) as conn:
+                    assert await conn.fetchval("SELECT pg_backend_pid()") == victim
+                    await killer.execute("SELECT pg_terminate_backend($1)", victim)
+                    await conn.fetchval("SELECT 1")
+        finally:
+            await killer.close()
+        async with driver_autocommit(engine) as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+            assert await conn.fetchval("SELECT pg_backend_pid()") != victim
+    finally:
+        await engine.dispose()
