@@ -20,11 +20,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import uvloop  # noqa: E402
-from websockets.protocol import State  # noqa: E402
+import uvloop
+from websockets.protocol import State
 
-from realtime.broker import Event  # noqa: E402
-from realtime.hub import Connection, Hub, Subscription  # noqa: E402
+from realtime.broker import Event
+from realtime.hub import Connection, Hub, Subscription
 
 
 class _Conn:

@@ -152,7 +152,8 @@ async def run_scriptorium(args: argparse.Namespace) -> dict[str, Any]:
                 if args.profile:
                     # py-spy (pip download py-spy; its wheel holds one static binary) samples the
                     # server through the steady run; collapsed stacks for flamegraph tools.
-                    spy = subprocess.Popen([args.pyspy, "record", "-p", str(pid), "-d", str(args.seconds),
+                    spy = subprocess.Popen([  # noqa: ASYNC220 (started, never waited on in the loop)
+                                            args.pyspy, "record", "-p", str(pid), "-d", str(args.seconds),
                                             "-r", "200", "-f", "raw", "-o", args.profile, "--native"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 marks["rss_subscribed"], marks["cpu_subscribed"] = rss_kib(pid), cpu_s(pid)

@@ -337,7 +337,7 @@ async def collab_phase(args: argparse.Namespace, nodes: list[ServerProcess], met
     # (collab/room.py merged_frame), so fewer frames than ``expected`` may arrive: done when every
     # peer holds the same text (then every update reached every peer) rather than waiting 20 s.
     deadline = time.monotonic() + 20
-    while received() < expected and not converged() and time.monotonic() < deadline:
+    while received() < expected and not converged() and time.monotonic() < deadline:  # noqa: ASYNC110 (counters of other tasks)
         await asyncio.sleep(0.05)
     # the last batch of updates reaches PostgreSQL within ~100 ms of its relay
     await asyncio.sleep(1.0)
