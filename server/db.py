@@ -13,7 +13,6 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import DateTime, MetaData, event, func, text
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import (
@@ -181,14 +180,15 @@ async def driver_autocommit(engine: AsyncEngine) -> AsyncIterator[Any]:
     """A pooled connection's asyncpg connection, outside any transaction (each statement its
     own): for a hot statement run many times a second, where SQLAlchemy's execution machinery
     cost more than the statement (~250 against ~140 µs of CPU for the collab log's append). A
-    connection that fails at the connection level is invalidated, so the pool does not hand the
-    dead one out again (SQLAlchemy never saw the error)."""
+    connection whose statement failed in any way (or was cancelled) is invalidated, so the pool
+    does not hand a dead or confused one out again (SQLAlchemy never saw the error): a backend
+    killed while idle surfaces as a connection error, an AdminShutdown or asyncpg's "another
+    operation is in progress", and a reconnect after a rare SQL error costs little."""
     async with engine.connect() as conn:
         fairy = await conn.get_raw_connection()
         try:
             yield fairy.driver_connection
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncio.CancelledError):
-            # (cancelled mid-statement: the connection's state is unknown, start afresh)
+        except BaseException:
             await conn.invalidate()
             raise
 
