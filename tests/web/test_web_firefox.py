@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-
 from playwright.async_api import Browser, expect
 
+from tests.support import ServerProcess, dev_user, eventually
 from tests.support.collab import YClient
 from tests.support.firefox import Firefox
-from tests.support import ServerProcess, dev_user, eventually
 from tests.support.web import launch, signed_in_pages
 from tests.web.test_web_live import add_collaborator, make_course, open_lesson, type_at_end
 
