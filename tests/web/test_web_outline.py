@@ -4,15 +4,16 @@ a second person sees each change live."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Page, Route, expect
 
-from tests.support import DevUser, ServerProcess, dev_user
+from tests.support import DevUser, ServerProcess, dev_user, eventually
 from tests.support.web import launch, screenshot, signed_in_pages
 
 pytestmark = pytest.mark.browser
@@ -47,9 +48,9 @@ def unit(page: Page, title: str) -> Any:
     return page.get_by_test_id("unit").filter(has=page.get_by_role("heading", name=title, exact=True))
 
 
-async def expect_lessons(page: Page, unit_title: str, titles: list[str], timeout: float = 10_000) -> None:
+async def expect_lessons(page: Page, unit_title: str, titles: list[str], wait_ms: float = 10_000) -> None:
     await expect(unit(page, unit_title).get_by_test_id("lesson").get_by_role("link")).to_have_text(titles,
-                                                                                                  timeout=timeout)
+                                                                                                  timeout=wait_ms)
 
 
 async def rest_outline(client: httpx.AsyncClient, course_id: str, user: DevUser) -> list[tuple[str, list[str]]]:
@@ -127,7 +128,7 @@ async def test_reorder_move_rename_delete_live(browser: Browser, server: ServerP
         # delete for real: when the undo window closes the DELETE goes and the other page follows
         await mine.get_by_role("button", name="Delete “Swarms”").click()
         await expect_lessons(mine, "Basics", ["Hives", "Queen bees"])
-        await expect_lessons(theirs, "Basics", ["Hives", "Queen bees"], timeout=20_000)  # 8 s of undo window
+        await expect_lessons(theirs, "Basics", ["Hives", "Queen bees"], wait_ms=20_000)  # 8 s of undo window
         assert ("Basics", ["Hives", "Queen bees"]) in await rest_outline(client, course, alice)
         await expect(mine.get_by_test_id("toast").filter(has_text="Deleted “Swarms”")).to_have_count(0)
 
@@ -162,3 +163,41 @@ async def test_reorder_move_rename_delete_live(browser: Browser, server: ServerP
         await expect(unit_toast).to_have_count(0)
         assert await rest_outline(client, course, alice) == [("Beyond the basics", ["Combs", "Queen bees"])]
         assert (await client.get(f"/api/lessons/{ids['Hives']}", headers=alice.headers)).status_code == 404
+
+
+async def test_quick_moves_on_a_slow_network_reach_the_server_in_order(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    """Three quick "Move down"s: two reorders, then a move to the next unit. With each reorder held
+    up on the network, the move must still not reach the server first (the late reorder would then
+    name a lesson no longer in its unit and be refused)."""
+    alice = await dev_user(client, "Alice")
+    bob = await dev_user(client, "Bob")
+    ids = await build_course(client, alice, bob)
+    course = ids["course"]
+    async with signed_in_pages(browser, server.base_url, alice) as (mine,):
+        async def slow_reorder(route: Route) -> None:
+            await asyncio.sleep(0.4)  # a slow link, not a wait for an event
+            await route.continue_()
+
+        await mine.route("**/api/units/*/reorder", slow_reorder)
+        answered: list[tuple[str, int]] = []
+        mine.on("response", lambda r: answered.append((r.request.method, r.status))
+                if r.request.method in ("POST", "PATCH") else None)
+        await mine.goto(f"/courses/{course}")
+        await expect_lessons(mine, "Basics", ["Hives", "Queens", "Combs"])
+        down = mine.get_by_role("button", name="Move down “Hives”")
+        await down.focus()
+        for _ in range(3):
+            await mine.keyboard.press("Enter")
+        await expect(mine.get_by_test_id("outline-status")).to_have_text("Moved “Hives” to unit “Advanced”.")
+        await expect_lessons(mine, "Advanced", ["Hives", "Swarms"])
+
+        async def all_answered() -> bool:
+            return len(answered) == 3
+
+        await eventually(all_answered)
+        # in the order they were made, each accepted
+        assert answered == [("POST", 200), ("POST", 200), ("PATCH", 200)]
+        assert await rest_outline(client, course, alice) == [("Basics", ["Queens", "Combs"]),
+                                                             ("Advanced", ["Hives", "Swarms"])]

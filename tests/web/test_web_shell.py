@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from playwright.async_api import Browser, Page, Route, expect
 
 from tests.support import ROOT, ServerProcess, dev_user
-from tests.support.web import Console, launch
+from tests.support.web import Console, launch, signed_in
 
 pytestmark = pytest.mark.browser
 
@@ -215,3 +215,23 @@ async def test_keyboard_only_sign_in_find_enroll_and_complete(
     finally:
         await context.close()
     assert console.errors == []
+
+
+async def test_a_rejected_form_shows_the_servers_field_message(
+    browser: Browser, server: ServerProcess, client: httpx.AsyncClient
+) -> None:
+    """A 422 from the server reaches the person as its field and message, not as a script error."""
+    user = await dev_user(client, "Rhea")
+    context, page, console = await signed_in(browser, server.base_url, user)
+    try:
+        await page.goto("/")
+        # spaces pass the input's `required` but the server strips them and refuses an empty title
+        await page.get_by_label("New course title").fill("   ")
+        await page.get_by_role("button", name="Create course").click()
+        toast = page.get_by_test_id("toast").filter(has_text="Something went wrong")
+        await expect(toast).to_contain_text("title: ")
+        await expect(toast).to_contain_text("invalid fields")
+    finally:
+        await context.close()
+    # the browser logs the refused request itself; nothing else may fail
+    assert [e for e in console.errors if "status of 422" not in e] == []

@@ -16,7 +16,8 @@ export async function problem (res) {
 
 export function errorText (err) {
   if (err instanceof ApiError) {
-    const fields = (err.body.errors || []).map((e) => `${(e.loc || []).join('.')}: ${e.msg}`).join('; ')
+    // the server sends loc as a dotted path ("body.title"); older bodies had a list
+    const fields = (err.body.errors || []).map((e) => `${Array.isArray(e.loc) ? e.loc.join('.') : (e.loc || '')}: ${e.msg}`).join('; ')
     return `${err.message}${fields ? ' — ' + fields : ''}`
   }
   return err?.message || String(err)

@@ -25,6 +25,18 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
   const el = h('div', list, status, canEdit ? addUnitForm() : null)
   let busy = 0 // a rename form is open or a drag is under way: live refreshes wait for it
   let stale = null
+  // Changes go to the server one at a time, in the order they were made: a reorder made before a
+  // move must not reach the server after it (it would name a lesson no longer in that unit, a 422).
+  // A live refresh waits until none is in flight, so it never undoes a change not yet answered.
+  let queue = Promise.resolve()
+  const deleted = new Set() // ids whose DELETE has been answered: later reorders leave them out
+  function inOrder (request) {
+    busy++
+    const run = queue.then(request)
+    queue = run.then(settle, settle)
+    return run
+  }
+  const present = (ids) => ids.filter((x) => !deleted.has(x))
   let dragging = null // {kind, id}
   let refreshTimer = null
 
@@ -128,7 +140,7 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
     const before = units
     units = order.map((id) => units.find((u) => u.id === id))
     render()
-    try { await post(`/courses/${courseId}/reorder`, { unit_ids: order }) } catch (e) { units = before; render(); showError(e); refresh() }
+    try { await inOrder(() => post(`/courses/${courseId}/reorder`, { unit_ids: present(order) })) } catch (e) { units = before; render(); showError(e); refresh() }
   }
 
   async function moveLesson (id, delta) {
@@ -156,7 +168,7 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
     const before = u.lessons
     u.lessons = order.map((id) => u.lessons.find((l) => l.id === id))
     render()
-    try { await post(`/units/${unitId}/reorder`, { lesson_ids: order }) } catch (e) { u.lessons = before; render(); showError(e); refresh() }
+    try { await inOrder(() => post(`/units/${unitId}/reorder`, { lesson_ids: present(order) })) } catch (e) { u.lessons = before; render(); showError(e); refresh() }
   }
 
   /** Move a lesson into unit `unitId`, before lesson `beforeId` (null: at the end). */
@@ -177,7 +189,7 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
     to.lessons.splice(position, 0, lesson)
     render()
     try {
-      await patch(`/lessons/${id}`, { unit_id: unitId, position })
+      await inOrder(() => patch(`/lessons/${id}`, { unit_id: unitId, position }))
       say(`Moved “${lesson.title}” to unit “${to.title}”.`)
     } catch (e) { units = snapshot; render(); showError(e); refresh() }
   }
@@ -270,7 +282,7 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
         const title = input.value.trim()
         if (!title || title === item.title) { close(); return }
         try {
-          await patch(`/${kind === 'unit' ? 'units' : 'lessons'}/${item.id}`, { title })
+          await inOrder(() => patch(`/${kind === 'unit' ? 'units' : 'lessons'}/${item.id}`, { title }))
           item.title = title
           titleEl.textContent = title
           say(`Renamed to “${title}”.`)
@@ -325,7 +337,7 @@ export function outlineView (courseId, outline, { canEdit, enrolled, onProgress 
       if (keepalive) {
         await fetch('/api' + path, { method: 'DELETE', keepalive: true, headers: auth.token ? { authorization: `Bearer ${auth.token}` } : {} })
       } else {
-        await del(path)
+        await inOrder(async () => { await del(path); deleted.add(id) })
       }
       pending.delete(id)
       for (const u of units) u.lessons = u.lessons.filter((l) => l.id !== id)

@@ -1,0 +1,1 @@
+import{O as e,a as t,k as n}from"./shell-DNXlJeIp.js";async function r(r){let i=n(`section.box`);e(r,i),await t(i,!1)}export{r as default};
