@@ -101,6 +101,8 @@ class Awareness:
         if self.relay is None:
             return
         for lesson_id, pending in outgoing.items():
+            if not self.relay.others_listen(lesson_id):
+                continue  # a node that opens the room later asks, and is sent the local states
             entries = list(pending.values())
             for start in range(0, len(entries), MAX_AWARENESS_ENTRIES):
                 chunk = entries[start:start + MAX_AWARENESS_ENTRIES]

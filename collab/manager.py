@@ -406,7 +406,7 @@ class RoomManager:
         room.remember(update)
         room.broadcast_update(frame, update, exclude)
         self.updates_applied += 1
-        if self.relay is not None:
+        if self.relay is not None and self.relay.others_listen(room.lesson_id):
             # Persist before relay: the other nodes get it once it is committed (within about
             # one commit: the flush runs at once), so whatever a peer on another node has seen
             # survives this node's kill -9. Local peers get it at once, as in the y-websocket
@@ -416,6 +416,8 @@ class RoomManager:
             # node's "saved" covers it.
             self.persistence.queue_relayed(PendingUpdate(room.lesson_id, update, actor), frame)
         else:
+            # One node, or no other node on this lesson's channel (see collab.relay): a node
+            # that opens the room later asks for what it lacks, and this live document answers.
             self.persistence.queue(PendingUpdate(room.lesson_id, update, actor))
         room.log_rows += 1
         now = time.monotonic()

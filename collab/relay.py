@@ -11,6 +11,19 @@ Every message is ``<node id>\\n<kind><payload>``; a node ignores its own. Kinds:
 send me what I lack and tell me yours" (sent when a room opens and after a reconnect), ``s`` a
 state vector answered by the missing part only.
 
+A node alone on a lesson's channel does not publish its updates and awareness there
+(:meth:`RedisRelay.others_listen`): most rooms are edited on one node, and each of their commits
+would otherwise cost a publish, a read of it back on this node's own subscription, and an
+immediate commit to PostgreSQL (persist before relay). Alone is learnt from what a publish
+returns, the number of subscribers that received it: 1, this node, on a publish sent after the
+last message another node sent on the channel, while this node's subscription was confirmed.
+Any message of another node on the channel, or a publish that reached 2 or more, ends it. Nothing
+is missed: a node that opens the room subscribes first and then publishes ``q`` (it always goes);
+every node answers it from its live document, which holds every update it did not publish (see
+:meth:`collab.cluster.Cluster.opened`), and publishes from then on. On a Redis Cluster a
+sharded publish counts only the subscribers on the node it ran on, so there every node always
+publishes.
+
 Depends on nothing in ``collab``; :mod:`wire.redis` for the connections.
 """
 
@@ -51,6 +64,8 @@ class Relay(Protocol):
 
     def publish(self, lesson_id: str, kind: bytes, payload: bytes) -> None: ...
 
+    def others_listen(self, lesson_id: str) -> bool: ...
+
     async def subscribed(self, lesson_id: str, within: float) -> bool: ...
 
     async def start(self) -> None: ...
@@ -77,7 +92,13 @@ class RedisRelay:
         self._control = tagged(prefix, "collab", "nodes")
         self._lesson_at = len(tagged(prefix, "collab", "lesson:")) - 1  # where the id starts
         self.subscriber = Subscriber(url, self._dispatch, self._connected, name="collab-relay")
-        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._outbox: deque[tuple[str, bytes, str | None]] = deque()  # (channel, message, lesson)
+        # lessons no other node listens on (see the module docstring), and, per subscribed
+        # lesson, when another node's message on its channel last came or this node subscribed
+        # (time.monotonic())
+        self._alone: set[str] = set()
+        self._heard: dict[str, float] = {}
+        self.published = 0  # messages published (a metric)
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -105,9 +126,23 @@ class RedisRelay:
 
     def subscribe(self, lesson_id: str) -> None:
         self.subscriber.want(self.channel(lesson_id))
+        # (a publish's count tells about the channel only if it left after this)
+        self._heard[lesson_id] = time.monotonic()
+        self._alone.discard(lesson_id)
 
     def unsubscribe(self, lesson_id: str) -> None:
         self.subscriber.drop(self.channel(lesson_id))
+        self._alone.discard(lesson_id)
+        self._heard.pop(lesson_id, None)
+
+    def alone_count(self) -> int:
+        """How many open rooms no other node listens to (a metric)."""
+        return len(self._alone)
+
+    def others_listen(self, lesson_id: str) -> bool:
+        """Whether another node may listen on ``lesson_id``'s channel: its updates and awareness
+        are published only then (see the module docstring)."""
+        return lesson_id not in self._alone
 
     async def subscribed(self, lesson_id: str, within: float) -> bool:
         """Wait until the channel of ``lesson_id`` is subscribed (bounded)."""
@@ -115,7 +150,7 @@ class RedisRelay:
 
     def publish(self, lesson_id: str, kind: bytes, payload: bytes) -> None:
         """Queue a message; a single task sends queued messages in pipelines."""
-        self._outbox.append((self.channel(lesson_id), self._origin + kind + payload))
+        self._outbox.append((self.channel(lesson_id), self._origin + kind + payload, lesson_id))
         if len(self._outbox) > 100_000:  # Redis is away for long: keep the newest
             self._outbox.popleft()
         self._outbox_ready.set()
@@ -129,7 +164,7 @@ class RedisRelay:
     async def _heartbeat(self) -> None:
         """Tell the other nodes this one is alive: they drop a dead node's cursors quickly."""
         while True:
-            self._outbox.append((self._control, self._origin + b"h"))
+            self._outbox.append((self._control, self._origin + b"h", None))
             self._outbox_ready.set()
             await asyncio.sleep(HEARTBEAT_S)
 
@@ -158,13 +193,19 @@ class RedisRelay:
                         batch = [self._outbox.popleft() for _ in range(min(len(self._outbox), 500))]
                         # (a cluster pipeline sends each SPUBLISH to its channel's shard)
                         pipe = client.pipeline(transaction=False)
-                        for channel, message in batch:
+                        for channel, message, _ in batch:
                             if self.cluster:
                                 pipe.spublish(channel, message)
                             else:
                                 pipe.publish(channel, message)
+                        # (whether this node listened on each channel as the batch left)
+                        ours = [self.subscriber.confirmed(channel) for channel, _, _ in batch]
+                        sent = time.monotonic()
                         # Lost if Redis (or one shard) is away: rooms resynchronise below.
-                        await pipe.execute()
+                        received = await pipe.execute()
+                        self.published += len(batch)
+                        if not self.cluster:
+                            self._counted(batch, ours, received, sent)
                         if _cancelling():  # (a cancellation the client swallowed)
                             raise asyncio.CancelledError
                         backoff = 0.1
@@ -172,7 +213,7 @@ class RedisRelay:
                             # (the subscriber reconnects too when the shard it listens on
                             # failed; this covers a batch lost on a shard it does not use)
                             lost = False
-                            self._on_reconnect()
+                            self._reconnected()
             except asyncio.CancelledError:
                 with contextlib.suppress(Exception):
                     await client.aclose()
@@ -187,10 +228,32 @@ class RedisRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
 
+    def _counted(self, batch: list[tuple[str, bytes, str | None]], ours: list[bool], received: list[Any],
+                 sent: float) -> None:
+        """Learn from each publish's count of receivers which lessons this node is alone on."""
+        for (_, _, lesson), listening, count in zip(batch, ours, received, strict=True):
+            if lesson is None or not isinstance(count, int):
+                continue
+            if count >= 2:
+                self._alone.discard(lesson)
+            elif count == 1 and listening:
+                since = self._heard.get(lesson)  # None: the room closed meanwhile
+                if since is not None and sent > since:
+                    self._alone.add(lesson)
+
     def _connected(self, first: bool) -> None:
         if not first:
             log.info("collab relay reconnected")
-            self._on_reconnect()
+            self._reconnected()
+
+    def _reconnected(self) -> None:
+        """Publish everything again until counts say otherwise (subscriptions were lost and
+        renewed, maybe by other nodes too), and let the rooms resynchronise."""
+        now = time.monotonic()
+        self._alone.clear()
+        for lesson in self._heard:
+            self._heard[lesson] = now
+        self._on_reconnect()
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         if data.startswith(self._origin):
@@ -203,6 +266,11 @@ class RedisRelay:
         if channel == self._control:
             return
         lesson = channel[self._lesson_at:-1]
+        # another node is on this lesson: publish to it from now on (it asked, or will ask, for
+        # what it lacks)
+        if lesson in self._heard:
+            self._heard[lesson] = time.monotonic()
+            self._alone.discard(lesson)
         kind = data[newline + 1:newline + 2]
         try:
             self._handler(lesson, kind, data[newline + 2:], origin)

@@ -51,6 +51,15 @@ class Metrics:
         self.collab_updates = FunctionCounter(
             "scriptorium_collab_updates", "Document updates applied", self.registry
         )
+        self.collab_relay_published = FunctionCounter(
+            "scriptorium_collab_relay_published", "Messages this node published to the other nodes' rooms "
+            "(collab relay, Redis)", self.registry
+        )
+        self.collab_rooms_alone = Gauge(
+            "scriptorium_collab_rooms_alone",
+            "Rooms whose Redis channel no other node listens on: their updates are not published",
+            registry=self.registry,
+        )
         self.events_published = Counter(
             "scriptorium_events_published_total", "Live events published", registry=self.registry
         )

@@ -180,6 +180,10 @@ class Subscriber:
         """The channels this node is subscribed to now (confirmed by the server)."""
         return frozenset(self._confirmed)
 
+    def confirmed(self, channel: str) -> bool:
+        """Whether ``channel``'s subscription is confirmed by the server now."""
+        return channel in self._confirmed
+
     async def ready(self, channel: str, within: float) -> bool:
         """Wait (bounded) until ``channel``'s subscription is confirmed by the server."""
         if channel in self._confirmed:

@@ -210,6 +210,9 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.collab_updates.set_function(lambda: rooms.updates_applied)
+        if relay is not None:
+            metrics.collab_relay_published.set_function(lambda: relay.published)
+            metrics.collab_rooms_alone.set_function(relay.alone_count)
         metrics.websockets.labels("collab").set_function(rooms.peer_count)
     return rooms
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from collab.relay import KIND_UPDATE, RedisRelay
+from collab.relay import KIND_QUERY, KIND_UPDATE, RedisRelay
 from realtime.broker import Event, Reset
 from realtime.redis_broker import RedisBroker
 from tests.support import eventually
@@ -167,6 +167,61 @@ async def test_the_relay_follows_only_open_rooms(url: str) -> None:
             return await subscribers(url, a.channel(open_room)) == 0
 
         await eventually(dropped)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_relay_alone_on_a_lesson_publishes_there_only_once_another_node_listens(redis_url: str) -> None:
+    """What a publish returns (how many subscribers got it) tells a node it is alone on a lesson's
+    channel; another node's message on it, or a publish that reached two, ends that."""
+    prefix = f"scr-alone-{uuid.uuid4().hex[:8]}"
+    a, b = RedisRelay(redis_url, prefix, "a"), RedisRelay(redis_url, prefix, "b")
+    heard: list[bytes] = []
+    a.bind(lambda *args: None, lambda: None)
+    b.bind(lambda lesson, kind, payload, origin: heard.append(kind + payload), lambda: None)
+    await a.start()
+    await b.start()
+    lesson = str(uuid.uuid4())
+    try:
+        a.subscribe(lesson)
+        assert await a.subscribed(lesson, within=5)
+        assert a.others_listen(lesson)  # until a count says otherwise
+        a.publish(lesson, KIND_QUERY, b"sv")
+
+        async def a_alone() -> bool:
+            return not a.others_listen(lesson)
+
+        await eventually(a_alone)
+        assert a.alone_count() == 1
+        # another node opens the room: it subscribes, then asks; its question ends A's solitude
+        b.subscribe(lesson)
+        assert await b.subscribed(lesson, within=5)
+        b.publish(lesson, KIND_QUERY, b"sv")
+
+        async def a_has_company() -> bool:
+            return a.others_listen(lesson)
+
+        await eventually(a_has_company)
+        assert b.others_listen(lesson)  # its question reached two
+        a.publish(lesson, KIND_UPDATE, b"one")
+
+        async def b_heard() -> bool:
+            return heard == [KIND_UPDATE + b"one"]
+
+        await eventually(b_heard)
+        # B leaves: A's next publish reaches only itself, and it stops publishing again
+        b.unsubscribe(lesson)
+
+        async def b_gone() -> bool:
+            return await subscribers(redis_url, a.channel(lesson)) == 1
+
+        await eventually(b_gone)
+        a.publish(lesson, KIND_UPDATE, b"two")
+        await eventually(a_alone)
+        # a room closed and opened again starts by publishing
+        a.unsubscribe(lesson)
+        assert a.others_listen(lesson) and a.alone_count() == 0
     finally:
         await a.stop()
         await b.stop()

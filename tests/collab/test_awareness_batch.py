@@ -68,6 +68,9 @@ class LinkedRelay:
         if other is not None and other.handler is not None:
             asyncio.get_running_loop().call_soon(other.handler, lesson_id, kind, payload, self.node_id)
 
+    def others_listen(self, lesson_id: str) -> bool:
+        return True  # another node is always there
+
     async def subscribed(self, lesson_id: str, within: float) -> bool:
         return True
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy import distinct as distinct_
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.editing.models import LessonUpdate
@@ -168,3 +168,54 @@ async def test_cursors_of_a_dead_node_disappear_on_the_others(
     finally:
         doomed.stop()
         survivor.stop()
+
+
+async def _metric(node: ServerProcess, name: str) -> float:
+    async with httpx.AsyncClient(base_url=node.base_url) as http:
+        text = (await http.get("/metrics")).text
+    return next(float(line.split(" ")[1]) for line in text.splitlines() if line.split(" ")[0] == name)
+
+
+async def test_a_room_alone_on_its_node_publishes_nothing_and_a_later_node_misses_nothing(
+        two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
+    """A room no other node has open does not publish its updates to Redis. A node that opens it
+    while some of them are not even committed yet (so not in what it loads) still gets them: the
+    first node answers its question from the live document. From then on both relay."""
+    a_node, b_node = two_nodes
+    async with httpx.AsyncClient(base_url=a_node.base_url) as http:
+        author = await dev_user(http, "Author")
+    lesson = await make_lesson(db, author.clerk_id, title="T", body="")
+    a = await YClient.connect(a_node.ws_url, lesson.id, author.token)
+
+    async def alone() -> bool:
+        return await _metric(a_node, "scriptorium_collab_rooms_alone") >= 1
+
+    await eventually(alone, within=10)
+    published = await _metric(a_node, "scriptorium_collab_relay_published_total")
+    for n in range(40):
+        a.body.insert(len(str(a.body)), f"{n},")
+        await a.roundtrip()
+    await a.saved()
+    # 40 committed updates, none published (heartbeats to the node channel go every 2 s)
+    assert await _metric(a_node, "scriptorium_collab_relay_published_total") - published < 10
+    saved = "".join(f"{n}," for n in range(40))
+    expected = saved + "".join(f"{n}," for n in range(40, 80))
+
+    # Node A's appends wait on a lock (reads go on): 40 more updates are applied there, neither
+    # committed nor published, when node B loads the room.
+    async with db.connect() as conn:
+        await conn.execute(text(f"LOCK TABLE {LessonUpdate.__tablename__} IN EXCLUSIVE MODE"))
+        for n in range(40, 80):
+            a.body.insert(len(str(a.body)), f"{n},")
+        await a.roundtrip()
+        b = await YClient.connect(b_node.ws_url, lesson.id, author.token)
+        assert b.text()["body"] == saved
+        await conn.rollback()
+    assert (await converge([a, b], within=5))["body"] == expected
+    # and from now on A publishes: B's edits and A's reach each other live
+    b.body.insert(0, "B:")
+    a.body.insert(len(str(a.body)), ":A")
+    assert (await converge([a, b], within=5))["body"] == "B:" + expected + ":A"
+    assert await _metric(a_node, "scriptorium_collab_rooms_alone") == 0
+    for client in (a, b):
+        await client.close()

@@ -148,6 +148,9 @@ class RecordingRelay:
     def publish(self, lesson_id: str, kind: bytes, payload: bytes) -> None:
         self.published.append((lesson_id, kind, payload))
 
+    def others_listen(self, lesson_id: str) -> bool:
+        return True  # another node is always there
+
     async def subscribed(self, lesson_id: str, within: float) -> bool:
         return True
 
