@@ -13,6 +13,7 @@ and :mod:`collab.protocol`.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 
@@ -33,6 +34,7 @@ class Cluster:
         self.after_commit = after_commit or (lambda lesson_id, callback: callback())
         self.rooms = rooms  # the manager's, by lesson key
         self.awareness = awareness
+        self._tasks: set[asyncio.Task[None]] = set()
         if relay is not None:
             relay.bind(self.on_relay, self.on_reconnect)
 
@@ -41,7 +43,19 @@ class Cluster:
         than what PostgreSQL gave us."""
         if self.relay is not None:
             self.relay.subscribe(room.lesson_id)
-            await self.relay.subscribed(room.lesson_id, within=1.0)
+            if not await self.relay.subscribed(room.lesson_id, within=1.0):
+                # Ask again once subscribed: answers sent before then reach nobody here, and a
+                # node alone on the lesson would take its answer's count for being alone still
+                # (see collab.relay), publishing nothing more to this node.
+                task = asyncio.ensure_future(self._ask_when_subscribed(room))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            self.relay.publish(room.lesson_id, KIND_QUERY, room.doc.get_state())
+
+    async def _ask_when_subscribed(self, room: Room) -> None:
+        assert self.relay is not None
+        # (past this, Redis is away: the reconnect makes every room ask again)
+        if await self.relay.subscribed(room.lesson_id, within=60.0) and self.rooms.get(room.lesson_id) is room:
             self.relay.publish(room.lesson_id, KIND_QUERY, room.doc.get_state())
 
     def closed(self, room: Room) -> None:

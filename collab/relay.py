@@ -17,7 +17,11 @@ would otherwise cost a publish, a read of it back on this node's own subscriptio
 immediate commit to PostgreSQL (persist before relay). Alone is learnt from what a publish
 returns, the number of subscribers that received it: 1, this node, on a publish sent after the
 last message another node sent on the channel, while this node's subscription was confirmed.
-Any message of another node on the channel, or a publish that reached 2 or more, ends it. Nothing
+Any message of another node on the channel, or a publish that reached 2 or more, ends it; so does
+this node's own subscription falling silent (its heartbeat, published every 2 s on the nodes'
+channel, must come back to it: a half-open connection would otherwise leave the "1" to be another
+node while this one hears nothing). A room whose question goes out before its subscription is
+confirmed asks again once it is (see :meth:`collab.cluster.Cluster.opened`). Nothing
 is missed: a node that opens the room subscribes first and then publishes ``q`` (it always goes);
 every node answers it from its live document, which holds every update it did not publish (see
 :meth:`collab.cluster.Cluster.opened`), and publishes from then on. On a Redis Cluster a
@@ -49,6 +53,8 @@ KIND_STATE = b"s"
 Handler = Callable[[str, bytes, bytes, str], None]  # (lesson id, kind, payload, origin node)
 
 HEARTBEAT_S = 2.0
+# This node's subscription counts as alive while its own heartbeat came back within this long.
+ECHO_FRESH_S = 3 * HEARTBEAT_S
 
 
 class Relay(Protocol):
@@ -99,6 +105,7 @@ class RedisRelay:
         self._alone: set[str] = set()
         self._heard: dict[str, float] = {}
         self.published = 0  # messages published (a metric)
+        self._echo_at = -1e9  # when this node's own heartbeat last came back (time.monotonic())
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -137,12 +144,15 @@ class RedisRelay:
 
     def alone_count(self) -> int:
         """How many open rooms no other node listens to (a metric)."""
-        return len(self._alone)
+        return len(self._alone) if self._hears_itself() else 0
 
     def others_listen(self, lesson_id: str) -> bool:
         """Whether another node may listen on ``lesson_id``'s channel: its updates and awareness
         are published only then (see the module docstring)."""
-        return lesson_id not in self._alone
+        return lesson_id not in self._alone or not self._hears_itself()
+
+    def _hears_itself(self) -> bool:
+        return time.monotonic() - self._echo_at < ECHO_FRESH_S
 
     async def subscribed(self, lesson_id: str, within: float) -> bool:
         """Wait until the channel of ``lesson_id`` is subscribed (bounded)."""
@@ -199,7 +209,8 @@ class RedisRelay:
                             else:
                                 pipe.publish(channel, message)
                         # (whether this node listened on each channel as the batch left)
-                        ours = [self.subscriber.confirmed(channel) for channel, _, _ in batch]
+                        alive = self._hears_itself()
+                        ours = [alive and self.subscriber.confirmed(channel) for channel, _, _ in batch]
                         sent = time.monotonic()
                         # Lost if Redis (or one shard) is away: rooms resynchronise below.
                         received = await pipe.execute()
@@ -257,6 +268,8 @@ class RedisRelay:
 
     def _dispatch(self, channel: str, data: bytes) -> None:
         if data.startswith(self._origin):
+            if channel == self._control:
+                self._echo_at = time.monotonic()  # this node's subscription is alive
             return
         newline = data.find(b"\n")
         if newline < 0 or newline + 1 >= len(data):  # (a heartbeat is "<node>\nh")

@@ -180,7 +180,9 @@ async def test_a_room_alone_on_its_node_publishes_nothing_and_a_later_node_misse
         two_nodes: tuple[ServerProcess, ServerProcess], db: AsyncEngine) -> None:
     """A room no other node has open does not publish its updates to Redis. A node that opens it
     while some of them are not even committed yet (so not in what it loads) still gets them: the
-    first node answers its question from the live document. From then on both relay."""
+    first node answers its question from the live document. From then on both relay. (A node that
+    publishes would send those updates after their commit anyway; alone, the answer is their only
+    way to node B: the test fails when the answer leaves them out.)"""
     a_node, b_node = two_nodes
     async with httpx.AsyncClient(base_url=a_node.base_url) as http:
         author = await dev_user(http, "Author")
