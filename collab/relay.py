@@ -104,7 +104,7 @@ class RedisRelay:
         # (time.monotonic())
         self._alone: set[str] = set()
         self._heard: dict[str, float] = {}
-        self.published = 0  # messages published (a metric)
+        self.updates_published = 0  # update messages published (a metric)
         self._echo_at = -1e9  # when this node's own heartbeat last came back (time.monotonic())
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -161,6 +161,8 @@ class RedisRelay:
     def publish(self, lesson_id: str, kind: bytes, payload: bytes) -> None:
         """Queue a message; a single task sends queued messages in pipelines."""
         self._outbox.append((self.channel(lesson_id), self._origin + kind + payload, lesson_id))
+        if kind == KIND_UPDATE:
+            self.updates_published += 1
         if len(self._outbox) > 100_000:  # Redis is away for long: keep the newest
             self._outbox.popleft()
         self._outbox_ready.set()
@@ -214,7 +216,6 @@ class RedisRelay:
                         sent = time.monotonic()
                         # Lost if Redis (or one shard) is away: rooms resynchronise below.
                         received = await pipe.execute()
-                        self.published += len(batch)
                         if not self.cluster:
                             self._counted(batch, ours, received, sent)
                         if _cancelling():  # (a cancellation the client swallowed)

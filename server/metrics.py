@@ -51,9 +51,9 @@ class Metrics:
         self.collab_updates = FunctionCounter(
             "scriptorium_collab_updates", "Document updates applied", self.registry
         )
-        self.collab_relay_published = FunctionCounter(
-            "scriptorium_collab_relay_published", "Messages this node published to the other nodes' rooms "
-            "(collab relay, Redis)", self.registry
+        self.collab_relay_updates = FunctionCounter(
+            "scriptorium_collab_relay_updates_published", "Update messages this node published to the other "
+            "nodes' rooms (collab relay, Redis)", self.registry
         )
         self.collab_rooms_alone = Gauge(
             "scriptorium_collab_rooms_alone",

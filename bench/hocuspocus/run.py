@@ -38,6 +38,8 @@ ROOT = HERE.parents[1]
 WORK = HERE / ".work"
 LOAD = Path(os.environ.get("COLLAB_LOAD", "/work/shared/bench/collab_load.mjs"))
 PROFILE = os.environ.get("BENCH_PROFILE")
+# BENCH_PROFILE_PHASE=setup: sample the server while the sockets connect and authenticate instead
+PROFILE_PHASE = os.environ.get("BENCH_PROFILE_PHASE", "load")
 sys.path.insert(0, str(ROOT))
 
 from bench.server_view import scrape, stalls  # noqa: E402
@@ -78,6 +80,13 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
            str(scenario["rate"]), str(secs), token or ""]
     proc = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
+    setup_profiler = None
+    if PROFILE and PROFILE_PHASE == "setup":
+        setup_out = WORK / f"profile-setup-{pids[0]}.raw"
+        setup_profiler = subprocess.Popen([PROFILE, "record", "-p", str(pids[0]), "-r", "200", "--native",
+                                           "-f", "raw", "-o", str(setup_out)],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"profiling the server's setup into {setup_out}", file=sys.stderr)
     # load.mjs gives up on a socket after 120 s of setup; past this the run is abandoned.
     killer = threading.Timer(secs + 400, proc.kill)
     killer.start()
@@ -88,7 +97,10 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
         if line.startswith('{"phase"'):
             cpu_load = collab_bench.cpu_seconds(pids)
             metrics0 = scrape(metrics_url) if metrics_url else {}
-            if PROFILE:  # BENCH_PROFILE=<py-spy binary>: sample the server during the load
+            if setup_profiler is not None:
+                setup_profiler.send_signal(signal.SIGINT)  # py-spy writes what it has on SIGINT
+                setup_profiler.wait(timeout=60)
+            elif PROFILE:  # BENCH_PROFILE=<py-spy binary>: sample the server during the load
                 out = WORK / f"profile-{pids[0]}.raw"
                 profiler = subprocess.Popen([PROFILE, "record", "-p", str(pids[0]), "-d", str(secs), "-r", "200",
                                              "--native", "-f", "raw", "-o", str(out)],

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -81,19 +83,102 @@ class SocketCounts:
             await self.caps.release(*held)
 
 
+PRINCIPAL_MEMO = "scriptorium.collab_principal"  # scope key: the socket's _PrincipalMemo
+# How long a socket's documents reuse the user its token resolved to (the token itself is verified
+# for every document): the rooms' access re-check runs as often, so no wider window opens.
+PRINCIPAL_MEMO_S = 2.0
+DECIDE_BATCH_MAX = 500  # pairs in one statement of Decisions
+
+
+class _PrincipalMemo:
+    """The user a socket's token last resolved to, shared by the scopes of its documents (a
+    Hocuspocus socket authenticates each document with the same token: 50 documents were 50
+    users-row reads and 50 runs of the sign-in hooks)."""
+
+    def __init__(self) -> None:
+        self.sub: str | None = None
+        self.principal: Principal | None = None
+        self.at = 0.0
+
+    def get(self, sub: str) -> Principal | None:
+        if self.sub == sub and time.monotonic() - self.at < PRINCIPAL_MEMO_S:
+            return self.principal
+        return None
+
+    def put(self, principal: Principal) -> None:
+        self.sub, self.principal, self.at = principal.clerk_id, principal, time.monotonic()
+
+
+class Decisions:
+    """Whether users may write lessons, decided together: the documents authorised in one loop
+    turn (a Hocuspocus socket opening its 50 documents, many sockets connecting at once) are
+    decided in one statement (the rooms' re-check's, :func:`make_recheck_many`) instead of one
+    session and query each. Same decisions and close codes as :func:`_decide`."""
+
+    def __init__(self, decide_many: Callable[[list[tuple[str, Grant]]], Awaitable[list[bool | Denied]]]) -> None:
+        self._decide_many = decide_many
+        self._waiting: list[tuple[str, Grant, asyncio.Future[bool | Denied]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def decide(self, lesson_id: str, principal: Principal) -> bool:
+        """True: may write; False: may read; raises Denied (no such lesson, may not join)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[bool | Denied] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._run)
+        self._waiting.append((lesson_id, Grant(user_id=principal.clerk_id, can_write=False), answer))
+        decided = await answer
+        if isinstance(decided, Denied):
+            raise Denied(decided.code, decided.reason)  # (a fresh one per waiter)
+        return decided
+
+    def _run(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for start in range(0, len(waiting), DECIDE_BATCH_MAX):
+            task = asyncio.ensure_future(self._decide(waiting[start:start + DECIDE_BATCH_MAX]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _decide(self, batch: list[tuple[str, Grant, asyncio.Future[bool | Denied]]]) -> None:
+        try:
+            answers = await self._decide_many([(lesson_id, grant) for lesson_id, grant, _ in batch])
+        except BaseException as exc:
+            for _, _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, _, answer), decided in zip(batch, answers, strict=True):
+            if not answer.done():
+                answer.set_result(decided)
+
+
 def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:
+    decisions = Decisions(make_recheck_many(svc))
+
     async def authorize(scope: Scope, lesson_id: str) -> Grant:
         _lesson_uuid(lesson_id)
         conn = HTTPConnection(scope)
+        memo = scope.get(PRINCIPAL_MEMO)
+        if not isinstance(memo, _PrincipalMemo):
+            # (a Hocuspocus socket copies what its first document's authorize noted to its own
+            # scope, so the documents after it share this one)
+            memo = scope[PRINCIPAL_MEMO] = _PrincipalMemo()
         try:
-            principal = await svc.auth.authenticate(conn, websocket=True)
+            claims = await svc.auth.claims_of(conn, websocket=True)
+            if claims is None:
+                raise Denied(CLOSE_UNAUTHORIZED, "Sign in to edit lessons.")
+            principal = memo.get(str(claims["sub"]))
+            if principal is None:
+                principal = await svc.auth.resolve_user(claims)
+                await svc.auth.signed_in(principal)
+                memo.put(principal)
         except Unauthorized as exc:
             raise Denied(CLOSE_UNAUTHORIZED, str(exc.detail or "")) from None
         except Forbidden as exc:
             raise Denied(CLOSE_FORBIDDEN, str(exc.detail or "")) from None
-        if principal is None:
-            raise Denied(CLOSE_UNAUTHORIZED, "Sign in to edit lessons.")
-        can_write = await _decide(svc, lesson_id, principal)
+        can_write = await decisions.decide(lesson_id, principal)
         if counts is not None:
             await counts.take(scope, principal.clerk_id)
         return Grant(user_id=principal.clerk_id, can_write=can_write, subject=principal)
@@ -211,7 +296,7 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.collab_updates.set_function(lambda: rooms.updates_applied)
         if relay is not None:
-            metrics.collab_relay_published.set_function(lambda: relay.published)
+            metrics.collab_relay_updates.set_function(lambda: relay.updates_published)
             metrics.collab_rooms_alone.set_function(relay.alone_count)
         metrics.websockets.labels("collab").set_function(rooms.peer_count)
     return rooms
