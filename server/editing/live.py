@@ -140,18 +140,20 @@ class Decisions:
             task.add_done_callback(self._tasks.discard)
 
     async def _decide(self, batch: list[tuple[str, Grant, asyncio.Future[bool | Denied]]]) -> None:
+        failure: Exception | None = None
         try:
             answers = await self._decide_many([(lesson_id, grant) for lesson_id, grant, _ in batch])
-        except BaseException as exc:
+            for (_, _, answer), decided in zip(batch, answers, strict=False):
+                if not answer.done():
+                    answer.set_result(decided)
+        except Exception as exc:  # (the waiters get it; a cancellation goes on up)
+            failure = exc
+        finally:
+            # every waiter is answered: one left without a decision (an error, a cancellation, a
+            # short answer) is refused as the server failing, never left waiting
             for _, _, answer in batch:
                 if not answer.done():
-                    answer.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for (_, _, answer), decided in zip(batch, answers, strict=True):
-            if not answer.done():
-                answer.set_result(decided)
+                    answer.set_exception(failure or RuntimeError("no decision"))
 
 
 def make_authorize(svc: Services, counts: SocketCounts | None = None) -> Any:

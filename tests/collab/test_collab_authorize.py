@@ -115,6 +115,14 @@ async def test_decisions_taken_together_answer_each_document() -> None:
     with pytest.raises(ConnectionError):
         await live.Decisions(failing).decide("w", who)
 
+    async def short(pairs: list[tuple[str, Grant]]) -> list[bool | Denied]:
+        return [True]  # fewer answers than questions: the others are refused, not left waiting
+
+    shortened = live.Decisions(short)
+    short_results = await asyncio.wait_for(asyncio.gather(
+        *(shortened.decide(lesson, who) for lesson in ("a", "b")), return_exceptions=True), 5)
+    assert short_results[0] is True and isinstance(short_results[1], RuntimeError)
+
 
 async def test_a_large_burst_is_decided_in_bounded_statements() -> None:
     sizes: list[int] = []
