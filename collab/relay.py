@@ -20,7 +20,8 @@ last message another node sent on the channel, while this node's subscription wa
 Any message of another node on the channel, or a publish that reached 2 or more, ends it; so does
 this node's own subscription falling silent (its heartbeat, published every 2 s on the nodes'
 channel, must come back to it: a half-open connection would otherwise leave the "1" to be another
-node while this one hears nothing). A room whose question goes out before its subscription is
+node while this one hears nothing; such a subscription is then connected again, and the rooms
+resynchronise). A room whose question goes out before its subscription is
 confirmed asks again once it is (see :meth:`collab.cluster.Cluster.opened`). Nothing
 is missed: a node that opens the room subscribes first and then publishes ``q`` (it always goes);
 every node answers it from its live document, which holds every update it did not publish (see
@@ -106,6 +107,7 @@ class RedisRelay:
         self._heard: dict[str, float] = {}
         self.updates_published = 0  # update messages published (a metric)
         self._echo_at = -1e9  # when this node's own heartbeat last came back (time.monotonic())
+        self._published_at = -1e9  # when a batch was last published
         self._outbox_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -174,11 +176,25 @@ class RedisRelay:
                        asyncio.create_task(self._heartbeat(), name="collab-relay-heartbeat")]
 
     async def _heartbeat(self) -> None:
-        """Tell the other nodes this one is alive: they drop a dead node's cursors quickly."""
+        """Tell the other nodes this one is alive: they drop a dead node's cursors quickly. The
+        heartbeat also comes back to this node: when it stops while publishing works, the
+        subscription is deaf (a half-open connection) and is connected again."""
+        watched = time.monotonic()
         while True:
             self._outbox.append((self._control, self._origin + b"h", None))
             self._outbox_ready.set()
             await asyncio.sleep(HEARTBEAT_S)
+            watched = self._watch(time.monotonic(), watched)
+
+    def _watch(self, now: float, watched: float) -> float:
+        """Reconnect a subscription that stopped hearing this node's heartbeat though publishing
+        works (the rooms then resynchronise); the new start of the watch."""
+        silent = now - max(self._echo_at, watched) > ECHO_FRESH_S
+        if silent and self.subscriber.connected and now - self._published_at < ECHO_FRESH_S:
+            log.warning("collab relay hears nothing, not even its own heartbeat: reconnecting it")
+            self.subscriber.fail(TimeoutError("own heartbeat did not come back"))
+            return now
+        return watched
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -216,6 +232,7 @@ class RedisRelay:
                         sent = time.monotonic()
                         # Lost if Redis (or one shard) is away: rooms resynchronise below.
                         received = await pipe.execute()
+                        self._published_at = time.monotonic()
                         if not self.cluster:
                             self._counted(batch, ours, received, sent)
                         if _cancelling():  # (a cancellation the client swallowed)

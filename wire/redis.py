@@ -180,6 +180,14 @@ class Subscriber:
         """The channels this node is subscribed to now (confirmed by the server)."""
         return frozenset(self._confirmed)
 
+    def fail(self, reason: BaseException) -> None:
+        """Drop the connections and connect again, as after a lost one (``on_connected(False)``
+        follows): for a subscription its owner knows to be deaf (a half-open connection looks
+        connected and hears nothing)."""
+        if self._failure is None:
+            self._failure = reason
+        self._failed.set()
+
     def confirmed(self, channel: str) -> bool:
         """Whether ``channel``'s subscription is confirmed by the server now."""
         return channel in self._confirmed

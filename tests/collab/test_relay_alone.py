@@ -144,3 +144,56 @@ async def test_a_room_whose_subscription_is_late_asks_again_once_subscribed() ->
 
     await eventually(asked_again, within=5)
     assert KIND_UPDATE not in fake.published
+
+
+class FakeSubscriber:
+    connected = True
+
+    def __init__(self) -> None:
+        self.failed: list[BaseException] = []
+
+    def fail(self, reason: BaseException) -> None:
+        self.failed.append(reason)
+
+
+def test_a_subscription_that_stops_hearing_its_own_heartbeat_is_reconnected() -> None:
+    r = relay()
+    fake = FakeSubscriber()
+    r.subscriber = fake  # type: ignore[assignment]
+    now = time.monotonic()
+    r._published_at = now  # publishing works
+    assert r._watch(now, now - 60) == now - 60 and fake.failed == []  # its heartbeat came back
+    r._echo_at = now - 60  # ... and then stopped coming
+    assert r._watch(now, now - 60) == now and len(fake.failed) == 1
+    assert r._watch(now + 1, now) == now  # watched again from the reconnect: not at once
+    r._published_at = now - 60  # nothing gets published (Redis away): the subscription is not blamed
+    assert r._watch(now + 60, now) == now and len(fake.failed) == 1
+
+
+async def test_a_failed_subscription_reconnects_and_the_rooms_resynchronise(redis_url: str) -> None:
+    prefix = f"scr-deaf-{uuid.uuid4().hex[:8]}"
+    reconnects: list[bool] = []
+    heard: list[bytes] = []
+    a, b = RedisRelay(redis_url, prefix, "a"), RedisRelay(redis_url, prefix, "b")
+    a.bind(lambda lesson, kind, payload, origin: heard.append(payload), lambda: reconnects.append(True))
+    b.bind(lambda *args: None, lambda: None)
+    await a.start()
+    await b.start()
+    try:
+        a.subscribe(LESSON)
+        assert await a.subscribed(LESSON, within=5)
+        a.subscriber.fail(TimeoutError("deaf"))
+
+        async def back() -> bool:
+            return bool(reconnects) and a.subscriber.confirmed(a.channel(LESSON))
+
+        await eventually(back)
+
+        async def hears_b() -> bool:
+            b.publish(LESSON, KIND_UPDATE, b"after")
+            return b"after" in heard
+
+        await eventually(hears_b)
+    finally:
+        await a.stop()
+        await b.stop()
