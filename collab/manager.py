@@ -224,7 +224,7 @@ class RoomManager:
         doc = replay(updates)
         if doc is None:  # a log poisoned before updates were checked (apply_checked)
             doc, updates = replay_skipping(lesson_id, updates)
-        room = Room(lesson_id, doc, log_rows=loaded.log_rows)
+        room = Room(lesson_id, doc, log_rows=loaded.log_rows, defer=self.coalescer.defer)
         if updates:
             room.base = merge_updates(*updates) if len(updates) > 1 else updates[0]
         for name in TEXT_FIELDS:

@@ -349,9 +349,13 @@ class Room:
     # Digests of the last large updates applied or found to change nothing (see update_digest).
     seen_updates: OrderedDict[bytes, None] = field(default_factory=OrderedDict)
     materialised: tuple[str, str] | None = None  # title and body this room last materialised
-    # Client updates applied this loop turn, not yet sent: (frame, update, the peer it came from).
+    # Client updates applied and not yet sent: (frame, update, the peer it came from).
     pending: list[tuple[bytes, bytes, Peer | None]] = field(default_factory=list)
     pending_bytes: int = 0
+    # Runs a callback when the node's writes next go out (the manager's Coalescer.defer): the
+    # updates of that whole interval leave merged. None (a room on its own): at the end of the
+    # loop turn.
+    defer: Callable[[Callable[[], None]], None] | None = None
 
     def note_seen(self, digest: bytes | None) -> None:
         if digest is None:
@@ -405,20 +409,27 @@ class Room:
                 str(self.text("body")).replace("\x00", "\ufffd"))
 
     def broadcast_update(self, frame: bytes, update: bytes, origin: Peer | None) -> None:
-        """Send an applied update to every local peer but ``origin``, at the end of this loop
-        turn: the updates of one turn leave merged, one frame per peer (the peers that sent one of
-        them get the others' frames as they came, never their own)."""
+        """Send an applied update to every local peer but ``origin`` when the node's writes next
+        go out (:attr:`defer`): the updates held until then leave merged, one frame per peer."""
         if not self.peers:
             return
         if self.pending and self.pending_bytes + len(update) > MERGE_MAX_BYTES:
             self.flush_updates()
         if not self.pending:
-            asyncio.get_running_loop().call_soon(self.flush_updates)
+            if self.defer is not None:
+                self.defer(self.flush_updates)
+            else:
+                asyncio.get_running_loop().call_soon(self.flush_updates)
         self.pending.append((frame, update, origin))
         self.pending_bytes += len(update)
 
     def flush_updates(self) -> None:
-        """Send the updates :meth:`broadcast_update` holds (a no-op when there are none)."""
+        """Send the updates :meth:`broadcast_update` holds (a no-op when there are none).
+
+        One update goes to every peer but the one it came from. Several go to every peer as one
+        merged update, their senders included, as @hocuspocus/server 4 does: a client applying
+        its own update again changes nothing (Yjs skips what it has), and one frame per peer
+        costs each client one apply where per-sender copies cost one per other writer."""
         pending = self.pending
         if not pending:
             return
@@ -427,21 +438,7 @@ class Room:
             frame, _, origin = pending[0]
             self._send_all(frame, origin)
             return
-        merged = merged_frame([(frame, update) for frame, update, _ in pending])
-        origins = {id(origin) for _, _, origin in pending if origin is not None}
-        message = {"type": "websocket.send", "bytes": merged}
-        wire = encode_frame(merged)
-        singles: list[tuple[bytes, dict[str, Any], bytes, Peer | None]] | None = None
-        for peer in self.peers:
-            if id(peer) not in origins:
-                peer.sender.push(merged, message, wire)
-                continue
-            if singles is None:
-                singles = [(frame, {"type": "websocket.send", "bytes": frame}, encode_frame(frame), origin)
-                           for frame, _, origin in pending]
-            for frame, single_message, single_wire, origin in singles:
-                if origin is not peer:
-                    peer.sender.push(frame, single_message, single_wire)
+        self._send_all(merged_frame([(frame, update) for frame, update, _ in pending]), None)
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         """Write one encoded frame to every local peer (same bytes, same ASGI message), after the

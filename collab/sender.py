@@ -47,16 +47,30 @@ class Coalescer:
     frame was the largest single cost of a busy room's fan-out (a syscall, which on loopback also
     runs the reader's TCP receive path): at 100 readers of 500 updates/s, an interval of a few
     milliseconds turns ~2.5 frames per socket into one write, for at most that much latency.
-    ``interval`` 0 flushes once per loop iteration."""
+    ``interval`` 0 flushes once per loop iteration.
+
+    :meth:`defer` runs a callback at the next flush, before the writes: a room sends the updates
+    of the whole interval there as one merged frame (:meth:`collab.room.Room.flush_updates`),
+    so a busy room's readers apply one update per interval instead of one per writer."""
 
     def __init__(self, interval: float = 0.0) -> None:
         self._pending: list[Sender] = []
+        self._before: list[Callable[[], None]] = []
         self._scheduled = False
         self.interval = interval
         self._last = -1e9  # loop time of the last flush
 
     def add(self, sender: Sender) -> None:
         self._pending.append(sender)
+        self._schedule()
+
+    def defer(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` at the next flush, before the senders write (its frames go out in
+        that flush)."""
+        self._before.append(callback)
+        self._schedule()
+
+    def _schedule(self) -> None:
         if not self._scheduled:
             self._scheduled = True
             loop = asyncio.get_running_loop()
@@ -67,9 +81,15 @@ class Coalescer:
                 loop.call_at(due, self.flush)
 
     def flush(self) -> None:
-        self._scheduled = False
         if self.interval > 0:
             self._last = asyncio.get_running_loop().time()
+        before, self._before = self._before, []
+        for callback in before:  # still scheduled: the senders they push to join this flush
+            try:
+                callback()
+            except Exception:
+                log.exception("collab flush callback failed")
+        self._scheduled = False
         pending, self._pending = self._pending, []
         for sender in pending:
             try:

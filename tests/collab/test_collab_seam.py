@@ -55,10 +55,12 @@ class MemoryLink:
         self.closed = False
         self.frames: list[bytes] = []
         self.close_code: int | None = None
+        self.pushed = asyncio.Event()  # set by every frame
 
     def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
         if not self.closed:
             self.frames.append(frame)
+            self.pushed.set()
 
     def close(self, code: int, reason: str = "") -> None:
         self.closed = True
@@ -125,9 +127,12 @@ async def test_a_connection_type_needs_only_a_link_and_the_manager_api() -> None
         await rooms.stop()
 
 
-async def test_updates_of_one_loop_turn_leave_merged_and_never_back_to_their_sender() -> None:
+async def test_a_lone_update_never_goes_back_to_its_sender_and_several_leave_as_one_frame() -> None:
     store = MemoryStore()
-    rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01)  # type: ignore[arg-type]
+    # writes go out at most every 500 ms: updates received in different loop turns within that
+    # interval leave together
+    rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01,  # type: ignore[arg-type]
+                        write_interval=0.5)
     await rooms.start()
     try:
         links = {name: MemoryLink() for name in ("ann", "bob", "viewer")}
@@ -135,13 +140,7 @@ async def test_updates_of_one_loop_turn_leave_merged_and_never_back_to_their_sen
         for name, link in links.items():
             grant, room = await rooms.admit({"user": name}, LESSON)
             room, peers[name] = await rooms.join(room, grant, link)
-        seen = {name: len(link.frames) for name, link in links.items()}
         base = room.doc.get_update()
-        ann, bob = _edit(room.doc, "Ann "), _edit(room.doc, "Bob ")
-        rooms.receiver.receive(room, peers["ann"], p.update_frame(ann))
-        rooms.receiver.receive(room, peers["bob"], p.update_frame(bob))
-        assert all(len(link.frames) == seen[name] for name, link in links.items())  # not yet
-        await asyncio.sleep(0)  # the end of the loop turn
 
         def body(frames: list[bytes]) -> str:
             doc: Doc[Any] = Doc()
@@ -150,12 +149,33 @@ async def test_updates_of_one_loop_turn_leave_merged_and_never_back_to_their_sen
                 doc.apply_update(p.parse_frame(frame).payload)
             return str(doc.get("body", type=Text))
 
-        [merged] = links["viewer"].frames[seen["viewer"]:]  # one frame for both updates
-        assert p.parse_frame(merged).sync == p.SYNC_UPDATE
-        assert set(body([merged]).split()) == {"Ann", "Bob", "Body"}
-        # each writer gets the other's update as it came, never its own
-        assert links["ann"].frames[seen["ann"]:] == [p.update_frame(bob)]
-        assert links["bob"].frames[seen["bob"]:] == [p.update_frame(ann)]
+        async def arrived(name: str, count: int) -> list[bytes]:
+            while len(links[name].frames) - seen[name] < count:
+                links[name].pushed.clear()
+                await asyncio.wait_for(links[name].pushed.wait(), 5)
+            return links[name].frames[seen[name]:]
+
+        # one update: every peer but its sender
+        seen = {name: len(link.frames) for name, link in links.items()}
+        lone = _edit(room.doc, "Lone ")
+        rooms.receiver.receive(room, peers["ann"], p.update_frame(lone))
+        assert await arrived("viewer", 1) == [p.update_frame(lone)]
+        assert await arrived("bob", 1) == [p.update_frame(lone)]
+        base = room.doc.get_update()
+        assert links["ann"].frames[seen["ann"]:] == []
+
+        # two updates, in two loop turns of one write interval: one merged frame for everyone
+        seen = {name: len(link.frames) for name, link in links.items()}
+        ann, bob = _edit(room.doc, "Ann "), _edit(room.doc, "Bob ")
+        rooms.receiver.receive(room, peers["ann"], p.update_frame(ann))
+        await asyncio.sleep(0)
+        rooms.receiver.receive(room, peers["bob"], p.update_frame(bob))
+        for name in links:
+            [merged] = await arrived(name, 1)
+            assert p.parse_frame(merged).sync == p.SYNC_UPDATE
+            assert set(body([merged]).split()) == {"Lone", "Ann", "Bob", "Body"}
+            # the writers get theirs back inside it: applying it again changes nothing
+            assert links[name].frames[seen[name]:] == [merged]
         for peer in peers.values():
             rooms.leave(room, peer)
     finally:
