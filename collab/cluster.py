@@ -58,6 +58,13 @@ class Cluster:
         if await self.relay.subscribed(room.lesson_id, within=60.0) and self.rooms.get(room.lesson_id) is room:
             self.relay.publish(room.lesson_id, KIND_QUERY, room.doc.get_state())
 
+    async def stop(self) -> None:
+        """Cancel the questions still waiting for a subscription (the relay is going)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def closed(self, room: Room) -> None:
         if self.relay is not None:
             self.relay.unsubscribe(room.lesson_id)

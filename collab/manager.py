@@ -177,6 +177,7 @@ class RoomManager:
             for peer in list(room.peers):
                 peer.sender.close(CLOSE_SERVICE_RESTART, "Service restart")
         self.awareness.flush_relay()  # the last removals, before the relay goes
+        await self.cluster.stop()
         if self.relay is not None:
             await self.relay.stop()
 

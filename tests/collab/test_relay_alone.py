@@ -146,6 +146,20 @@ async def test_a_room_whose_subscription_is_late_asks_again_once_subscribed() ->
     assert KIND_UPDATE not in fake.published
 
 
+async def test_stopping_cancels_a_question_still_waiting_for_its_subscription() -> None:
+    fake = SlowSubscriptionRelay()
+    rooms: dict[str, Room] = {}
+    cluster = Cluster(fake, rooms, Awareness(None, ids=8, state_bytes=1024, burst=10, per_second=10))
+    room = rooms[LESSON] = Room(LESSON, Doc())
+    await cluster.opened(room)
+    [waiting] = cluster._tasks
+    await cluster.stop()
+    assert waiting.cancelled() and not cluster._tasks
+    fake.confirmed.set()  # the subscription comes after the stop: nothing is asked
+    await asyncio.sleep(0)
+    assert fake.published == [KIND_QUERY]
+
+
 class FakeSubscriber:
     connected = True
 
