@@ -61,10 +61,13 @@ SEEN_UPDATES_KEPT = 32
 # check_update); a keystroke is a few dozen bytes.
 SCRATCH_CHECK_MAX_BYTES = 64 * 1024
 FULL_STATE = b"\x00"  # an empty state vector: "send me everything"
-# Client updates applied in one event-loop turn leave as one merged update (as @hocuspocus/server
-# 4 does): one frame per peer instead of one per update. A merge stops at this many bytes, so a
-# merged frame stays well under a client's frame limit (y-websocket has none, `websockets` 1 MiB).
+# Client updates applied until the node's next write leave as one merged update (as
+# @hocuspocus/server 4 does): one frame per peer instead of one per update. A merge stops at this
+# many bytes, so a merged frame stays well under a client's frame limit (y-websocket has none,
+# `websockets` 1 MiB), and at this many updates: merging is not linear in their number (one
+# struct update per fresh client id is the worst case), and no client's budget pays for it.
 MERGE_MAX_BYTES = 256 * 1024
+MERGE_MAX_UPDATES = 128
 
 
 class TextTooLong(ValueError):
@@ -413,7 +416,8 @@ class Room:
         go out (:attr:`defer`): the updates held until then leave merged, one frame per peer."""
         if not self.peers:
             return
-        if self.pending and self.pending_bytes + len(update) > MERGE_MAX_BYTES:
+        if self.pending and (self.pending_bytes + len(update) > MERGE_MAX_BYTES
+                             or len(self.pending) >= MERGE_MAX_UPDATES):
             self.flush_updates()
         if not self.pending:
             if self.defer is not None:
@@ -426,19 +430,33 @@ class Room:
     def flush_updates(self) -> None:
         """Send the updates :meth:`broadcast_update` holds (a no-op when there are none).
 
-        One update goes to every peer but the one it came from. Several go to every peer as one
-        merged update, their senders included, as @hocuspocus/server 4 does: a client applying
-        its own update again changes nothing (Yjs skips what it has), and one frame per peer
-        costs each client one apply where per-sender copies cost one per other writer."""
+        One update, or several of one peer, go to every peer but the one they came from. Those of
+        several peers go to every peer as one merged update, their senders included, as
+        @hocuspocus/server 4 does: a client applying its own update again changes nothing (Yjs
+        skips what it has), and one frame per peer costs each client one apply where per-sender
+        copies cost one per other writer. Should the merge fail (a pycrdt panic), they go one by
+        one, as they came."""
         pending = self.pending
         if not pending:
             return
         self.pending, self.pending_bytes = [], 0
+        origin = pending[0][2]
         if len(pending) == 1:
-            frame, _, origin = pending[0]
-            self._send_all(frame, origin)
+            self._send_all(pending[0][0], origin)
             return
-        self._send_all(merged_frame([(frame, update) for frame, update, _ in pending]), None)
+        if any(other is not origin for _, _, other in pending):
+            origin = None
+        try:
+            merged = merged_frame([(frame, update) for frame, update, _ in pending])
+        except BaseException as exc:
+            if not is_panic(exc) and not isinstance(exc, Exception):
+                raise
+            log.exception("collab updates did not merge: sent one by one",
+                          extra={"lesson_id": self.lesson_id, "updates": len(pending)})
+            for frame, _, sender in pending:
+                self._send_all(frame, sender)
+            return
+        self._send_all(merged, origin)
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         """Write one encoded frame to every local peer (same bytes, same ASGI message), after the

@@ -81,15 +81,21 @@ class Coalescer:
                 loop.call_at(due, self.flush)
 
     def flush(self) -> None:
-        if self.interval > 0:
-            self._last = asyncio.get_running_loop().time()
-        before, self._before = self._before, []
-        for callback in before:  # still scheduled: the senders they push to join this flush
-            try:
-                callback()
-            except Exception:
-                log.exception("collab flush callback failed")
-        self._scheduled = False
+        try:
+            if self.interval > 0:
+                self._last = asyncio.get_running_loop().time()
+            while self._before:  # still scheduled: what they push joins this flush
+                before, self._before = self._before, []
+                for callback in before:
+                    try:
+                        callback()
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException:  # (a pycrdt panic is a BaseException)
+                        log.exception("collab flush callback failed")
+        finally:
+            # never left scheduled: that would stop every later write of this node
+            self._scheduled = False
         pending, self._pending = self._pending, []
         for sender in pending:
             try:

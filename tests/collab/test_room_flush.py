@@ -1,0 +1,120 @@
+"""How a room's applied updates leave (collab.room.Room.flush_updates, collab.sender.Coalescer):
+merged per write, never lost when a merge or a callback fails, bounded in count."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import pytest
+from pycrdt import Doc, Text
+
+import collab.room as room_module
+from collab import protocol as p
+from collab.access import Grant
+from collab.room import MERGE_MAX_UPDATES, Peer, Room
+from collab.sender import Coalescer
+from collab.throttle import AnswerBudget
+
+LESSON = str(uuid.uuid4())
+
+
+class Link:
+    def __init__(self) -> None:
+        self.closed = False
+        self.frames: list[bytes] = []
+        self.pushed = asyncio.Event()
+
+    def push(self, frame: bytes, message: dict[str, Any] | None = None, wire: bytes | None = None) -> None:
+        self.frames.append(frame)
+        self.pushed.set()
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed = True
+
+
+def room_with(coalescer: Coalescer, *names: str) -> tuple[Room, dict[str, Peer], dict[str, Link]]:
+    room = Room(LESSON, Doc(), defer=coalescer.defer)
+    links = {name: Link() for name in names}
+    peers = {name: Peer(Grant(name, can_write=True), link, AnswerBudget(5, 5, time.monotonic()))
+             for name, link in links.items()}
+    room.peers.extend(peers.values())
+    return room, peers, links
+
+
+def edit(text: str) -> bytes:
+    doc: Doc[Any] = Doc()
+    doc.get("body", type=Text).insert(0, text)
+    return doc.get_update()
+
+
+def body(frames: list[bytes]) -> str:
+    doc: Doc[Any] = Doc()
+    for frame in frames:
+        doc.apply_update(p.parse_frame(frame).payload)
+    return str(doc.get("body", type=Text))
+
+
+async def flushed(link: Link) -> None:
+    await asyncio.wait_for(link.pushed.wait(), 5)
+
+
+async def test_a_burst_of_one_writer_never_comes_back_to_it() -> None:
+    room, peers, links = room_with(Coalescer(), "ann", "viewer")
+    for text in ("a", "b", "c"):
+        update = edit(text)
+        room.broadcast_update(p.update_frame(update), update, peers["ann"])
+    await flushed(links["viewer"])
+    [merged] = links["viewer"].frames
+    assert sorted(body([merged])) == ["a", "b", "c"]
+    assert links["ann"].frames == []
+
+
+async def test_updates_that_do_not_merge_still_leave_one_by_one_and_later_writes_go_on(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    class PanicException(BaseException):  # what pycrdt raises for a Rust panic
+        pass
+
+    def panics(items: Any) -> bytes:
+        raise PanicException("merge panicked")
+
+    coalescer = Coalescer()
+    room, peers, links = room_with(coalescer, "ann", "bob", "viewer")
+    ann, bob = edit("ann"), edit("bob")
+    monkeypatch.setattr(room_module, "merged_frame", panics)
+    room.broadcast_update(p.update_frame(ann), ann, peers["ann"])
+    room.broadcast_update(p.update_frame(bob), bob, peers["bob"])
+    await flushed(links["viewer"])
+    assert links["viewer"].frames == [p.update_frame(ann), p.update_frame(bob)]
+    assert links["ann"].frames == [p.update_frame(bob)] and links["bob"].frames == [p.update_frame(ann)]
+    assert "did not merge" in caplog.text
+    monkeypatch.undo()
+
+    # a callback that fails outright does not leave the coalescer stuck
+    def fails() -> None:
+        raise PanicException("a callback panicked")
+
+    coalescer.defer(fails)
+    await asyncio.sleep(0)  # (the flush it scheduled runs)
+    links["viewer"].pushed.clear()
+    later = edit("later")
+    room.broadcast_update(p.update_frame(later), later, peers["ann"])
+    await flushed(links["viewer"])
+    assert links["viewer"].frames[-1] == p.update_frame(later)
+    assert "flush callback failed" in caplog.text
+
+
+async def test_a_merge_holds_at_most_so_many_updates() -> None:
+    room, peers, links = room_with(Coalescer(), "ann", "bob", "viewer")
+    total = MERGE_MAX_UPDATES * 2 + 1
+    for i in range(total):
+        update = edit(f"{i} ")
+        room.broadcast_update(p.update_frame(update), update, peers["ann" if i % 2 else "bob"])
+    assert len(room.pending) <= MERGE_MAX_UPDATES
+    while len(links["viewer"].frames) < 3:
+        links["viewer"].pushed.clear()
+        await flushed(links["viewer"])
+    assert len(links["viewer"].frames) == 3
+    assert len(body(links["viewer"].frames).split()) == total
