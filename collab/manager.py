@@ -99,6 +99,7 @@ class RoomManager:
         self.persistence = Persistence(store, flush_interval=flush_interval,
                                        compact_threshold=compact_threshold, commit_gap=commit_gap)
         self.persistence.on_failure = self._check_unsaved
+        self.persistence.on_rows_merged = self._rows_merged
         if leases is not None:  # several nodes: PgLeases (see collab.persistence)
             self.persistence.leases = leases
             if isinstance(leases, PgLeases):
@@ -370,6 +371,13 @@ class RoomManager:
         for room in list(self.rooms.values()):
             if self.persistence.held_over(room.lesson_id, self.max_unsaved):
                 self._storage_unavailable(room)
+
+    def _rows_merged(self, lesson_id: str, n: int) -> None:
+        """``n`` of the lesson's committed updates share rows of the log (see
+        :func:`collab.persistence.log_rows`): its room's count of rows was that many over."""
+        room = self.rooms.get(lesson_id)
+        if room is not None:
+            room.log_rows = max(0, room.log_rows - n)
 
     def _storage_unavailable(self, room: Room) -> None:
         """The room's log cannot keep up (the database is unreachable) and its unsaved updates are

@@ -26,8 +26,19 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from pycrdt import merge_updates
+
 from collab import protocol as p
-from collab.room import MERGE_MAX_BYTES, Peer, Room, merge_log, merged_frame, within_limits
+from collab.room import (
+    MERGE_MAX_BYTES,
+    MERGE_MAX_UPDATES,
+    Peer,
+    Room,
+    is_panic,
+    merge_log,
+    merged_frame,
+    within_limits,
+)
 from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
 
 log = logging.getLogger("scriptorium.collab")
@@ -167,6 +178,50 @@ def _publish_run(relay: Callable[[str, bytes], None] | None, lesson_id: str, run
         relay(lesson_id, merged_frame(run))
 
 
+def log_rows(batch: list[PendingUpdate]) -> list[PendingUpdate]:
+    """The rows ``batch`` is written as: each run of a lesson's consecutive updates by one writer
+    merged into one row (up to MERGE_MAX_BYTES and MERGE_MAX_UPDATES each), where they came.
+
+    A busy room's log then grows by a row per writer per flush instead of one per keystroke: fewer
+    rows to insert, compact and replay, and the same document (a merged update is the updates).
+    Runs end where another writer's update of that lesson comes, so every row still follows the
+    rows it may depend on, and each row keeps its writer. A run that does not merge (a pycrdt
+    panic) stays as its updates."""
+    runs: list[list[PendingUpdate]] = []
+    sizes: list[int] = []
+    open_run: dict[str, int] = {}  # lesson id -> index in runs of its last run
+    for item in batch:
+        index = open_run.get(item.lesson_id)
+        if index is not None:
+            run = runs[index]
+            if (run[0].actor == item.actor and len(run) < MERGE_MAX_UPDATES
+                    and sizes[index] + len(item.update) <= MERGE_MAX_BYTES):
+                run.append(item)
+                sizes[index] += len(item.update)
+                continue
+        open_run[item.lesson_id] = len(runs)
+        runs.append([item])
+        sizes.append(len(item.update))
+    if len(runs) == len(batch):
+        return batch
+    rows: list[PendingUpdate] = []
+    for run in runs:
+        if len(run) == 1:
+            rows.append(run[0])
+            continue
+        try:
+            merged = merge_updates(*(item.update for item in run))
+        except BaseException as exc:
+            if not is_panic(exc) and not isinstance(exc, Exception):
+                raise
+            log.warning("collab updates did not merge for the log: written one by one",
+                        extra={"lesson_id": run[0].lesson_id, "updates": len(run)})
+            rows.extend(run)
+            continue
+        rows.append(PendingUpdate(run[0].lesson_id, merged, run[0].actor))
+    return rows
+
+
 class Persistence:
     def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int,
                  commit_gap: float = COMMIT_GAP_S) -> None:
@@ -187,6 +242,9 @@ class Persistence:
         self.unsaved_bytes: dict[str, int] = {}
         self.failing = False  # the last write to the log failed (and none succeeded since)
         self.on_failure: Callable[[], None] | None = None  # after each failed flush (the manager's)
+        # (lesson id, n): n of its committed updates went into rows they share (see log_rows);
+        # the manager counts a room's log rows from its updates and takes these off
+        self.on_rows_merged: Callable[[str, int], None] | None = None
         # Persist before relay: an update goes to the OTHER nodes only once the batch holding it
         # is committed, so an update a peer on another node has seen survives this node's kill -9
         # (queued here as (its place in the log's order, lesson id, frame); published by
@@ -292,6 +350,17 @@ class Persistence:
         (a big update while the log is written normally is saved within a flush interval)."""
         return self.failing and self.unsaved(lesson_id) > limit
 
+    def _rows_merged(self, batch: list[PendingUpdate], rows: list[PendingUpdate]) -> None:
+        assert self.on_rows_merged is not None
+        fewer: dict[str, int] = {}
+        for item in batch:
+            fewer[item.lesson_id] = fewer.get(item.lesson_id, 0) + 1
+        for row in rows:
+            fewer[row.lesson_id] -= 1
+        for lesson_id, n in fewer.items():
+            if n:
+                self.on_rows_merged(lesson_id, n)
+
     def _committed(self, batch: list[PendingUpdate]) -> None:
         for update in batch:
             left = self.unsaved(update.lesson_id) - len(update.update)
@@ -329,8 +398,9 @@ class Persistence:
         async with self._lock:
             while self.pending:
                 batch, self.pending = self.pending[:FLUSH_BATCH], self.pending[FLUSH_BATCH:]
+                rows = log_rows(batch)
                 try:
-                    await self.store.append(batch)
+                    await self.store.append(rows)
                 except BaseException:
                     self.pending[:0] = batch  # keep them: retried by the next flush
                     self.failing = True
@@ -338,6 +408,8 @@ class Persistence:
                 self.failing = False
                 self.persisted += len(batch)
                 self._committed(batch)
+                if rows is not batch and self.on_rows_merged is not None:
+                    self._rows_merged(batch, rows)
                 if self.to_relay:
                     self._relay_committed()
                 if self._after_commit:

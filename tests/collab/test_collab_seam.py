@@ -267,3 +267,31 @@ async def test_a_room_whose_text_the_row_already_holds_writes_no_text_until_it_c
             rooms.leave(room, writer)
         finally:
             await rooms.stop()
+
+
+async def test_a_writers_burst_is_one_row_of_the_log_and_the_room_counts_it_so() -> None:
+    store = MemoryStore()
+    rooms = RoomManager(store, _authorize, _recheck, flush_interval=0.01)  # type: ignore[arg-type]
+    await rooms.start()
+    try:
+        grant, room = await rooms.admit({"user": "ann"}, LESSON)
+        room, ann = await rooms.join(room, grant, MemoryLink())
+        rows_before, loaded = room.log_rows, room.base
+        client: Doc[Any] = Doc()
+        client.apply_update(room.doc.get_update())
+        body = client.get("body", type=Text)
+        for i in range(30):  # a paste arriving as 30 updates in one read
+            state = client.get_state()
+            body.insert(len(str(body)), f" {i}")
+            rooms.receiver.receive(room, ann, p.update_frame(client.get_update(state)))
+        await rooms.flush()
+        assert len([item for item in store.appended if item.actor == "ann"]) == 1  # 30 updates, one row
+        assert room.log_rows == rows_before + 1
+        stored: Doc[Any] = Doc()
+        stored.apply_update(loaded)  # what the store gave, then the log
+        for item in store.appended:
+            stored.apply_update(item.update)
+        assert str(stored.get("body", type=Text)) == str(body) == "Body" + "".join(f" {i}" for i in range(30))
+        rooms.leave(room, ann)
+    finally:
+        await rooms.stop()
