@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import BigInteger, any_, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -182,8 +183,11 @@ class PgStore:
                 total += size
             if not chosen:
                 return 0
+            # ``= ANY(array)``: one statement text whatever the count (an IN list of n ids is a new
+            # statement to compile and prepare for every n)
             rows = (await session.execute(
-                select(LessonUpdate.id, LessonUpdate.update).where(LessonUpdate.id.in_(chosen))
+                select(LessonUpdate.id, LessonUpdate.update)
+                .where(LessonUpdate.id == any_(bindparam("chosen", chosen, type_=ARRAY(BigInteger))))
                 .order_by(LessonUpdate.id)
             )).all()
             if not rows:
@@ -201,7 +205,8 @@ class PgStore:
                     "updated_at": func.now()})
             )
             # Exactly the rows merged: a row committed meanwhile (even with a smaller id) stays.
-            await session.execute(delete(LessonUpdate).where(LessonUpdate.id.in_([row.id for row in rows])))
+            await session.execute(delete(LessonUpdate).where(LessonUpdate.id == any_(
+                bindparam("merged", [row.id for row in rows], type_=ARRAY(BigInteger)))))
             return len(rows)
 
     async def materialise(self, lesson_id: str, title: str, body: str, *, fence: Fence | None = None) -> bool:
