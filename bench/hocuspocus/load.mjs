@@ -3,7 +3,7 @@
 // S sockets each open the same D documents (lesson:<id> names); the first W sockets write a Y.Map
 // "ts" entry stamped with Date.now() every 1000/R ms, cycling over the documents; every other
 // socket measures send->apply latency from its map observers.
-// usage: node load.mjs URL DOCS_JSON S W R SECONDS TOKEN
+// usage: node load.mjs URL DOCS_JSON S W R SECONDS TOKEN|TOKENS_JSON
 import * as Y from 'yjs'
 import * as syncProtocol from 'y-protocols/sync'
 import * as encoding from 'lib0/encoding'
@@ -13,6 +13,8 @@ import WebSocket from 'ws'
 const [url, docsJson, S, W, R, SECS, token] = process.argv.slice(2)
 const names = JSON.parse(docsJson)
 const s = +S; const w = +W; const rate = +R; const secs = +SECS
+// TOKEN: one token for every socket, or a JSON array of them (socket i sends tokens[i % length])
+const tokens = (token || '').startsWith('[') ? JSON.parse(token) : [token || 'bench']
 const lat = []
 let received = 0; let syncFrames = 0; let errors = 0; let denied = 0; let acks = 0; let timeouts = 0
 const closes = []
@@ -50,7 +52,7 @@ function mkSocket (i) {
     const done = () => { synced = true; resolve({ ws, docs, i }) }
     ws.on('open', () => {
       for (const [name, doc] of docs) {
-        send(frame(name, 2, e => { encoding.writeVarUint(e, 0); encoding.writeVarString(e, token || 'bench') }))
+        send(frame(name, 2, e => { encoding.writeVarUint(e, 0); encoding.writeVarString(e, tokens[i % tokens.length]) }))
         send(frame(name, 0, e => syncProtocol.writeSyncStep1(e, doc)))
       }
     })

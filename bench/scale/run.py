@@ -334,10 +334,10 @@ async def collab_phase(args: argparse.Namespace, nodes: list[ServerProcess], met
         return all(str(peer.text) == str(room[0].text) for room in peers for peer in room)
 
     # A node that has several updates of a room to send at once sends them merged in one frame
-    # (collab/room.py merged_frame), so fewer frames than ``expected`` may arrive: done when every
-    # peer holds the same text (then every update reached every peer) rather than waiting 20 s.
+    # (collab/room.py merged_frame), to their writers too, so the count of frames says nothing of
+    # what arrived: done when every peer holds the same text (then every update reached every peer).
     deadline = time.monotonic() + 20
-    while received() < expected and not converged() and time.monotonic() < deadline:  # noqa: ASYNC110 (counters of other tasks)
+    while not converged() and time.monotonic() < deadline:  # noqa: ASYNC110 (counters of other tasks)
         await asyncio.sleep(0.05)
     # the last batch of updates reaches PostgreSQL within ~100 ms of its relay
     await asyncio.sleep(1.0)
