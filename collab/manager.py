@@ -423,7 +423,7 @@ class RoomManager:
             # update reaching this node after the same update came from another node over
             # Redis is skipped as a copy: that node committed it before relaying it, so this
             # node's "saved" covers it.
-            self.persistence.queue_relayed(PendingUpdate(room.lesson_id, update, actor), frame)
+            self.persistence.queue_relayed(PendingUpdate(room.lesson_id, update, actor, mergeable=False), frame)
         else:
             # One node, or no other node on this lesson's channel (see collab.relay): a node
             # that opens the room later asks for what it lacks, and this live document answers.

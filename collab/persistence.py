@@ -186,7 +186,8 @@ def log_rows(batch: list[PendingUpdate]) -> list[PendingUpdate]:
     rows to insert, compact and replay, and the same document (a merged update is the updates).
     Runs end where another writer's update of that lesson comes, so every row still follows the
     rows it may depend on, and each row keeps its writer. A run that does not merge (a pycrdt
-    panic) stays as its updates."""
+    panic) stays as its updates. Updates not ``mergeable`` (a lesson other nodes also write) keep a
+    row each."""
     runs: list[list[PendingUpdate]] = []
     sizes: list[int] = []
     open_run: dict[str, int] = {}  # lesson id -> index in runs of its last run
@@ -194,7 +195,7 @@ def log_rows(batch: list[PendingUpdate]) -> list[PendingUpdate]:
         index = open_run.get(item.lesson_id)
         if index is not None:
             run = runs[index]
-            if (run[0].actor == item.actor and len(run) < MERGE_MAX_UPDATES
+            if (item.mergeable and run[0].mergeable and run[0].actor == item.actor and len(run) < MERGE_MAX_UPDATES
                     and sizes[index] + len(item.update) <= MERGE_MAX_BYTES):
                 run.append(item)
                 sizes[index] += len(item.update)
@@ -398,8 +399,8 @@ class Persistence:
         async with self._lock:
             while self.pending:
                 batch, self.pending = self.pending[:FLUSH_BATCH], self.pending[FLUSH_BATCH:]
-                rows = log_rows(batch)
                 try:
+                    rows = log_rows(batch)
                     await self.store.append(rows)
                 except BaseException:
                     self.pending[:0] = batch  # keep them: retried by the next flush

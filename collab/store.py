@@ -10,11 +10,15 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class PendingUpdate:
-    """One update to append to a lesson's log; ``actor`` is the writer's clerk id (None: server)."""
+    """One update to append to a lesson's log; ``actor`` is the writer's clerk id (None: server).
+    ``mergeable``: it may share a row with the same writer's next updates (collab.persistence
+    .log_rows); not one of a lesson other nodes also write, whose log may need replaying update by
+    update (a row that breaks the document on load is skipped whole: room.replay_skipping)."""
 
     lesson_id: str
     update: bytes
     actor: str | None
+    mergeable: bool = True
 
 
 @dataclass(frozen=True)

@@ -71,3 +71,12 @@ def test_a_run_that_does_not_merge_is_written_one_by_one(monkeypatch: pytest.Mon
     writer = Writer(Doc())
     batch = [PendingUpdate(A, writer.type("a"), "ann"), PendingUpdate(A, writer.type("b"), "ann")]
     assert log_rows(batch) == batch
+
+
+def test_updates_of_a_lesson_other_nodes_write_keep_a_row_each() -> None:
+    writer = Writer(Doc())
+    relayed = [PendingUpdate(A, writer.type(f"{i} "), "ann", mergeable=False) for i in range(3)]
+    after = [PendingUpdate(A, writer.type(f"{i} "), "ann") for i in range(3, 6)]  # alone again
+    rows = log_rows(relayed + after)
+    assert rows[:3] == relayed and len(rows) == 4
+    assert body_of([row.update for row in rows]) == "0 1 2 3 4 5 "
