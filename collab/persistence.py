@@ -26,17 +26,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from pycrdt import merge_updates
-
 from collab import protocol as p
 from collab.room import (
     MERGE_MAX_BYTES,
     MERGE_MAX_UPDATES,
     Peer,
     Room,
-    is_panic,
     merge_log,
     merged_frame,
+    merged_or_none,
     within_limits,
 )
 from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
@@ -210,11 +208,8 @@ def log_rows(batch: list[PendingUpdate]) -> list[PendingUpdate]:
         if len(run) == 1:
             rows.append(run[0])
             continue
-        try:
-            merged = merge_updates(*(item.update for item in run))
-        except BaseException as exc:
-            if not is_panic(exc) and not isinstance(exc, Exception):
-                raise
+        merged = merged_or_none([item.update for item in run])
+        if merged is None:
             log.warning("collab updates did not merge for the log: written one by one",
                         extra={"lesson_id": run[0].lesson_id, "updates": len(run)})
             rows.extend(run)

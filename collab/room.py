@@ -137,6 +137,17 @@ def merged_frame(items: Sequence[tuple[bytes, bytes]]) -> bytes:
     return p.update_frame(merge_updates(*(update for _, update in items)))
 
 
+def merged_or_none(updates: Sequence[bytes]) -> bytes | None:
+    """``updates`` merged into one, or None when pycrdt fails (or panics) merging them: callers
+    then keep them apart."""
+    try:
+        return merge_updates(*updates)
+    except BaseException as exc:
+        if not is_panic(exc) and not isinstance(exc, Exception):
+            raise
+        return None
+
+
 def update_digest(update: bytes) -> bytes | None:
     """A digest by which a re-sent copy of a large update is recognised before any pycrdt work
     (blake2b: ~1 ms per MiB against 120 ms to check it on a scratch document); None for small
@@ -446,17 +457,14 @@ class Room:
             return
         if any(other is not origin for _, _, other in pending):
             origin = None
-        try:
-            merged = merged_frame([(frame, update) for frame, update, _ in pending])
-        except BaseException as exc:
-            if not is_panic(exc) and not isinstance(exc, Exception):
-                raise
-            log.exception("collab updates did not merge: sent one by one",
-                          extra={"lesson_id": self.lesson_id, "updates": len(pending)})
+        merged = merged_or_none([update for _, update, _ in pending])
+        if merged is None:
+            log.warning("collab updates did not merge: sent one by one",
+                        extra={"lesson_id": self.lesson_id, "updates": len(pending)})
             for frame, _, sender in pending:
                 self._send_all(frame, sender)
             return
-        self._send_all(merged, origin)
+        self._send_all(p.update_frame(merged), origin)
 
     def broadcast(self, frame: bytes, exclude: Peer | None = None) -> None:
         """Write one encoded frame to every local peer (same bytes, same ASGI message), after the

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Text
 
-import collab.persistence as persistence_module
+import collab.room as room_module
 from collab.persistence import log_rows
 from collab.room import MERGE_MAX_UPDATES, replay
 from collab.store import PendingUpdate
@@ -67,7 +67,7 @@ def test_a_run_that_does_not_merge_is_written_one_by_one(monkeypatch: pytest.Mon
     def panics(*updates: bytes) -> bytes:
         raise PanicException("merge panicked")
 
-    monkeypatch.setattr(persistence_module, "merge_updates", panics)
+    monkeypatch.setattr(room_module, "merge_updates", panics)
     writer = Writer(Doc())
     batch = [PendingUpdate(A, writer.type("a"), "ann"), PendingUpdate(A, writer.type("b"), "ann")]
     assert log_rows(batch) == batch

@@ -77,13 +77,13 @@ async def test_updates_that_do_not_merge_still_leave_one_by_one_and_later_writes
     class PanicException(BaseException):  # what pycrdt raises for a Rust panic
         pass
 
-    def panics(items: Any) -> bytes:
+    def panics(*updates: bytes) -> bytes:
         raise PanicException("merge panicked")
 
     coalescer = Coalescer()
     room, peers, links = room_with(coalescer, "ann", "bob", "viewer")
     ann, bob = edit("ann"), edit("bob")
-    monkeypatch.setattr(room_module, "merged_frame", panics)
+    monkeypatch.setattr(room_module, "merge_updates", panics)
     room.broadcast_update(p.update_frame(ann), ann, peers["ann"])
     room.broadcast_update(p.update_frame(bob), bob, peers["bob"])
     await flushed(links["viewer"])
