@@ -7,7 +7,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab.access import Denied, Grant, recheck_rooms
@@ -56,6 +56,42 @@ async def test_a_batch_decides_as_one_check_per_user_does(db: AsyncEngine) -> No
     assert decided[(str(published.id), learner)][0] == CLOSE_FORBIDDEN
     assert decided[(str(published.id), deleted)][0] == CLOSE_UNAUTHORIZED
     assert decided[(str(published.id), "user_never_seen")][0] == CLOSE_FORBIDDEN
+
+
+async def test_a_users_lessons_of_one_course_are_decided_once_and_a_moved_lesson_anew(db: AsyncEngine) -> None:
+    author, editor, stranger = [await make_user(db) for _ in range(3)]
+    first = await make_lesson(db, author, editors=(editor,))
+    other = await make_lesson(db, stranger)  # another course, where the editor is nobody
+    async with db.begin() as conn:
+        unit = (await conn.execute(text("SELECT unit_id FROM lessons WHERE id = :l"), {"l": first.id})).scalar_one()
+        more = [uuid.uuid4() for _ in range(9)]
+        for lesson in more:
+            await conn.execute(text("INSERT INTO lessons (id, unit_id, title, content_type, content) "
+                                    "VALUES (:l, :u, 'L', 'text', '{}')"), {"l": lesson, "u": unit})
+    lessons = [str(first.id), *map(str, more)]
+    svc = SimpleNamespace(engine=db, sessions=make_sessionmaker(db))
+    many = make_recheck_many(svc)  # type: ignore[arg-type]
+    facts_asked: list[int] = []
+
+    def count(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "WITH ORDINALITY" in statement:
+            facts_asked.append(len(parameters[1] if isinstance(parameters, tuple) else parameters["users"]))
+
+    event.listen(db.sync_engine, "before_cursor_execute", count)
+    try:
+        pairs = [(lesson, Grant(user, can_write=False)) for lesson in lessons for user in (author, editor, stranger)]
+        got = [_answer(answer) for answer in await many(pairs)]
+    finally:
+        event.remove(db.sync_engine, "before_cursor_execute", count)
+    assert got == [answer for _ in lessons for answer in (True, True, (CLOSE_NOT_FOUND, "No such lesson."))]
+    assert facts_asked == [3]  # 30 pairs, one course: three (course, user) rows
+
+    # a lesson moved into another course is decided by that course at the next round
+    async with db.begin() as conn:
+        await conn.execute(text("UPDATE lessons SET unit_id = (SELECT unit_id FROM lessons WHERE id = :o) "
+                                "WHERE id = :l"), {"o": other.id, "l": more[0]})
+    moved = await many([(str(more[0]), Grant(editor, can_write=True)), (lessons[2], Grant(editor, can_write=True))])
+    assert [_answer(answer) for answer in moved] == [(CLOSE_NOT_FOUND, "No such lesson."), True]
 
 
 class _Link:
