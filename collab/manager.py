@@ -226,7 +226,7 @@ class RoomManager:
         doc = replay(updates)
         if doc is None:  # a log poisoned before updates were checked (apply_checked)
             doc, updates = replay_skipping(lesson_id, updates)
-        room = Room(lesson_id, doc, log_rows=loaded.log_rows, defer=self.coalescer.defer)
+        room = Room(lesson_id, doc, log_rows=loaded.log_rows, writes=self.coalescer)
         if updates:
             room.base = merge_updates(*updates) if len(updates) > 1 else updates[0]
         for name in TEXT_FIELDS:

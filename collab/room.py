@@ -6,7 +6,8 @@ its peers and answers a sync step 1. The checks that keep a document sound (malf
 poisoning updates, state vectors, stored logs) and its limits are here too. Nothing in this
 module awaits: loading, persistence, relaying and dispatch are the manager's
 (:mod:`collab.manager`) and its parts'. Depends on :mod:`collab.protocol`, :mod:`collab.access`
-(the grant), :mod:`collab.textsize`, :mod:`collab.throttle` and :mod:`wire.websocket`.
+(the grant), :mod:`collab.sender` (the node's write pace), :mod:`collab.textsize`, :mod:`collab.throttle`
+and :mod:`wire.websocket`.
 
 A peer reaches its client through a :class:`Link` (the y-websocket :class:`~collab.sender.Sender`,
 or another protocol's connection): frames are y-protocol messages, the link encodes them for its
@@ -39,6 +40,7 @@ from pycrdt._pycrdt import Doc as RawDoc  # the Rust document pycrdt's Doc wraps
 
 from collab import protocol as p
 from collab.access import Grant
+from collab.sender import Coalescer
 from collab.textsize import CharBounds
 from collab.throttle import AnswerBudget
 from wire.websocket import encode_frame
@@ -366,10 +368,11 @@ class Room:
     # Client updates applied and not yet sent: (frame, update, the peer it came from).
     pending: list[tuple[bytes, bytes, Peer | None]] = field(default_factory=list)
     pending_bytes: int = 0
-    # Runs a callback when the node's writes next go out (the manager's Coalescer.defer): the
-    # updates of that whole interval leave merged. None (a room on its own): at the end of the
-    # loop turn.
-    defer: Callable[[Callable[[], None]], None] | None = None
+    # The node's writes (the manager's Coalescer): a room that sent updates within its interval
+    # sends the next ones at the node's next write, merged; one that did not, at the end of the
+    # loop turn. None (a room on its own): at the end of the loop turn.
+    writes: Coalescer | None = None
+    sent_at: float = -1e9  # loop time of the last flush_updates (with ``writes``)
 
     def note_seen(self, digest: bytes | None) -> None:
         if digest is None:
@@ -423,18 +426,23 @@ class Room:
                 str(self.text("body")).replace("\x00", "\ufffd"))
 
     def broadcast_update(self, frame: bytes, update: bytes, origin: Peer | None) -> None:
-        """Send an applied update to every local peer but ``origin`` when the node's writes next
-        go out (:attr:`defer`): the updates held until then leave merged, one frame per peer."""
+        """Send an applied update to every local peer but ``origin``: at the end of the loop turn
+        when the room sent none within the node's write interval, else when the node's writes
+        next go out (:attr:`writes`); the updates held until then leave merged, one frame per
+        peer."""
         if not self.peers:
             return
         if self.pending and (self.pending_bytes + len(update) > MERGE_MAX_BYTES
                              or len(self.pending) >= MERGE_MAX_UPDATES):
             self.flush_updates()
         if not self.pending:
-            if self.defer is not None:
-                self.defer(self.flush_updates)
-            else:
+            writes = self.writes
+            if writes is None:
                 asyncio.get_running_loop().call_soon(self.flush_updates)
+            elif asyncio.get_running_loop().time() - self.sent_at < writes.interval:
+                writes.defer(self.flush_updates)  # busy: merged with the interval's others
+            else:
+                writes.soon(self.flush_updates)  # nothing to merge with: no wait
         self.pending.append((frame, update, origin))
         self.pending_bytes += len(update)
 
@@ -451,6 +459,8 @@ class Room:
         if not pending:
             return
         self.pending, self.pending_bytes = [], 0
+        if self.writes is not None:
+            self.sent_at = asyncio.get_running_loop().time()
         origin = pending[0][2]
         if len(pending) == 1:
             self._send_all(pending[0][0], origin)

@@ -36,7 +36,7 @@ class Link:
 
 
 def room_with(coalescer: Coalescer, *names: str) -> tuple[Room, dict[str, Peer], dict[str, Link]]:
-    room = Room(LESSON, Doc(), defer=coalescer.defer)
+    room = Room(LESSON, Doc(), writes=coalescer)
     links = {name: Link() for name in names}
     peers = {name: Peer(Grant(name, can_write=True), link, AnswerBudget(5, 5, time.monotonic()))
              for name, link in links.items()}
@@ -118,3 +118,33 @@ async def test_a_merge_holds_at_most_so_many_updates() -> None:
         await flushed(links["viewer"])
     assert len(links["viewer"].frames) == 3
     assert len(body(links["viewer"].frames).split()) == total
+
+
+async def test_a_quiet_rooms_update_leaves_at_once_and_a_busy_rooms_at_the_nodes_pace() -> None:
+    loop = asyncio.get_running_loop()
+    coalescer = Coalescer(0.2)
+    busy, busy_peers, busy_links = room_with(coalescer, "ann", "viewer")
+    quiet, quiet_peers, quiet_links = room_with(coalescer, "bob", "reader")
+
+    first = edit("first")
+    busy.broadcast_update(p.update_frame(first), first, busy_peers["ann"])
+    await asyncio.sleep(0)  # a room that sent nothing yet: at the end of this loop turn
+    assert busy_links["viewer"].frames == [p.update_frame(first)]
+    wrote_at = loop.time()
+
+    second = edit("second")
+    busy.broadcast_update(p.update_frame(second), second, busy_peers["ann"])  # within its interval
+    lone = edit("lone")
+    quiet.broadcast_update(p.update_frame(lone), lone, quiet_peers["bob"])
+    await asyncio.sleep(0)
+    # the quiet room's update did not wait for the node's pace, nor take the busy room's along
+    assert quiet_links["reader"].frames == [p.update_frame(lone)]
+    assert busy_links["viewer"].frames == [p.update_frame(first)]
+    third = edit("third")
+    busy.broadcast_update(p.update_frame(third), third, busy_peers["ann"])
+    busy_links["viewer"].pushed.clear()
+    await flushed(busy_links["viewer"])
+    assert loop.time() - wrote_at >= 0.2 - 0.01
+    assert len(busy_links["viewer"].frames) == 2 and body(busy_links["viewer"].frames[1:]) in (
+        "secondthird", "thirdsecond")  # the interval's updates, merged into one frame
+    assert busy_links["ann"].frames == []  # a lone writer's own burst never comes back
