@@ -170,8 +170,9 @@ class Settings:
     # Bytes of one room's updates held while they cannot be written (the database unreachable):
     # past it the room's writers are closed 4503 and keep their edits until they reconnect.
     collab_unsaved_max_bytes: int = 8 * 1024 * 1024
-    # Frames for one collab socket leave in one write at most this often (a lone keystroke leaves
-    # at once; under load the frames of the next few ms share a write): collab.sender.Coalescer.
+    # The node's collab write pace: a room that sent an update less than this long ago holds the
+    # next ones for the node's next write, merged (a quiet room's update leaves at the end of the
+    # loop turn): collab.sender.Coalescer, collab.room.Room.broadcast_update.
     collab_write_interval_ms: float = 4.0
     # While a "saved" answer or another node waits for updates, a commit of the log starts at once
     # but at most this often; the updates meanwhile share it (collab.persistence.COMMIT_GAP_S).
