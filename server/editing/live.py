@@ -205,63 +205,60 @@ def make_recheck(svc: Services) -> Any:
 # The facts of make_recheck's decision depend on the lesson only through its course, so a batch of
 # (lesson, user) pairs is decided per distinct (course, user): a user in 50 lessons of one course is
 # one row, not 50 (a Hocuspocus socket editing a course's lessons; the rooms' re-check round of
-# 2,500 pairs was 2,500 rows decoded and decided every 2 s). First each distinct lesson's course:
-_LESSON_COURSES = text(f"""
-    SELECT l.id, un.course_id
-    FROM {Lesson.__tablename__} l JOIN {Unit.__tablename__} un ON un.id = l.unit_id
-    WHERE l.id = ANY(CAST(:lessons AS uuid[]))
-""")
-# then, in order, for each (course or NULL for no such lesson, user): the user (found, deleted,
-# role), the course, the user's collaborator role on it and their enrollment.
+# 2,500 pairs was 2,500 rows decoded and decided every 2 s). One statement: the pairs grouped by
+# the lesson's course (NULL: no such lesson) and user, each group's lessons (as text, the canonical
+# spelling), then the user (found, deleted, role), the course, the user's collaborator role on it
+# and their enrollment.
 _RECHECK_MANY = text(f"""
-    SELECT u.clerk_id IS NOT NULL, u.deleted_at IS NOT NULL, u.role,
+    WITH p AS (
+        SELECT CAST(p.lesson_id AS text) AS lesson_id, p.clerk_id, un.course_id
+        FROM unnest(CAST(:lessons AS uuid[]), CAST(:users AS text[])) AS p(lesson_id, clerk_id)
+        LEFT JOIN {Lesson.__tablename__} l ON l.id = p.lesson_id
+        LEFT JOIN {Unit.__tablename__} un ON un.id = l.unit_id
+    ), k AS (
+        SELECT course_id, clerk_id, array_agg(lesson_id) AS lessons FROM p GROUP BY course_id, clerk_id
+    )
+    SELECT k.lessons, k.clerk_id, u.clerk_id IS NOT NULL, u.deleted_at IS NOT NULL, u.role,
            c.id, c.author_id, c.is_published,
            (SELECT cc.role FROM {Collaborator.__tablename__} cc
-             WHERE cc.course_id = c.id AND cc.user_id = p.clerk_id),
+             WHERE cc.course_id = c.id AND cc.user_id = k.clerk_id),
            EXISTS (SELECT 1 FROM {UserCourse.__tablename__} e
-                    WHERE e.course_id = c.id AND e.user_id = p.clerk_id)
-    FROM unnest(CAST(:courses AS uuid[]), CAST(:users AS text[])) WITH ORDINALITY AS p(course_id, clerk_id, n)
-    LEFT JOIN {User.__tablename__} u ON u.clerk_id = p.clerk_id
-    LEFT JOIN {Course.__tablename__} c ON c.id = p.course_id
-    ORDER BY p.n
+                    WHERE e.course_id = c.id AND e.user_id = k.clerk_id)
+    FROM k
+    LEFT JOIN {User.__tablename__} u ON u.clerk_id = k.clerk_id
+    LEFT JOIN {Course.__tablename__} c ON c.id = k.course_id
 """)
 
 
 def make_recheck_many(svc: Services) -> Any:
-    """``recheck`` for a batch of (lesson, grant) pairs in two statements (the rooms' re-check
+    """``recheck`` for a batch of (lesson, grant) pairs in one statement (the rooms' re-check
     round, the documents authorised together): the same decisions, the same close codes, each
     decided once per distinct (course, user)."""
 
     async def recheck_many(pairs: list[tuple[str, Grant]]) -> list[bool | Denied]:
-        lessons: dict[str, uuid.UUID | Denied] = {}
+        lessons: dict[str, uuid.UUID | Denied] = {}  # each id as given: parsed, or its refusal
         for lesson_id, _ in pairs:
             if lesson_id not in lessons:
                 try:
                     lessons[lesson_id] = _lesson_uuid(lesson_id)
                 except Denied as denied:
                     lessons[lesson_id] = denied
-        asked = [lid for lid in lessons.values() if isinstance(lid, uuid.UUID)]
-        async with autocommit(svc.engine) as conn:
-            course_of: dict[uuid.UUID, uuid.UUID] = {
-                lesson: course for lesson, course in await conn.execute(_LESSON_COURSES, {"lessons": asked})
-            } if asked else {}
-            # each lesson id (as the rooms spell it) to its course: no UUID parsed or hashed per pair
-            course_by_id = {lesson_id: course_of.get(lid) if isinstance(lid, uuid.UUID) else lid
-                            for lesson_id, lid in lessons.items()}
-            keys: dict[tuple[uuid.UUID | None, str], int] = {}
-            for lesson_id, grant in pairs:
-                course = course_by_id[lesson_id]
-                if not isinstance(course, Denied):
-                    keys.setdefault((course, grant.user_id), len(keys))
-            rows = (await conn.execute(_RECHECK_MANY, {
-                "courses": [course for course, _ in keys], "users": [user for _, user in keys],
-            })).all() if keys else []
-        decided = [_recheck_answer(user, *row) for (_, user), row in zip(keys, rows, strict=True)]
-        answers: list[bool | Denied] = []
-        for lesson_id, grant in pairs:
-            course = course_by_id[lesson_id]
-            answers.append(course if isinstance(course, Denied) else decided[keys[(course, grant.user_id)]])
-        return answers
+        spelled = {lesson_id: str(lid) if isinstance(lid, uuid.UUID) else lid for lesson_id, lid in lessons.items()}
+        asked = [(lid, grant.user_id) for lesson_id, grant in pairs
+                 if isinstance(lid := lessons[lesson_id], uuid.UUID)]
+        decided: dict[tuple[str, str], bool | Denied] = {}
+        if asked:
+            async with autocommit(svc.engine) as conn:
+                rows = (await conn.execute(_RECHECK_MANY, {
+                    "lessons": [lid for lid, _ in asked], "users": [user for _, user in asked],
+                })).all()
+            for grouped, user, *facts in rows:
+                answer = _recheck_answer(user, *facts)
+                for lesson in grouped:
+                    decided[(lesson, user)] = answer
+        missing = Denied(CLOSE_NOT_FOUND, "No such lesson.")  # (every pair asked is in a group)
+        return [key if isinstance(key := spelled[lesson_id], Denied) else decided.get((key, grant.user_id), missing)
+                for lesson_id, grant in pairs]
 
     return recheck_many
 
