@@ -106,29 +106,30 @@ class Coalescer:
                 log.exception("collab flush callback failed")
 
     def flush(self) -> None:
-        try:
-            if self.interval > 0:
-                self._last = asyncio.get_running_loop().time()
-            while self._before or self._now:  # still scheduled: what they push joins this flush
-                if self._now:
-                    now, self._now = self._now, []
-                    self._run(now)
-                before, self._before = self._before, []
-                self._run(before)
-        finally:
-            # never left scheduled: that would stop every later write of this node
-            self._scheduled = False
-        self._write()
+        """The paced flush: every held callback, then the writes."""
+        self._flush(paced=True)
 
     def _flush_soon(self) -> None:
+        """The end-of-turn flush: only :meth:`soon`'s callbacks (a busy room keeps its pace), then
+        the writes."""
+        self._flush(paced=False)
+
+    def _flush(self, *, paced: bool) -> None:
         try:
             if self.interval > 0:
                 self._last = asyncio.get_running_loop().time()
-            while self._now:
+            while self._now or (paced and self._before):  # what they push joins this flush
                 now, self._now = self._now, []
                 self._run(now)
+                if paced:
+                    before, self._before = self._before, []
+                    self._run(before)
         finally:
-            self._soon = False
+            # never left scheduled: that would stop every later write of this node
+            if paced:
+                self._scheduled = False
+            else:
+                self._soon = False
         self._write()
 
     def _write(self) -> None:
