@@ -5,10 +5,18 @@
 // socket measures send->apply latency from its map observers.
 // usage: node load.mjs URL DOCS_JSON S W R SECONDS TOKEN|TOKENS_JSON
 //
-// The sockets are spread over LOAD_THREADS worker threads (default 2; socket i in thread i % T).
-// One thread was saturated on a 2-core machine (9-11 s of CPU in a 10 s load): its own queue then
-// set the tail latency of whichever server it measured (p99 28-356 ms between rounds of one
-// server, following how late its timers fired). Both servers get the same generator.
+// The generator must not be what it measures. One Node thread applying every delivery to a Y.Doc
+// was saturated on a 2-core machine (9-11 s of CPU in a 10 s load), and its own queue set the tail
+// latency of whichever server it measured (p99 28-356 ms between rounds of one server, following
+// how late its timers fired). So, for both servers alike:
+// - once synced, an update is decoded (Y.decodeUpdate), not applied: each new "ts" key is a
+//   delivery, timed from its value, and counted once per socket and document (a Set, as a Y.Map
+//   ignores an update it already has). Every entry is a new key of one root map, so an update
+//   depends on no other and holding every key is holding the whole document; a profile put ~27 %
+//   of the generator's busy time in Yjs building two state vectors per applied update (50 writers:
+//   50 clients per document). LOAD_APPLY=1 applies every update to a Y.Doc, as before.
+// - the sockets are spread over LOAD_THREADS worker threads (default 1; socket i in thread i % T).
+//   Two threads ran unsaturated but took more CPU in all, which the servers then lacked.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
 import * as Y from 'yjs'
 import * as syncProtocol from 'y-protocols/sync'
@@ -21,12 +29,13 @@ const names = JSON.parse(docsJson)
 const s = +S; const w = +W; const rate = +R; const secs = +SECS
 const period = 1000 / rate
 const total = Math.round(rate * secs)
+const APPLY = process.env.LOAD_APPLY === '1'
 
 if (isMainThread) await main()
 else await worker(workerData.k, workerData.threads)
 
 async function main () {
-  const threads = Math.max(1, Math.min(s, +(process.env.LOAD_THREADS || 2)))
+  const threads = Math.max(1, Math.min(s, +(process.env.LOAD_THREADS || 1)))
   const workers = []
   for (let k = 0; k < threads; k++) workers.push(new Worker(new URL(import.meta.url), { workerData: { args: process.argv.slice(2), k, threads } }))
   const next = (wk, type) => new Promise((resolve, reject) => {
@@ -64,7 +73,7 @@ async function main () {
   const lateness = writes.reduce((a, wr) => a + wr.lateSum, 0)
   const lateCount = writes.reduce((a, wr) => a + wr.lateCount, 0)
   console.log(JSON.stringify({
-    sockets: live, documents: names.length, threads, errors: sum('errors'), denied: sum('denied'), timeouts: sum('timeouts'),
+    sockets: live, documents: names.length, threads, apply: parts[0]?.apply ?? null, errors: sum('errors'), denied: sum('denied'), timeouts: sum('timeouts'),
     closes: parts.flatMap(x => x.closes), sent, acks: sum('acks'), expected, received, syncFrames: sum('syncFrames'),
     lost: expected - received, converged, p50: p(0.5), p99: p(0.99), max: p(1),
     // from the first send to the last delivery: a server that falls behind stretches the span
@@ -100,6 +109,8 @@ async function worker (k, threads) {
       ws.binaryType = 'arraybuffer'
       const send = m => { if (ws.readyState === 1) ws.send(m) }
       const docs = new Map()
+      const seen = new Map(names.map(n => [n, new Set()])) // "ts" keys this socket has, per document
+      const own = i + ':'
       let authed = 0
       let synced = false
       for (const name of names) {
@@ -110,14 +121,24 @@ async function worker (k, threads) {
           send(frame(name, 0, e => syncProtocol.writeUpdate(e, u)))
         })
         doc.getMap('ts').observe(ev => {
-          if (!synced) return
+          if (!synced || !APPLY) return
           const now = Date.now()
           for (const key of ev.keysChanged) {
             if (!key.startsWith(i + ':')) { record(now - doc.getMap('ts').get(key)); received++; lastAt = now }
           }
         })
       }
-      const done = () => { synced = true; resolve({ ws, docs, i }) }
+      const see = (name, update) => { // a delivery: its new keys, decoded, not applied
+        const keys = seen.get(name)
+        const now = Date.now()
+        for (const struct of Y.decodeUpdate(update).structs) {
+          const key = struct.parentSub
+          if (typeof key !== 'string' || keys.has(key)) continue
+          keys.add(key)
+          if (!key.startsWith(own)) { record(now - struct.content.getContent()[0]); received++; lastAt = now }
+        }
+      }
+      const done = () => { synced = true; resolve({ ws, docs, seen, i }) }
       ws.on('open', () => {
         for (const [name, doc] of docs) {
           send(frame(name, 2, e => { encoding.writeVarUint(e, 0); encoding.writeVarString(e, tokens[i % tokens.length]) }))
@@ -134,6 +155,11 @@ async function worker (k, threads) {
         if (!doc) return
         if (type === 0 || type === 4) {
           if (synced) syncFrames++
+          if (synced && !APPLY) {
+            const at = dec.pos
+            if (decoding.readVarUint(dec) === syncProtocol.messageYjsUpdate) { see(name, decoding.readVarUint8Array(dec)); return }
+            dec.pos = at
+          }
           const e = encoding.createEncoder()
           encoding.writeVarString(e, name)
           encoding.writeVarUint(e, 0)
@@ -181,7 +207,9 @@ async function worker (k, threads) {
         left--
         const name = names[next]; next = (next + 1) % names.length
         perDoc.set(name, perDoc.get(name) + 1)
-        c.docs.get(name).getMap('ts').set(`${c.i}:${sent++}`, Date.now())
+        const key = `${c.i}:${sent++}`
+        c.seen.get(name).add(key)
+        c.docs.get(name).getMap('ts').set(key, Date.now())
       }
       if (left === 0) resolve()
       else setTimeout(tick, Math.max(0, due - Date.now()))
@@ -192,6 +220,7 @@ async function worker (k, threads) {
   await inbox.get('report').p
   parentPort.postMessage({
     type: 'report', lat, count, received, lastAt, syncFrames, errors, denied, acks, timeouts, closes,
-    sizes: live.map(c => names.map(n => c.docs.get(n).getMap('ts').size))
+    sizes: live.map(c => names.map(n => APPLY ? c.docs.get(n).getMap('ts').size : c.seen.get(n).size)),
+    apply: APPLY
   })
 }
