@@ -58,6 +58,7 @@ from wire.websocket import CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_LARGE
 
 log = logging.getLogger("scriptorium.collab")
 
+RECHECK_SLICES = 8  # the re-check round is spread over its interval in this many turns
 CLOSE_SERVICE_RESTART = 1012  # a draining node: reconnect (to another node, or to this one restarted)
 
 T = TypeVar("T")
@@ -478,9 +479,18 @@ class RoomManager:
             await self._unload(room)
 
     async def _recheck_loop(self) -> None:
+        """Every room's users re-checked once per ``recheck_interval``, a slice of the rooms at a
+        time (:data:`RECHECK_SLICES` per interval, each room in one slice by its lesson): a node's
+        thousands of (room, user) pairs at once held its event loop for milliseconds every 2 s,
+        which a 50-document load saw as its slowest 1 % of deliveries (p99 7-8 ms; 5-6 without
+        the re-check)."""
+        tick = self.recheck_interval / RECHECK_SLICES
+        turn = 0
         while True:
-            await asyncio.sleep(self.recheck_interval)
-            rooms = [room for room in self.rooms.values() if room.peers]
+            await asyncio.sleep(tick)
+            turn = (turn + 1) % RECHECK_SLICES
+            rooms = [room for room in self.rooms.values()
+                     if room.peers and hash(room.lesson_id) % RECHECK_SLICES == turn]
             if self.recheck_many is not None:
                 await recheck_rooms(rooms, self.recheck_many)
                 continue
