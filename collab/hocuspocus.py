@@ -391,6 +391,10 @@ class Session:
             task.cancel()
         if document.link is not None:
             document.link.detach()
+            # A document and its link point at each other: left as a cycle, they (and through
+            # the link the session, its sender and the socket's protocol with its read buffer)
+            # would wait for a full pass of the collector, which the server makes rare.
+            document.link = None
         if document.room is not None and document.peer is not None:
             room, peer = document.room, document.peer
             document.room = document.peer = None

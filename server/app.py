@@ -32,12 +32,15 @@ from server.web.static import spa_fallback, web_routes
 log = logging.getLogger("scriptorium.app")
 
 # The cyclic collector's thresholds: CPython's defaults but for the third. A full pass visits every
-# object made since startup (2,500 open documents: ~37,000, 10-22 ms of held event loop measured
-# under load), and was the longest stall of a 50-document load: once in each 10 s round, while
-# periodic full collections there found no garbage at all. With 10 (the default) a full pass may
-# run every 10 passes of the middle generation, ~20 s under that load; with 100, ~10 times less
-# often. It still runs at a pace set by allocation (a client churning objects brings it sooner),
-# and the young generations still reclaim young cycles as before.
+# object made since startup's freeze (2,500 open documents: ~37,000; 10-22 ms of held event loop
+# measured under load), and was the longest stall of a 50-document load: once in each 10 s round,
+# while full collections run every 2 s through that load found no garbage at all. With 10 (the
+# default) a full pass may run after 10 passes of the middle generation (~20 s under that load);
+# with 100, after 100, i.e. once 100 x 10 x 700 more container objects were made than freed (and,
+# on CPython 3.11-3.13, once those surviving into the oldest generation are a quarter of it).
+# Garbage cycles that reach the oldest generation wait that much longer, so connections must not
+# leave cycles behind (tests/collab/test_hocuspocus.py checks a finished socket frees by reference
+# counting alone). CPython 3.14's incremental collector ignores the third threshold.
 GC_THRESHOLDS = (700, 10, 100)
 
 # A component starts with the app and stops with it: realtime broker and hub, collab rooms…

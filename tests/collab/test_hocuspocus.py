@@ -324,3 +324,39 @@ async def test_what_authorize_notes_in_the_scope_is_the_sockets_once() -> None:
         session.finish()
     finally:
         await rooms.stop()
+
+
+async def test_a_finished_socket_is_freed_without_the_cycle_collector() -> None:
+    """A socket's documents, links and sender are freed by reference counting once it is done:
+    no cycle (a document and its link pointed at each other) holds them, with the socket's
+    protocol and its read buffer, until a full pass of the collector (which runs rarely: the
+    server's thresholds, server/app.py)."""
+    import gc
+    import weakref
+
+    async def test(rooms: RoomManager, store: MemoryStore) -> None:
+        session, socket = _session(rooms)
+        first, second = "lesson:" + LESSON, "lesson:" + OTHER
+        session.receive(h.auth_frame(first, "writer"))
+        session.receive(h.auth_frame(second, "writer"))
+        await socket.until(lambda: socket.of(first, h.MSG_SYNC) and socket.of(second, h.MSG_SYNC))
+        client: Doc[Any] = Doc()
+        client.apply_update(rooms.rooms[OTHER].doc.get_update())
+        session.receive(_update(second, _edit(client, "kept ")))
+        await socket.until(lambda: socket.of(second, h.MSG_SYNC_STATUS))
+        session.receive(h.encode(first, h.MSG_CLOSE))  # one closed by the client, one by the end
+        documents = [weakref.ref(d) for d in session.documents.values()]
+        links = [weakref.ref(d.link) for d in session.documents.values() if d.link is not None]
+        gone = [weakref.ref(session), weakref.ref(session.sender), *documents, *links]
+        assert len(gone) == 2 + 1 + 1
+        gc.disable()  # what is freed below is freed by reference counting alone
+        try:
+            session.finish()
+            del session
+            await asyncio.sleep(0.05)  # callbacks the close scheduled have run
+            alive = [ref() for ref in gone if ref() is not None]
+            assert not alive, f"held by a cycle: {[type(obj).__name__ for obj in alive]}"
+        finally:
+            gc.enable()
+
+    await _with_rooms(test)
