@@ -11,10 +11,12 @@
 // how late its timers fired). So, for both servers alike:
 // - once synced, an update is decoded (Y.decodeUpdate), not applied: each new "ts" key is a
 //   delivery, timed from its value, and counted once per socket and document (a Set, as a Y.Map
-//   ignores an update it already has). Every entry is a new key of one root map, so an update
-//   depends on no other and holding every key is holding the whole document; a profile put ~27 %
-//   of the generator's busy time in Yjs building two state vectors per applied update (50 writers:
-//   50 clients per document). LOAD_APPLY=1 applies every update to a Y.Doc, as before.
+//   ignores an update it already has). A struct that arrives before an earlier clock of its
+//   writer (which Yjs would hold back as pending) is counted in `gaps`, which must be 0. The last
+//   socket still applies every update to its Y.Docs: `verified` is that its maps hold every entry
+//   with nothing pending, so each server's updates (merged or not) integrate in Yjs. A profile put
+//   ~27 % of the generator's busy time in Yjs building two state vectors per applied update (50
+//   writers: 50 clients per document). LOAD_APPLY=1 applies every update on every socket.
 // - the sockets are spread over LOAD_THREADS worker threads (default 1; socket i in thread i % T).
 //   Two threads ran unsaturated but took more CPU in all, which the servers then lacked.
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads'
@@ -73,7 +75,8 @@ async function main () {
   const lateness = writes.reduce((a, wr) => a + wr.lateSum, 0)
   const lateCount = writes.reduce((a, wr) => a + wr.lateCount, 0)
   console.log(JSON.stringify({
-    sockets: live, documents: names.length, threads, apply: parts[0]?.apply ?? null, errors: sum('errors'), denied: sum('denied'), timeouts: sum('timeouts'),
+    sockets: live, documents: names.length, threads, apply: parts[0]?.apply ?? null, gaps: sum('gaps'),
+    verified: parts.some(x => x.verified === false) ? false : parts.some(x => x.verified === true) ? true : null, errors: sum('errors'), denied: sum('denied'), timeouts: sum('timeouts'),
     closes: parts.flatMap(x => x.closes), sent, acks: sum('acks'), expected, received, syncFrames: sum('syncFrames'),
     lost: expected - received, converged, p50: p(0.5), p99: p(0.99), max: p(1),
     // from the first send to the last delivery: a server that falls behind stretches the span
@@ -93,6 +96,7 @@ async function worker (k, threads) {
     if (count === lat.length) { const grown = new Int32Array(lat.length * 2); grown.set(lat); lat = grown }
     lat[count++] = ms
   }
+  let gaps = 0; let verified = null
   let received = 0; let lastAt = 0; let syncFrames = 0; let errors = 0; let denied = 0; let acks = 0; let timeouts = 0
   const closes = []
   const frame = (name, type, write) => {
@@ -110,6 +114,8 @@ async function worker (k, threads) {
       const send = m => { if (ws.readyState === 1) ws.send(m) }
       const docs = new Map()
       const seen = new Map(names.map(n => [n, new Set()])) // "ts" keys this socket has, per document
+      const next = new Map(names.map(n => [n, new Map()])) // per document: writer -> next clock expected
+      const apply = APPLY || i === s - 1 // the verifier applies too
       const own = i + ':'
       let authed = 0
       let synced = false
@@ -130,8 +136,14 @@ async function worker (k, threads) {
       }
       const see = (name, update) => { // a delivery: its new keys, decoded, not applied
         const keys = seen.get(name)
+        const clocks = next.get(name)
         const now = Date.now()
         for (const struct of Y.decodeUpdate(update).structs) {
+          if (struct instanceof Y.Skip) continue // a hole in a merged update: not data
+          const { client, clock } = struct.id
+          const expected = clocks.get(client) ?? 0 // (the documents are empty before the load)
+          if (clock > expected) gaps++
+          if (clock + struct.length > expected) clocks.set(client, clock + struct.length)
           const key = struct.parentSub
           if (typeof key !== 'string' || keys.has(key)) continue
           keys.add(key)
@@ -157,7 +169,12 @@ async function worker (k, threads) {
           if (synced) syncFrames++
           if (synced && !APPLY) {
             const at = dec.pos
-            if (decoding.readVarUint(dec) === syncProtocol.messageYjsUpdate) { see(name, decoding.readVarUint8Array(dec)); return }
+            if (decoding.readVarUint(dec) === syncProtocol.messageYjsUpdate) {
+              const update = decoding.readVarUint8Array(dec)
+              see(name, update)
+              if (apply) Y.applyUpdate(doc, update, ws)
+              return
+            }
             dec.pos = at
           }
           const e = encoding.createEncoder()
@@ -218,8 +235,15 @@ async function worker (k, threads) {
   })))
   parentPort.postMessage({ type: 'written', sent, perDoc: [...perDoc], lateSum, lateCount })
   await inbox.get('report').p
+  const verifier = live.find(c => c.i === s - 1)
+  if (verifier && !APPLY) {
+    verified = names.every(n => {
+      const doc = verifier.docs.get(n)
+      return doc.getMap('ts').size === verifier.seen.get(n).size && doc.store.pendingStructs === null && doc.store.pendingDs === null
+    })
+  }
   parentPort.postMessage({
-    type: 'report', lat, count, received, lastAt, syncFrames, errors, denied, acks, timeouts, closes,
+    type: 'report', lat, count, received, gaps, verified, lastAt, syncFrames, errors, denied, acks, timeouts, closes,
     sizes: live.map(c => names.map(n => APPLY ? c.docs.get(n).getMap('ts').size : c.seen.get(n).size)),
     apply: APPLY
   })

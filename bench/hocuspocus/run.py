@@ -319,6 +319,17 @@ def main() -> None:
     print(json.dumps(results, indent=1))
 
 
+READERS_NOTE = {
+    False: ["Once synced, a reader decodes each update it gets instead of applying it to a Y.Doc (each new",
+            "key of the map is a delivery, counted once per socket and document; `gaps` counts structs that",
+            "came before an earlier clock of their writer, and must be 0); the last socket still applies",
+            "every update (`verified`: its maps hold every entry, nothing pending). Applying every update on",
+            "every socket kept the generator saturated here (9-11 s of CPU in 10 s), and its own queue set",
+            "both servers' tail (`LOAD_APPLY=1` applies them)."],
+    True: ["`LOAD_APPLY=1`: every reader applied every update to a Y.Doc (the generator may be saturated)."],
+}
+
+
 def write_results(path: Path, args: argparse.Namespace, scenarios: dict[str, dict[str, int]],
                   results: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -339,14 +350,16 @@ def write_results(path: Path, args: argparse.Namespace, scenarios: dict[str, dic
         "run, as ratios. Every writer keeps to its schedule (its updates due at fixed times, the writers'",
         "phases spread over a period; a timer that fires late sends what is due at once), so both servers",
         "get the same load; `timerLateMs` in the raw JSON is how late the generator sent, on average.",
-        f"The generator's sockets are spread over {os.environ.get('LOAD_THREADS', '2')} worker threads (`LOAD_THREADS`; one",
-        "thread was saturated here, and its own queue set both servers' tail); `generatorLoadCpu` is all",
-        "of them over the load.",
+        *READERS_NOTE[os.environ.get("LOAD_APPLY") == "1"],
+        f"Generator threads: {os.environ.get('LOAD_THREADS', '1')} (`LOAD_THREADS`); `generatorLoadCpu` in the raw JSON is",
+        "the generator's CPU over the load."
+        + (" Rows kept from earlier runs (--merge) have their own `apply` and `threads` in the raw JSON."
+           if args.merge else ""),
         "Every Scriptorium socket is its own account (an editor of the course).",
         "",
         "delivered/s: deliveries from the first send to the last delivery (a server that falls behind",
-        "stretches the span); p50/p99: send to apply at a receiving socket; lost: expected − received",
-        "deliveries; converged: every socket's copy of every document has every entry; CPU: the server's",
+        "stretches the span); p50/p99: send to receipt at a reading socket; lost: expected − received",
+        "deliveries; converged: every socket has every entry of every document; CPU: the server's",
         "process tree from when every socket is in (authenticated and synced) to the end of the run;",
         "connecting and authenticating the sockets is `setup CPU s` (Scriptorium checks each token",
         "against PostgreSQL; @hocuspocus/server without an auth hook accepts any).",
