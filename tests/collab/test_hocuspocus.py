@@ -156,6 +156,16 @@ def _session(rooms: RoomManager) -> tuple[h.Session, Socket]:
     return h.Session(rooms, {"type": "websocket", "headers": []}, socket.send), socket
 
 
+async def _two_documents_open(rooms: RoomManager) -> tuple[h.Session, Socket, str, str]:
+    """A writer's socket with both lessons open and synced: (session, socket, first, second)."""
+    session, socket = _session(rooms)
+    first, second = "lesson:" + LESSON, "lesson:" + OTHER
+    session.receive(h.auth_frame(first, "writer"))
+    session.receive(h.auth_frame(second, "writer"))
+    await socket.until(lambda: socket.of(first, h.MSG_SYNC) and socket.of(second, h.MSG_SYNC))
+    return session, socket, first, second
+
+
 async def test_documents_are_authenticated_each_with_their_own_token() -> None:
     async def test(rooms: RoomManager, store: MemoryStore) -> None:
         session, socket = _session(rooms)
@@ -230,11 +240,7 @@ async def test_viewer_updates_are_never_applied_and_writers_are_acked_once_commi
 
 async def test_closing_one_document_leaves_the_others_open() -> None:
     async def test(rooms: RoomManager, store: MemoryStore) -> None:
-        session, socket = _session(rooms)
-        first, second = "lesson:" + LESSON, "lesson:" + OTHER
-        session.receive(h.auth_frame(first, "writer"))
-        session.receive(h.auth_frame(second, "writer"))
-        await socket.until(lambda: socket.of(first, h.MSG_SYNC) and socket.of(second, h.MSG_SYNC))
+        session, socket, first, second = await _two_documents_open(rooms)
         session.receive(h.encode(first, h.MSG_CLOSE))
         assert rooms.rooms[LESSON].peers == []
         other = rooms.rooms[OTHER]
@@ -335,11 +341,7 @@ async def test_a_finished_socket_is_freed_without_the_cycle_collector() -> None:
     import weakref
 
     async def test(rooms: RoomManager, store: MemoryStore) -> None:
-        session, socket = _session(rooms)
-        first, second = "lesson:" + LESSON, "lesson:" + OTHER
-        session.receive(h.auth_frame(first, "writer"))
-        session.receive(h.auth_frame(second, "writer"))
-        await socket.until(lambda: socket.of(first, h.MSG_SYNC) and socket.of(second, h.MSG_SYNC))
+        session, socket, first, second = await _two_documents_open(rooms)
         client: Doc[Any] = Doc()
         client.apply_update(rooms.rooms[OTHER].doc.get_update())
         session.receive(_update(second, _edit(client, "kept ")))
