@@ -9,7 +9,8 @@
 // was saturated on a 2-core machine (9-11 s of CPU in a 10 s load), and its own queue set the tail
 // latency of whichever server it measured (p99 28-356 ms between rounds of one server, following
 // how late its timers fired). So, for both servers alike:
-// - once synced, an update is decoded (Y.decodeUpdate), not applied: each new "ts" key is a
+// - once synced, an update is decoded (Y.decodeUpdate; each distinct update once per thread, as
+//   every reader of a broadcast gets the same bytes), not applied: each new "ts" key is a
 //   delivery, timed from its value, and counted once per socket and document (a Set, as a Y.Map
 //   ignores an update it already has). A struct that arrives before an earlier clock of its
 //   writer (which Yjs would hold back as pending) is counted in `gaps`, which must be 0 (a
@@ -108,6 +109,25 @@ async function worker (k, threads) {
     return encoding.toUint8Array(e)
   }
 
+  // Every reader of a broadcast gets the same bytes: each distinct update is decoded once per
+  // thread (keyed by its bytes), and each socket then does its own bookkeeping over the result.
+  const decoded = new Map()
+  const decode = update => {
+    const bytes = Buffer.from(update.buffer, update.byteOffset, update.byteLength).toString('latin1')
+    let structs = decoded.get(bytes)
+    if (structs === undefined) {
+      structs = []
+      for (const struct of Y.decodeUpdate(update).structs) {
+        if (struct instanceof Y.Skip) continue // a hole in a merged update: not data
+        const key = typeof struct.parentSub === 'string' ? struct.parentSub : null
+        structs.push({ client: struct.id.client, clock: struct.id.clock, length: struct.length, key, value: key === null ? 0 : struct.content.getContent()[0] })
+      }
+      if (decoded.size >= 8192) decoded.clear()
+      decoded.set(bytes, structs)
+    }
+    return structs
+  }
+
   function mkSocket (i) {
     return new Promise(resolve => {
       const ws = new WebSocket(url)
@@ -140,17 +160,14 @@ async function worker (k, threads) {
         const clocks = next.get(name)
         const ownClient = docs.get(name).clientID
         const now = Date.now()
-        for (const struct of Y.decodeUpdate(update).structs) {
-          if (struct instanceof Y.Skip) continue // a hole in a merged update: not data
-          const { client, clock } = struct.id
+        for (const { client, clock, length, key, value } of decode(update)) {
           if (client === ownClient) continue // a writer gets its own updates back only inside merged ones
           const expected = clocks.get(client) ?? 0 // (the documents are empty before the load)
           if (clock > expected) gaps++
-          if (clock + struct.length > expected) clocks.set(client, clock + struct.length)
-          const key = struct.parentSub
-          if (typeof key !== 'string' || keys.has(key)) continue
+          if (clock + length > expected) clocks.set(client, clock + length)
+          if (key === null || keys.has(key)) continue
           keys.add(key)
-          if (!key.startsWith(own)) { record(now - struct.content.getContent()[0]); received++; lastAt = now }
+          if (!key.startsWith(own)) { record(now - value); received++; lastAt = now }
         }
       }
       const done = () => { synced = true; resolve({ ws, docs, seen, i }) }

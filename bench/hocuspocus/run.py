@@ -323,9 +323,11 @@ READERS_NOTE = {
     False: ["Once synced, a reader decodes each update it gets instead of applying it to a Y.Doc (each new",
             "key of the map is a delivery, counted once per socket and document; `gaps` counts structs that",
             "came before an earlier clock of their writer, and must be 0); the last socket still applies",
-            "every update (`verified`: its maps hold every entry, nothing pending). Applying every update on",
-            "every socket kept the generator saturated here (9-11 s of CPU in 10 s), and its own queue set",
-            "both servers' tail (`LOAD_APPLY=1` applies them)."],
+            "every update (`verified`: its maps hold every entry, nothing pending). Each distinct update is",
+            "decoded once per generator thread (every reader of a broadcast gets the same bytes) and each",
+            "socket keeps its own count. Applying every update on every socket kept the generator saturated",
+            "here (9-11 s of CPU in 10 s), and its own queue set both servers' tail (`LOAD_APPLY=1` applies",
+            "them)."],
     True: ["`LOAD_APPLY=1`: every reader applied every update to a Y.Doc (the generator may be saturated)."],
 }
 
