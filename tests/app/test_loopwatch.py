@@ -4,6 +4,7 @@ spent waiting for a CPU (a busy shared machine) does not."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import pytest
@@ -50,6 +51,28 @@ def test_schedstat_is_read_here() -> None:
         fields = f.read().split()
     assert len(fields) == 3 and all(field.isdigit() for field in fields), fields
     assert loopwatch.runqueue_wait() >= int(fields[1]) / 1e9
+    # the kept file reads afresh: a thread that waits for a CPU behind a busy one sees it grow
+    import threading
+
+    first = loopwatch.runqueue_wait()
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinners = [threading.Thread(target=spin) for _ in range((os.cpu_count() or 1) + 1)]
+    for spinner in spinners:
+        spinner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while loopwatch.runqueue_wait() == first and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert loopwatch.runqueue_wait() > first
+    finally:
+        stop.set()
+        for spinner in spinners:
+            spinner.join()
 
 
 def test_every_collector_pass_is_timed_by_generation() -> None:
