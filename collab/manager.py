@@ -80,7 +80,7 @@ class RoomManager:
                  awareness_relay_tick: float = 0.05, max_unsaved: int = 8 * 1024 * 1024,
                  leases: Leases | None = None,
                  recheck_many: RecheckMany | None = None, write_interval: float = 0.0,
-                 commit_gap: float = COMMIT_GAP_S) -> None:
+                 write_pace_above: float = 0.0, commit_gap: float = COMMIT_GAP_S) -> None:
         self.store = store
         self.updates_applied = 0  # document updates applied on this node (a metric reads it)
         self.authorize = authorize
@@ -115,7 +115,8 @@ class RoomManager:
                                  receive_frame_cost=receive_frame_cost)
         self.cluster = Cluster(relay, self.rooms, self.awareness, self.persistence.after_commit)
         # one per node: every sender's frames leave together, at most once per write_interval
-        self.coalescer = Coalescer(write_interval)
+        # while the node is busy (from write_pace_above of a core; 0: always)
+        self.coalescer = Coalescer(write_interval, pace_above=write_pace_above)
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[Any]] = set()
         self._stopping = False

@@ -427,9 +427,9 @@ class Room:
 
     def broadcast_update(self, frame: bytes, update: bytes, origin: Peer | None) -> None:
         """Send an applied update to every local peer but ``origin``: at the end of the loop turn
-        when the room sent none within the node's write interval, else when the node's writes
-        next go out (:attr:`writes`); the updates held until then leave merged, one frame per
-        peer."""
+        when the room sent none within the node's write interval (0 while the node is not busy:
+        :meth:`collab.sender.Coalescer.hold`), else when the node's writes next go out
+        (:attr:`writes`); the updates held until then leave merged, one frame per peer."""
         if not self.peers:
             return
         if self.pending and (self.pending_bytes + len(update) > MERGE_MAX_BYTES
@@ -439,7 +439,7 @@ class Room:
             writes = self.writes
             if writes is None:
                 asyncio.get_running_loop().call_soon(self.flush_updates)
-            elif asyncio.get_running_loop().time() - self.sent_at < writes.interval:
+            elif writes.loop.time() - self.sent_at < writes.hold():
                 writes.defer(self.flush_updates)  # busy: merged with the interval's others
             else:
                 writes.soon(self.flush_updates)  # nothing to merge with: no wait
@@ -460,7 +460,7 @@ class Room:
             return
         self.pending, self.pending_bytes = [], 0
         if self.writes is not None:
-            self.sent_at = asyncio.get_running_loop().time()
+            self.sent_at = self.writes.loop.time()
         origin = pending[0][2]
         if len(pending) == 1:
             self._send_all(pending[0][0], origin)

@@ -60,6 +60,12 @@ class Metrics:
             "Rooms whose Redis channel no other node listens on: their updates are not published",
             registry=self.registry,
         )
+        self.collab_writes_paced = Gauge(
+            "scriptorium_collab_writes_paced",
+            "1 while the node is busy enough to pace its collab writes (COLLAB_WRITE_PACE_ABOVE: busy "
+            "rooms' updates merged per COLLAB_WRITE_INTERVAL_MS), else 0; looked at as updates flow",
+            registry=self.registry,
+        )
         self.events_published = Counter(
             "scriptorium_events_published_total", "Live events published", registry=self.registry
         )

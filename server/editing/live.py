@@ -309,10 +309,12 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         max_unsaved=settings.collab_unsaved_max_bytes,
                         recheck_many=make_recheck_many(svc),
                         write_interval=settings.collab_write_interval_ms / 1000,
+                        write_pace_above=settings.collab_write_pace_above,
                         commit_gap=settings.collab_commit_gap_ms / 1000)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.collab_updates.set_function(lambda: rooms.updates_applied)
+        metrics.collab_writes_paced.set_function(lambda: float(rooms.coalescer.paced))
         if relay is not None:
             metrics.collab_relay_updates.set_function(lambda: relay.updates_published)
             metrics.collab_rooms_alone.set_function(relay.alone_count)

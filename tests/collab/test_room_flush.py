@@ -12,6 +12,7 @@ import pytest
 from pycrdt import Doc, Text
 
 import collab.room as room_module
+import collab.sender as sender_module
 from collab import protocol as p
 from collab.access import Grant
 from collab.room import MERGE_MAX_UPDATES, Peer, Room
@@ -148,3 +149,74 @@ async def test_a_quiet_rooms_update_leaves_at_once_and_a_busy_rooms_at_the_nodes
     assert len(busy_links["viewer"].frames) == 2 and body(busy_links["viewer"].frames[1:]) in (
         "secondthird", "thirdsecond")  # the interval's updates, merged into one frame
     assert busy_links["ann"].frames == []  # a lone writer's own burst never comes back
+
+
+class FakeCpu:
+    """A process CPU clock that runs at ``load`` of the loop's clock (what the node is using)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.load = 0.0
+        self.at = self.loop.time()
+        self.used = 0.0
+
+    def __call__(self) -> float:
+        now = self.loop.time()
+        self.used += self.load * (now - self.at)
+        self.at = now
+        return self.used
+
+
+async def test_a_busy_room_waits_for_the_nodes_pace_only_while_the_node_is_busy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sender_module, "LOAD_WINDOW_S", 0.0)  # the load is looked at on every ask
+    cpu = FakeCpu()
+    coalescer = Coalescer(0.2, pace_above=0.5, cpu_clock=cpu)
+    room, peers, links = room_with(coalescer, "ann", "viewer")
+    viewer = links["viewer"]
+
+    def send(text: str) -> None:
+        update = edit(text)
+        room.broadcast_update(p.update_frame(update), update, peers["ann"])
+
+    # An idle node: a busy room's updates each leave at the end of their loop turn.
+    assert coalescer.hold() == 0.0
+    for i, text in enumerate(("a", "b", "c")):
+        send(text)
+        await asyncio.sleep(0)  # (one loop turn)
+        assert len(viewer.frames) == i + 1
+    assert sorted(body(viewer.frames)) == ["a", "b", "c"]
+
+    # From half a core on, it waits for the node's next write, merged with the interval's others.
+    cpu.load = 0.6
+    assert coalescer.hold() == 0.2
+    wrote_at = asyncio.get_running_loop().time()
+    send("d")
+    send("e")
+    await asyncio.sleep(0)
+    assert len(viewer.frames) == 3
+    viewer.pushed.clear()
+    await flushed(viewer)
+    assert asyncio.get_running_loop().time() - wrote_at >= 0.2 - 0.01
+    assert len(viewer.frames) == 4 and body(viewer.frames[3:]) in ("de", "ed")
+
+    # Hysteresis: paced until the load falls under half of the threshold, and then not paced
+    # until it reaches the threshold again.
+    cpu.load = 0.4
+    assert coalescer.hold() == 0.2
+    cpu.load = 0.2
+    assert coalescer.hold() == 0.0
+    cpu.load = 0.4
+    assert coalescer.hold() == 0.0
+    send("f")
+    await asyncio.sleep(0)
+    assert len(viewer.frames) == 5 and body(viewer.frames[4:]) == "f"
+    assert links["ann"].frames == []
+
+
+async def test_a_node_always_paced_with_pace_above_0_and_never_with_interval_0() -> None:
+    cpu = FakeCpu()
+    assert Coalescer(0.2, pace_above=0.0, cpu_clock=cpu).hold() == 0.2
+    cpu.load = 1.0
+    never = Coalescer(0.0, pace_above=0.5, cpu_clock=cpu)
+    assert never.hold() == 0.0 and never.hold() == 0.0
