@@ -21,6 +21,7 @@ def parse_metrics(text: str) -> dict[str, float]:
         "scriptorium_collab_updates_total": "collab_updates",
         "scriptorium_events_published_total": "events_published",
         "scriptorium_event_loop_lag_seconds_count": "lag_count",
+        "scriptorium_collab_writes_paced_seconds_total": "paced_s",
     }
     histograms = {"scriptorium_event_loop_lag_seconds_bucket": "lag_le_",
                   "scriptorium_event_loop_held_seconds_bucket": "held_le_"}
@@ -64,4 +65,6 @@ def stalls(before: dict[str, float], after: dict[str, float]) -> dict[str, float
         out[f"gc{gen}_passes"] = count
         out[f"gc{gen}_over_10ms"] = count - short
     out["ticks"] = ticks
+    # seconds the node paced its collab writes (up to its last look at its load)
+    out["paced_s"] = round(after.get("paced_s", 0) - before.get("paced_s", 0), 2)
     return out

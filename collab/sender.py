@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from wire import schedstat
 from wire.websocket import CLOSE_TOO_SLOW, direct_protocol, encode_frame
 
 log = logging.getLogger("scriptorium.collab")
@@ -37,8 +38,17 @@ _STATE_OPEN = 1  # websockets.protocol.State.OPEN
 # A socket closed as too slow still holds what its transport buffers until the close frame gets
 # through; a client that never reads never lets it, so the connection is dropped after this long.
 ABORT_AFTER_S = 10.0
-# How often the node's load is looked at (its process CPU over this much loop time, at most).
+# How often the node's load is looked at, at most (Coalescer.hold).
 LOAD_WINDOW_S = 0.25
+
+
+def default_meter() -> tuple[float, float]:
+    """(now, seconds the calling thread asked of a CPU so far): its time on one plus its time
+    runnable but waiting for one (Linux schedstat); its CPU time where schedstat is missing."""
+    stats = schedstat.read()
+    if stats is None:
+        return time.monotonic(), time.thread_time()
+    return time.monotonic(), stats[0] + stats[1]
 
 
 class Coalescer:
@@ -52,12 +62,17 @@ class Coalescer:
     turns ~2 frames per socket into one write (30 % less CPU per delivery), for up to that much
     latency. ``interval`` 0 flushes once per loop iteration.
 
-    The node pays that latency only while it is busy: from ``pace_above`` of one core (its process
-    CPU over the last :data:`LOAD_WINDOW_S`), until its load falls under half of that. A node with
-    CPU to spare spends it on latency, flushing every loop iteration (a room's updates of one
-    iteration still leave merged); one near its limit merges, so how much a node can carry is what
-    the interval makes it, not less. Without that, the interval cost every room its milliseconds
-    even on an idle node (p50 4 ms against 1 for @hocuspocus/server, which writes at once).
+    The node pays that latency only while it is busy: from ``pace_above`` of one core, until its
+    load falls under half of that. Load is what the event loop's thread asked of a CPU (its time on
+    one plus its time runnable but waiting for one: :func:`default_meter`), so a node starved of
+    CPU (a container's quota, a busy shared machine) counts as busy, and threads that do not hold
+    up the loop do not. It is looked at when :meth:`hold` is asked, at most once per
+    :data:`LOAD_WINDOW_S`: over the time since the last look (after an idle spell, that spell too).
+    A node with CPU to spare spends it on latency, flushing every loop iteration (a room's updates
+    of one iteration still leave merged); one near its limit merges, so how much a node can carry
+    is what the interval makes it, not less. Without that, the interval cost every room its
+    milliseconds even on an idle node (p50 4 ms against 1 for @hocuspocus/server, which writes at
+    once).
     ``pace_above`` 0: always paced.
 
     :meth:`defer` runs a callback at the next flush, before the writes: a busy room sends the
@@ -69,7 +84,7 @@ class Coalescer:
     node's next write, one update per write, as if they were one busy room)."""
 
     def __init__(self, interval: float = 0.0, *, pace_above: float = 0.0,
-                 cpu_clock: Callable[[], float] = time.process_time) -> None:
+                 meter: Callable[[], tuple[float, float]] | None = None) -> None:
         self._pending: list[Sender] = []
         self._before: list[Callable[[], None]] = []  # at the next flush
         self._now: list[Callable[[], None]] = []  # at the end of this loop iteration
@@ -78,10 +93,11 @@ class Coalescer:
         self.interval = interval
         self._last = -1e9  # loop time of the last flush
         self.pace_above = pace_above
-        self._cpu_clock = cpu_clock
-        self._window_at = -1e9  # loop time and process CPU at the start of the load window
-        self._window_cpu = 0.0
+        self._meter = meter or default_meter
+        self._looked_at = -1e9  # loop time of the last look at the load
+        self._window: tuple[float, float] | None = None  # the meter's reading at that look
         self.paced = pace_above <= 0 and interval > 0  # (a metric reads it)
+        self.paced_seconds = 0.0  # time spent paced, up to the last look (a metric reads it)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -91,6 +107,14 @@ class Coalescer:
         loop = self._loop
         if loop is None or loop.is_closed():
             loop = self._loop = asyncio.get_running_loop()
+            if self._scheduled or self._soon:  # scheduled on a loop that is gone: again here
+                self._scheduled = self._soon = False
+                if self._now:
+                    self._soon = True
+                    loop.call_soon(self._flush_soon)
+                if self._pending or self._before:
+                    self._scheduled = True
+                    loop.call_soon(self.flush)
         return loop
 
     def hold(self) -> float:
@@ -100,16 +124,19 @@ class Coalescer:
         time)."""
         if self.pace_above > 0 and self.interval > 0:
             now = self.loop.time()
-            elapsed = now - self._window_at
-            if elapsed >= LOAD_WINDOW_S and elapsed > 0:
-                cpu = self._cpu_clock()
-                if elapsed < 1e8:  # (not the first look)
-                    load = (cpu - self._window_cpu) / elapsed
+            if now - self._looked_at >= LOAD_WINDOW_S:
+                self._looked_at = now
+                at, busy = self._meter()
+                if self._window is not None and at > self._window[0]:  # (the first look: a start)
+                    elapsed = at - self._window[0]
+                    if self.paced:
+                        self.paced_seconds += elapsed
+                    load = (busy - self._window[1]) / elapsed
                     if load >= self.pace_above:
                         self.paced = True
                     elif load < self.pace_above / 2:
                         self.paced = False
-                self._window_at, self._window_cpu = now, cpu
+                self._window = (at, busy)
         return self.interval if self.paced else 0.0
 
     def add(self, sender: Sender) -> None:

@@ -17,35 +17,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
+from wire import schedstat
+
 if TYPE_CHECKING:
     from server.state import Services
 
 TICK = 0.05
-SCHEDSTAT = "/proc/thread-self/schedstat"
-
-
-_schedstat = threading.local()  # each thread's schedstat file, kept open
+SCHEDSTAT = schedstat.PATH
 
 
 def runqueue_wait() -> float:
     """Seconds the calling thread has spent runnable but waiting for a CPU (0.0 where Linux's
-    schedstat is missing: then every late wake-up counts as held). The file stays open, one per
-    thread (``thread-self`` is resolved when it is opened), and each reading is one ``pread``:
-    opening and reading it anew took nine system calls, 20 times a second."""
-    try:
-        fd = getattr(_schedstat, "fd", None)
-        if fd is None:
-            fd = _schedstat.fd = os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
-        return int(os.pread(fd, 128, 0).split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
+    schedstat is missing: then every late wake-up counts as held)."""
+    stats = schedstat.read()
+    return 0.0 if stats is None else stats[1]
 
 
 async def watch(observe: Callable[[float, float], None]) -> None:

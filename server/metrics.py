@@ -63,8 +63,13 @@ class Metrics:
         self.collab_writes_paced = Gauge(
             "scriptorium_collab_writes_paced",
             "1 while the node is busy enough to pace its collab writes (COLLAB_WRITE_PACE_ABOVE: busy "
-            "rooms' updates merged per COLLAB_WRITE_INTERVAL_MS), else 0; looked at as updates flow",
+            "rooms' updates merged per COLLAB_WRITE_INTERVAL_MS), else 0; as of the node's last look "
+            "at its load, which updates prompt (an idle node keeps its last state)",
             registry=self.registry,
+        )
+        self.collab_writes_paced_seconds = FunctionCounter(
+            "scriptorium_collab_writes_paced_seconds",
+            "Seconds the node paced its collab writes, up to its last look at its load", self.registry
         )
         self.events_published = Counter(
             "scriptorium_events_published_total", "Live events published", registry=self.registry

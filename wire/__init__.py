@@ -1,1 +1,2 @@
-"""WebSocket wire details shared by ``collab`` and ``realtime`` (imports neither, nor ``server``)."""
+"""Low-level details shared by ``collab``, ``realtime`` and ``server`` (the WebSocket wire, Redis,
+scheduler statistics); imports none of them."""

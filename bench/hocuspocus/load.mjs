@@ -112,6 +112,7 @@ async function worker (k, threads) {
   // Every reader of a broadcast gets the same bytes: each distinct update is decoded once per
   // thread (keyed by its bytes), and each socket then does its own bookkeeping over the result.
   const decoded = new Map()
+  let decodedBytes = 0
   const decode = update => {
     const bytes = Buffer.from(update.buffer, update.byteOffset, update.byteLength).toString('latin1')
     let structs = decoded.get(bytes)
@@ -122,8 +123,9 @@ async function worker (k, threads) {
         const key = typeof struct.parentSub === 'string' ? struct.parentSub : null
         structs.push({ client: struct.id.client, clock: struct.id.clock, length: struct.length, key, value: key === null ? 0 : struct.content.getContent()[0] })
       }
-      if (decoded.size >= 8192) decoded.clear()
+      if (decoded.size >= 8192 || decodedBytes >= 64 << 20) { decoded.clear(); decodedBytes = 0 }
       decoded.set(bytes, structs)
+      decodedBytes += bytes.length
     }
     return structs
   }

@@ -51,7 +51,8 @@ def test_schedstat_is_read_here() -> None:
         fields = f.read().split()
     assert len(fields) == 3 and all(field.isdigit() for field in fields), fields
     assert loopwatch.runqueue_wait() >= int(fields[1]) / 1e9
-    # the kept file reads afresh: a thread that waits for a CPU behind a busy one sees it grow
+    # the kept file reads afresh: with more busy threads than CPUs, this thread's wake-ups wait
+    # to run now and then, and the wait it reads grows
     import threading
 
     first = loopwatch.runqueue_wait()

@@ -151,27 +151,26 @@ async def test_a_quiet_rooms_update_leaves_at_once_and_a_busy_rooms_at_the_nodes
     assert busy_links["ann"].frames == []  # a lone writer's own burst never comes back
 
 
-class FakeCpu:
-    """A process CPU clock that runs at ``load`` of the loop's clock (what the node is using)."""
+class FakeMeter:
+    """The load meter: each reading one second later than the last, the loop's thread having
+    asked ``load`` of that second of a CPU."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.get_running_loop()
         self.load = 0.0
-        self.at = self.loop.time()
-        self.used = 0.0
+        self.at = 0.0
+        self.busy = 0.0
 
-    def __call__(self) -> float:
-        now = self.loop.time()
-        self.used += self.load * (now - self.at)
-        self.at = now
-        return self.used
+    def __call__(self) -> tuple[float, float]:
+        self.at += 1.0
+        self.busy += self.load
+        return self.at, self.busy
 
 
 async def test_a_busy_room_waits_for_the_nodes_pace_only_while_the_node_is_busy(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sender_module, "LOAD_WINDOW_S", 0.0)  # the load is looked at on every ask
-    cpu = FakeCpu()
-    coalescer = Coalescer(0.2, pace_above=0.5, cpu_clock=cpu)
+    cpu = FakeMeter()
+    coalescer = Coalescer(0.2, pace_above=0.5, meter=cpu)
     room, peers, links = room_with(coalescer, "ann", "viewer")
     viewer = links["viewer"]
 
@@ -214,9 +213,45 @@ async def test_a_busy_room_waits_for_the_nodes_pace_only_while_the_node_is_busy(
     assert links["ann"].frames == []
 
 
-async def test_a_node_always_paced_with_pace_above_0_and_never_with_interval_0() -> None:
-    cpu = FakeCpu()
-    assert Coalescer(0.2, pace_above=0.0, cpu_clock=cpu).hold() == 0.2
-    cpu.load = 1.0
-    never = Coalescer(0.0, pace_above=0.5, cpu_clock=cpu)
-    assert never.hold() == 0.0 and never.hold() == 0.0
+async def test_the_first_look_only_starts_a_window_and_paced_time_is_counted(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sender_module, "LOAD_WINDOW_S", 0.0)
+    meter = FakeMeter()
+    meter.busy = 1e6  # what the thread used before: not a load
+    meter.load = 0.9
+    coalescer = Coalescer(0.2, pace_above=0.5, meter=meter)
+    assert coalescer.hold() == 0.0 and not coalescer.paced  # the first look: a start only
+    assert coalescer.hold() == 0.2 and coalescer.paced_seconds == 0.0  # 0.9 over the last second
+    assert coalescer.hold() == 0.2 and coalescer.paced_seconds == 1.0
+    meter.load = 0.0
+    assert coalescer.hold() == 0.0 and coalescer.paced_seconds == 2.0
+    assert coalescer.hold() == 0.0 and coalescer.paced_seconds == 2.0
+
+
+async def test_the_load_is_looked_at_once_per_window() -> None:
+    meter = FakeMeter()
+    meter.load = 0.9
+    coalescer = Coalescer(0.2, pace_above=0.5, meter=meter)
+    for _ in range(100):
+        coalescer.hold()
+    assert meter.at == 1.0  # one look (the start) within the first LOAD_WINDOW_S
+
+
+async def test_a_node_always_paced_with_pace_above_0_and_never_with_interval_0(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sender_module, "LOAD_WINDOW_S", 0.0)
+    meter = FakeMeter()
+    assert Coalescer(0.2, pace_above=0.0, meter=meter).hold() == 0.2
+    meter.load = 1.0
+    never = Coalescer(0.0, pace_above=0.5, meter=meter)
+    for _ in range(3):
+        assert never.hold() == 0.0
+    assert not never.paced and meter.at == 0.0  # not even looked at
+
+
+def test_the_default_meter_counts_the_threads_wait_for_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sender_module.schedstat, "read", lambda: (2.0, 0.5))
+    assert sender_module.default_meter()[1] == 2.5
+    monkeypatch.setattr(sender_module.schedstat, "read", lambda: None)  # no schedstat: CPU time
+    _at, busy = sender_module.default_meter()
+    assert busy == pytest.approx(time.thread_time(), abs=0.05)
