@@ -10,7 +10,7 @@ read-only flag. Depends on nothing in ``collab`` at run time (rooms only for typ
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,9 @@ Recheck = Callable[[str, Grant], Awaitable[bool]]  # (lesson id, grant) -> can_w
 # Many at once: [(lesson id, grant)] -> for each, can_write or the Denied that ends it (one answer
 # per pair, in order; an exception fails the whole batch, which then changes nothing).
 RecheckMany = Callable[[list[tuple[str, Grant]]], Awaitable[list[bool | Denied]]]
+# Runs for the node's life: calls changed(True) when a fact of the access decision may have
+# changed (and once it starts listening), changed(False) when it stops listening.
+AccessWatch = Callable[[Callable[[bool], None]], Coroutine[Any, Any, None]]
 RECHECK_BATCH = 1000  # (room, user) pairs per RecheckMany call
 
 

@@ -5,17 +5,21 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, text
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from collab.access import Denied, Grant
+from collab.access import AccessWatch, Denied, Grant
 from collab.connection import serve as serve_collab
 from collab.hocuspocus import serve as serve_hocuspocus
 from collab.manager import RoomManager
@@ -33,6 +37,8 @@ from server.limits import make_caps
 from server.state import Services, services
 from server.users.models import User
 from wire.websocket import CLOSE_FORBIDDEN, CLOSE_NOT_FOUND, CLOSE_UNAUTHORIZED
+
+log = logging.getLogger("scriptorium.collab")
 
 
 def _lesson_uuid(lesson_id: str) -> uuid.UUID:
@@ -285,6 +291,57 @@ def _recheck_answer(clerk_id: str, found: bool, deleted: bool, role: str | None,
     return Denied(CLOSE_FORBIDDEN, "Only the author, collaborators and admins may join.")
 
 
+ACCESS_CHANNEL = "access_changed"  # NOTIFY'd by migrations/versions/0011 at each commit that changes access
+ACCESS_WATCH_LIVENESS_S = 30.0  # the listening connection is asked a statement this often
+
+
+def make_access_watch(svc: Services) -> AccessWatch | None:
+    """The rooms' :data:`collab.access.AccessWatch`: one dedicated asyncpg connection LISTENs
+    to ``access_changed`` (a trigger NOTIFYs it at each commit that changes who may edit a
+    lesson, by the app or by hand in SQL). A notification arrives after the commit, so the
+    re-check round it starts reads the change. Connecting (again) counts as a change: what
+    committed while nobody listened is re-checked. While not listening, the rooms re-check every
+    round as without a watch. A connection that died silently is found by a statement every
+    :data:`ACCESS_WATCH_LIVENESS_S`."""
+    url = svc.settings.database_url
+    if not url:
+        return None
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    node = svc.settings.node_id
+
+    async def watch(changed: Callable[[bool], None]) -> None:
+        backoff = 0.5
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(dsn, timeout=10, server_settings={
+                    "application_name": f"scriptorium-access-watch node={node} pid={os.getpid()}"})
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await conn.add_listener(ACCESS_CHANNEL, lambda *_: changed(True))
+                changed(True)
+                backoff = 0.5
+                while not lost.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(lost.wait(), ACCESS_WATCH_LIVENESS_S)
+                    if not lost.is_set():
+                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 10)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("collab access watch lost its connection; re-checking every round meanwhile",
+                            extra={"error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                changed(False)
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        conn.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    return watch
+
+
 def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManager:
     relay = None
     if svc.settings.redis_url:
@@ -310,11 +367,13 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         recheck_many=make_recheck_many(svc),
                         write_interval=settings.collab_write_interval_ms / 1000,
                         write_pace_above=settings.collab_write_pace_above,
+                        access_watch=make_access_watch(svc),
                         commit_gap=settings.collab_commit_gap_ms / 1000)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.collab_updates.set_function(lambda: rooms.updates_applied)
         metrics.collab_writes_paced.set_function(lambda: float(rooms.coalescer.paced))
+        metrics.collab_writes_paced_seconds.set_function(lambda: rooms.coalescer.paced_seconds)
         if relay is not None:
             metrics.collab_relay_updates.set_function(lambda: relay.updates_published)
             metrics.collab_rooms_alone.set_function(relay.alone_count)
