@@ -38,6 +38,9 @@ class Grant:
     user_id: str
     can_write: bool
     subject: Any = None
+    # the rooms' access epoch when the decision was asked for (RoomManager.admit): a change
+    # notified before the peer joins re-checks it
+    epoch: int = 0
 
 
 Authorize = Callable[[Scope, str], Awaitable[Grant]]  # (ASGI scope, lesson id) -> Grant | Denied
@@ -60,10 +63,11 @@ def _apply(peers: list[Peer], answer: bool | Denied) -> None:
         peer.can_write = answer
 
 
-async def recheck_rooms(rooms: list[Room], recheck_many: RecheckMany) -> None:
+async def recheck_rooms(rooms: list[Room], recheck_many: RecheckMany) -> bool:
     """Every user in ``rooms`` re-checked in batches of :data:`RECHECK_BATCH` (room, user)
     pairs, one call each (a node's thousands of rooms cost a few statements a round, not one per
-    room and user); a failed batch changes nothing."""
+    room and user); a failed batch changes nothing. False when a batch failed."""
+    ok = True
     groups: list[tuple[str, Grant, list[Peer]]] = []
     for room in rooms:
         by_user: dict[str, list[Peer]] = {}
@@ -76,9 +80,11 @@ async def recheck_rooms(rooms: list[Room], recheck_many: RecheckMany) -> None:
             answers = await recheck_many([(lesson_id, grant) for lesson_id, grant, _ in batch])
         except Exception:
             log.warning("collab access re-check failed", exc_info=True)
+            ok = False
             continue
         for (_, _, peers), answer in zip(batch, answers, strict=True):
             _apply(peers, answer)
+    return ok
 
 
 async def recheck_room(room: Room, recheck: Recheck) -> None:

@@ -142,6 +142,7 @@ class RoomManager:
         self._recheck_left = 0  # slices still to re-check in the round a change started
         self._recheck_full_at = 0.0  # loop time of the last full round's start
         self.recheck_ticks = 0  # slices the re-check loop went through (re-checked or not)
+        self.access_epoch = 0  # access changes notified so far
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -155,13 +156,17 @@ class RoomManager:
             asyncio.create_task(self.persistence.leases.renew_forever(), name="collab-leases"),
         ]
         if self.access_watch is not None:
-            self._tasks.append(asyncio.create_task(self.access_watch(self.access_changed), name="collab-access-watch"))
+            watch = asyncio.create_task(self.access_watch(self.access_changed), name="collab-access-watch")
+            # should it ever end, every round re-checks every room again
+            watch.add_done_callback(lambda _task: self.access_changed(False))
+            self._tasks.append(watch)
 
     def access_changed(self, watched: bool = True) -> None:
         """A fact of the access decision may have changed: every room is re-checked over the
         next round (each within ``recheck_interval`` from the next slice). ``watched`` False: the
         watch stopped listening, so every round re-checks every room until it listens again."""
         self.access_watched = watched
+        self.access_epoch += 1
         self._recheck_left = RECHECK_SLICES
 
     async def drain(self, *, rounds: int = 10) -> None:
@@ -330,7 +335,9 @@ class RoomManager:
         ``lesson_id`` (a :func:`~collab.room.lesson_key`). Raises
         :class:`~collab.access.Denied` (close with its code) or
         :class:`~collab.store.LessonGone` (close 4404)."""
+        epoch = self.access_epoch
         grant = await self.authorize(scope, lesson_id)
+        grant.epoch = epoch
         return grant, await self.open(lesson_id)
 
     async def join(self, room: Room, grant: Grant, sender: Link) -> tuple[Room, Peer]:
@@ -341,6 +348,10 @@ class RoomManager:
             room = await self.open(room.lesson_id)
         peer = Peer(grant, sender, self.receiver.budget(), self.awareness.budget())
         room.peers.append(peer)
+        if grant.epoch != self.access_epoch:
+            # access changed since its decision was asked for, maybe after the round that
+            # followed the change looked at this room: another round, with this peer in it
+            self._recheck_left = RECHECK_SLICES
         room.unload_at = None
         room.emptied = False
         peer.sender.push(p.step1_frame(room.doc.get_state()))
@@ -544,7 +555,8 @@ class RoomManager:
             rooms = [room for room in self.rooms.values()
                      if room.peers and hash(room.lesson_id) % RECHECK_SLICES == turn]
             if self.recheck_many is not None:
-                await recheck_rooms(rooms, self.recheck_many)
+                if not await recheck_rooms(rooms, self.recheck_many) and self.access_watched:
+                    self._recheck_left = RECHECK_SLICES  # a failed batch: the round again
                 continue
             for room in rooms:
                 if room.peers:

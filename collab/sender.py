@@ -40,6 +40,8 @@ _STATE_OPEN = 1  # websockets.protocol.State.OPEN
 ABORT_AFTER_S = 10.0
 # How often the node's load is looked at, at most (Coalescer.hold).
 LOAD_WINDOW_S = 0.25
+# A paced node stops pacing when its load falls under this share of ``pace_above``.
+UNPACE_BELOW = 0.6
 
 
 def default_meter() -> tuple[float, float]:
@@ -63,7 +65,8 @@ class Coalescer:
     latency. ``interval`` 0 flushes once per loop iteration.
 
     The node pays that latency only while it is busy: from ``pace_above`` of one core, until its
-    load falls under half of that. Load is what the event loop's thread asked of a CPU (its time on
+    load falls under :data:`UNPACE_BELOW` of that (a node that paces asks for ~30 % less, so
+    it keeps pacing while the load lasts). Load is what the event loop's thread asked of a CPU (its time on
     one plus its time runnable but waiting for one: :func:`default_meter`), so a node starved of
     CPU (a container's quota, a busy shared machine) counts as busy, and threads that do not hold
     up the loop do not. It is looked at when :meth:`hold` is asked, at most once per
@@ -134,7 +137,7 @@ class Coalescer:
                     load = (busy - self._window[1]) / elapsed
                     if load >= self.pace_above:
                         self.paced = True
-                    elif load < self.pace_above / 2:
+                    elif load < self.pace_above * UNPACE_BELOW:
                         self.paced = False
                 self._window = (at, busy)
         return self.interval if self.paced else 0.0

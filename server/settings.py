@@ -175,8 +175,9 @@ class Settings:
     # loop turn): collab.sender.Coalescer, collab.room.Room.broadcast_update.
     collab_write_interval_ms: float = 4.0
     # ... but only while the node is busy: from this fraction of one core (its process CPU over
-    # 250 ms) until under half of it; an idle node writes every loop turn. 0: always paced.
-    collab_write_pace_above: float = 0.5
+    # 250 ms) until under 0.6 of it; a node with CPU to spare writes every loop turn. 0: always
+    # paced.
+    collab_write_pace_above: float = 0.7
     # While a "saved" answer or another node waits for updates, a commit of the log starts at once
     # but at most this often; the updates meanwhile share it (collab.persistence.COMMIT_GAP_S).
     collab_commit_gap_ms: float = 20.0
@@ -263,7 +264,7 @@ class Settings:
             collab_receive_bytes_per_second=_int(env, "COLLAB_RECEIVE_BYTES_PER_SECOND", 8 * 1024 * 1024),
             collab_unsaved_max_bytes=_int(env, "COLLAB_UNSAVED_MAX_BYTES", 8 * 1024 * 1024),
             collab_write_interval_ms=_float(env, "COLLAB_WRITE_INTERVAL_MS", 4.0),
-            collab_write_pace_above=_float(env, "COLLAB_WRITE_PACE_ABOVE", 0.5),
+            collab_write_pace_above=_float(env, "COLLAB_WRITE_PACE_ABOVE", 0.7),
             collab_commit_gap_ms=_at_most(_float(env, "COLLAB_COMMIT_GAP_MS", 20.0), 1000.0, "COLLAB_COMMIT_GAP_MS"),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),

@@ -29,7 +29,7 @@ from realtime.caps import Caps
 from server.access import access_from, lesson_access
 from server.auth import Principal
 from server.catalog.models import Collaborator, Course, Lesson, Unit
-from server.db import autocommit
+from server.db import asyncpg_url, autocommit
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.learning.models import UserCourse
@@ -292,7 +292,8 @@ def _recheck_answer(clerk_id: str, found: bool, deleted: bool, role: str | None,
 
 
 ACCESS_CHANNEL = "access_changed"  # NOTIFY'd by migrations/versions/0011 at each commit that changes access
-ACCESS_WATCH_LIVENESS_S = 30.0  # the listening connection is asked a statement this often
+ACCESS_PROBE_S = 5.0  # how often the listening connection proves it still hears notifications
+ACCESS_PROBE = "probe:"  # the payload prefix of those proofs (every node ignores other nodes' ones)
 
 
 def make_access_watch(svc: Services) -> AccessWatch | None:
@@ -301,31 +302,52 @@ def make_access_watch(svc: Services) -> AccessWatch | None:
     lesson, by the app or by hand in SQL). A notification arrives after the commit, so the
     re-check round it starts reads the change. Connecting (again) counts as a change: what
     committed while nobody listened is re-checked. While not listening, the rooms re-check every
-    round as without a watch. A connection that died silently is found by a statement every
-    :data:`ACCESS_WATCH_LIVENESS_S`."""
+    round as without a watch. Every :data:`ACCESS_PROBE_S` the connection NOTIFYs a probe of its
+    own and must hear it back within 10 s: a connection that died silently, or one whose LISTEN
+    does not come back (a transaction-pooling proxy between), is dropped and the node re-checks
+    every round until it listens again."""
     url = svc.settings.database_url
     if not url:
         return None
-    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
     node = svc.settings.node_id
 
     async def watch(changed: Callable[[bool], None]) -> None:
         backoff = 0.5
+        probes = 0
         while True:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(dsn, timeout=10, server_settings={
                     "application_name": f"scriptorium-access-watch node={node} pid={os.getpid()}"})
                 lost = asyncio.Event()
+                heard: dict[str, asyncio.Event] = {}
+
+                def notified(_conn: Any, _pid: int, _channel: str, payload: str,
+                             heard: dict[str, asyncio.Event] = heard) -> None:
+                    if payload.startswith(ACCESS_PROBE):
+                        if (probe := heard.get(payload)) is not None:
+                            probe.set()
+                        return
+                    changed(True)
+
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await conn.add_listener(ACCESS_CHANNEL, lambda *_: changed(True))
+                await conn.add_listener(ACCESS_CHANNEL, notified)
                 changed(True)
                 backoff = 0.5
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(lost.wait(), ACCESS_WATCH_LIVENESS_S)
-                    if not lost.is_set():
-                        await asyncio.wait_for(conn.fetchval("SELECT 1"), 10)
+                        await asyncio.wait_for(lost.wait(), ACCESS_PROBE_S)
+                    if lost.is_set():
+                        break
+                    probes += 1
+                    token = f"{ACCESS_PROBE}{node}:{os.getpid()}:{probes}"
+                    heard[token] = probe = asyncio.Event()
+                    try:
+                        await asyncio.wait_for(conn.execute("SELECT pg_notify($1, $2)", ACCESS_CHANNEL, token), 10)
+                        await asyncio.wait_for(probe.wait(), 10)
+                    finally:
+                        heard.pop(token, None)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
