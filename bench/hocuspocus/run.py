@@ -42,6 +42,10 @@ LOAD = Path(os.environ.get("COLLAB_LOAD", "/work/shared/bench/collab_load.mjs"))
 PROFILE = os.environ.get("BENCH_PROFILE")
 # BENCH_PROFILE_PHASE=setup: sample the server while the sockets connect and authenticate instead
 PROFILE_PHASE = os.environ.get("BENCH_PROFILE_PHASE", "load")
+# BENCH_PIN=SERVER_CPUS:GENERATOR_CPUS (e.g. 1:0): each server's threads on SERVER_CPUS, the load
+# generator on GENERATOR_CPUS (taskset), so neither takes the other's CPU; PostgreSQL and Redis
+# (Scriptorium's, not counted in its CPU) stay unpinned.
+PIN = os.environ.get("BENCH_PIN", "")
 sys.path.insert(0, str(ROOT))
 
 from bench.server_view import scrape, stalls  # noqa: E402
@@ -94,6 +98,11 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
     metrics0: dict[str, float] = {}
     cmd = ["node", "load.mjs", url, json.dumps(names), str(scenario["sockets"]), str(scenario["writers"]),
            str(scenario["rate"]), str(secs), token or ""]
+    if PIN:
+        server_cpus, generator_cpus = PIN.split(":")
+        for pid in pids:  # every thread the server has; threads it starts later inherit
+            subprocess.run(["taskset", "-a", "-p", "-c", server_cpus, str(pid)], check=True, stdout=subprocess.DEVNULL)
+        cmd = ["taskset", "-c", generator_cpus, *cmd]
     proc = subprocess.Popen(cmd, cwd=WORK, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     setup_profiler = None
@@ -348,7 +357,10 @@ def write_results(path: Path, args: argparse.Namespace, scenarios: dict[str, dic
                      f"{s['writers']} writers × {s['rate']} updates/s, {args.secs} s.")
     lines += [
         "",
-        "Caveat: a 2-core machine, the load generator on the same cores; compare the servers within one",
+        ("Caveat: a 2-core machine, the load generator on the same cores; compare the servers within one"
+         if not PIN else
+         f"Pinned (BENCH_PIN={PIN}): each server's threads on CPU {PIN.split(':')[0]}, the generator on CPU "
+         f"{PIN.split(':')[1]}; PostgreSQL and Redis unpinned. Compare the servers within one"),
         "run, as ratios. Every writer keeps to its schedule (its updates due at fixed times, the writers'",
         "phases spread over a period; a timer that fires late sends what is due at once), so both servers",
         "get the same load; `timerLateMs` in the raw JSON is how late the generator sent, on average.",
