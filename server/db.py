@@ -77,6 +77,11 @@ def asyncpg_url(url: str) -> str:
     return url
 
 
+def libpq_dsn(url: str) -> str:
+    """The URL for ``asyncpg.connect`` (a dedicated connection outside the pool, e.g. to LISTEN)."""
+    return asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
 class FairQueue(QueueCommon[Any]):
     """The pool's idle connections, handed out first come, first served.
 

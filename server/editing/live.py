@@ -29,7 +29,7 @@ from realtime.caps import Caps
 from server.access import access_from, lesson_access
 from server.auth import Principal
 from server.catalog.models import Collaborator, Course, Lesson, Unit
-from server.db import asyncpg_url, autocommit
+from server.db import autocommit, libpq_dsn
 from server.editing.store import PgStore, VersionRetention
 from server.errors import Forbidden, NotFound, Unauthorized
 from server.learning.models import UserCourse
@@ -309,7 +309,7 @@ def make_access_watch(svc: Services) -> AccessWatch | None:
     url = svc.settings.database_url
     if not url:
         return None
-    dsn = asyncpg_url(url).replace("postgresql+asyncpg://", "postgresql://", 1)
+    dsn = libpq_dsn(url)
     node = svc.settings.node_id
 
     async def watch(changed: Callable[[bool], None]) -> None:

@@ -30,7 +30,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from realtime.broker import Broker
-from server.db import asyncpg_url
+from server.db import libpq_dsn
 from server.settings import Settings
 
 log = logging.getLogger("scriptorium.live")
@@ -110,7 +110,7 @@ class OutboxDrain:
             return self._conn
         self._leader = False  # a new session holds no lock
         assert self.settings.database_url
-        dsn = asyncpg_url(self.settings.database_url).replace("postgresql+asyncpg://", "postgresql://", 1)
+        dsn = libpq_dsn(self.settings.database_url)
         # named, so pg_stat_activity shows which node (and process) drains
         conn = await asyncpg.connect(dsn, server_settings={
             "application_name": f"scriptorium-drain node={self.settings.node_id} pid={os.getpid()}"})
