@@ -64,8 +64,12 @@ def reset_peak(pid: int) -> None:
 @pytest.fixture
 async def node(database_url: str, data_dir: Path, own_redis: RedisServer) -> AsyncIterator[ServerProcess]:
     # Redis holds the /ws history (the in-process broker would keep the pushed events in memory)
+    # COLLAB_WRITE_PACE_ABOVE=0: writes always paced. By default the node paces only while busy,
+    # so the control push and the slow-reader push below could write differently (one merging
+    # per 4 ms, the other not) and their memory would not compare.
     server = ServerProcess(database_url=database_url, data_dir=data_dir, redis_url=own_redis.url,
-                           env={"RATE_LIMIT_PER_MINUTE": "0", "WS_FRAMES_PER_SECOND": "0"})
+                           env={"RATE_LIMIT_PER_MINUTE": "0", "WS_FRAMES_PER_SECOND": "0",
+                                "COLLAB_WRITE_PACE_ABOVE": "0"})
     await asyncio.to_thread(server.start, 90)  # a loaded machine starts slowly
     yield server
     await asyncio.to_thread(server.stop)
