@@ -66,6 +66,7 @@ from collab.room import Peer, Room, lesson_key
 from collab.sender import Sender
 from collab.store import LessonGone
 from collab.throttle import ReceiveBudget
+from wire import grid
 from wire.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -359,7 +360,7 @@ class Session:
     # -- lifecycle --
 
     def start(self) -> None:
-        self._ping = asyncio.get_running_loop().call_later(PING_INTERVAL_S, self._tick)
+        self._ping = grid.call_later(PING_INTERVAL_S, self._tick)
 
     def _tick(self) -> None:
         if self.sender.closed:
@@ -368,7 +369,7 @@ class Session:
             self.close(CLOSE_UNAUTHORIZED, "No document was authenticated in time.")
             return
         self.sender.push(PING_FRAME)
-        self._ping = asyncio.get_running_loop().call_later(PING_INTERVAL_S, self._tick)
+        self._ping = grid.call_later(PING_INTERVAL_S, self._tick)
 
     def close(self, code: int, reason: str = "") -> None:
         self.sender.close(code, reason)

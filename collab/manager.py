@@ -63,10 +63,12 @@ from collab.room import (
 from collab.sender import Coalescer
 from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
+from wire import grid
 from wire.websocket import CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_LARGE
 
 log = logging.getLogger("scriptorium.collab")
 
+MAINTENANCE_S = 0.25  # each room's maintenance (materialise, versions, compaction, unload) this often
 RECHECK_SLICES = 8  # the re-check round is spread over its interval in this many turns
 # With access changes watched (``access_watch``), a full round runs when one is notified, and
 # at least this often anyway (what a watch could miss: triggers disabled by a restore, a
@@ -486,7 +488,7 @@ class RoomManager:
     async def _maintenance_loop(self) -> None:
         tick = 0
         while True:
-            await asyncio.sleep(0.25)
+            await grid.tick(MAINTENANCE_S)
             tick += 1
             await self._maintain_all(resync=(tick % 60 == 0))
 
@@ -535,11 +537,10 @@ class RoomManager:
         loop = asyncio.get_running_loop()
         tick = self.recheck_interval / RECHECK_SLICES
         turn = 0
-        due = loop.time()
         while True:
-            # on fixed times: a slow statement delays its own slice, not every later one
-            due = max(due + tick, loop.time())
-            await asyncio.sleep(due - loop.time())
+            # on fixed times (multiples of the tick, with the node's other timers: wire/grid.py):
+            # a slow statement delays its own slice, not every later one
+            await grid.tick(tick)
             turn = (turn + 1) % RECHECK_SLICES
             self.recheck_ticks += 1
             if self.access_watched:

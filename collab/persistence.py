@@ -38,6 +38,7 @@ from collab.room import (
     within_limits,
 )
 from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
+from wire import grid
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -147,7 +148,7 @@ class PgLeases:
 
     async def renew_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl / 3)
+            await grid.sleep(self.ttl / 3)
             if not self.held:
                 continue
             sent = time.monotonic()

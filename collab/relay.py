@@ -42,6 +42,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from wire import grid
 from wire.redis import Subscriber, connect, is_cluster, tagged
 
 log = logging.getLogger("scriptorium.collab.relay")
@@ -183,7 +184,7 @@ class RedisRelay:
         while True:
             self._outbox.append((self._control, self._origin + b"h", None))
             self._outbox_ready.set()
-            await asyncio.sleep(HEARTBEAT_S)
+            await grid.sleep(HEARTBEAT_S)
             watched = self._watch(time.monotonic(), watched)
 
     def _watch(self, now: float, watched: float) -> float:

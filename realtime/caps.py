@@ -22,6 +22,8 @@ import logging
 import time
 from typing import Any
 
+from wire import grid
+
 log = logging.getLogger("scriptorium.caps")
 
 REDIS_TIMEOUT_S = 0.25
@@ -155,7 +157,7 @@ class RedisCaps(LocalCaps):
 
     async def _refresh_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
+            await grid.sleep(self.ttl_ms / 3000)
             held = [(user_id, list(members)) for user_id, members in self.held.items() if members]
             for start in range(0, len(held), 500):  # pipelined: one round trip per 500 users
                 pipe = self.client.pipeline(transaction=False)

@@ -37,6 +37,7 @@ from websockets.protocol import State
 
 from realtime.broker import Broker, Event, Reset
 from realtime.caps import Caps, LocalCaps
+from wire import grid
 from wire.websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL,
@@ -463,7 +464,7 @@ class Hub:
 
     async def _recheck_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.limits.recheck_seconds)
+            await grid.sleep(self.limits.recheck_seconds)
             try:
                 await self._recheck_channels(list(self._subs))
             except Exception:

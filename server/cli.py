@@ -129,9 +129,21 @@ def draining_server(config: Any) -> Any:
     connections: uvicorn alone closes every socket with 1012 before the rooms are saved."""
     import uvicorn
 
+    from wire import grid
+
     log = logging.getLogger("scriptorium.cli")
 
     class DrainingServer(uvicorn.Server):
+        async def main_loop(self) -> None:
+            # uvicorn's own loop (0.54), its 0.1 s tick on the node's timer grid (wire/grid.py):
+            # it wakes the event loop with the node's other periodic timers, not on its own.
+            counter = 0
+            should_exit = await self.on_tick(counter)
+            while not should_exit:
+                counter = (counter + 1) % 864000
+                await grid.tick(0.1)
+                should_exit = await self.on_tick(counter)
+
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
             for server in self.servers:
                 server.close()  # no new connection (uvicorn's shutdown does it again: harmless)

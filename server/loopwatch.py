@@ -22,12 +22,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
-from wire import schedstat
+from wire import grid, schedstat
 
 if TYPE_CHECKING:
     from server.state import Services
 
-TICK = 0.05
+TICK = grid.GRID_S  # the node's periodic timers fire on these ticks' wake-ups (wire/grid.py)
 SCHEDSTAT = schedstat.PATH
 
 
@@ -39,15 +39,14 @@ def runqueue_wait() -> float:
 
 
 async def watch(observe: Callable[[float, float], None]) -> None:
-    """Sleep ``TICK`` forever; report each wake-up's lateness and the time the loop's thread
-    waited for a CPU meanwhile to ``observe(late, waited)`` (seconds). One schedstat read per
-    tick: each reading ends one interval and starts the next."""
+    """Sleep until the next ``TICK`` of the loop's clock forever; report each wake-up's lateness
+    and the time the loop's thread waited for a CPU meanwhile to ``observe(late, waited)``
+    (seconds). One schedstat read per tick: each reading ends one interval and starts the next."""
     loop = asyncio.get_running_loop()
     waited_before = runqueue_wait()
     while True:
-        before = loop.time()
-        await asyncio.sleep(TICK)
-        late = loop.time() - before - TICK
+        due = await grid.tick(TICK)
+        late = loop.time() - due
         waited = runqueue_wait()
         observe(max(0.0, late), waited - waited_before)
         waited_before = waited

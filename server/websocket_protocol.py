@@ -28,6 +28,8 @@ from typing import Any
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from wire import grid
+
 SLICE_BYTES = 1024  # at most ~170 minimal frames: under 1 ms of parsing
 TURN_SECONDS = 0.0005  # parsing one socket's bytes stops after this much of a loop turn
 # Parsing also waits while the app has this many of the socket's messages still to take: a
@@ -64,6 +66,12 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
         if (not self.read_paused and not self.paced_pause and not self.waiting
                 and not self.disconnected and not self.transport.is_closing()):
             self.transport.resume_reading()
+
+    def schedule_ping(self) -> None:
+        # uvicorn's keepalive ping timer (0.54), on the node's timer grid (wire/grid.py): every
+        # socket's ping shares a wake-up with the node's other periodic timers
+        assert self.ping_interval is not None
+        self.ping_timer = grid.call_later(max(0.0, self.ping_interval - self.last_ping_rtt), self.send_keepalive_ping)
 
     def handle_ping(self) -> None:
         super().handle_ping()
