@@ -4,6 +4,7 @@ costs CPU of its own), each still keeps its period, and none spins."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import pytest
@@ -51,8 +52,8 @@ def test_periodic_timers_share_the_grid_s_wake_ups(loop_factory: str) -> None:
     # each keeps its period: ~1.6 s of ticks, none twice for one point
     for step, times in fired.items():
         assert round(1.6 / step) - 2 <= len(times) <= round(1.6 / step) + 1, (step, len(times))
-        assert all(b - a >= step / 2 for a, b in zip(times, times[1:])), (step, times)
-    assert 3 <= len(later) <= 4 and all(b - a >= 0.37 for a, b in zip(later, later[1:])), later
+        assert all(b - a >= step / 2 for a, b in itertools.pairwise(times)), (step, times)
+    assert 3 <= len(later) <= 4 and all(b - a >= 0.37 for a, b in itertools.pairwise(later)), later
 
     # every slower timer fires in a wake-up of the grid's own ticker (the same loop turn: the same
     # loop time), so the loop woke ~1.6 / GRID_S times, not once more for each timer
