@@ -355,7 +355,7 @@ class Session:
         self.opened_at = time.monotonic()
         self.authenticated = False
         self._first_admit = asyncio.Lock()
-        self._ping: asyncio.TimerHandle | None = None
+        self._ping: grid.Timer | None = None
 
     # -- lifecycle --
 

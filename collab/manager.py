@@ -488,7 +488,7 @@ class RoomManager:
     async def _maintenance_loop(self) -> None:
         tick = 0
         while True:
-            await grid.tick(MAINTENANCE_S)
+            await grid.sleep(MAINTENANCE_S)  # (a rest after each pass, however long it took)
             tick += 1
             await self._maintain_all(resync=(tick % 60 == 0))
 

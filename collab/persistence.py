@@ -436,9 +436,10 @@ class Persistence:
                 # ending on the node's timer grid (wire/grid.py): in a wake-up of its own, the
                 # batch's timer was about one in ten of a busy node's wake-ups
                 with contextlib.suppress(TimeoutError):
-                    step = min(grid.GRID_S, self.flush_interval)
-                    await asyncio.wait_for(self._urgent.wait(), grid.after(self.flush_interval, step)
-                                           - asyncio.get_running_loop().time())
+                    wait = self.flush_interval
+                    if wait > 0:
+                        wait = grid.after(wait, min(grid.GRID_S, wait)) - asyncio.get_running_loop().time()
+                    await asyncio.wait_for(self._urgent.wait(), wait)
             # Something waits ("saved?", the other nodes): flush now, but at most one flush
             # starts per ``commit_gap``, so a steady stream of edits is committed in groups instead
             # of one transaction per update (each costs a pool checkout, a statement, a commit).

@@ -39,13 +39,18 @@ def runqueue_wait() -> float:
 
 
 async def watch(observe: Callable[[float, float], None]) -> None:
-    """Sleep until the next ``TICK`` of the loop's clock forever; report each wake-up's lateness
-    and the time the loop's thread waited for a CPU meanwhile to ``observe(late, waited)``
-    (seconds). One schedstat read per tick: each reading ends one interval and starts the next."""
+    """Wake at every ``TICK`` of the loop's clock forever; report each wake-up's lateness and
+    the time the loop's thread waited for a CPU meanwhile to ``observe(late, waited)``
+    (seconds). One schedstat read per tick: each reading ends one interval and starts the next.
+
+    The node's other periodic work shares these wake-ups (wire/grid.py). Callbacks due with the
+    tick (pings) run before the watch resumes and count as lateness, as any callback holding the
+    loop does; tasks woken with it (maintenance, re-checks) resume after it, as they would have a
+    moment later in a wake-up of their own."""
     loop = asyncio.get_running_loop()
     waited_before = runqueue_wait()
     while True:
-        due = await grid.tick(TICK)
+        due = await grid.tick(TICK, first=True)
         late = loop.time() - due
         waited = runqueue_wait()
         observe(max(0.0, late), waited - waited_before)

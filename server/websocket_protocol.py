@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -71,7 +71,9 @@ class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
         # uvicorn's keepalive ping timer (0.54), on the node's timer grid (wire/grid.py): every
         # socket's ping shares a wake-up with the node's other periodic timers
         assert self.ping_interval is not None
-        self.ping_timer = grid.call_later(max(0.0, self.ping_interval - self.last_ping_rtt), self.send_keepalive_ping)
+        # (uvicorn only cancels it: a grid timer does that too)
+        self.ping_timer = cast(Any, grid.call_later(max(0.0, self.ping_interval - self.last_ping_rtt),
+                                                   self.send_keepalive_ping))
 
     def handle_ping(self) -> None:
         super().handle_ping()
