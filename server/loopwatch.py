@@ -44,9 +44,9 @@ async def watch(observe: Callable[[float, float], None]) -> None:
     (seconds). One schedstat read per tick: each reading ends one interval and starts the next.
 
     The node's other periodic work shares these wake-ups (wire/grid.py). Callbacks due with the
-    tick (pings) run before the watch resumes and count as lateness, as any callback holding the
-    loop does; tasks woken with it (maintenance, re-checks) resume after it, as they would have a
-    moment later in a wake-up of their own."""
+    tick (pings; their first slice, up to ``grid.SLICE_S``) run before the watch resumes and count
+    as lateness, as any callback holding the loop does; tasks woken with it (maintenance,
+    re-checks) resume after it, as they would have a moment later in a wake-up of their own."""
     loop = asyncio.get_running_loop()
     waited_before = runqueue_wait()
     while True:

@@ -69,9 +69,6 @@ class Timer:
         self.callback = None
         self.args = ()
 
-    def cancelled(self) -> bool:
-        return self.callback is None
-
 
 class _Points:
     """One event loop's callbacks by grid point (its time in whole microseconds), each point one
