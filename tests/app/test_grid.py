@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import uvloop
 
+from tests.support import run_timing
 from wire import grid
 
 
@@ -104,8 +105,6 @@ def test_a_burst_at_one_point_runs_in_slices_and_the_watch_sees_sync_work() -> N
     """300 callbacks of 0.1 ms due at one point (sockets' pings) run in slices with the loop's
     other work between them: the loop watch, woken at that point, resumes after the first slice.
     One callback holding the loop 30 ms there is lateness the watch reports."""
-    import gc
-
     from server import loopwatch
 
     def run(callbacks: int, each: float) -> tuple[list[float], int]:
@@ -136,12 +135,7 @@ def test_a_burst_at_one_point_runs_in_slices_and_the_watch_sees_sync_work() -> N
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
 
-        gc.disable()  # a full collection of the test process's heap is a hold of its own
-        try:
-            loop.run_until_complete(main())
-        finally:
-            gc.enable()
-            loop.close()
+        run_timing(loop, main())
         return seen, ran[0]
 
     # seen[1]: the watch's second tick, the point of the burst

@@ -120,14 +120,9 @@ def test_work_sharing_the_tick_s_wake_up_is_not_lateness(loop_factory: str) -> N
             task.cancel()
         await asyncio.gather(watcher, worker, return_exceptions=True)
 
-    import gc
+    from tests.support import run_timing
 
-    gc.disable()  # a full collection of the test process's heap is a hold of its own
-    try:
-        loop.run_until_complete(main())
-    finally:
-        gc.enable()
-        loop.close()
+    run_timing(loop, main())
     assert len(seen) >= 25, seen
     # every pass shares a tick; at most one stray hold (the host stalling this VM) is not a pass
     assert sum(held >= 0.025 for held in seen) <= 1, seen
