@@ -10,17 +10,11 @@ escaped, as plain paragraphs, and the worker is free again for the next one.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import math
-import multiprocessing
-import os
 import signal
-import threading
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -32,6 +26,7 @@ import nh3
 from markdown_it import MarkdownIt
 
 from server.errors import RateLimited
+from wire.worker import WorkerProcess
 
 if TYPE_CHECKING:
     from server.state import Services
@@ -121,18 +116,6 @@ def _warm() -> None:
     _parser()
 
 
-def _leave_with(parent: int) -> None:
-    """Worker initializer: exit once the server process is gone. A worker of a killed server
-    would otherwise wait on its task queue forever (it holds both ends of that pipe)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="render-worker-parent-watch", daemon=True).start()
-
-
 @dataclass
 class Renderer:
     """Where long texts are rendered: one worker process, started with the app."""
@@ -142,23 +125,14 @@ class Renderer:
     # Long renders one account may have queued or running at once: the worker is shared, so
     # without this one account's flood would delay everyone's long texts (429 past it).
     per_owner: int = 2
-    _pool: ProcessPoolExecutor | None = None
+    worker: WorkerProcess = field(default_factory=lambda: WorkerProcess("markdown", warm=_warm))
     _pending: dict[str, int] = field(default_factory=dict)
 
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # spawn: a fork of a process running an event loop and threads is not safe.
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                                             initializer=_leave_with, initargs=(os.getpid(),))
-        return self._pool
-
     def start(self) -> None:
-        self._executor().submit(_warm)  # the first long text then does not wait for the import
+        self.worker.start()  # the first long text then does not wait for the import
 
     def stop(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        self.worker.stop()
 
     async def render(self, body: str, owner: str | None = None) -> str:
         """Sanitised HTML of ``body``; never holds the event loop for long (module docstring).
@@ -182,18 +156,15 @@ class Renderer:
                 self._pending[owner] = left
 
     async def _render_long(self, body: str) -> str:
-        loop = asyncio.get_running_loop()
-        for _ in range(2):  # once more on a fresh worker if the last one died
-            try:
-                rendered = await loop.run_in_executor(self._executor(), _render_in_worker, body, self.budget)
-            except BrokenProcessPool:
-                self.stop()
-                continue
-            except Exception:  # e.g. the budget's signal landing after the function returned
-                log.warning("markdown render failed in the worker; shown escaped", exc_info=True)
-                rendered = None
-            return rendered if rendered is not None else plain_html(body)
-        return plain_html(body)
+        try:
+            rendered = await self.worker.run(_render_in_worker, body, self.budget)
+        except BrokenProcessPool:  # died twice (wire/worker.py retries once on a fresh one)
+            log.warning("markdown render worker died; shown escaped")
+            rendered = None
+        except Exception:  # e.g. the budget's signal landing after the function returned
+            log.warning("markdown render failed in the worker; shown escaped", exc_info=True)
+            rendered = None
+        return rendered if rendered is not None else plain_html(body)
 
 
 def stored_html(html: str | None, body: str) -> str:
