@@ -39,11 +39,12 @@ from collab.access import (
 )
 from collab.awareness import Awareness
 from collab.cluster import Cluster
-from collab.persistence import COMMIT_GAP_S, Leases, Persistence, PgLeases
+from collab.persistence import COMMIT_GAP_S, WORKER_IDLE_S, Leases, Persistence, PgLeases
 from collab.receiver import Receiver
 from collab.relay import KIND_UPDATE, Relay
 from collab.room import (
     CHECKPOINT_FOLD_UPDATES,
+    INLINE_MERGE_BYTES,
     TEXT_FIELDS,
     TEXT_LIMITS,
     Link,
@@ -55,6 +56,8 @@ from collab.room import (
     check_update,
     deletes_only,
     lesson_key,
+    merge_parts,
+    prepare_log,
     replay,
     replay_skipping,
     seed_update,
@@ -65,6 +68,7 @@ from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
 from wire import grid
 from wire.websocket import CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_LARGE
+from wire.worker import WorkerProcess
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -113,8 +117,11 @@ class RoomManager:
         self.max_unsaved = max_unsaved
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}
-        self.persistence = Persistence(store, flush_interval=flush_interval,
-                                       compact_threshold=compact_threshold, commit_gap=commit_gap)
+        # Merges of a whole document's history (folds, loads, compaction: collab.room's
+        # INLINE_MERGE_BYTES), off the event loop and its GIL.
+        self.worker = WorkerProcess("collab", idle_s=WORKER_IDLE_S)
+        self.persistence = Persistence(store, flush_interval=flush_interval, compact_threshold=compact_threshold,
+                                       commit_gap=commit_gap, worker=self.worker)
         self.persistence.on_failure = self._check_unsaved
         self.persistence.on_rows_merged = self._rows_merged
         if leases is not None:  # several nodes: PgLeases (see collab.persistence)
@@ -214,6 +221,7 @@ class RoomManager:
                 log.exception("collab background task did not finish at shutdown",
                               extra={"task": task.get_name()})
         await self.persistence.final(list(self.rooms.values()))
+        self.worker.stop()
         for room in list(self.rooms.values()):
             for peer in list(room.peers):
                 peer.sender.close(CLOSE_SERVICE_RESTART, "Service restart")
@@ -263,12 +271,15 @@ class RoomManager:
         await self.flush()  # what an unloaded room of this lesson still had pending
         loaded = await self.store.load(lesson_id, seed_update)
         updates = loaded.updates
-        doc = replay(updates)
-        if doc is None:  # a log poisoned before updates were checked (apply_checked)
-            doc, updates = replay_skipping(lesson_id, updates)
-        room = Room(lesson_id, doc, log_rows=loaded.log_rows, writes=self.coalescer)
-        if updates:
-            room.base = merge_updates(*updates) if len(updates) > 1 else updates[0]
+        if sum(len(update) for update in updates) <= INLINE_MERGE_BYTES:
+            doc = replay(updates)
+            if doc is None:  # a log poisoned before updates were checked (apply_checked)
+                doc, updates = replay_skipping(lesson_id, updates)
+            base = merge_updates(*updates) if len(updates) > 1 else (updates[0] if updates else b"")
+        else:
+            doc, base = await self._replay_large(lesson_id, updates)
+        room = Room(lesson_id, doc, log_rows=loaded.log_rows, writes=self.coalescer, folds=self._fold_soon)
+        room.base = base
         for name in TEXT_FIELDS:
             room.text(name)
         room.doc.get("meta", type=Map)
@@ -277,6 +288,37 @@ class RoomManager:
         now = time.monotonic()
         room.materialised_at = now
         return room
+
+    async def _replay_large(self, lesson_id: str, updates: list[bytes]) -> tuple[Doc[Any], bytes]:
+        """A large stored log's document and merged base: the merge and the poison check in the
+        worker process, then the updates applied here one at a time, the loop free in between
+        (each costs what it cost when it came; the first may be a snapshot of the whole log)."""
+        base, kept = await self.worker.run(prepare_log, updates)
+        if kept is not None:
+            log.warning("skipped %d stored update(s) that break the document", len(updates) - len(kept),
+                        extra={"lesson_id": lesson_id})
+            updates = [updates[index] for index in kept]
+        doc: Doc[Any] = Doc()
+        for update in updates:
+            await asyncio.sleep(0)
+            doc.apply_update(update)
+        return doc, base
+
+    def _fold_soon(self, room: Room) -> None:
+        room.folding = True
+        self._spawn(self._fold(room), f"collab-fold-{room.lesson_id}")
+
+    async def _fold(self, room: Room) -> None:
+        """Fold ``room``'s tail into its base in the worker process (see Room.fold_soon)."""
+        base, tail = room.base, room.tail[:]
+        try:
+            merged = await self.worker.run(merge_parts, base, tail)
+        except Exception:  # the tail stays; the next fold tries again
+            log.exception("collab checkpoint fold failed", extra={"lesson_id": room.lesson_id})
+            return
+        finally:
+            room.folding = False
+        room.folded(base, len(tail), merged)
 
     async def _catch_up(self, lesson_id: str) -> None:
         """This node took over a room's lease from another node: apply the stored log to the live
@@ -513,7 +555,7 @@ class RoomManager:
             await persistence.flush()
             await persistence.record_version(room, "periodic")
         if len(room.tail) >= CHECKPOINT_FOLD_UPDATES:
-            room.fold()
+            room.fold_soon()
         if room.log_rows >= persistence.compact_threshold and not room.compacting:
             room.compacting = True
             self._spawn(persistence.compact(room), f"collab-compact-{room.lesson_id}")

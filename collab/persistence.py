@@ -39,6 +39,7 @@ from collab.room import (
 )
 from collab.store import Fence, LeaseStore, LessonGone, PendingUpdate, StaleLease, Store
 from wire import grid
+from wire.worker import WorkerProcess
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -58,6 +59,7 @@ FLUSH_BATCH = 5000  # updates per INSERT
 # paid ~200 of them a second (the largest single cost after the socket writes, bench/hocuspocus);
 # at 20 ms, 50, for at most that much more delay of a "saved" answer and of the other nodes' copy.
 COMMIT_GAP_S = 0.02
+WORKER_IDLE_S = 120.0  # the collab worker process (merges) stops after this long without a call
 
 UNFENCED = Fence("", 0)  # a single node's: its writes carry no token
 
@@ -221,7 +223,7 @@ def log_rows(batch: list[PendingUpdate]) -> list[PendingUpdate]:
 
 class Persistence:
     def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int,
-                 commit_gap: float = COMMIT_GAP_S) -> None:
+                 commit_gap: float = COMMIT_GAP_S, worker: WorkerProcess | None = None) -> None:
         self.store = store
         self.flush_interval = flush_interval
         self.commit_gap = commit_gap
@@ -256,6 +258,9 @@ class Persistence:
         self._lock = asyncio.Lock()
         self._flushed_at = 0.0  # when the background flush last started (time.monotonic())
         self.leases: Leases = LocalLeases()  # the manager's choice
+        # Compaction merges in a process of its own (the manager's): yrs keeps the GIL for a whole
+        # merge, so a worker thread held the loop as long as the merge ran (wire/worker.py).
+        self.worker = worker if worker is not None else WorkerProcess("collab", idle_s=WORKER_IDLE_S)
 
     async def _fence(self, lesson_id: str, *, duty: bool) -> tuple[bool, dict[str, Fence]]:
         """Whether to write ``lesson_id``'s shared rows now, and the fence to pass the store.
@@ -471,6 +476,10 @@ class Persistence:
                                 failures, time.monotonic() - first_failed)
                     failures = 0
 
+    async def merge(self, updates: list[bytes]) -> tuple[bytes, bytes]:
+        """:func:`merge_log` in the worker process."""
+        return await self.worker.run(merge_log, updates)
+
     async def compact(self, room: Room) -> None:
         """Merge the room's stored log into a snapshot (run as a background task)."""
         try:
@@ -479,7 +488,7 @@ class Persistence:
             if not allowed:  # the lease holder compacts (counting from here again: a takeover)
                 room.log_rows = 0
                 return
-            merged = await self.store.compact(room.lesson_id, merge_log, **fence)
+            merged = await self.store.compact(room.lesson_id, self.merge, **fence)
             room.log_rows = max(0, room.log_rows - merged)
         except StaleLease:
             self._stale(room.lesson_id, "compaction")

@@ -3,7 +3,7 @@ no dependencies."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,11 @@ class LeaseAnswer:
     previous: str | None = None  # who held it before (granted): another node's lease was taken over
 
 
+# Compaction's merge: the stored updates (snapshot first) -> (merged update, its state vector).
+# Awaited: the merge of a log runs in a worker process (collab/persistence.py), never on the loop.
+Merge = Callable[[list[bytes]], Awaitable[tuple[bytes, bytes]]]
+
+
 class Store(Protocol):
     async def load(self, lesson_id: str, seed: Callable[[str, str], bytes]) -> LoadedDocument:
         """The stored document; a lesson without one is first seeded, exactly once across nodes,
@@ -67,10 +72,10 @@ class Store(Protocol):
         """Append updates of any lessons to their logs, in one statement."""
         ...
 
-    async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]], *,
-                      fence: Fence | None = None) -> int:
+    async def compact(self, lesson_id: str, merge: Merge, *, fence: Fence | None = None) -> int:
         """Merge the snapshot and the log rows read into a new snapshot (``merge`` returns the
-        merged update and its state vector), deleting exactly the rows merged. Returns how many.
+        merged update and its state vector, computed off the event loop), deleting exactly the
+        rows merged. Returns how many.
         A ``fence`` (see :class:`LeaseStore`) is checked first."""
         ...
 

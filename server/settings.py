@@ -181,6 +181,9 @@ class Settings:
     # While a "saved" answer or another node waits for updates, a commit of the log starts at once
     # but at most this often; the updates meanwhile share it (collab.persistence.COMMIT_GAP_S).
     collab_commit_gap_ms: float = 20.0
+    # A room's update log is compacted into its snapshot (in a worker process) once it holds this
+    # many rows; a compaction reads at most 32 MiB of them.
+    collab_compact_rows: int = 500
     # With several nodes (Redis), one node at a time materialises, compacts and versions a room:
     # the holder of its lease in PostgreSQL (collab_leases), taken over this long after its holder
     # stops renewing it (died, or paused); renewed every third of it in one statement per node.
@@ -208,6 +211,8 @@ class Settings:
         log_level = (env.get("LOG_LEVEL") or "info").strip().lower()
         if log_level not in _LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}, got {log_level!r}")
+        if _int(env, "COLLAB_COMPACT_ROWS", 500) < 1:
+            raise SettingsError("COLLAB_COMPACT_ROWS must be at least 1")
         data_dir = Path(env.get("DATA_DIR") or ".data")
         media_dir = Path(env.get("MEDIA_DIR") or (data_dir / "media"))
         jwt_key = env.get("CLERK_JWT_KEY") or None
@@ -267,6 +272,7 @@ class Settings:
             collab_write_pace_above=_float(env, "COLLAB_WRITE_PACE_ABOVE", 0.7),
             collab_commit_gap_ms=_at_most(_float(env, "COLLAB_COMMIT_GAP_MS", 20.0), 1000.0, "COLLAB_COMMIT_GAP_MS"),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
+            collab_compact_rows=_int(env, "COLLAB_COMPACT_ROWS", 500),
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),
             version_max_per_lesson=_int(env, "VERSION_MAX_PER_LESSON", 500),

@@ -390,7 +390,8 @@ def build_rooms(svc: Services, counts: SocketCounts | None = None) -> RoomManage
                         write_interval=settings.collab_write_interval_ms / 1000,
                         write_pace_above=settings.collab_write_pace_above,
                         access_watch=make_access_watch(svc),
-                        commit_gap=settings.collab_commit_gap_ms / 1000)
+                        commit_gap=settings.collab_commit_gap_ms / 1000,
+                        compact_threshold=settings.collab_compact_rows)
     if metrics is not None:
         metrics.collab_rooms.set_function(lambda: len(rooms.rooms))
         metrics.collab_updates.set_function(lambda: rooms.updates_applied)

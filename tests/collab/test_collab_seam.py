@@ -17,7 +17,7 @@ from pycrdt import Doc, Map, Text
 from collab import protocol as p
 from collab.access import Grant, Scope
 from collab.manager import RoomManager
-from collab.store import LoadedDocument, PendingUpdate
+from collab.store import LoadedDocument, Merge, PendingUpdate
 from wire.websocket import CLOSE_TOO_LARGE
 
 LESSON = "00000000-0000-4000-8000-0000000000c1"
@@ -35,7 +35,7 @@ class MemoryStore:
     async def append(self, batch: Sequence[PendingUpdate]) -> None:
         self.appended.extend(batch)
 
-    async def compact(self, lesson_id: str, merge: Callable[[list[bytes]], tuple[bytes, bytes]]) -> int:
+    async def compact(self, lesson_id: str, merge: Merge) -> int:
         return 0
 
     async def materialise(self, lesson_id: str, title: str, body: str) -> bool:

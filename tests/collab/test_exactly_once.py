@@ -35,6 +35,11 @@ LEASE_S = 1.5
 ENV = {"RATE_LIMIT_PER_MINUTE": "0", "COLLAB_LEASE_SECONDS": str(LEASE_S)}
 
 
+async def merge_in_place(updates: list[bytes]) -> tuple[bytes, bytes]:
+    """Compaction's merge, here (the node runs it in its worker process)."""
+    return merge_log(updates)
+
+
 # --- the fence, at the store ------------------------------------------------------------------
 
 
@@ -68,7 +73,7 @@ async def test_a_stale_token_writes_nothing(db: AsyncEngine) -> None:
     with pytest.raises(StaleLease):
         await store.materialise(lesson.id, "T", "a's stale text", fence=a)
     with pytest.raises(StaleLease):
-        await store.compact(lesson.id, merge_log, fence=a)
+        await store.compact(lesson.id, merge_in_place, fence=a)
     with pytest.raises(StaleLease):
         await store.record_version(lesson.id, title="T", body="a's stale text", state=b"", contributors=[],
                                    reason="periodic", fence=a)
@@ -83,7 +88,7 @@ async def test_a_stale_token_writes_nothing(db: AsyncEngine) -> None:
                                        .where(LessonVersion.lesson_id == lesson.lesson_id))).scalar()
     assert versions == 0
     # The holder's own writes go through; its release lets A take the lease at once, token + 1.
-    assert await store.compact(lesson.id, merge_log, fence=b) == rows_before
+    assert await store.compact(lesson.id, merge_in_place, fence=b) == rows_before
     assert await store.renew_leases("node-b", {lesson.id: b.token}, 30) == {lesson.id}
     await store.release_lease(lesson.id, b)
     assert (await store.acquire_lease(lesson.id, "node-a", 30)).token == b.token + 1
