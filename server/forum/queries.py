@@ -45,7 +45,10 @@ from server.markdown import render_markdown, stored_html
 from server.users.models import User
 
 DELETED = "[deleted]"
-THREAD_PARTITION = 100  # replies loaded per step of a thread page (each step ~2 ms of the loop)
+# Replies loaded per step of a thread page: a step holds the event loop about a millisecond, so
+# other requests barely wait while a 10,000-reply page loads (at 100 a step took 5-10 ms and an
+# innocent request's median latency meanwhile was 7 ms against 2 idle: tests/adversarial/test_deep_threads).
+THREAD_PARTITION = 25
 
 @cache
 def deleted_html() -> str:
