@@ -97,10 +97,12 @@ class WorkerProcess:
         self._calls += 1
         try:
             for attempt in range(2):
+                pool = self._executor()
                 try:
-                    return await loop.run_in_executor(self._executor(), fn, *args)
+                    return await loop.run_in_executor(pool, fn, *args)
                 except BrokenProcessPool:
-                    self.stop()
+                    if self._pool is pool:  # not already replaced by another call it failed
+                        self.stop()
                     if attempt:
                         raise
             raise AssertionError("unreachable")

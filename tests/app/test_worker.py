@@ -3,6 +3,7 @@ once, an idle one stops."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -69,5 +70,18 @@ async def test_an_idle_process_stops_and_the_next_call_starts_one() -> None:
 
         await eventually(stopped, within=10)
         assert await worker.run(os.getpid) != first and worker.started == 2
+    finally:
+        worker.stop()
+
+
+async def test_calls_that_a_death_fails_together_retry_on_one_fresh_process(tmp_path: Path) -> None:
+    worker = WorkerProcess("test")
+    try:
+        first = await worker.run(os.getpid)
+        # queued behind the call that kills the process: all fail at once, then each retries once
+        results = await asyncio.gather(worker.run(die_once, str(tmp_path / "marker")),
+                                       *(worker.run(os.getpid) for _ in range(3)))
+        assert len(set(results)) == 1 and first not in results
+        assert worker.started == 2  # one fresh process for them all, none of them cancelled
     finally:
         worker.stop()
