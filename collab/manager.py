@@ -51,7 +51,6 @@ from collab.room import (
     Peer,
     Room,
     TextTooLong,
-    apply_checked,
     apply_new,
     check_update,
     deletes_only,
@@ -116,7 +115,7 @@ class RoomManager:
         # writers are closed 4503: held in memory, never dropped, but not without bound
         self.max_unsaved = max_unsaved
         self.rooms: dict[str, Room] = {}
-        self._opening: dict[str, asyncio.Future[Room]] = {}
+        self._opening: dict[str, asyncio.Future[Room]] = {}  # rooms being loaded (Task)
         # Merges of a whole document's history (folds, loads, compaction: collab.room's
         # INLINE_MERGE_BYTES), off the event loop and its GIL.
         self.worker = WorkerProcess("collab", idle_s=WORKER_IDLE_S)
@@ -249,20 +248,19 @@ class RoomManager:
         if room is not None:
             return room
         opening = self._opening.get(lesson_id)
-        if opening is not None:
-            return await asyncio.shield(opening)
-        future: asyncio.Future[Room] = asyncio.get_running_loop().create_future()
-        self._opening[lesson_id] = future
+        if opening is None:
+            opening = self._opening[lesson_id] = asyncio.ensure_future(self._open(lesson_id))
+            opening.add_done_callback(lambda task: task.cancelled() or task.exception())  # its callers' to see
+        return await asyncio.shield(opening)
+
+    async def _open(self, lesson_id: str) -> Room:
+        """Load and register a room: a task of the manager's, awaited (shielded) by everyone who
+        asked for it, so that one caller giving up (a socket closed mid-open) fails no other."""
         try:
             room = await self._load(lesson_id)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters re-raise it
-            raise
         finally:
             self._opening.pop(lesson_id, None)
         self.rooms[lesson_id] = room
-        future.set_result(room)
         room.unload_at = time.monotonic() + self.unload_after
         await self.cluster.opened(room)
         return room
@@ -313,12 +311,14 @@ class RoomManager:
         base, tail = room.base, room.tail[:]
         try:
             merged = await self.worker.run(merge_parts, base, tail)
-        except Exception:  # the tail stays; the next fold tries again
+        except Exception:  # the tail stays; the next fold waits for it to double
             log.exception("collab checkpoint fold failed", extra={"lesson_id": room.lesson_id})
+            room.fold_retry_bytes = 2 * room.tail_bytes
             return
         finally:
             room.folding = False
-        room.folded(base, len(tail), merged)
+        if room.folded(base, len(tail), merged):
+            room.fold_retry_bytes = 0
 
     async def _catch_up(self, lesson_id: str) -> None:
         """This node took over a room's lease from another node: apply the stored log to the live
@@ -335,15 +335,23 @@ class RoomManager:
         room.materialised = None
         room.dirty = True
         before = room.doc.get_state()
+        changed_any = False
         for update in loaded.updates:
-            if not apply_checked(room.doc, update):
+            # A row at a time, the loop free in between (a taken-over room's log may be large).
+            await asyncio.sleep(0)
+            if self.rooms.get(lesson_id) is not room:
+                return
+            changed = apply_new(room.doc, update)
+            if changed is None:
                 log.warning("collab catch-up skipped a stored update", extra={"lesson_id": lesson_id})
-                room.rebuild()
-        missing = room.doc.get_update(before)
-        if missing == p.EMPTY_UPDATE:
+                room.rebuild()  # base + tail: the rows applied before it were remembered
+            elif changed:
+                room.remember(update)
+                changed_any = True
+        if not changed_any:
             return
+        missing = room.doc.get_update(before)
         log.info("collab room caught up from the stored log", extra={"lesson_id": lesson_id})
-        room.remember(missing)
         room.small = False
         room.broadcast(p.update_frame(missing))
         room.dirty = True

@@ -259,10 +259,8 @@ def prepare_log(updates: list[bytes]) -> tuple[bytes, list[int] | None]:
     and applied without the updates that poison it (:func:`replay_skipping`)."""
     kept: list[int] | None = None
     if replay(updates) is None:
-        _, good = replay_skipping("(load)", updates)
-        ids = {id(update) for update in good}
-        kept = [index for index, update in enumerate(updates) if id(update) in ids]
-        updates = good
+        _, kept = _replay_skipping(updates)
+        updates = [updates[index] for index in kept]
     if not updates:
         return b"", kept
     return (merge_updates(*updates) if len(updates) > 1 else updates[0]), kept
@@ -288,14 +286,23 @@ def replay(updates: list[bytes]) -> Doc[Any] | None:
 def replay_skipping(lesson_id: str, updates: list[bytes]) -> tuple[Doc[Any], list[bytes]]:
     """The document of a poisoned log without the updates that poison it, and the updates kept.
     Each skipped update is logged once per load; compaction then merges only the kept ones."""
+    doc, kept = _replay_skipping(updates)
+    kept_set = set(kept)
+    for index in range(len(updates)):
+        if index not in kept_set:
+            log.warning("skipped stored update %d that breaks the document", index, extra={"lesson_id": lesson_id})
+    return doc, [updates[index] for index in kept]
+
+
+def _replay_skipping(updates: list[bytes]) -> tuple[Doc[Any], list[int]]:
+    """:func:`replay_skipping`, with the indexes of the updates kept."""
     doc: Doc[Any] = Doc()
-    kept: list[bytes] = []
+    kept: list[int] = []
     for index, update in enumerate(updates):
         if apply_checked(doc, update):
-            kept.append(update)
+            kept.append(index)
             continue
-        log.warning("skipped stored update %d that breaks the document", index, extra={"lesson_id": lesson_id})
-        rebuilt = replay(kept)
+        rebuilt = replay([updates[i] for i in kept])
         assert rebuilt is not None  # every kept update applied cleanly in turn
         doc = rebuilt
     return doc, kept
@@ -390,6 +397,7 @@ class Room:
     folding: bool = False
     # Starts a fold in the background (the manager's); None (a room on its own): fold at once.
     folds: Callable[[Room], None] | None = None
+    fold_retry_bytes: int = 0  # after a failed fold: the tail's size the next one waits for
     unload_at: float | None = None
     emptied: bool = False
     # Digests of the last large updates applied or found to change nothing (see update_digest).
@@ -427,13 +435,15 @@ class Room:
             self.fold_soon()
 
     def fold_soon(self) -> None:
-        """Fold ``tail`` into ``base``: at once when small or without ``folds``, else in the
-        background (the document stays ``base`` plus ``tail`` meanwhile; updates only append)."""
+        """Fold ``tail`` into ``base``: at once when the two are small or without ``folds``; else in
+        the background (the document stays ``base`` plus ``tail`` meanwhile; updates only append),
+        and only once the tail is half the base's size (a merge of a large base for a few updates
+        would keep the worker busy; each byte is merged O(1) times) and past a failed fold's mark."""
         if not self.tail or self.folding:
             return
         if self.folds is None or len(self.base) + self.tail_bytes <= INLINE_MERGE_BYTES:
             self.fold()
-        else:
+        elif self.tail_bytes >= max(CHECKPOINT_FOLD_BYTES, len(self.base) // 2, self.fold_retry_bytes):
             self.folds(self)
 
     def fold(self) -> None:
