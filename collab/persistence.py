@@ -261,6 +261,7 @@ class Persistence:
         # Compaction merges in a process of its own (the manager's): yrs keeps the GIL for a whole
         # merge, so a worker thread held the loop as long as the merge ran (wire/worker.py).
         self.worker = worker if worker is not None else WorkerProcess("collab", idle_s=WORKER_IDLE_S)
+        self._compaction = asyncio.Lock()
 
     async def _fence(self, lesson_id: str, *, duty: bool) -> tuple[bool, dict[str, Fence]]:
         """Whether to write ``lesson_id``'s shared rows now, and the fence to pass the store.
@@ -488,7 +489,11 @@ class Persistence:
             if not allowed:  # the lease holder compacts (counting from here again: a takeover)
                 room.log_rows = 0
                 return
-            merged = await self.store.compact(room.lesson_id, self.merge, **fence)
+            # One compaction at a time: their merges queue in one worker process anyway, and each
+            # holds a transaction and a pool connection while it waits (a restart's rooms, all
+            # past the threshold at once, would take the pool from the log's flushes).
+            async with self._compaction:
+                merged = await self.store.compact(room.lesson_id, self.merge, **fence)
             room.log_rows = max(0, room.log_rows - merged)
         except StaleLease:
             self._stale(room.lesson_id, "compaction")
