@@ -61,6 +61,11 @@ CHECKPOINT_FOLD_BYTES = 4 * 1024 * 1024
 # fold above, loading a room, compaction) of more than this many bytes run in the manager's worker
 # process (wire/worker.py) instead of in place: up to it, ~15 ms at worst.
 INLINE_MERGE_BYTES = 256 * 1024
+# A fold in the worker waits for one update per this many bytes of the base (or a tail half the
+# base's size): a rebuild then applies at most that many updates one by one (~10 us each: ~80 ms
+# at the 32 MiB cap, against ~2 s for the base itself), and each merge of the base is spread
+# over that many updates.
+FOLD_BASE_PER_UPDATE = 4096
 # Updates at least this large are remembered by digest (see update_digest), the last few per room.
 SEEN_UPDATE_MIN_BYTES = 16 * 1024
 SEEN_UPDATES_KEPT = 32
@@ -435,15 +440,19 @@ class Room:
             self.fold_soon()
 
     def fold_soon(self) -> None:
-        """Fold ``tail`` into ``base``: at once when the two are small or without ``folds``; else in
-        the background (the document stays ``base`` plus ``tail`` meanwhile; updates only append),
-        and only once the tail is half the base's size (a merge of a large base for a few updates
-        would keep the worker busy; each byte is merged O(1) times) and past a failed fold's mark."""
+        """Fold ``tail`` into ``base`` (called past CHECKPOINT_FOLD_UPDATES or _BYTES of tail): at
+        once when the two are small or without ``folds``; else in the background (the document
+        stays ``base`` plus ``tail`` meanwhile; updates only append) once the tail is also large
+        against the base (see FOLD_BASE_PER_UPDATE; a merge of a large base for a few updates
+        would keep the shared worker busy) and past a failed fold's mark."""
         if not self.tail or self.folding:
             return
         if self.folds is None or len(self.base) + self.tail_bytes <= INLINE_MERGE_BYTES:
             self.fold()
-        elif self.tail_bytes >= max(CHECKPOINT_FOLD_BYTES, len(self.base) // 2, self.fold_retry_bytes):
+            return
+        due = (self.tail_bytes >= max(CHECKPOINT_FOLD_BYTES, len(self.base) // 2)
+               or len(self.tail) >= max(CHECKPOINT_FOLD_UPDATES, len(self.base) // FOLD_BASE_PER_UPDATE))
+        if due and self.tail_bytes >= self.fold_retry_bytes:
             self.folds(self)
 
     def fold(self) -> None:

@@ -92,3 +92,16 @@ async def test_a_caller_giving_up_while_a_room_loads_fails_no_other() -> None:
     finally:
         store.gate.set()
         await rooms.stop()
+
+
+def test_a_large_checkpoint_is_folded_in_the_background_once_its_tail_is_long_enough() -> None:
+    started: list[int] = []
+    room = room_module.Room(LESSON, Doc(), base=b"b" * (2 * 1024 * 1024), folds=lambda r: started.append(len(r.tail)))
+    due = 2 * 1024 * 1024 // room_module.FOLD_BASE_PER_UPDATE  # 512 updates for a 2 MiB checkpoint
+    for _ in range(due - 1):
+        room.remember(b"u" * 30)
+    room.fold_soon()  # the maintenance's call past CHECKPOINT_FOLD_UPDATES (256)
+    assert started == []  # a 2 MiB merge is not started for fewer updates than that
+    room.remember(b"u" * 30)
+    room.fold_soon()
+    assert started == [due]
