@@ -94,7 +94,11 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
     connecting and authenticating the sockets is reported apart (``setup_cpu_s``). With
     ``metrics_url`` (Scriptorium) the server's loop stalls and collector passes over the load
     are read from its /metrics (:func:`stalls`)."""
-    cpu0 = collab_bench.cpu_seconds(pids)
+    def server_cpu() -> float:
+        # the process tree as it is now: a worker process started during the load counts too
+        return collab_bench.cpu_seconds(sorted(set(pids) | set(collab_bench.tree(pids[0]))))
+
+    cpu0 = server_cpu()
     metrics0: dict[str, float] = {}
     cmd = ["node", "load.mjs", url, json.dumps(names), str(scenario["sockets"]), str(scenario["writers"]),
            str(scenario["rate"]), str(secs), token or ""]
@@ -121,7 +125,7 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
     profiler = None
     for line in proc.stdout:
         if line.startswith('{"phase"'):
-            cpu_load = collab_bench.cpu_seconds(pids)
+            cpu_load = server_cpu()
             services0 = services_cpu()
             metrics0 = scrape(metrics_url) if metrics_url else {}
             if setup_profiler is not None:
@@ -142,7 +146,7 @@ def run_load(url: str, names: list[str], scenario: dict[str, int], secs: int, pi
     killer.cancel()
     if profiler is not None:
         profiler.wait(timeout=60)
-    cpu1 = collab_bench.cpu_seconds(pids)
+    cpu1 = server_cpu()
     services1 = services_cpu()
     result: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": stderr[-500:]}
     if metrics_url is not None:
