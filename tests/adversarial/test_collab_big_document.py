@@ -16,15 +16,15 @@ import uuid
 
 import httpx
 import pytest
-from pycrdt import Doc, Map
+from pycrdt import Map
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from server.editing.models import LessonSnapshot, LessonUpdate
 from tests.adversarial.probe import AttackWatch
-from tests.support import ServerProcess, dev_user, eventually
-from tests.support.collab import YClient, make_lesson
+from tests.support import ServerProcess, eventually
+from tests.support.collab import MetaWriter, YClient
 
 pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
@@ -40,12 +40,8 @@ async def log_rows(db: AsyncEngine, lesson_id: uuid.UUID) -> int:
 
 async def test_a_document_of_many_structs_is_folded_loaded_and_compacted_off_the_loop(
         server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
-    author = await dev_user(client, "Author")
-    lesson = await make_lesson(db, author.clerk_id, title="Dense", body="Body.")
-    writer = await YClient.connect(server.ws_url, lesson.id, author.token)
-    doc: Doc = Doc()
-    doc.apply_update(writer.doc.get_update())
-    meta = doc.get("meta", type=Map)
+    attack = await MetaWriter.connect(server, client, db, "Dense")
+    author, lesson, writer, doc, meta = attack.author, attack.lesson, attack.client, attack.doc, attack.meta
     frames = []
     for batch in range(UPDATES):  # built beforehand: the test's own CPU and GIL stay free
         state = doc.get_state()

@@ -9,25 +9,20 @@ socket may queue), whatever root it grows, is refused like an over-long text: re
 from __future__ import annotations
 
 import httpx
-from pycrdt import Doc, Map
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from collab.room import DOCUMENT_MAX_BYTES
-from tests.support import ServerProcess, dev_user
-from tests.support.collab import YClient, make_lesson
+from tests.support import ServerProcess
+from tests.support.collab import MetaWriter
 
 TOO_LARGE = 4413
 
 
 async def test_meta_cannot_grow_the_document_without_bound(server: ServerProcess, client: httpx.AsyncClient,
                                                            db: AsyncEngine) -> None:
-    author = await dev_user(client, "Author")
-    lesson = await make_lesson(db, author.clerk_id, title="Meta", body="Body.")
-    attacker = await YClient.connect(server.ws_url, lesson.id, author.token)
-    doc: Doc = Doc()
-    doc.apply_update(attacker.doc.get_update())
-    meta = doc.get("meta", type=Map)
+    attack = await MetaWriter.connect(server, client, db, "Meta")
+    attacker, doc, meta = attack.client, attack.doc, attack.meta
     sent = 0
     frames = 0
     while sent <= DOCUMENT_MAX_BYTES + 2 * 1024 * 1024:

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from pycrdt import Doc, Map
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from collab import protocol as p
 from server.editing.models import LessonUpdate
 from tests.adversarial.probe import AttackWatch
-from tests.support import ServerProcess, dev_user
-from tests.support.collab import YClient, make_lesson
+from tests.support import ServerProcess
+from tests.support.collab import MetaWriter
 
 pytestmark = pytest.mark.loop_timing  # bounds the event loop's lag: run alone (scripts/test)
 
@@ -28,12 +27,8 @@ COPIES = 20
 
 async def test_a_resent_large_update_is_persisted_once(
         server: ServerProcess, client: httpx.AsyncClient, db: AsyncEngine) -> None:
-    author = await dev_user(client, "Author")
-    lesson = await make_lesson(db, author.clerk_id, title="Resent", body="Body.")
-    attacker = await YClient.connect(server.ws_url, lesson.id, author.token)
-    doc: Doc = Doc()
-    doc.apply_update(attacker.doc.get_update())
-    meta = doc.get("meta", type=Map)
+    attack = await MetaWriter.connect(server, client, db, "Resent")
+    lesson, attacker, doc, meta = attack.lesson, attack.client, attack.doc, attack.meta
     state = doc.get_state()
     with doc.transaction():
         for key in range(25_000):

@@ -9,7 +9,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import Doc, Text
+import httpx
+from pycrdt import Doc, Map, Text
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from websockets.asyncio.client import ClientConnection, connect
@@ -48,6 +49,28 @@ async def make_lesson(db: AsyncEngine, author: str, *, title: str = "A lesson", 
         for user in learners:
             await conn.execute(insert(UserCourse).values(course_id=course_id, user_id=user))
     return LessonRow(course_id, lesson_id)
+
+
+@dataclass
+class MetaWriter:
+    """An author connected to a new lesson of theirs (``client``), and a copy of the room's
+    document (``doc``, its ``meta`` Map) to build updates on that the client does not send itself:
+    sent as raw frames, as an attacker would."""
+
+    author: DevUser
+    lesson: LessonRow
+    client: YClient
+    doc: Doc[Any]
+    meta: Map[Any]
+
+    @classmethod
+    async def connect(cls, server: ServerProcess, http: httpx.AsyncClient, db: AsyncEngine, title: str) -> MetaWriter:
+        author = await dev_user(http, "Author")
+        lesson = await make_lesson(db, author.clerk_id, title=title, body="Body.")
+        client = await YClient.connect(server.ws_url, lesson.id, author.token)
+        doc: Doc[Any] = Doc()
+        doc.apply_update(client.doc.get_update())
+        return cls(author, lesson, client, doc, doc.get("meta", type=Map))
 
 
 async def lesson_row(db: AsyncEngine, lesson_id: str) -> dict[str, Any]:
@@ -194,8 +217,6 @@ async def co_editors(db: AsyncEngine, a_node: ServerProcess, b_node: ServerProce
                      title: str = "A lesson", body: str = "Hello") -> CoEditors:
     """Two dev users, a lesson of the first with the second as its editor, the author connected
     to ``a_node`` and the editor to ``b_node``."""
-    import httpx
-
     async with httpx.AsyncClient(base_url=a_node.base_url) as http:
         author = await dev_user(http, "Author")
         editor = await dev_user(http, "Editor")
