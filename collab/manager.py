@@ -22,6 +22,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from pycrdt import Doc, Map, Text, merge_updates
@@ -80,6 +81,14 @@ RECHECK_SAFETY_S = 60.0
 CLOSE_SERVICE_RESTART = 1012  # a draining node: reconnect (to another node, or to this one restarted)
 
 T = TypeVar("T")
+
+
+def _replay_here(lesson_id: str, updates: list[bytes]) -> tuple[Doc[Any], bytes]:
+    """A stored log's document and merged base, on this thread."""
+    doc = replay(updates)
+    if doc is None:  # a log poisoned before updates were checked (apply_checked)
+        doc, updates = replay_skipping(lesson_id, updates)
+    return doc, (merge_updates(*updates) if len(updates) > 1 else (updates[0] if updates else b""))
 
 
 class RoomManager:
@@ -270,12 +279,14 @@ class RoomManager:
         loaded = await self.store.load(lesson_id, seed_update)
         updates = loaded.updates
         if sum(len(update) for update in updates) <= INLINE_MERGE_BYTES:
-            doc = replay(updates)
-            if doc is None:  # a log poisoned before updates were checked (apply_checked)
-                doc, updates = replay_skipping(lesson_id, updates)
-            base = merge_updates(*updates) if len(updates) > 1 else (updates[0] if updates else b"")
+            doc, base = _replay_here(lesson_id, updates)
         else:
-            doc, base = await self._replay_large(lesson_id, updates)
+            try:
+                doc, base = await self._replay_large(lesson_id, updates)
+            except (BrokenProcessPool, OSError):  # no worker process to be had: load it here
+                log.exception("collab worker unavailable: room loaded on the event loop",
+                              extra={"lesson_id": lesson_id})
+                doc, base = _replay_here(lesson_id, updates)
         room = Room(lesson_id, doc, log_rows=loaded.log_rows, writes=self.coalescer, folds=self._fold_soon)
         room.base = base
         for name in TEXT_FIELDS:

@@ -1,16 +1,18 @@
 """Rooms and the collab worker process (collab/manager.py, collab/room.py; wire/worker.py): a
 background fold leaves the document as it was and backs off after a failure; one caller giving up
-while a room loads fails no other caller."""
+while a room loads fails no other caller; without a worker process a room still loads."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pytest
 from pycrdt import Doc, Text
 
+from collab import manager as manager_module
 from collab import protocol as p
 from collab import room as room_module
 from collab.manager import RoomManager
@@ -105,3 +107,19 @@ def test_a_large_checkpoint_is_folded_in_the_background_once_its_tail_is_long_en
     room.remember(b"u" * 30)
     room.fold_soon()
     assert started == [due]
+
+
+async def test_a_room_still_loads_when_no_worker_process_can_be_had(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(manager_module, "INLINE_MERGE_BYTES", 0)  # every load through the worker
+    rooms = RoomManager(MemoryStore(), _authorize, _recheck, flush_interval=0.01)  # type: ignore[arg-type]
+
+    async def broken(fn: Callable[..., Any], *args: Any) -> Any:
+        raise BrokenProcessPool("no process")
+
+    monkeypatch.setattr(rooms.worker, "run", broken)
+    await rooms.start()
+    try:
+        room = await rooms.open(LESSON)
+        assert str(room.doc.get("body", type=Text)) == "Body" and _text([room.base]) == "Body"
+    finally:
+        await rooms.stop()
