@@ -40,7 +40,7 @@ from collab.access import (
 )
 from collab.awareness import Awareness
 from collab.cluster import Cluster
-from collab.persistence import COMMIT_GAP_S, WORKER_IDLE_S, Leases, Persistence, PgLeases
+from collab.persistence import COMMIT_GAP_S, Leases, Persistence, PgLeases
 from collab.receiver import Receiver
 from collab.relay import KIND_UPDATE, Relay
 from collab.room import (
@@ -68,7 +68,6 @@ from collab.store import LessonGone, PendingUpdate, Store
 from collab.textdiff import apply_text
 from wire import grid
 from wire.websocket import CLOSE_STORAGE_UNAVAILABLE, CLOSE_TOO_LARGE
-from wire.worker import WorkerProcess
 
 log = logging.getLogger("scriptorium.collab")
 
@@ -125,11 +124,11 @@ class RoomManager:
         self.max_unsaved = max_unsaved
         self.rooms: dict[str, Room] = {}
         self._opening: dict[str, asyncio.Future[Room]] = {}  # rooms being loaded (Task)
+        self.persistence = Persistence(store, flush_interval=flush_interval,
+                                       compact_threshold=compact_threshold, commit_gap=commit_gap)
         # Merges of a whole document's history (folds, loads, compaction: collab.room's
-        # INLINE_MERGE_BYTES), off the event loop and its GIL.
-        self.worker = WorkerProcess("collab", idle_s=WORKER_IDLE_S)
-        self.persistence = Persistence(store, flush_interval=flush_interval, compact_threshold=compact_threshold,
-                                       commit_gap=commit_gap, worker=self.worker)
+        # INLINE_MERGE_BYTES), off the event loop and its GIL: the persistence's worker process.
+        self.worker = self.persistence.worker
         self.persistence.on_failure = self._check_unsaved
         self.persistence.on_rows_merged = self._rows_merged
         if leases is not None:  # several nodes: PgLeases (see collab.persistence)

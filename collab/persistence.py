@@ -223,7 +223,7 @@ def log_rows(batch: list[PendingUpdate]) -> list[PendingUpdate]:
 
 class Persistence:
     def __init__(self, store: Store, *, flush_interval: float, compact_threshold: int,
-                 commit_gap: float = COMMIT_GAP_S, worker: WorkerProcess | None = None) -> None:
+                 commit_gap: float = COMMIT_GAP_S) -> None:
         self.store = store
         self.flush_interval = flush_interval
         self.commit_gap = commit_gap
@@ -258,9 +258,10 @@ class Persistence:
         self._lock = asyncio.Lock()
         self._flushed_at = 0.0  # when the background flush last started (time.monotonic())
         self.leases: Leases = LocalLeases()  # the manager's choice
-        # Compaction merges in a process of its own (the manager's): yrs keeps the GIL for a whole
-        # merge, so a worker thread held the loop as long as the merge ran (wire/worker.py).
-        self.worker = worker if worker is not None else WorkerProcess("collab", idle_s=WORKER_IDLE_S)
+        # Compaction merges in a process of its own (the manager's folds and loads share it): yrs
+        # keeps the GIL for a whole merge, so a worker thread held the loop as long as the merge
+        # ran (wire/worker.py).
+        self.worker = WorkerProcess("collab", idle_s=WORKER_IDLE_S)
         self._compaction = asyncio.Lock()
 
     async def _fence(self, lesson_id: str, *, duty: bool) -> tuple[bool, dict[str, Fence]]:

@@ -211,7 +211,8 @@ class Settings:
         log_level = (env.get("LOG_LEVEL") or "info").strip().lower()
         if log_level not in _LOG_LEVELS:
             raise SettingsError(f"LOG_LEVEL must be one of {sorted(_LOG_LEVELS)}, got {log_level!r}")
-        if _int(env, "COLLAB_COMPACT_ROWS", 500) < 1:
+        compact_rows = _int(env, "COLLAB_COMPACT_ROWS", 500)
+        if compact_rows < 1:
             raise SettingsError("COLLAB_COMPACT_ROWS must be at least 1")
         data_dir = Path(env.get("DATA_DIR") or ".data")
         media_dir = Path(env.get("MEDIA_DIR") or (data_dir / "media"))
@@ -272,7 +273,7 @@ class Settings:
             collab_write_pace_above=_float(env, "COLLAB_WRITE_PACE_ABOVE", 0.7),
             collab_commit_gap_ms=_at_most(_float(env, "COLLAB_COMMIT_GAP_MS", 20.0), 1000.0, "COLLAB_COMMIT_GAP_MS"),
             collab_lease_seconds=_float(env, "COLLAB_LEASE_SECONDS", 5.0),
-            collab_compact_rows=_int(env, "COLLAB_COMPACT_ROWS", 500),
+            collab_compact_rows=compact_rows,
             version_keep_days=_int(env, "VERSION_KEEP_DAYS", 30),
             version_keep_older=_int(env, "VERSION_KEEP_OLDER", 50),
             version_max_per_lesson=_int(env, "VERSION_MAX_PER_LESSON", 500),

@@ -17,6 +17,7 @@ from collab import protocol as p
 from collab import room as room_module
 from collab.manager import RoomManager
 from collab.store import LoadedDocument
+from server.settings import Settings, SettingsError
 from tests.collab.test_collab_seam import LESSON, MemoryLink, MemoryStore, _authorize, _edit, _recheck
 from tests.support import eventually
 
@@ -123,3 +124,10 @@ async def test_a_room_still_loads_when_no_worker_process_can_be_had(monkeypatch:
         assert str(room.doc.get("body", type=Text)) == "Body" and _text([room.base]) == "Body"
     finally:
         await rooms.stop()
+
+
+def test_the_compaction_threshold_is_a_setting_of_at_least_one_row() -> None:
+    assert Settings.from_env({}).collab_compact_rows == 500
+    assert Settings.from_env({"COLLAB_COMPACT_ROWS": "20"}).collab_compact_rows == 20
+    with pytest.raises(SettingsError, match="COLLAB_COMPACT_ROWS must be at least 1"):
+        Settings.from_env({"COLLAB_COMPACT_ROWS": "0"})
